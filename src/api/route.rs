@@ -1,0 +1,72 @@
+//! The APIs the service counts quota for, one per method + route template
+//! (all machine and action ids share their template's counter). The runner
+//! paces per [`Api`] and the simulator counts per [`Api`], under the same names.
+
+use std::fmt;
+
+use super::action::ActionKind;
+
+/// One rate-limited API of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    /// `POST machines/{id}/<action>`: one API per action.
+    Action(ActionKind),
+    /// `POST machineactions/{id}/cancel`.
+    CancelAction,
+    /// `GET machines`.
+    ListMachines,
+    /// `GET machines/{id}`.
+    GetMachine,
+    /// `GET machineactions`.
+    ListActions,
+    /// `GET machineactions/{id}`.
+    GetAction,
+}
+
+impl Api {
+    /// Stable name used in logs, `/_sim/stats` `by_api` keys and pacing
+    /// reports: the action's path segment for action POSTs, `GET machines`,
+    /// `GET machines/{id}`, `GET machineactions`, `GET machineactions/{id}`
+    /// and `POST machineactions/{id}/cancel` otherwise.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Action(a) => a.path_segment(),
+            Api::CancelAction => "POST machineactions/{id}/cancel",
+            Api::ListMachines => "GET machines",
+            Api::GetMachine => "GET machines/{id}",
+            Api::ListActions => "GET machineactions",
+            Api::GetAction => "GET machineactions/{id}",
+        }
+    }
+
+    /// Every API, in a stable order.
+    pub fn all() -> impl Iterator<Item = Api> {
+        ActionKind::ALL.into_iter().map(Api::Action).chain([
+            Api::CancelAction,
+            Api::ListMachines,
+            Api::GetMachine,
+            Api::ListActions,
+            Api::GetAction,
+        ])
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Api::all().map(Api::name).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}
