@@ -10,4 +10,5 @@
 //! Beside them, [`sim`] is a faithful local simulator of the API.
 
 pub mod api;
+pub mod output;
 pub mod pace;

@@ -1,0 +1,223 @@
+//! The result of one input row: the runner's columns of a results file and
+//! the vocabulary of row statuses.
+//!
+//! The same record is written to the results file (CSV or JSONL), appended to
+//! the run's journal, and read back when a results file is replayed, so its
+//! column names and status spellings are a stable, documented format.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The runner's columns, in the order they follow the user's own columns.
+/// Input columns with these names are replaced by the runner's, never duplicated.
+pub const RUNNER_COLUMNS: [&str; 12] = [
+    "line",
+    "machine_id",
+    "action",
+    "status",
+    "action_id",
+    "action_status",
+    "http_status",
+    "error_code",
+    "error_message",
+    "attempts",
+    "requested_at",
+    "finished_at",
+];
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Dry run: the row would be sent.
+    Planned,
+    /// The API accepted the action (201/200 with an action id).
+    Submitted,
+    /// The same action was already pending or in progress on the device.
+    AlreadyPending,
+    /// No such machine (404, or a name that matched nothing).
+    NotFound,
+    /// A device name that matched more than one machine.
+    Ambiguous,
+    /// The API refused the request (a 4xx other than 404/429).
+    Rejected,
+    /// The row itself is malformed (bad id, Sha1, isolation type, ...).
+    Invalid,
+    /// The row repeats an earlier row's machine + action + parameters.
+    Duplicate,
+    /// Retries exhausted on 5xx, timeouts or connection errors.
+    Error,
+    /// The request was sent but its answer is unknown and could not be
+    /// reconciled with the server; the row must not be sent blindly again.
+    InDoubt,
+    /// Waiting ended with the action still pending on the device.
+    Pending,
+    /// Waiting ended with the action still running.
+    InProgress,
+    /// The action completed on the device.
+    Succeeded,
+    /// The action failed on the device.
+    Failed,
+    /// The device never picked the action up in time.
+    TimedOut,
+    /// The action was cancelled.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in documentation order.
+    pub const ALL: [Status; 16] = [
+        Status::Planned,
+        Status::Submitted,
+        Status::AlreadyPending,
+        Status::NotFound,
+        Status::Ambiguous,
+        Status::Rejected,
+        Status::Invalid,
+        Status::Duplicate,
+        Status::Error,
+        Status::InDoubt,
+        Status::Pending,
+        Status::InProgress,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+    ];
+
+    /// The spelling used in results files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Planned => "planned",
+            Status::Submitted => "submitted",
+            Status::AlreadyPending => "already_pending",
+            Status::NotFound => "not_found",
+            Status::Ambiguous => "ambiguous",
+            Status::Rejected => "rejected",
+            Status::Invalid => "invalid",
+            Status::Duplicate => "duplicate",
+            Status::Error => "error",
+            Status::InDoubt => "in_doubt",
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// True when the row counts as a failure for the exit code (1).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Status::NotFound
+                | Status::Ambiguous
+                | Status::Rejected
+                | Status::Invalid
+                | Status::Error
+                | Status::InDoubt
+                | Status::Failed
+                | Status::TimedOut
+                | Status::Cancelled
+        )
+    }
+
+    /// True while the device may still carry the action out: the row has an
+    /// action id whose final state is not known yet.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Status::Submitted | Status::AlreadyPending | Status::Pending | Status::InProgress
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let folded = crate::api::action::fold_name(s);
+        Status::ALL
+            .into_iter()
+            .find(|st| crate::api::action::fold_name(st.as_str()) == folded)
+            .ok_or_else(|| {
+                let all: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status {s:?} (expected one of {})", all.join(", "))
+            })
+    }
+}
+
+/// The runner's half of a result row (the user's columns travel beside it).
+/// Empty strings stand for "nothing to say", so CSV and JSONL agree.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// 1-based line of the row in the input file (the header is line 1 in CSV).
+    pub line: u64,
+    /// The machine acted on (resolved from a name when the row had none).
+    pub machine_id: String,
+    /// The action, by its CLI name (`isolate`, `stop-and-quarantine`, ...).
+    pub action: String,
+    /// What happened; `None` only before the row is decided.
+    pub status: Option<Status>,
+    /// The MachineAction id the API returned (or the pending one it reported).
+    pub action_id: String,
+    /// The MachineAction's own status (`Pending`, `Succeeded`, ...), last seen.
+    pub action_status: String,
+    /// HTTP status of the last answer, if any answer came.
+    pub http_status: Option<u16>,
+    /// The API's error code (`InvalidRequestBody`, ...) or the runner's own
+    /// (`InvalidMachineId`, `Timeout`, ...).
+    pub error_code: String,
+    /// Human explanation of the error.
+    pub error_message: String,
+    /// How many requests were sent for the row (retries included).
+    pub attempts: u32,
+    /// When the first request for the row left (ISO-8601 UTC).
+    pub requested_at: String,
+    /// When the row reached its status (ISO-8601 UTC).
+    pub finished_at: String,
+}
+
+impl ResultRow {
+    /// The runner's columns as text, in [`RUNNER_COLUMNS`] order.
+    pub fn to_fields(&self) -> [String; 12] {
+        [
+            self.line.to_string(),
+            self.machine_id.clone(),
+            self.action.clone(),
+            self.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            self.action_id.clone(),
+            self.action_status.clone(),
+            self.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            self.error_code.clone(),
+            self.error_message.clone(),
+            self.attempts.to_string(),
+            self.requested_at.clone(),
+            self.finished_at.clone(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+        assert_eq!("Already Pending".parse::<Status>().unwrap(), Status::AlreadyPending);
+        assert!("great".parse::<Status>().is_err());
+    }
+}
