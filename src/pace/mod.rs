@@ -3,7 +3,9 @@
 //! simulator (which enforces one).
 
 pub mod limit;
+pub mod pacer;
 pub mod window;
 
 pub use limit::{Limit, LimitError, format_duration, parse_duration, parse_limits};
+pub use pacer::{Hold, Pacer, WaitReason, default_margin, minimum_time};
 pub use window::{Throttle, WindowModel, Windows};
