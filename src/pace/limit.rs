@@ -134,7 +134,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 return Err(format!("{t:?} has no unit or an unknown one (use ms, s, m or h)"));
             }
         };
-        if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("{t:?} is out of range"));
         }
         total += Duration::from_secs_f64(secs);
@@ -146,14 +146,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a duration in the shortest exact unit: `60s`, `1h`, `250ms`, `1.5s`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}s", d.as_secs_f64());
     }
     if ms == 0 {
         "0s".to_string()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -193,7 +193,7 @@ impl Pacer {
             .filter_map(|l| l.state.lock().unwrap_or_else(PoisonError::into_inner).hold)
             .filter(|h| h.until > now)
             .collect();
-        holds.sort_by(|a, b| b.until.cmp(&a.until));
+        holds.sort_by_key(|h| std::cmp::Reverse(h.until));
         holds
     }
 
