@@ -1,14 +1,26 @@
-//! `mdebulk` runs Microsoft Defender for Endpoint machine actions in bulk.
+//! `mdebulk` runs Microsoft Defender for Endpoint machine actions in bulk:
+//! isolate, release, stop and quarantine a file, offboard — for a whole fleet
+//! listed in a spreadsheet, paced exactly at the API quota, with one result
+//! row per device.
 //!
-//! The data flows through the modules in this order:
+//! The modules follow the data:
 //!
 //! - [`input`]: CSV/TSV/JSONL readers, column aliases, row validation.
-//! - [`pace`]: quota windows, shared by the runner and the simulator.
+//! - [`pace`]: quota windows and the pacer (shared with the simulator).
 //! - [`api`]: the MDE API: actions, wire types, client, auth, clouds.
-//! - [`output`]: result writers.
+//! - [`run`]: the pipeline: survey, journal, execution, retries, summary.
+//! - [`output`]: result rows and their writers.
+//! - [`sim`]: a faithful local simulator of the API, beside the rest.
 //!
-//! Beside them, [`sim`] is a faithful local simulator of the API.
+//! [`cli`] turns flags into a validated [`run::RunConfig`]; [`app`] is the
+//! entry point `main` calls.
 
 pub mod api;
+pub mod app;
+pub mod cli;
+pub mod input;
+pub mod logging;
 pub mod output;
 pub mod pace;
+pub mod run;
+pub mod sim;

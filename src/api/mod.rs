@@ -1,7 +1,11 @@
 //! Everything about the MDE API itself: the actions and their rules, the wire
-//! types, timestamps.
+//! types, timestamps, the clouds, and the client that calls it (auth, errors).
 
 pub mod action;
+pub mod auth;
+pub mod client;
+pub mod cloud;
+pub mod error;
 pub mod model;
 pub mod route;
 pub mod time;

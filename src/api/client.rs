@@ -1,0 +1,1327 @@
+//! The MDE API client: one method per call the tool makes, each making
+//! exactly ONE attempt and reporting precisely what happened.
+//!
+//! Retries, pacing and the reaction to a 429 belong to the pipeline, which
+//! must see and count every attempt; so this client never retries (reqwest's
+//! own retry policy and redirects are switched off) and turns every outcome
+//! into either a [`Reply`] or a [`CallError`].
+//!
+//! Every request carries `Authorization: Bearer <token>` (from the shared
+//! [`TokenSource`]), `User-Agent: mdebulk/<version>` and
+//! `Accept: application/json`; POSTs send `Content-Type: application/json`.
+//! TLS is always verified (rustls with the platform verifier); plain
+//! `http://` is accepted only for loopback hosts, which is how tests and the
+//! simulator are reached. Calls are logged at debug level with method, path,
+//! status, elapsed time and the error's `target`; never a header, token or
+//! secret.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+
+use super::action::{ActionKind, IsolationType, ScanType};
+use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, excerpt, scrub};
+use super::cloud::Cloud;
+use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataList};
+use super::route::Api;
+
+pub use super::error::{
+    CallError, ConfigError, TransportKind, parse_retry_after, status_code_name,
+};
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
+
+/// Default limit for a whole call (connect, send, answer).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default limit for opening a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest excerpt of a non-JSON error body kept in an error.
+const EXCERPT_CHARS: usize = 200;
+
+/// Everything the client needs to reach one tenant.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// API host, with or without `/api` (or `/api/v1.0`) at the end.
+    pub api_base: String,
+    /// Entra ID login host (used with client credentials).
+    pub login_base: String,
+    /// OAuth2 scope of the token.
+    pub scope: String,
+    /// Client credentials or a static bearer token.
+    pub credentials: Credentials,
+    /// Limit for a whole call; a call that exceeds it is a
+    /// [`TransportKind::Timeout`] that may have been delivered.
+    pub request_timeout: Duration,
+    /// Limit for opening a connection; exceeding it means nothing was sent.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with the default timeouts.
+    pub fn new(
+        api_base: impl Into<String>,
+        login_base: impl Into<String>,
+        scope: impl Into<String>,
+        credentials: Credentials,
+    ) -> ClientConfig {
+        ClientConfig {
+            api_base: api_base.into(),
+            login_base: login_base.into(),
+            scope: scope.into(),
+            credentials,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// The hosts and scope of `cloud`, with the default timeouts.
+    pub fn for_cloud(cloud: Cloud, credentials: Credentials) -> ClientConfig {
+        ClientConfig::new(cloud.api_base(), cloud.login_base(), cloud.scope(), credentials)
+    }
+}
+
+/// The body of an action request. Serialised by [`ActionBody::to_json`] with
+/// only the keys the action accepts, spelt exactly as the API matches them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionBody {
+    /// `Comment`: required by every action, shown in the portal's history.
+    pub comment: String,
+    /// `IsolationType`, sent for isolate only; omitted means the API default.
+    pub isolation_type: Option<IsolationType>,
+    /// `Sha1` of the file to stop and quarantine, sent as given.
+    pub sha1: Option<String>,
+    /// `ScanType`, sent for antivirus scans only.
+    pub scan_type: Option<ScanType>,
+}
+
+impl ActionBody {
+    /// A body with only a comment.
+    pub fn new(comment: impl Into<String>) -> ActionBody {
+        ActionBody { comment: comment.into(), ..ActionBody::default() }
+    }
+
+    /// The JSON object for `action`: keys in the order of
+    /// [`ActionKind::allowed_keys`], `Comment` always, the others only when
+    /// set; values the action does not take are left out.
+    pub fn to_json(&self, action: ActionKind) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for key in action.allowed_keys() {
+            let value = match *key {
+                "Comment" => Some(self.comment.clone()),
+                "IsolationType" => self.isolation_type.map(|t| t.api_name().to_string()),
+                "Sha1" => self.sha1.clone(),
+                "ScanType" => self.scan_type.map(|t| t.api_name().to_string()),
+                _ => None,
+            };
+            if let Some(v) = value {
+                map.insert((*key).to_string(), serde_json::Value::String(v));
+            }
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// The first required key `action` needs that this body lacks (an empty
+    /// comment counts as missing), so a caller can refuse the row before
+    /// spending a call on a certain 400.
+    pub fn missing_parameter(&self, action: ActionKind) -> Option<&'static str> {
+        if self.comment.trim().is_empty() {
+            return Some("Comment");
+        }
+        match action {
+            ActionKind::StopAndQuarantineFile if self.sha1.is_none() => Some("Sha1"),
+            ActionKind::RunAntiVirusScan if self.scan_type.is_none() => Some("ScanType"),
+            _ => None,
+        }
+    }
+}
+
+/// OData query options of a list call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// `$filter`, e.g. `machineId eq '<id>' and type eq 'Isolate'`.
+    pub filter: Option<String>,
+    /// `$top`: page size (the API allows up to 10000).
+    pub top: Option<u32>,
+    /// `$skip`: entities to skip, for paging.
+    pub skip: Option<u32>,
+}
+
+impl ListQuery {
+    /// A query with only a `$filter`.
+    pub fn filter(filter: impl Into<String>) -> ListQuery {
+        ListQuery { filter: Some(filter.into()), ..ListQuery::default() }
+    }
+
+    /// The query string, or `None` when no option is set. The `$` of the
+    /// option names stays literal; values are percent-encoded (RFC 3986
+    /// unreserved characters kept, space as `%20`, quote as `%27`).
+    pub fn to_query_string(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(f) = &self.filter {
+            parts.push(format!("$filter={}", percent_encode(f)));
+        }
+        if let Some(t) = self.top {
+            parts.push(format!("$top={t}"));
+        }
+        if let Some(s) = self.skip {
+            parts.push(format!("$skip={s}"));
+        }
+        if parts.is_empty() { None } else { Some(parts.join("&")) }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A successful reply: the 2xx status (200 and 201 both occur for actions)
+/// and the decoded body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T> {
+    /// HTTP status of the reply.
+    pub status: u16,
+    /// The decoded body.
+    pub value: T,
+}
+
+/// The MDE API client. Cheap to clone: every clone shares one connection
+/// pool and one token cache.
+#[derive(Clone)]
+pub struct Client {
+    /// Shared state behind the clones.
+    inner: Arc<Inner>,
+}
+
+/// What clones of a [`Client`] share.
+struct Inner {
+    /// The HTTP stack: timeouts, no redirects, no retries.
+    http: reqwest::Client,
+    /// API root, ending in `/api` or `/api/v1.0`.
+    api: Url,
+    /// The token cache.
+    tokens: TokenSource,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("api", &self.inner.api.as_str())
+            .field("tokens", &self.inner.tokens)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Checks the configuration and builds the client; nothing is sent yet.
+    ///
+    /// Both URLs must be `https://`, or `http://` to a loopback host
+    /// (127.0.0.0/8, ::1, localhost). Trailing slashes are ignored, and the
+    /// API base may or may not end in `/api` (or `/api/v1.0`).
+    pub fn new(config: ClientConfig) -> Result<Client, ConfigError> {
+        if config.request_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout { what: "request" });
+        }
+        if config.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout { what: "connect" });
+        }
+        check_credentials(&config.credentials)?;
+        let api = api_root(check_base_url("API", &config.api_base)?);
+        let login = check_base_url("login", &config.login_base)?;
+
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(HeaderMap::from_iter([(
+                ACCEPT,
+                HeaderValue::from_static("application/json"),
+            )]))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never());
+        // A proxy from the environment must not capture loopback traffic to
+        // a local simulator.
+        let login_used = matches!(config.credentials, Credentials::ClientSecret { .. });
+        if is_loopback(&api) && (!login_used || is_loopback(&login)) {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        let tokens =
+            TokenSource::new(http.clone(), login.as_str(), &config.scope, config.credentials);
+        Ok(Client { inner: Arc::new(Inner { http, api, tokens }) })
+    }
+
+    /// The token cache (for its fetch count, or to share it).
+    pub fn tokens(&self) -> &TokenSource {
+        &self.inner.tokens
+    }
+
+    /// The API root every path is appended to (ends in `/api` or `/api/v1.0`).
+    pub fn api_root(&self) -> &Url {
+        &self.inner.api
+    }
+
+    /// `POST machines/{id}/{action}`. 200 and 201 are both success (the
+    /// offboard page says 200, the real service answers 201).
+    pub async fn submit(
+        &self,
+        machine_id: &str,
+        action: ActionKind,
+        body: &ActionBody,
+    ) -> Result<Reply<MachineAction>, CallError> {
+        let url = self.url(&["machines", machine_id, action.path_segment()], None);
+        self.call(Api::Action(action), Method::POST, url, Some(body.to_json(action))).await
+    }
+
+    /// `GET machineactions` with OData options.
+    pub async fn list_actions(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
+        let url = self.url(&["machineactions"], query.to_query_string());
+        self.call(Api::ListActions, Method::GET, url, None).await
+    }
+
+    /// `GET machines` with OData options.
+    pub async fn list_machines(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Reply<ODataList<Machine>>, CallError> {
+        let url = self.url(&["machines"], query.to_query_string());
+        self.call(Api::ListMachines, Method::GET, url, None).await
+    }
+
+    /// `GET machines/{id}`: by machine id or by computer name.
+    pub async fn get_machine(&self, id_or_name: &str) -> Result<Reply<Machine>, CallError> {
+        let url = self.url(&["machines", id_or_name], None);
+        self.call(Api::GetMachine, Method::GET, url, None).await
+    }
+
+    /// `GET machineactions/{id}`.
+    pub async fn get_action(&self, action_id: &str) -> Result<Reply<MachineAction>, CallError> {
+        let url = self.url(&["machineactions", action_id], None);
+        self.call(Api::GetAction, Method::GET, url, None).await
+    }
+
+    /// `POST machineactions/{id}/cancel`, with `{"Comment": ...}` or `{}`.
+    pub async fn cancel_action(
+        &self,
+        action_id: &str,
+        comment: Option<&str>,
+    ) -> Result<Reply<MachineAction>, CallError> {
+        let url = self.url(&["machineactions", action_id, "cancel"], None);
+        let mut body = serde_json::Map::new();
+        if let Some(c) = comment {
+            body.insert("Comment".to_string(), serde_json::Value::String(c.to_string()));
+        }
+        self.call(Api::CancelAction, Method::POST, url, Some(serde_json::Value::Object(body))).await
+    }
+
+    /// The API root plus `segments` (each percent-encoded as one segment)
+    /// and an already encoded query.
+    fn url(&self, segments: &[&str], query: Option<String>) -> Url {
+        let mut url = self.inner.api.clone();
+        // Invariant: `api` is an http(s) URL (checked in `new`), and those
+        // always have path segments.
+        url.path_segments_mut()
+            .expect("http(s) URLs can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url.set_query(query.as_deref());
+        url
+    }
+
+    /// One attempt: token, request, reply classified.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+    ) -> Result<Reply<T>, CallError> {
+        let token = self.inner.tokens.bearer().await.inspect_err(|e| {
+            tracing::debug!(%method, path = url.path(), api = api.name(), error.code = e.code(), "no token: {e}");
+        })?;
+        let started = Instant::now();
+        let mut request =
+            self.inner.http.request(method.clone(), url.clone()).bearer_auth(token.expose());
+        if let Some(body) = &body {
+            request = request.header(CONTENT_TYPE, "application/json").json(body);
+        }
+
+        let result = self.exchange(request, &token).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let result = result.and_then(|(status, reply)| {
+            if (200..300).contains(&status) {
+                serde_json::from_slice::<T>(&reply.bytes)
+                    .map(|value| Reply { status, value })
+                    .map_err(|e| CallError::Decode {
+                        status,
+                        message: scrub(
+                            &format!("{e} ({} bytes)", reply.bytes.len()),
+                            &[token.expose()],
+                        ),
+                    })
+            } else {
+                Err(self.classify(status, &reply, &token))
+            }
+        });
+        match &result {
+            Ok(reply) => tracing::debug!(
+                %method,
+                path = url.path(),
+                api = api.name(),
+                status = reply.status,
+                elapsed_ms,
+                "MDE API call"
+            ),
+            Err(e) => tracing::debug!(
+                %method,
+                path = url.path(),
+                api = api.name(),
+                status = e.http_status(),
+                elapsed_ms,
+                error.code = e.code(),
+                error.target = e.target(),
+                "MDE API call failed: {e}"
+            ),
+        }
+        result
+    }
+
+    /// Sends the request and reads the whole reply.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &Secret,
+    ) -> Result<(u16, Response), CallError> {
+        let response = request.send().await.map_err(|e| transport_error(&e, false, token))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| transport_error(&e, true, token))?;
+        Ok((status, Response { headers, bytes: bytes.to_vec() }))
+    }
+
+    /// The error for a non-2xx reply. A 401 also invalidates the token used.
+    fn classify(&self, status: u16, reply: &Response, token: &Secret) -> CallError {
+        let error = error_body(status, &reply.bytes, token);
+        match status {
+            401 => {
+                self.inner.tokens.invalidate(token);
+                if self.inner.tokens.is_static() {
+                    CallError::Auth(AuthError::BearerRejected)
+                } else {
+                    CallError::Unauthorized { error }
+                }
+            }
+            429 => CallError::Throttled {
+                retry_after: parse_retry_after(&reply.headers, SystemTime::now()),
+                error,
+            },
+            _ => CallError::Api {
+                status,
+                error,
+                retry_after: parse_retry_after(&reply.headers, SystemTime::now()),
+            },
+        }
+    }
+}
+
+/// A reply read to the end.
+struct Response {
+    /// Its headers (for `Retry-After` and `Date`).
+    headers: HeaderMap,
+    /// Its body.
+    bytes: Vec<u8>,
+}
+
+/// The error envelope of a reply; for a body that is not one, our code for
+/// the status with an excerpt of the body as message; `None` for an empty
+/// body.
+fn error_body(status: u16, body: &[u8], token: &Secret) -> Option<ApiErrorBody> {
+    let secrets = [token.expose()];
+    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        let mut e = envelope.error;
+        e.message = scrub(&e.message, &secrets);
+        return Some(e);
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(ApiErrorBody {
+        code: status_code_name(status).to_string(),
+        message: format!(
+            "reply is not an API error envelope: {}",
+            excerpt(&scrub(&text, &secrets), EXCERPT_CHARS)
+        ),
+        target: None,
+    })
+}
+
+/// Classifies a reqwest failure. `after_headers`: the reply's status line
+/// had already arrived, so the request certainly reached the server.
+fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> CallError {
+    let kind = if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    };
+    // Connect errors (refused, DNS, TLS handshake, connect timeout) and
+    // requests that could not even be built never left this machine; any
+    // other failure may have happened after the server got the request.
+    let never_sent = !after_headers && (e.is_connect() || e.is_builder());
+    CallError::Transport {
+        kind,
+        maybe_delivered: !never_sent,
+        message: scrub(&error_chain(e), &[token.expose()]),
+    }
+}
+
+/// Refuses credentials that cannot work: empty tenant, client id, secret or token.
+fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
+    match credentials {
+        Credentials::ClientSecret { tenant_id, client_id, client_secret } => {
+            if tenant_id.trim().is_empty() {
+                return Err(ConfigError::MissingCredentials("the tenant id is empty"));
+            }
+            if client_id.trim().is_empty() {
+                return Err(ConfigError::MissingCredentials("the client id is empty"));
+            }
+            if client_secret.expose().trim().is_empty() {
+                return Err(ConfigError::MissingCredentials("the client secret is empty"));
+            }
+        }
+        Credentials::Bearer(token) => {
+            if token.expose().trim().is_empty() {
+                return Err(ConfigError::MissingCredentials("the bearer token is empty"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a base URL and applies the safety rules: `https`, or `http` to a
+/// loopback host; no credentials, query or fragment.
+pub fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let shown = mask_userinfo(raw.trim());
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidUrl {
+        what,
+        url: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::CredentialsInUrl { what });
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            if !is_loopback(&url) {
+                return Err(ConfigError::InsecureUrl { what, url: shown });
+            }
+        }
+        other => {
+            return Err(ConfigError::UnsupportedScheme {
+                what,
+                url: shown,
+                scheme: other.to_string(),
+            });
+        }
+    }
+    if url.host().is_none() {
+        return Err(ConfigError::InvalidUrl { what, url: shown, reason: "no host".to_string() });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::QueryInUrl { what, url: shown });
+    }
+    Ok(url)
+}
+
+/// True when the URL's host is a loopback address: 127.0.0.0/8, ::1 (also
+/// IPv4-mapped), or the name `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The API root: the base without trailing slashes, with `/api` appended
+/// unless it already ends in `/api` or `/api/v1.0`.
+fn api_root(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_string();
+    let root = if path.ends_with("/api") || path.ends_with("/api/v1.0") {
+        path
+    } else {
+        format!("{path}/api")
+    };
+    url.set_path(&root);
+    url
+}
+
+/// The URL text with anything between `://` and `@` replaced, for messages.
+fn mask_userinfo(raw: &str) -> String {
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(start), Some(at)) if at > start + 3 => {
+            let host_start = start + 3;
+            // Only mask when the `@` is in the authority part.
+            let authority_end = raw[host_start..].find('/').map_or(raw.len(), |i| host_start + i);
+            if at < authority_end {
+                format!("{}***@{}", &raw[..host_start], &raw[at + 1..])
+            } else {
+                raw.to_string()
+            }
+        }
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap as AxHeaders, Method as AxMethod, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response as AxResponse};
+
+    const SECRET: &str = "Cl13nt~S3cret.Value_xyz";
+    const MACHINE: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// One request as the test server saw it.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        query: Option<String>,
+        params: HashMap<String, String>,
+        authorization: Option<String>,
+        user_agent: Option<String>,
+        accept: Option<String>,
+        content_type: Option<String>,
+        body: String,
+    }
+
+    #[derive(Clone, Default)]
+    struct Server {
+        seen: Arc<Mutex<Vec<Seen>>>,
+        token_fetches: Arc<AtomicUsize>,
+    }
+
+    fn json(status: StatusCode, body: String) -> AxResponse {
+        (status, [("content-type", "application/json")], body).into_response()
+    }
+
+    fn envelope(status: StatusCode, code: &str, message: &str) -> AxResponse {
+        json(status, serde_json::to_string(&ErrorEnvelope::new(code, message)).unwrap())
+    }
+
+    /// A minimal stand-in for the login endpoint and the API, answering by
+    /// machine id so each test can pick the reply it needs.
+    async fn handle(
+        State(server): State<Server>,
+        method: AxMethod,
+        uri: Uri,
+        headers: AxHeaders,
+        body: Bytes,
+    ) -> AxResponse {
+        let header = |k: &str| headers.get(k).map(|v| v.to_str().unwrap().to_string());
+        let path = uri.path().to_string();
+        if path.ends_with("/oauth2/v2.0/token") {
+            let n = server.token_fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            let as_uri: Uri = format!("/?{}", String::from_utf8_lossy(&body)).parse().unwrap();
+            let form = Query::<HashMap<String, String>>::try_from_uri(&as_uri).unwrap().0;
+            if form.get("client_secret").map(String::as_str) != Some(SECRET) {
+                let e = serde_json::json!({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."});
+                return json(StatusCode::UNAUTHORIZED, e.to_string());
+            }
+            let t = serde_json::json!({"token_type":"Bearer","expires_in":3599,"ext_expires_in":0,"access_token":format!("tok-{n}")});
+            return json(StatusCode::OK, t.to_string());
+        }
+        let params =
+            Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+        let auth = header("authorization");
+        server.seen.lock().unwrap().push(Seen {
+            method: method.to_string(),
+            path: path.clone(),
+            query: uri.query().map(str::to_string),
+            params,
+            authorization: auth.clone(),
+            user_agent: header("user-agent"),
+            accept: header("accept"),
+            content_type: header("content-type"),
+            body: String::from_utf8_lossy(&body).to_string(),
+        });
+        let rest =
+            path.strip_prefix("/api/v1.0/").or_else(|| path.strip_prefix("/api/")).unwrap_or("");
+        let segs: Vec<&str> = rest.split('/').collect();
+        match (method.as_str(), segs.as_slice()) {
+            ("POST", ["machines", id, _action]) => match *id {
+                "m200" => json(StatusCode::OK, fixture("machineaction-offboard-201.json")),
+                "m400" => json(StatusCode::BAD_REQUEST, fixture("error-invalidrequestbody.json")),
+                "m404" => json(StatusCode::NOT_FOUND, fixture("error-resourcenotfound.json")),
+                "m401" => StatusCode::UNAUTHORIZED.into_response(),
+                "m401once" if auth.as_deref() == Some("Bearer tok-1") => {
+                    envelope(StatusCode::UNAUTHORIZED, "Unauthorized", "token expired")
+                }
+                "m429" => {
+                    let mut r = envelope(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        "API calls quota exceeded! maximum allowed 100 per 00:01:00",
+                    );
+                    r.headers_mut().insert("retry-after", "7".parse().unwrap());
+                    r
+                }
+                "m429bare" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+                "m500" => {
+                    envelope(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "boom")
+                }
+                "m503" => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "5"), ("content-type", "text/html")],
+                    "<html>\n  <h1>Service   Unavailable</h1>\n</html>",
+                )
+                    .into_response(),
+                "mbad" => (StatusCode::CREATED, "this is not json").into_response(),
+                // A misbehaving front end that echoes the request's token.
+                "mecho" => envelope(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("rejected {}", auth.as_deref().unwrap_or("")),
+                ),
+                "mechohtml" => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("<pre>Authorization: {}</pre>", auth.as_deref().unwrap_or("")),
+                )
+                    .into_response(),
+                "mslow" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    json(StatusCode::CREATED, fixture("machineaction-offboard-201.json"))
+                }
+                _ => json(StatusCode::CREATED, fixture("machineaction-offboard-201.json")),
+            },
+            ("POST", ["machineactions", _id, "cancel"]) => {
+                let mut a: serde_json::Value =
+                    serde_json::from_str(&fixture("machineaction-offboard-201.json")).unwrap();
+                a["status"] = "Cancelled".into();
+                json(StatusCode::OK, a.to_string())
+            }
+            ("GET", ["machineactions"]) => {
+                json(StatusCode::OK, fixture("machineactions-list.json"))
+            }
+            ("GET", ["machineactions", "unknown"]) => {
+                envelope(StatusCode::NOT_FOUND, "ResourceNotFound", "Action unknown was not found")
+            }
+            ("GET", ["machineactions", _id]) => {
+                json(StatusCode::OK, fixture("machineaction-doc-example.json"))
+            }
+            ("GET", ["machines"]) => json(StatusCode::OK, fixture("machines-list.json")),
+            ("GET", ["machines", _id]) => {
+                let list: serde_json::Value =
+                    serde_json::from_str(&fixture("machines-list.json")).unwrap();
+                json(StatusCode::OK, list["value"][0].to_string())
+            }
+            _ => envelope(StatusCode::NOT_FOUND, "NotFound", "no such route"),
+        }
+    }
+
+    async fn serve(server: Server) -> String {
+        let router = Router::new().fallback(handle).with_state(server);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn secret_creds(secret: &str) -> Credentials {
+        Credentials::ClientSecret {
+            tenant_id: "00000000-0000-0000-0000-00000000000a".to_string(),
+            client_id: "app-id".to_string(),
+            client_secret: Secret::new(secret),
+        }
+    }
+
+    async fn client_with(api_suffix: &str, credentials: Credentials) -> (Client, Server) {
+        let server = Server::default();
+        let base = serve(server.clone()).await;
+        let config = ClientConfig::new(
+            format!("{base}{api_suffix}"),
+            format!("{base}/"),
+            "https://api.securitycenter.microsoft.com/.default",
+            credentials,
+        );
+        (Client::new(config).unwrap(), server)
+    }
+
+    async fn client() -> (Client, Server) {
+        client_with("", secret_creds(SECRET)).await
+    }
+
+    fn last(server: &Server) -> Seen {
+        server.seen.lock().unwrap().last().unwrap().clone()
+    }
+
+    fn bearer_config(api: &str) -> ClientConfig {
+        ClientConfig::new(
+            api,
+            "https://login.microsoftonline.com",
+            "s",
+            Credentials::Bearer(Secret::new("t")),
+        )
+    }
+
+    #[test]
+    fn url_safety() {
+        for ok in [
+            "https://api.security.microsoft.com",
+            "https://api.security.microsoft.com/",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:3000/",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+        ] {
+            assert!(Client::new(bearer_config(ok)).is_ok(), "{ok}");
+        }
+        for bad in
+            ["http://example.com", "http://10.0.0.1", "http://localhost.evil.com", "http://[::2]"]
+        {
+            let err = Client::new(bearer_config(bad)).unwrap_err();
+            assert!(matches!(err, ConfigError::InsecureUrl { .. }), "{bad}: {err:?}");
+            assert!(err.to_string().contains("https://"), "{err}");
+        }
+        assert!(matches!(
+            Client::new(bearer_config("ftp://127.0.0.1")).unwrap_err(),
+            ConfigError::UnsupportedScheme { .. }
+        ));
+        assert!(matches!(
+            Client::new(bearer_config("not a url")).unwrap_err(),
+            ConfigError::InvalidUrl { .. }
+        ));
+        let err = Client::new(bearer_config("https://user:hunter2@api.example")).unwrap_err();
+        assert_eq!(err, ConfigError::CredentialsInUrl { what: "API" });
+        assert!(!err.to_string().contains("hunter2"));
+        let err = check_base_url("API", "https://user:hunter2@:bad").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(matches!(
+            Client::new(bearer_config("https://api.example/?x=1")).unwrap_err(),
+            ConfigError::QueryInUrl { .. }
+        ));
+        // The login URL follows the same rules.
+        let mut config = bearer_config("https://api.security.microsoft.com");
+        config.login_base = "http://login.example".to_string();
+        assert!(matches!(
+            Client::new(config).unwrap_err(),
+            ConfigError::InsecureUrl { what: "login", .. }
+        ));
+        let mut config = bearer_config("https://api.security.microsoft.com");
+        config.request_timeout = Duration::ZERO;
+        assert_eq!(Client::new(config).unwrap_err(), ConfigError::ZeroTimeout { what: "request" });
+        let config = ClientConfig::for_cloud(Cloud::Global, secret_creds(" "));
+        assert!(matches!(Client::new(config).unwrap_err(), ConfigError::MissingCredentials(_)));
+    }
+
+    #[test]
+    fn api_root_with_or_without_api_suffix() {
+        for (base, root) in [
+            ("https://api.security.microsoft.com", "https://api.security.microsoft.com/api"),
+            ("https://api.security.microsoft.com/", "https://api.security.microsoft.com/api"),
+            ("https://api.security.microsoft.com/api", "https://api.security.microsoft.com/api"),
+            ("https://api.security.microsoft.com/api//", "https://api.security.microsoft.com/api"),
+            (
+                "https://api.security.microsoft.com/api/v1.0/",
+                "https://api.security.microsoft.com/api/v1.0",
+            ),
+            ("http://127.0.0.1:9/sim", "http://127.0.0.1:9/sim/api"),
+        ] {
+            let c = Client::new(bearer_config(base)).unwrap();
+            assert_eq!(c.api_root().as_str(), root, "{base}");
+        }
+        let c = Client::new(bearer_config("https://api.security.microsoft.com/api")).unwrap();
+        assert_eq!(
+            c.url(&["machines", "a b/c?d", "isolate"], None).as_str(),
+            "https://api.security.microsoft.com/api/machines/a%20b%2Fc%3Fd/isolate"
+        );
+    }
+
+    #[test]
+    fn action_bodies_carry_exactly_the_allowed_keys() {
+        let full = ActionBody {
+            comment: "IR-42 contain host".to_string(),
+            isolation_type: Some(IsolationType::Selective),
+            sha1: Some("a0c659857ccbe457fdaf5fe21d54efdcbf6f6508".to_string()),
+            scan_type: Some(ScanType::Quick),
+        };
+        let as_text = |a| serde_json::to_string(&full.to_json(a)).unwrap();
+        assert_eq!(
+            as_text(ActionKind::Isolate),
+            r#"{"Comment":"IR-42 contain host","IsolationType":"Selective"}"#
+        );
+        assert_eq!(
+            as_text(ActionKind::StopAndQuarantineFile),
+            r#"{"Comment":"IR-42 contain host","Sha1":"a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"}"#
+        );
+        assert_eq!(
+            as_text(ActionKind::RunAntiVirusScan),
+            r#"{"Comment":"IR-42 contain host","ScanType":"Quick"}"#
+        );
+        for a in [
+            ActionKind::Unisolate,
+            ActionKind::Offboard,
+            ActionKind::CollectInvestigationPackage,
+            ActionKind::RestrictCodeExecution,
+            ActionKind::UnrestrictCodeExecution,
+        ] {
+            assert_eq!(as_text(a), r#"{"Comment":"IR-42 contain host"}"#, "{a}");
+        }
+        for a in ActionKind::ALL {
+            let v = full.to_json(a);
+            let keys: Vec<_> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, a.allowed_keys(), "{a}");
+        }
+        // Optional values left out when unset; the Sha1 is sent as given.
+        let plain = ActionBody::new("x");
+        assert_eq!(
+            serde_json::to_string(&plain.to_json(ActionKind::Isolate)).unwrap(),
+            r#"{"Comment":"x"}"#
+        );
+        let upper = ActionBody {
+            sha1: Some("A0C659857CCBE457FDAF5FE21D54EFDCBF6F6508".into()),
+            ..plain.clone()
+        };
+        assert_eq!(
+            upper.to_json(ActionKind::StopAndQuarantineFile)["Sha1"],
+            "A0C659857CCBE457FDAF5FE21D54EFDCBF6F6508"
+        );
+        let unmanaged =
+            ActionBody { isolation_type: Some(IsolationType::UnManagedDevice), ..plain.clone() };
+        assert_eq!(unmanaged.to_json(ActionKind::Isolate)["IsolationType"], "UnManagedDevice");
+        assert_eq!(plain.missing_parameter(ActionKind::Isolate), None);
+        assert_eq!(plain.missing_parameter(ActionKind::StopAndQuarantineFile), Some("Sha1"));
+        assert_eq!(plain.missing_parameter(ActionKind::RunAntiVirusScan), Some("ScanType"));
+        assert_eq!(ActionBody::new(" ").missing_parameter(ActionKind::Offboard), Some("Comment"));
+    }
+
+    #[test]
+    fn list_query_encoding() {
+        assert_eq!(ListQuery::default().to_query_string(), None);
+        let q = ListQuery {
+            filter: Some("machineId eq '1e5b' and type eq 'Isolate'".to_string()),
+            top: Some(2),
+            skip: Some(10),
+        };
+        assert_eq!(
+            q.to_query_string().unwrap(),
+            "$filter=machineId%20eq%20%271e5b%27%20and%20type%20eq%20%27Isolate%27&$top=2&$skip=10"
+        );
+        assert_eq!(
+            ListQuery::filter("startswith(computerDnsName,'ws-') & x=ü").to_query_string().unwrap(),
+            "$filter=startswith%28computerDnsName%2C%27ws-%27%29%20%26%20x%3D%C3%BC"
+        );
+        assert_eq!(
+            ListQuery { top: Some(10000), ..ListQuery::default() }.to_query_string().unwrap(),
+            "$top=10000"
+        );
+    }
+
+    #[tokio::test]
+    async fn submit_sends_the_exact_request_and_reads_201_and_200() {
+        let (c, server) = client().await;
+        let body = ActionBody {
+            comment: "IR-42 contain host".to_string(),
+            isolation_type: Some(IsolationType::Full),
+            ..ActionBody::default()
+        };
+        let reply = c.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap();
+        assert_eq!(reply.status, 201);
+        assert_eq!(reply.value.id, "cd46c651-f570-4e32-abdb-a02a9e022a92");
+        assert_eq!(reply.value.status, "Pending");
+        let seen = last(&server);
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.path, format!("/api/machines/{MACHINE}/isolate"));
+        assert_eq!(seen.authorization.as_deref(), Some("Bearer tok-1"));
+        assert_eq!(seen.user_agent.as_deref(), Some(USER_AGENT));
+        assert!(USER_AGENT.starts_with("mdebulk/"));
+        assert_eq!(seen.accept.as_deref(), Some("application/json"));
+        assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+        assert_eq!(seen.body, r#"{"Comment":"IR-42 contain host","IsolationType":"Full"}"#);
+
+        let reply = c.submit("m200", ActionKind::Offboard, &ActionBody::new("bye")).await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.value.kind, "Offboard");
+        let seen = last(&server);
+        assert_eq!(seen.path, "/api/machines/m200/offboard");
+        assert_eq!(seen.body, r#"{"Comment":"bye"}"#);
+        // One token for both calls.
+        assert_eq!(c.tokens().token_fetches(), 1);
+        assert_eq!(server.token_fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn reads_every_fixture_reply() {
+        let (c, server) = client_with("/api/v1.0/", secret_creds(SECRET)).await;
+        let q = ListQuery {
+            filter: Some(format!("machineId eq '{MACHINE}'")),
+            top: Some(2),
+            skip: None,
+        };
+        let list = c.list_actions(&q).await.unwrap();
+        assert_eq!(list.status, 200);
+        assert_eq!(list.value.value.len(), 2);
+        assert_eq!(
+            list.value.value[1].related_file_info.as_ref().unwrap().file_identifier_type,
+            "Sha1"
+        );
+        let seen = last(&server);
+        assert_eq!(seen.method, "GET");
+        assert_eq!(seen.path, "/api/v1.0/machineactions");
+        assert_eq!(
+            seen.query.as_deref(),
+            Some(format!("$filter=machineId%20eq%20%27{MACHINE}%27&$top=2").as_str())
+        );
+        assert_eq!(seen.params["$filter"], format!("machineId eq '{MACHINE}'"));
+        assert_eq!(seen.params["$top"], "2");
+        assert_eq!(seen.content_type, None);
+        assert_eq!(seen.accept.as_deref(), Some("application/json"));
+
+        let machines = c
+            .list_machines(&ListQuery::filter("computerDnsName eq 'mymachine1.contoso.com'"))
+            .await
+            .unwrap();
+        assert_eq!(machines.value.value[0].id, MACHINE);
+        assert_eq!(last(&server).params["$filter"], "computerDnsName eq 'mymachine1.contoso.com'");
+        let all = c.list_machines(&ListQuery::default()).await.unwrap();
+        assert_eq!(all.value.value.len(), 1);
+        assert_eq!(last(&server).query, None);
+
+        let m = c.get_machine("mymachine1.contoso.com").await.unwrap();
+        assert_eq!(m.value.os_platform.as_deref(), Some("Windows10"));
+        assert_eq!(last(&server).path, "/api/v1.0/machines/mymachine1.contoso.com");
+
+        let a = c.get_action("5382f7ea-7557-4ab7-9782-d50480024a4e").await.unwrap();
+        assert_eq!(a.value.scope.as_deref(), Some("Selective"));
+        assert!(a.value.is_final());
+        let err = c.get_action("unknown").await.unwrap_err();
+        assert_eq!(err.code(), "ResourceNotFound");
+        assert_eq!(err.http_status(), Some(404));
+
+        let cancelled =
+            c.cancel_action("cd46c651-f570-4e32-abdb-a02a9e022a92", Some("oops")).await.unwrap();
+        assert_eq!(cancelled.status, 200);
+        assert_eq!(cancelled.value.status, "Cancelled");
+        let seen = last(&server);
+        assert_eq!(
+            seen.path,
+            "/api/v1.0/machineactions/cd46c651-f570-4e32-abdb-a02a9e022a92/cancel"
+        );
+        assert_eq!(seen.body, r#"{"Comment":"oops"}"#);
+        assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+        c.cancel_action("x", None).await.unwrap();
+        assert_eq!(last(&server).body, "{}");
+    }
+
+    #[tokio::test]
+    async fn classifies_error_replies() {
+        let (c, _server) = client().await;
+        let body = ActionBody::new("c");
+        let submit = |id: &'static str| {
+            let c = c.clone();
+            let body = body.clone();
+            async move { c.submit(id, ActionKind::Isolate, &body).await.unwrap_err() }
+        };
+
+        let e = submit("m400").await;
+        assert!(matches!(&e, CallError::Api { status: 400, error: Some(b), retry_after: None }
+            if b.code == "InvalidRequestBody" && b.target.as_deref() == Some("1fa66c0f-18bd-4133-b378-36d76f3a2ba0")));
+        assert!(!e.is_transient());
+        assert_eq!(e.target(), Some("1fa66c0f-18bd-4133-b378-36d76f3a2ba0"));
+
+        let e = submit("m404").await;
+        assert_eq!((e.http_status(), e.code()), (Some(404), "ResourceNotFound"));
+        assert_eq!(e.message(), "Machine 123123123 was not found");
+
+        let e = submit("m429").await;
+        assert!(matches!(&e, CallError::Throttled { retry_after: Some(d), error: Some(b) }
+            if *d == Duration::from_secs(7) && b.code == "TooManyRequests"));
+        assert!(!e.is_transient());
+
+        let e = submit("m429bare").await;
+        assert!(matches!(e, CallError::Throttled { retry_after: None, error: None }));
+        assert_eq!(e.code(), "TooManyRequests");
+
+        let e = submit("m500").await;
+        assert!(
+            matches!(&e, CallError::Api { status: 500, error: Some(b), .. } if b.code == "InternalServerError")
+        );
+        assert!(e.is_transient());
+
+        let e = submit("m503").await;
+        assert!(
+            matches!(e, CallError::Api { status: 503, retry_after: Some(d), .. } if d == Duration::from_secs(5))
+        );
+        assert!(e.is_transient());
+        assert_eq!(e.code(), "ServiceUnavailable");
+        assert!(
+            e.message().contains("<html> <h1>Service Unavailable</h1> </html>"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(e.target(), None);
+
+        let e = submit("mbad").await;
+        assert!(matches!(&e, CallError::Decode { status: 201, .. }), "{e:?}");
+        assert!(!e.is_transient());
+        assert_eq!(e.code(), "DecodeError");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_invalidates_the_token_and_the_retry_gets_a_fresh_one() {
+        let (c, server) = client().await;
+        let body = ActionBody::new("c");
+        let e = c.submit("m401once", ActionKind::Isolate, &body).await.unwrap_err();
+        assert!(
+            matches!(&e, CallError::Unauthorized { error: Some(b) } if b.message == "token expired")
+        );
+        assert_eq!(e.http_status(), Some(401));
+        assert!(!e.is_transient());
+        let ok = c.submit("m401once", ActionKind::Isolate, &body).await.unwrap();
+        assert_eq!(ok.status, 201);
+        assert_eq!(last(&server).authorization.as_deref(), Some("Bearer tok-2"));
+        assert_eq!(c.tokens().token_fetches(), 2);
+
+        // Concurrent 401s on the same token cause one new fetch.
+        let (c, server) = client().await;
+        c.tokens().bearer().await.unwrap();
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let c = c.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    // What the pipeline does: on 401, retry once.
+                    match c.submit("m401once", ActionKind::Isolate, &body).await {
+                        Err(CallError::Unauthorized { .. }) => {
+                            c.submit("m401once", ActionKind::Isolate, &body).await
+                        }
+                        other => other,
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().status, 201);
+        }
+        assert_eq!(server.token_fetches.load(Ordering::SeqCst), 2);
+        let auths: Vec<_> =
+            server.seen.lock().unwrap().iter().map(|s| s.authorization.clone().unwrap()).collect();
+        assert_eq!(auths.iter().filter(|a| *a == "Bearer tok-1").count(), 10);
+        assert_eq!(auths.iter().filter(|a| *a == "Bearer tok-2").count(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_static_bearer_is_an_auth_error() {
+        let (c, server) = client_with("", Credentials::Bearer(Secret::new("static-tok"))).await;
+        let body = ActionBody::new("c");
+        c.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap();
+        assert_eq!(last(&server).authorization.as_deref(), Some("Bearer static-tok"));
+        let e = c.submit("m401", ActionKind::Isolate, &body).await.unwrap_err();
+        assert!(matches!(e, CallError::Auth(AuthError::BearerRejected)), "{e:?}");
+        let calls = server.seen.lock().unwrap().len();
+        let e = c.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap_err();
+        assert!(matches!(e, CallError::Auth(AuthError::BearerRejected)));
+        assert_eq!(server.seen.lock().unwrap().len(), calls, "nothing sent once rejected");
+        assert_eq!(server.token_fetches.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_client_secret_is_an_auth_error_and_nothing_reaches_the_api() {
+        let (c, server) = client_with("", secret_creds("wrong-secret-456")).await;
+        let e = c.submit(MACHINE, ActionKind::Isolate, &ActionBody::new("c")).await.unwrap_err();
+        assert!(matches!(&e, CallError::Auth(AuthError::InvalidClient { .. })), "{e:?}");
+        assert_eq!(e.code(), "invalid_client");
+        assert!(!e.is_transient());
+        assert!(!e.maybe_delivered());
+        assert!(server.seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_never_delivered() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut config = bearer_config(&format!("http://127.0.0.1:{port}"));
+        config.credentials = Credentials::Bearer(Secret::new("tok-refused"));
+        let c = Client::new(config).unwrap();
+        let e = c.submit(MACHINE, ActionKind::Isolate, &ActionBody::new("c")).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CallError::Transport { kind: TransportKind::Connect, maybe_delivered: false, .. }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_transient());
+        assert_eq!(e.code(), "ConnectionFailed");
+        assert!(!e.to_string().contains("tok-refused"));
+    }
+
+    #[tokio::test]
+    async fn timeout_after_sending_may_have_been_delivered() {
+        let server = Server::default();
+        let base = serve(server.clone()).await;
+        let mut config = ClientConfig::new(&base, &base, "s", secret_creds(SECRET));
+        config.request_timeout = Duration::from_millis(300);
+        let c = Client::new(config).unwrap();
+        let e = c.submit("mslow", ActionKind::Isolate, &ActionBody::new("c")).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CallError::Transport { kind: TransportKind::Timeout, maybe_delivered: true, .. }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_transient());
+        assert_eq!(e.code(), "Timeout");
+        assert_eq!(e.http_status(), None);
+        // The server did get it.
+        assert_eq!(last(&server).path, "/api/machines/mslow/isolate");
+    }
+
+    #[tokio::test]
+    async fn connection_closed_while_awaiting_the_answer_may_have_been_delivered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            // Hang up without answering.
+        });
+        let c = Client::new(bearer_config(&format!("http://{addr}"))).unwrap();
+        let e = c.submit(MACHINE, ActionKind::Isolate, &ActionBody::new("c")).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CallError::Transport { kind: TransportKind::Other, maybe_delivered: true, .. }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "TransportError");
+    }
+
+    /// A log sink for the test below.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_and_tokens_never_reach_logs_or_errors() {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        // tracing caches per call site whether anyone listens. With a single
+        // registered dispatcher it asks only the registering thread's
+        // default, so a call site first reached by a parallel test (no
+        // subscriber) would stay muted for this one. A second live
+        // dispatcher makes it ask every registered dispatcher instead.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let dispatch = tracing::Dispatch::new(subscriber);
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        tracing::callsite::rebuild_interest_cache();
+
+        let (c, _server) = client().await;
+        let body = ActionBody::new("c");
+        let mut errors = Vec::new();
+        for id in ["m401once", "m401once", "m400", "m429", "m503", "mbad", "mecho", "mechohtml"] {
+            if let Err(e) = c.submit(id, ActionKind::Isolate, &body).await {
+                errors.push(e);
+            }
+        }
+        let (bad, _s) = client_with("", secret_creds("an0ther-Secret-789")).await;
+        errors.push(bad.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap_err());
+        errors.push(CallError::Auth(AuthError::BearerRejected));
+        errors
+            .push(CallError::Auth(AuthError::Unreachable { url: "u".into(), message: "m".into() }));
+        errors.push(CallError::Transport {
+            kind: TransportKind::Timeout,
+            maybe_delivered: true,
+            message: "m".into(),
+        });
+        assert_eq!(errors.len(), 11);
+        assert_eq!(errors[5].message(), "rejected Bearer [redacted]");
+        assert!(
+            errors[6].message().contains("Authorization: Bearer [redacted]"),
+            "{}",
+            errors[6].message()
+        );
+        drop(_guard);
+
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("MDE API call"), "{logs}");
+        assert!(
+            logs.contains("error.target=\"1fa66c0f-18bd-4133-b378-36d76f3a2ba0\"")
+                || logs.contains("error.target=1fa66c0f-18bd-4133-b378-36d76f3a2ba0"),
+            "{logs}"
+        );
+        for needle in [SECRET, "an0ther-Secret-789", "tok-1", "tok-2", "Bearer tok"] {
+            assert!(!logs.contains(needle), "{needle} in logs:\n{logs}");
+            for e in &errors {
+                let text = format!("{e} | {e:?} | {}", e.message());
+                assert!(!text.contains(needle), "{needle} in {text}");
+            }
+        }
+        let config = ClientConfig::for_cloud(Cloud::Gcc, secret_creds(SECRET));
+        assert!(!format!("{config:?}").contains(SECRET));
+        let c = Client::new(config).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
+    }
+}

@@ -1,0 +1,374 @@
+//! The command line: clap definitions (the raw flags) and their conversion
+//! into validated configuration. Library code never sees these types.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
+use crate::api::cloud::Cloud;
+use crate::input::{InputFormat, InputSpec, RowDefaults};
+use crate::logging::LogFormat;
+use crate::output::Status;
+use crate::pace::{parse_duration, parse_limits};
+use crate::run::{Existing, ResultsTarget, RetryPolicy, RunConfig, WaitOptions};
+
+/// Run Microsoft Defender for Endpoint machine actions in bulk, from a
+/// spreadsheet, paced exactly at the API quota.
+#[derive(Debug, Parser)]
+#[command(name = "mdebulk", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log line format on stderr: text, or json for cron jobs and log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More detail in the logs (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the logs.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// Log verbosity: −1 quiet, 0 normal, 1+ more.
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet { -1 } else { self.verbose.min(3) as i8 }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send an action to every device of a CSV/TSV/JSONL file and write one result row per input row.
+    Run(Box<RunArgs>),
+    /// Run a local simulator of the MDE API (for tests, rehearsals and demos).
+    Simulate(Box<crate::sim::SimulateArgs>),
+}
+
+/// `mdebulk run`.
+#[derive(Debug, Args)]
+#[command(after_long_help = RUN_AFTER_HELP)]
+pub struct RunArgs {
+    /// Input file (.csv, .tsv, .jsonl), or - for standard input.
+    pub input: String,
+    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// Input format, when the file name has no telling extension (stdin).
+    #[arg(long, value_name = "csv|tsv|jsonl")]
+    pub input_format: Option<InputFormat>,
+    /// Action for rows without an action column: isolate, unisolate (release), stop-and-quarantine, offboard, scan, ...
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Comment recorded with each action (required by the API) for rows without a comment column.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Isolation type for isolate rows without one: full, selective or unmanaged-device.
+    #[arg(long)]
+    pub isolation_type: Option<String>,
+    /// Sha1 of the file for stop-and-quarantine rows without one.
+    #[arg(long)]
+    pub sha1: Option<String>,
+    /// Scan type for scan rows without one: quick or full.
+    #[arg(long)]
+    pub scan_type: Option<String>,
+    /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
+    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
+    pub limits: Vec<String>,
+    /// Safety margin added to each quota window (default: 1% of it, at most 250ms).
+    #[arg(long, value_name = "DURATION")]
+    pub pace_margin: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub concurrency: u16,
+    /// Attempts per row for transient errors (5xx, timeouts, connection errors).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// First backoff step after a transient error (doubles each attempt, with jitter, up to 60s).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub backoff: String,
+    /// Time limit for one request.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: String,
+    /// Cloud whose API and login hosts to use.
+    #[arg(long, default_value = "global")]
+    pub cloud: Cloud,
+    /// API base URL, overriding --cloud.
+    #[arg(long, env = "MDE_API_URL")]
+    pub api_url: Option<String>,
+    /// Login (token) base URL, overriding --cloud.
+    #[arg(long, env = "MDE_LOGIN_URL")]
+    pub login_url: Option<String>,
+    /// Run against a simulator started in-process on a loopback port (no tenant needed).
+    #[arg(long, conflicts_with_all = ["api_url", "login_url"])]
+    pub simulate: bool,
+    /// Confirm irreversible actions (offboard) without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Record malformed rows as `invalid` and send the rest, instead of refusing the file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Replace an existing results file and start over.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Continue an interrupted run on the same results file: never resend a row already sent.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replay only rows of a results file with these statuses (e.g. error,rejected).
+    #[arg(long, value_delimiter = ',', value_name = "STATUS,...")]
+    pub only: Option<Vec<Status>>,
+    /// Validate and plan, write `planned` rows and the estimated duration; send no action.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop gracefully after this long (resumable, exit 75).
+    #[arg(long, value_name = "DURATION")]
+    pub max_runtime: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
+    #[arg(long, hide = true)]
+    pub client_secret: Option<String>,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Credentials come from the environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and
+AZURE_CLIENT_SECRET (client credentials), or MDE_TOKEN (a ready bearer token).
+
+Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
+(nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
+(resumable).";
+
+/// Where the API is, for a run.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A real (or separately started) API.
+    Remote(crate::api::client::ClientConfig),
+    /// Start the simulator in-process and use it.
+    Simulated {
+        /// Per-request time limit.
+        request_timeout: Duration,
+    },
+}
+
+/// Turns `run` flags and the environment into a validated configuration.
+pub fn run_config(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(RunConfig, Endpoint)> {
+    if args.client_secret.is_some() {
+        bail!(
+            "--client-secret is refused: command-line arguments are visible to every user of the machine (ps); set AZURE_CLIENT_SECRET in the environment instead"
+        );
+    }
+    let action = args.action.as_deref().map(str::parse::<ActionKind>).transpose()?;
+    let isolation_type = args
+        .isolation_type
+        .as_deref()
+        .map(str::parse::<IsolationType>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--isolation-type: {e}"))?;
+    let scan_type = args
+        .scan_type
+        .as_deref()
+        .map(str::parse::<ScanType>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--scan-type: {e}"))?;
+    if let Some(sha1) = &args.sha1
+        && !is_sha1(sha1)
+    {
+        bail!("--sha1 {sha1:?}: a Sha1 is exactly 40 hex digits");
+    }
+    if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        bail!("--comment must not be empty: the API requires a comment on every action");
+    }
+    let limits = parse_limits(&args.limits)?;
+    let duration =
+        |flag: &str, v: &str| parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"));
+    let pace_margin =
+        args.pace_margin.as_deref().map(|v| duration("--pace-margin", v)).transpose()?;
+    let max_runtime =
+        args.max_runtime.as_deref().map(|v| duration("--max-runtime", v)).transpose()?;
+    let request_timeout = duration("--request-timeout", &args.request_timeout)?;
+    let backoff = duration("--backoff", &args.backoff)?;
+
+    let input_path = (args.input != "-").then(|| PathBuf::from(&args.input));
+    let results = match args.output.as_deref() {
+        Some("-") => ResultsTarget::Stdout,
+        Some(p) => ResultsTarget::File(PathBuf::from(p)),
+        None => match &input_path {
+            Some(p) => ResultsTarget::File(default_results_path(p)),
+            None => bail!(
+                "reading standard input: name the results file with -o FILE (or -o - for standard output)"
+            ),
+        },
+    };
+    if let (ResultsTarget::File(out), Some(inp)) = (&results, &input_path)
+        && out == inp
+    {
+        bail!("the results file would overwrite the input {}: choose another -o", inp.display());
+    }
+    if args.resume && results == ResultsTarget::Stdout {
+        bail!("--resume needs a results file (-o FILE), not standard output");
+    }
+    let existing = match (args.force, args.resume) {
+        (true, _) => Existing::Force,
+        (_, true) => Existing::Resume,
+        _ => Existing::Refuse,
+    };
+    let config = RunConfig {
+        input: InputSpec { path: input_path, format: args.input_format },
+        results,
+        defaults: RowDefaults {
+            action,
+            comment: args.comment.clone(),
+            isolation_type,
+            sha1: args.sha1.as_ref().map(|s| s.to_ascii_lowercase()),
+            scan_type,
+        },
+        limits,
+        pace_margin,
+        concurrency: usize::from(args.concurrency),
+        policy: RetryPolicy {
+            max_attempts: args.max_attempts,
+            backoff_base: backoff,
+            ..RetryPolicy::default()
+        },
+        skip_invalid: args.skip_invalid,
+        existing,
+        only: args.only.clone(),
+        dry_run: args.dry_run,
+        yes: args.yes,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        progress: !args.no_progress,
+        max_runtime,
+        pick_latest: false,
+        wait: None::<WaitOptions>,
+        in_flight_grace: request_timeout.min(Duration::from_secs(5)),
+        command_line: std::env::args().collect(),
+    };
+    let endpoint = if args.simulate {
+        Endpoint::Simulated { request_timeout }
+    } else {
+        Endpoint::Remote(client_config(args, env, request_timeout)?)
+    };
+    Ok((config, endpoint))
+}
+
+/// `isolate.csv` → `isolate.results.csv`, beside the input.
+pub fn default_results_path(input: &std::path::Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into());
+    let stem = stem.strip_suffix(".results").unwrap_or(&stem).to_string();
+    input.with_file_name(format!("{stem}.results.csv"))
+}
+
+/// API location and credentials from flags and environment.
+fn client_config(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    request_timeout: Duration,
+) -> anyhow::Result<crate::api::client::ClientConfig> {
+    use crate::api::auth::{Credentials, Secret};
+    let credentials = if let Some(token) = env("MDE_TOKEN").filter(|t| !t.trim().is_empty()) {
+        Credentials::Bearer(Secret::new(token.trim().to_string()))
+    } else {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        match (get("AZURE_TENANT_ID"), get("AZURE_CLIENT_ID"), get("AZURE_CLIENT_SECRET")) {
+            (Some(tenant_id), Some(client_id), Some(secret)) => Credentials::ClientSecret {
+                tenant_id,
+                client_id,
+                client_secret: Secret::new(secret),
+            },
+            (t, c, s) => {
+                let missing: Vec<&str> = [
+                    ("AZURE_TENANT_ID", t.is_none()),
+                    ("AZURE_CLIENT_ID", c.is_none()),
+                    ("AZURE_CLIENT_SECRET", s.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
+                bail!(
+                    "no credentials: set {} (an app registration with the WindowsDefenderATP permissions for the action), or MDE_TOKEN with a ready bearer token; or try --simulate",
+                    missing.join(", ")
+                );
+            }
+        }
+    };
+    Ok(crate::api::client::ClientConfig {
+        api_base: args.api_url.clone().unwrap_or_else(|| args.cloud.api_base().to_string()),
+        login_base: args.login_url.clone().unwrap_or_else(|| args.cloud.login_base().to_string()),
+        scope: args.cloud.scope().to_string(),
+        credentials,
+        request_timeout,
+        connect_timeout: Duration::from_secs(10),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut full = vec!["mdebulk", "run"];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Run(r) => *r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_secret_on_the_command_line_is_refused_without_echoing_it() {
+        let args = parse(&["in.csv", "--client-secret", "hunter2-very-secret"]);
+        let err = run_config(&args, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("AZURE_CLIENT_SECRET"));
+        assert!(!err.contains("hunter2"));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("client-secret"));
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment() {
+        let args = parse(&["in.csv"]);
+        let err = run_config(&args, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("AZURE_TENANT_ID"), "{err}");
+        let env = |k: &str| match k {
+            "AZURE_TENANT_ID" => Some("t".to_string()),
+            "AZURE_CLIENT_ID" => Some("c".to_string()),
+            "AZURE_CLIENT_SECRET" => Some("s3cr3t".to_string()),
+            _ => None,
+        };
+        let (config, endpoint) = run_config(&args, &env).unwrap();
+        assert_eq!(config.results, ResultsTarget::File(PathBuf::from("in.results.csv")));
+        assert!(!format!("{endpoint:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn default_results_paths() {
+        assert_eq!(
+            default_results_path(std::path::Path::new("a/isolate.csv")),
+            PathBuf::from("a/isolate.results.csv")
+        );
+        assert_eq!(
+            default_results_path(std::path::Path::new("last.results.csv")),
+            PathBuf::from("last.results.csv")
+        );
+    }
+}

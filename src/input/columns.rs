@@ -1,0 +1,307 @@
+//! Column names and what they mean: the aliases people use for each role
+//! (`MachineId`, `DeviceId`, `computerDnsName`, ...), which input columns are
+//! carried through to the results, and whether the input is itself a results
+//! file. Every name is compared through [`fold_name`].
+
+use std::fmt;
+
+use crate::api::action::fold_name;
+use crate::output::RUNNER_COLUMNS;
+
+/// What a column means to the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The MDE machine id (40 hex digits).
+    MachineId,
+    /// The device name (`computerDnsName`), resolved to an id before acting.
+    DeviceName,
+    /// The action to run on the row's device.
+    Action,
+    /// The `Comment` the API requires on every action.
+    Comment,
+    /// `IsolationType` of an isolate.
+    IsolationType,
+    /// The file hash of a stop-and-quarantine.
+    Sha1,
+    /// `ScanType` of an antivirus scan.
+    ScanType,
+    /// The row's status in a results file from an earlier run.
+    Status,
+    /// The Entra ID device id (recognised now, resolved by a later version).
+    AadDeviceId,
+    /// The device's last IP address (recognised now, resolved by a later version).
+    IpAddress,
+}
+
+impl Role {
+    /// Every role, in the order used for role tables.
+    pub const ALL: [Role; 10] = [
+        Role::MachineId,
+        Role::DeviceName,
+        Role::Action,
+        Role::Comment,
+        Role::IsolationType,
+        Role::Sha1,
+        Role::ScanType,
+        Role::Status,
+        Role::AadDeviceId,
+        Role::IpAddress,
+    ];
+
+    /// The preferred column name (the runner's own, where it has one).
+    pub fn canonical(self) -> &'static str {
+        self.aliases()[0]
+    }
+
+    /// The header names that take this role, as users write them; the first
+    /// is [`Role::canonical`]. Matching folds case, spaces, `-` and `_`.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Role::MachineId => &[
+                "machine_id",
+                "DeviceId",
+                "id",
+                "mde_id",
+                "mde_machine_id",
+                "mde_device_id",
+                "defender_id",
+            ],
+            Role::DeviceName => &[
+                "device_name",
+                "DeviceName",
+                "computerDnsName",
+                "computer_name",
+                "computer",
+                "hostname",
+                "host",
+                "host_name",
+                "machine_name",
+                "dns_name",
+                "fqdn",
+                "name",
+            ],
+            Role::Action => &["action", "action_type"],
+            Role::Comment => &["comment", "requestor_comment", "requestorComment"],
+            Role::IsolationType => &["isolation_type", "isolation"],
+            Role::Sha1 => &["sha1", "file_sha1", "sha1_hash"],
+            Role::ScanType => &["scan_type"],
+            Role::Status => &["status"],
+            Role::AadDeviceId => {
+                &["aad_device_id", "aadDeviceId", "entra_device_id", "azure_ad_device_id"]
+            }
+            Role::IpAddress => &["ip", "ip_address", "lastIpAddress", "last_ip_address"],
+        }
+    }
+
+    /// The role a header name takes, if any.
+    pub fn for_header(name: &str) -> Option<Role> {
+        let folded = fold_name(name);
+        Role::ALL.into_iter().find(|r| r.aliases().iter().any(|a| fold_name(a) == folded))
+    }
+
+    /// Position in [`Role::ALL`], for per-role tables.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.canonical())
+    }
+}
+
+/// The columns of an input: their names in order, the role each plays, and
+/// which of them are carried through to the results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// Every column name, in input order (CSV header, or JSONL keys in
+    /// first-seen order).
+    names: Vec<String>,
+    /// Indexes of the columns carried through to the results.
+    user: Vec<usize>,
+    /// Names of those columns, so callers can borrow them as one slice.
+    user_names: Vec<String>,
+    /// Per role (indexed like [`Role::ALL`]), the columns that take it, the
+    /// preferred first: the one spelled like the canonical name, then the
+    /// others in input order.
+    roles: Vec<Vec<usize>>,
+    /// The header has the runner's `line` and `status`: a results file.
+    results_file: bool,
+}
+
+impl Columns {
+    /// Classifies a list of column names.
+    pub fn new(names: Vec<String>) -> Columns {
+        let runner: Vec<String> = RUNNER_COLUMNS.iter().map(|c| fold_name(c)).collect();
+        let folded: Vec<String> = names.iter().map(|n| fold_name(n)).collect();
+        let user: Vec<usize> = (0..names.len()).filter(|&i| !runner.contains(&folded[i])).collect();
+        let user_names = user.iter().map(|&i| names[i].clone()).collect();
+        let mut roles = vec![Vec::new(); Role::ALL.len()];
+        for (i, name) in names.iter().enumerate() {
+            if let Some(role) = Role::for_header(name) {
+                roles[role.index()].push(i);
+            }
+        }
+        for role in Role::ALL {
+            let canonical = fold_name(role.canonical());
+            // Stable sort: canonical spellings first, input order otherwise.
+            roles[role.index()].sort_by_key(|&i| folded[i] != canonical);
+        }
+        let has = |c: &str| folded.iter().any(|f| *f == fold_name(c));
+        let results_file = has("line") && has("status");
+        Columns { names, user, user_names, roles, results_file }
+    }
+
+    /// Every column name, in input order; [`Record::values`](super::Record)
+    /// are aligned with it.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many columns there are.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when there is no column at all.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The columns carried through to the results: every input column except
+    /// those named like a runner column (`line`, `machine_id`, `action`,
+    /// `status`, ...), which the runner's own replace.
+    pub fn user_columns(&self) -> &[String] {
+        &self.user_names
+    }
+
+    /// The values of [`Columns::user_columns`] out of a record's values.
+    pub fn user_values(&self, values: &[String]) -> Vec<String> {
+        self.user.iter().map(|&i| values.get(i).cloned().unwrap_or_default()).collect()
+    }
+
+    /// True when some column takes `role`.
+    pub fn has(&self, role: Role) -> bool {
+        !self.roles[role.index()].is_empty()
+    }
+
+    /// The columns that take `role`, preferred first.
+    pub fn role_columns(&self, role: Role) -> &[usize] {
+        &self.roles[role.index()]
+    }
+
+    /// The name of the preferred column for `role`, if any.
+    pub fn role_name(&self, role: Role) -> Option<&str> {
+        self.roles[role.index()].first().map(|&i| self.names[i].as_str())
+    }
+
+    /// The row's value for `role` with the name of the column it came from:
+    /// the first non-blank cell among the role's columns, preferred first,
+    /// trimmed. `None` when every such cell is blank (meaning "use the
+    /// default").
+    pub fn cell<'c, 'v>(&'c self, role: Role, values: &'v [String]) -> Option<(&'c str, &'v str)> {
+        self.roles[role.index()].iter().find_map(|&i| {
+            let v = values.get(i)?.trim();
+            (!v.is_empty()).then(|| (self.names[i].as_str(), v))
+        })
+    }
+
+    /// True when the header carries the runner's `line` and `status`
+    /// columns: a results file from an earlier run.
+    pub fn is_results_file(&self) -> bool {
+        self.results_file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(names: &[&str]) -> Columns {
+        Columns::new(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn aliases_are_unambiguous() {
+        // Several spellings of one role may fold alike (they are listed for
+        // the error message); across roles they must not.
+        let mut seen = std::collections::HashMap::new();
+        for role in Role::ALL {
+            for a in role.aliases() {
+                if let Some(other) = seen.insert(fold_name(a), role) {
+                    assert_eq!(other, role, "{a} is an alias of both {other} and {role}");
+                }
+            }
+            assert_eq!(Role::for_header(role.canonical()), Some(role));
+        }
+    }
+
+    #[test]
+    fn header_aliases_map_to_roles_whatever_the_spelling() {
+        for (h, r) in [
+            ("machine_id", Role::MachineId),
+            ("MachineId", Role::MachineId),
+            ("Machine ID", Role::MachineId),
+            ("machine-id", Role::MachineId),
+            ("DeviceId", Role::MachineId),
+            ("ID", Role::MachineId),
+            ("mde_id", Role::MachineId),
+            ("DeviceName", Role::DeviceName),
+            ("computerDnsName", Role::DeviceName),
+            ("Computer Name", Role::DeviceName),
+            ("HOSTNAME", Role::DeviceName),
+            ("host", Role::DeviceName),
+            ("Name", Role::DeviceName),
+            ("Action", Role::Action),
+            ("Comment", Role::Comment),
+            ("Isolation Type", Role::IsolationType),
+            ("SHA1", Role::Sha1),
+            ("scanType", Role::ScanType),
+            ("Status", Role::Status),
+            ("aadDeviceId", Role::AadDeviceId),
+            ("lastIpAddress", Role::IpAddress),
+            ("IP", Role::IpAddress),
+        ] {
+            assert_eq!(Role::for_header(h), Some(r), "{h}");
+        }
+        assert_eq!(Role::for_header("owner"), None);
+        assert_eq!(Role::for_header(""), None);
+    }
+
+    #[test]
+    fn the_runner_spelling_wins_else_the_first_column() {
+        let c = cols(&["DeviceId", "owner", "machine_id", "hostname", "host"]);
+        assert_eq!(c.role_name(Role::MachineId), Some("machine_id"));
+        assert_eq!(c.role_columns(Role::MachineId), &[2, 0]);
+        assert_eq!(c.role_name(Role::DeviceName), Some("hostname"));
+        assert_eq!(c.role_columns(Role::DeviceName), &[3, 4]);
+        let c = cols(&["hostname", "DeviceName"]);
+        assert_eq!(c.role_name(Role::DeviceName), Some("DeviceName"));
+        let c = cols(&["host", "device_name"]);
+        assert_eq!(c.role_name(Role::DeviceName), Some("device_name"));
+    }
+
+    #[test]
+    fn a_blank_preferred_cell_falls_back_to_the_next_column_of_the_role() {
+        let c = cols(&["DeviceId", "machine_id"]);
+        let v = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        assert_eq!(c.cell(Role::MachineId, &v("aa", " bb ")), Some(("machine_id", "bb")));
+        assert_eq!(c.cell(Role::MachineId, &v("aa", "  ")), Some(("DeviceId", "aa")));
+        assert_eq!(c.cell(Role::MachineId, &v("", "")), None);
+        assert_eq!(c.cell(Role::Comment, &v("aa", "bb")), None);
+    }
+
+    #[test]
+    fn runner_columns_are_not_user_columns_and_mark_results_files() {
+        let c =
+            cols(&["owner", "MachineId", "DeviceId", "Line", "ticket", "status", "error message"]);
+        assert_eq!(c.user_columns(), &["owner", "DeviceId", "ticket"]);
+        assert!(c.is_results_file());
+        let values: Vec<String> = (0..7).map(|i| i.to_string()).collect();
+        assert_eq!(c.user_values(&values), ["0", "2", "4"]);
+        assert!(!cols(&["owner", "status"]).is_results_file());
+        assert!(!cols(&["line", "hostname"]).is_results_file());
+        assert!(cols(&[]).is_empty());
+    }
+}

@@ -1,0 +1,747 @@
+//! Input files: CSV, TSV and JSONL readers, column aliases, row validation.
+//!
+//! One place owns all the reading set-up:
+//!
+//! - [`format`]: which format a file is, its BOM, its delimiter.
+//! - [`columns`]: header names, their roles and aliases, the user columns.
+//! - `delimited` and `jsonl`: the streaming readers behind [`Records`].
+//! - [`plan`]: a record checked against the flags, into a [`RowPlan`] or
+//!   every [`RowProblem`] it has.
+//! - [`error`]: the file-level errors.
+//!
+//! An [`Input`] can be read any number of times ([`Input::records`] starts a
+//! fresh pass), so the runner can validate every row before sending anything
+//! and then stream the rows again; stdin is spooled to a temporary file for
+//! that. Each pass reads one record at a time: memory does not grow with the
+//! file.
+//!
+//! A results file from an earlier run is a valid input. Its CSV cells were
+//! formula-neutralised when written ([`crate::output::cell`]); reading undoes
+//! exactly that, so the user's columns come back byte for byte.
+
+pub mod columns;
+mod delimited;
+pub mod error;
+pub mod format;
+mod jsonl;
+pub mod plan;
+mod spool;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use columns::{Columns, Role};
+pub use error::InputError;
+pub use format::{InputFormat, UnknownInputFormat};
+pub use plan::{RowDefaults, RowPlan, RowProblem, Target, plan_row};
+
+use delimited::{DelimitedRecords, Layout};
+use jsonl::JsonlRecords;
+use spool::{Source, Spool};
+
+/// What the user asked to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputSpec {
+    /// The file; `None` (or `-`) reads stdin.
+    pub path: Option<PathBuf>,
+    /// `--input-format`: overrides the extension when given, and is required
+    /// for stdin and files without a known extension.
+    pub format: Option<InputFormat>,
+}
+
+/// One record of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// 1-based physical line where the record starts (the CSV header is line
+    /// 1; blank lines count).
+    pub line: u64,
+    /// The cells, aligned with [`Columns::names`] (padded or cut to the
+    /// header's width).
+    pub values: Vec<String>,
+    /// Problems found while reading the record (wrong field count, nested
+    /// JSON); [`plan_row`] reports them with the others.
+    pub problems: Vec<RowProblem>,
+}
+
+/// How the records of an input are laid out.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// CSV or TSV.
+    Delimited(Layout),
+    /// JSON lines.
+    Jsonl,
+}
+
+/// An opened input: format detected, header read and classified.
+#[derive(Debug)]
+pub struct Input {
+    /// The path as given, or `<stdin>`.
+    name: Arc<str>,
+    /// Where the bytes are.
+    source: Source,
+    /// The format chosen at open.
+    format: InputFormat,
+    /// How records are laid out.
+    layout: Shape,
+    /// Column names and roles.
+    columns: Columns,
+}
+
+/// The name stdin is reported under.
+const STDIN_NAME: &str = "<stdin>";
+
+impl Input {
+    /// Opens the input: stdin is spooled to a temporary file first, so it can
+    /// be read twice. The format is `spec.format` if given, else the file
+    /// extension (`.csv`, `.tsv`, `.jsonl`, `.ndjson`, `.json-lines`); with
+    /// neither it is an error. For CSV the delimiter is sniffed from the
+    /// header line (TSV is always tab-separated), a UTF-8 BOM is skipped, and
+    /// header names are mapped to roles. JSONL is read once here to collect
+    /// the union of its keys and check every line is an object. An input
+    /// with no machine id or device name column is refused here.
+    pub fn open(spec: &InputSpec) -> Result<Input, InputError> {
+        match &spec.path {
+            Some(path) if path.as_os_str() != "-" => {
+                let name: Arc<str> = path.display().to_string().into();
+                let format =
+                    spec.format.or_else(|| InputFormat::from_extension(path)).ok_or_else(|| {
+                        InputError::UnknownFormat {
+                            file: name.to_string(),
+                            extension: path.extension().map(|e| e.to_string_lossy().into_owned()),
+                        }
+                    })?;
+                Input::build(name, Source::File(path.clone()), format)
+            }
+            _ => Input::from_reader(std::io::stdin().lock(), spec.format),
+        }
+    }
+
+    /// Reads a stream (stdin, or any reader) to its end into a temporary
+    /// file and opens that, under the name `<stdin>`. The format must be
+    /// given; it is checked before anything is read.
+    pub fn from_reader(
+        reader: impl Read,
+        format: Option<InputFormat>,
+    ) -> Result<Input, InputError> {
+        let name: Arc<str> = STDIN_NAME.into();
+        let format = format
+            .ok_or_else(|| InputError::UnknownFormat { file: name.to_string(), extension: None })?;
+        let spool = Spool::copy_from(reader)
+            .map_err(|error| InputError::Io { file: name.to_string(), error })?;
+        Input::build(name, Source::Spooled(Arc::new(spool)), format)
+    }
+
+    /// Reads the header (or the JSONL keys) and classifies the columns.
+    fn build(name: Arc<str>, source: Source, format: InputFormat) -> Result<Input, InputError> {
+        let (layout, columns) = match format {
+            InputFormat::Csv | InputFormat::Tsv => {
+                let (layout, mut header) = delimited::inspect(&source, &name, format)?;
+                let mut columns = Columns::new(header.clone());
+                if columns.is_results_file() {
+                    header.iter_mut().for_each(crate::output::cell::restore_owned);
+                    columns = Columns::new(header);
+                }
+                (Shape::Delimited(layout), columns)
+            }
+            InputFormat::Jsonl => (Shape::Jsonl, Columns::new(jsonl::scan_keys(&source, &name)?)),
+        };
+        if !columns.has(Role::MachineId) && !columns.has(Role::DeviceName) {
+            return Err(InputError::NoTargetColumn {
+                file: name.to_string(),
+                header: columns.names().to_vec(),
+            });
+        }
+        Ok(Input { name, source, format, layout, columns })
+    }
+
+    /// The input as the user named it, or `<stdin>`.
+    pub fn display_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The format the input is read as.
+    pub fn format(&self) -> InputFormat {
+        self.format
+    }
+
+    /// The columns: names in order (for JSONL, the union of keys in
+    /// first-seen order), roles, and the user columns carried to the results.
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
+    /// True when the input is a results file from an earlier run (its header
+    /// has the runner's `line` and `status` columns).
+    pub fn is_results_file(&self) -> bool {
+        self.columns.is_results_file()
+    }
+
+    /// The file-level checks that need the flags: an action and a comment
+    /// must come from a column or a default.
+    pub fn check_columns(&self, defaults: &RowDefaults) -> Result<(), InputError> {
+        if defaults.action.is_none() && !self.columns.has(Role::Action) {
+            return Err(InputError::NoActionColumn { file: self.name.to_string() });
+        }
+        let has_default_comment = defaults.comment.as_deref().is_some_and(|c| !c.trim().is_empty());
+        if !has_default_comment && !self.columns.has(Role::Comment) {
+            return Err(InputError::NoCommentColumn { file: self.name.to_string() });
+        }
+        Ok(())
+    }
+
+    /// A fresh streaming pass over the records, from the first one. Can be
+    /// called any number of times; each pass has its own file handle.
+    pub fn records(&self) -> Result<Records, InputError> {
+        let names = self.columns.names().to_vec();
+        let inner = match self.layout {
+            Shape::Delimited(layout) => RecordsInner::Delimited(DelimitedRecords::new(
+                &self.source,
+                layout,
+                names,
+                self.is_results_file(),
+                self.name.clone(),
+            )?),
+            Shape::Jsonl => {
+                RecordsInner::Jsonl(JsonlRecords::new(&self.source, names, self.name.clone())?)
+            }
+        };
+        Ok(Records { inner })
+    }
+}
+
+/// A streaming pass over an input's records, in file order. An error names
+/// the file and line; the pass can go on after a row-level error (bad
+/// UTF-8, bad JSON) but ends after an I/O error.
+pub struct Records {
+    /// The reader for the input's format.
+    inner: RecordsInner,
+}
+
+/// The two readers behind [`Records`].
+enum RecordsInner {
+    /// CSV or TSV.
+    Delimited(DelimitedRecords),
+    /// JSON lines.
+    Jsonl(JsonlRecords),
+}
+
+impl Iterator for Records {
+    type Item = Result<Record, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            RecordsInner::Delimited(r) => r.next(),
+            RecordsInner::Jsonl(r) => r.next(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::action::ActionKind;
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A scratch directory removed at the end of the test.
+    struct TestDir(PathBuf);
+
+    static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
+
+    impl TestDir {
+        fn new() -> TestDir {
+            let seq = DIR_SEQ.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir()
+                .join(format!("mdebulk-input-test-{}-{seq}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            TestDir(p)
+        }
+
+        fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open_path(path: &Path, format: Option<InputFormat>) -> Result<Input, InputError> {
+        Input::open(&InputSpec { path: Some(path.to_path_buf()), format })
+    }
+
+    /// Opens `bytes` saved as `name` in a fresh directory, which is removed
+    /// again at once: for checks made at open time only.
+    fn open_bytes(name: &str, bytes: &[u8]) -> Result<Input, InputError> {
+        let dir = TestDir::new();
+        let input = open_path(&dir.file(name, bytes), None);
+        drop(dir);
+        input
+    }
+
+    fn rows(input: &Input) -> Vec<Record> {
+        input.records().unwrap().map(|r| r.unwrap()).collect()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    const ID: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+
+    #[test]
+    fn inputs_and_passes_can_move_to_other_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        fn is_send<T: Send>() {}
+        is_send_sync::<Input>();
+        is_send::<Records>();
+        let input = Input::from_reader(&b"hostname\nh\n"[..], Some(InputFormat::Csv)).unwrap();
+        let pass = input.records().unwrap();
+        let n = std::thread::spawn(move || pass.count()).join().unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn excel_export_with_bom_semicolons_and_crlf() {
+        let dir = TestDir::new();
+        let p = dir.file(
+            "export.csv",
+            "\u{feff}DeviceName;Comment;Owner\r\nhost-1;contain;Zoë\r\nhost-2;\"a;b\";\r\n"
+                .as_bytes(),
+        );
+        let input = open_path(&p, None).unwrap();
+        assert_eq!(input.format(), InputFormat::Csv);
+        assert_eq!(input.display_name(), p.display().to_string());
+        assert_eq!(input.columns().names(), strings(&["DeviceName", "Comment", "Owner"]));
+        let r = rows(&input);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].line, r[0].values.clone()), (2, strings(&["host-1", "contain", "Zoë"])));
+        assert_eq!((r[1].line, r[1].values.clone()), (3, strings(&["host-2", "a;b", ""])));
+        assert!(r.iter().all(|r| r.problems.is_empty()));
+    }
+
+    #[test]
+    fn tab_delimiter_is_detected_and_tsv_is_always_tab() {
+        let dir = TestDir::new();
+        let p = dir.file("tabs.csv", b"machine_id\tcomment\tnote, with comma\n1\t2\t3\n");
+        let input = open_path(&p, None).unwrap();
+        assert_eq!(
+            input.columns().names(),
+            strings(&["machine_id", "comment", "note, with comma"])
+        );
+        assert_eq!(rows(&input)[0].values, strings(&["1", "2", "3"]));
+        let p = dir.file("t.tsv", b"hostname\tnote\na,b,c\td\n");
+        let input = open_path(&p, None).unwrap();
+        assert_eq!(input.format(), InputFormat::Tsv);
+        assert_eq!(rows(&input)[0].values, strings(&["a,b,c", "d"]));
+    }
+
+    #[test]
+    fn quoted_fields_span_lines_and_line_numbers_stay_physical() {
+        let dir = TestDir::new();
+        let p = dir.file(
+            "q.csv",
+            b"hostname,note\r\n\r\nh1,\"two\r\nlines\"\r\nh2,\"say \"\"hi\"\"\nand bye\"\n\n,,\n ,\nh3,last",
+        );
+        let input = open_path(&p, None).unwrap();
+        let r = rows(&input);
+        let got: Vec<(u64, Vec<String>)> = r.iter().map(|r| (r.line, r.values.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, strings(&["h1", "two\r\nlines"])),
+                (5, strings(&["h2", "say \"hi\"\nand bye"])),
+                (10, strings(&["h3", "last"])),
+            ]
+        );
+        // Whitespace-only rows (`,,`, ` ,`) are skipped like blank lines;
+        // the `,,` row has a field too many, yet is not an error.
+        assert!(r.iter().all(|r| r.problems.is_empty()));
+    }
+
+    #[test]
+    fn records_can_be_read_more_than_once() {
+        let dir = TestDir::new();
+        let p = dir.file("twice.csv", b"hostname\na\nb\n");
+        let input = open_path(&p, None).unwrap();
+        let first = rows(&input);
+        let mut pass_a = input.records().unwrap();
+        let mut pass_b = input.records().unwrap();
+        assert_eq!(pass_a.next().unwrap().unwrap(), first[0]);
+        assert_eq!(pass_b.next().unwrap().unwrap(), first[0]);
+        assert_eq!(pass_a.next().unwrap().unwrap(), first[1]);
+        assert!(pass_a.next().is_none());
+        assert_eq!(rows(&input), first);
+    }
+
+    #[test]
+    fn stdin_is_spooled_and_needs_a_format() {
+        let input =
+            Input::from_reader(&b"hostname,comment\nh1,c\n"[..], Some(InputFormat::Csv)).unwrap();
+        assert_eq!(input.display_name(), "<stdin>");
+        assert_eq!(rows(&input), rows(&input));
+        assert_eq!(rows(&input)[0].values, strings(&["h1", "c"]));
+        let e = Input::from_reader(&b"hostname\nh1\n"[..], None).unwrap_err();
+        assert!(matches!(e, InputError::UnknownFormat { extension: None, .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("<stdin>: cannot tell the input format (no file extension)"),
+            "{e}"
+        );
+        let jsonl =
+            Input::from_reader(&b"{\"hostname\":\"h\"}\n"[..], Some(InputFormat::Jsonl)).unwrap();
+        assert_eq!(rows(&jsonl)[0].values, strings(&["h"]));
+    }
+
+    #[test]
+    fn format_comes_from_the_flag_else_the_extension_else_an_error() {
+        let dir = TestDir::new();
+        let xlsx = dir.file("devices.xlsx", b"hostname\nh\n");
+        let e = open_path(&xlsx, None).unwrap_err();
+        assert!(e.to_string().contains("extension .xlsx is not one of csv"), "{e}");
+        assert!(e.to_string().contains("--input-format"), "{e}");
+        assert_eq!(e.file(), xlsx.display().to_string());
+        let bare = dir.file("devices", b"hostname\nh\n");
+        assert!(open_path(&bare, None).unwrap_err().to_string().contains("no file extension"));
+        assert_eq!(open_path(&bare, Some(InputFormat::Csv)).unwrap().format(), InputFormat::Csv);
+        let jsonl_named_csv = dir.file("a.csv", b"{\"hostname\":\"h\"}\n");
+        let input = open_path(&jsonl_named_csv, Some(InputFormat::Jsonl)).unwrap();
+        assert_eq!(rows(&input)[0].values, strings(&["h"]));
+    }
+
+    #[test]
+    fn missing_empty_and_headerless_inputs_are_file_errors() {
+        let dir = TestDir::new();
+        let missing = dir.0.join("nope.csv");
+        let e = open_path(&missing, None).unwrap_err();
+        assert!(matches!(e, InputError::Io { .. }), "{e}");
+        assert!(e.to_string().starts_with(&missing.display().to_string()), "{e}");
+        for (name, bytes) in [
+            ("empty.csv", &b""[..]),
+            ("bom.csv", b"\xEF\xBB\xBF"),
+            ("blank.csv", b"\r\n\n  \n"),
+            ("empty.jsonl", b""),
+            ("blank.jsonl", b"\n  \r\n"),
+        ] {
+            let e = open_path(&dir.file(name, bytes), None).unwrap_err();
+            assert!(matches!(e, InputError::Empty { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_input_without_id_or_name_column_lists_its_header_and_the_accepted_names() {
+        let e = open_bytes("x.csv", b"owner,ticket\nann,1\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, InputError::NoTargetColumn { .. }));
+        assert!(msg.contains("x.csv: no machine id or device name column"), "{msg}");
+        assert!(msg.contains("[owner, ticket]"), "{msg}");
+        for alias in ["machine_id", "DeviceId", "device_name", "computerDnsName", "hostname"] {
+            assert!(msg.contains(alias), "{alias} missing from {msg}");
+        }
+        let e = open_bytes("x.jsonl", b"{}\n{\"owner\":1}\n").unwrap_err();
+        assert!(e.to_string().contains("[owner]"), "{e}");
+    }
+
+    #[test]
+    fn header_aliases_are_recognised_through_open() {
+        for (header, role) in [
+            ("MachineId", Role::MachineId),
+            ("DeviceId", Role::MachineId),
+            ("Machine ID", Role::MachineId),
+            ("computerDnsName", Role::DeviceName),
+            ("DeviceName", Role::DeviceName),
+            ("host_name", Role::DeviceName),
+        ] {
+            let input = open_bytes("a.csv", format!("{header},Comment\nx,y\n").as_bytes()).unwrap();
+            assert_eq!(input.columns().role_name(role), Some(header), "{header}");
+            assert_eq!(input.columns().role_name(Role::Comment), Some("Comment"));
+        }
+    }
+
+    #[test]
+    fn action_and_comment_must_come_from_a_column_or_a_flag() {
+        let input = open_bytes("a.csv", b"machine_id\nx\n").unwrap();
+        let none = RowDefaults::default();
+        let e = input.check_columns(&none).unwrap_err();
+        assert!(matches!(e, InputError::NoActionColumn { .. }));
+        assert!(e.to_string().contains("no action column and no --action"), "{e}");
+        let with_action = RowDefaults { action: Some(ActionKind::Isolate), ..none.clone() };
+        let e = input.check_columns(&with_action).unwrap_err();
+        assert!(matches!(e, InputError::NoCommentColumn { .. }));
+        assert!(e.to_string().contains("requires a Comment"), "{e}");
+        let blank_comment = RowDefaults { comment: Some("  ".into()), ..with_action.clone() };
+        assert!(input.check_columns(&blank_comment).is_err());
+        let both = RowDefaults { comment: Some("IR-1".into()), ..with_action };
+        assert!(input.check_columns(&both).is_ok());
+        let input = open_bytes("b.csv", b"machine_id,Action,Comment\nx,isolate,c\n").unwrap();
+        assert!(input.check_columns(&none).is_ok());
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_field_count_is_a_row_problem() {
+        let dir = TestDir::new();
+        let p = dir.file("n.csv", b"hostname,comment,owner\nh1,c\nh2,c,o,extra,more\nh3,c,o\n");
+        let input = open_path(&p, None).unwrap();
+        let r = rows(&input);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].values, strings(&["h1", "c", ""]));
+        assert_eq!(
+            r[0].problems[0].to_string(),
+            "line 2: the header has 3 columns but this row has 2 fields (a delimiter or quote out of place?)"
+        );
+        assert_eq!(r[1].values, strings(&["h2", "c", "o"]));
+        assert_eq!(r[1].problems[0].line, 3);
+        assert!(r[1].problems[0].why.contains("has 5 fields"));
+        assert!(r[2].problems.is_empty());
+        let defaults = RowDefaults { action: Some(ActionKind::Isolate), ..RowDefaults::default() };
+        let problems = plan_row(&r[0], input.columns(), &defaults).unwrap_err();
+        assert_eq!(problems[0], r[0].problems[0]);
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line_and_column_and_the_pass_goes_on() {
+        let dir = TestDir::new();
+        let p = dir.file("latin1.csv", b"hostname,owner\nh1,ok\nh2,Zo\xEB\nh3,ok\n");
+        let input = open_path(&p, None).unwrap();
+        let got: Vec<_> = input.records().unwrap().collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_ok() && got[2].is_ok());
+        let e = got[1].as_ref().unwrap_err();
+        assert!(matches!(e, InputError::Utf8 { line: 3, .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: line 3, column owner: not valid UTF-8 (save the file as UTF-8 CSV)",
+                p.display()
+            )
+        );
+        let p = dir.file("badheader.csv", b"host\xFF\nh\n");
+        let e = open_path(&p, None).unwrap_err();
+        assert!(matches!(e, InputError::Utf8 { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn jsonl_columns_are_the_union_of_keys_in_first_seen_order() {
+        let dir = TestDir::new();
+        let p = dir.file(
+            "d.jsonl",
+            "\u{feff}{\"hostname\":\"h1\",\"owner\":\"ann\"}\r\n\n{\"ticket\":42,\"hostname\":\"h2\",\"urgent\":true}\n   \n{\"owner\":null,\"hostname\":\"h3\",\"ratio\":1.5,\"escaped \\\"key\\\"\":\"v\"}"
+                .as_bytes(),
+        );
+        let input = open_path(&p, None).unwrap();
+        assert_eq!(
+            input.columns().names(),
+            strings(&["hostname", "owner", "ticket", "urgent", "ratio", "escaped \"key\""])
+        );
+        let got: Vec<(u64, Vec<String>)> =
+            rows(&input).into_iter().map(|r| (r.line, r.values)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, strings(&["h1", "ann", "", "", "", ""])),
+                (3, strings(&["h2", "", "42", "true", "", ""])),
+                (5, strings(&["h3", "", "", "", "1.5", "v"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn jsonl_nested_values_are_row_problems_for_their_key() {
+        let dir = TestDir::new();
+        let p = dir
+            .file("n.jsonl", b"{\"hostname\":\"h\",\"tags\":[\"a\",1],\"meta\":{\"k\":\"v\"}}\n");
+        let input = open_path(&p, None).unwrap();
+        let r = rows(&input);
+        assert_eq!(r[0].values, strings(&["h", "[\"a\",1]", "{\"k\":\"v\"}"]));
+        let cols: Vec<&str> = r[0].problems.iter().map(|p| p.column.as_str()).collect();
+        assert_eq!(cols, ["tags", "meta"]);
+        assert_eq!(
+            r[0].problems[0].to_string(),
+            "line 1, column tags: \"[\\\"a\\\",1]\": nested objects and arrays are not supported; give a string, number or boolean"
+        );
+    }
+
+    #[test]
+    fn a_jsonl_line_that_is_not_an_object_names_line_and_column() {
+        for (text, line, column, what) in [
+            (
+                &b"{\"hostname\":\"h\"}\n\n[1,2]\n"[..],
+                3,
+                1,
+                "invalid type: sequence, expected a JSON object",
+            ),
+            (b"{\"hostname\":\"h\"}\n{\"hostname\": h2}\n", 2, 14, "expected value"),
+            (b"{\"hostname\":\"h\"} x\n", 1, 18, "trailing characters"),
+            (b"\"just a string\"\n", 1, 15, "expected a JSON object"),
+            (b"{\"hostname\":\"\xFF\"}\n", 1, 14, "not valid UTF-8"),
+            (b"{\"h\":\"\xC3\xA9\xFF\"}\n", 1, 8, "not valid UTF-8"),
+        ] {
+            let e = open_bytes("bad.jsonl", text).unwrap_err();
+            match &e {
+                InputError::Json { line: l, column: c, message, .. } => {
+                    assert_eq!((*l, *c), (line, column), "{e}");
+                    assert!(message.contains(what), "{e}");
+                    assert!(!message.contains(" at line "), "{e}");
+                }
+                other => panic!("expected a JSON error, got {other}"),
+            }
+            assert!(
+                e.to_string().contains(&format!("bad.jsonl: line {line}, column {column}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_csv_results_file_is_recognised_and_its_cells_restored() {
+        let text = "owner,'=note,line,machine_id,action,status\n''quoted,'-1,2,x,isolate,error\n";
+        let input = Input::from_reader(text.as_bytes(), Some(InputFormat::Csv)).unwrap();
+        assert!(input.is_results_file());
+        assert_eq!(input.columns().user_columns(), strings(&["owner", "=note"]));
+        let r = rows(&input);
+        assert_eq!(r[0].values, strings(&["'quoted", "-1", "2", "x", "isolate", "error"]));
+        // An ordinary file is read verbatim.
+        let plain =
+            Input::from_reader(&b"hostname,note\nh,'=x\n"[..], Some(InputFormat::Csv)).unwrap();
+        assert!(!plain.is_results_file());
+        assert_eq!(rows(&plain)[0].values, strings(&["h", "'=x"]));
+        // A JSONL results file is never neutralised, so never restored.
+        let jsonl = Input::from_reader(
+            &b"{\"hostname\":\"h\",\"note\":\"'=x\",\"line\":2,\"status\":\"error\"}\n"[..],
+            Some(InputFormat::Jsonl),
+        )
+        .unwrap();
+        assert!(jsonl.is_results_file());
+        assert_eq!(rows(&jsonl)[0].values, strings(&["h", "'=x", "2", "error"]));
+    }
+
+    #[test]
+    fn every_pass_plans_rows_from_a_mixed_file() {
+        let text = format!(
+            "MachineId;Action;Comment;Sha1;Ticket\r\n{ID};isolate;IR-1;;T1\r\n{};StopAndQuarantineFile;IR-2;{};T2\r\n",
+            ID.to_uppercase(),
+            "A".repeat(40)
+        );
+        let input = Input::from_reader(text.as_bytes(), Some(InputFormat::Csv)).unwrap();
+        input.check_columns(&RowDefaults::default()).unwrap();
+        assert_eq!(input.columns().user_columns(), strings(&["Comment", "Sha1", "Ticket"]));
+        let plans: Vec<RowPlan> = input
+            .records()
+            .unwrap()
+            .map(|r| plan_row(&r.unwrap(), input.columns(), &RowDefaults::default()).unwrap())
+            .collect();
+        assert_eq!(plans[0].target, Target::Id(ID.into()));
+        assert_eq!(plans[0].action, ActionKind::Isolate);
+        assert_eq!(plans[1].target, Target::Id(ID.into()));
+        assert_eq!(plans[1].sha1.as_deref(), Some("a".repeat(40).as_str()));
+        assert_eq!(plans[1].line, 3);
+    }
+
+    /// Counts live heap bytes per thread, to prove a pass streams.
+    mod alloc_probe {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static LIVE: Cell<isize> = const { Cell::new(0) };
+        }
+
+        fn add(n: isize) {
+            let _ = LIVE.try_with(|c| c.set(c.get() + n));
+        }
+
+        /// Net bytes allocated minus freed on the current thread.
+        pub fn live() -> isize {
+            LIVE.with(|c| c.get())
+        }
+
+        /// The system allocator, with per-thread accounting.
+        pub struct Probe;
+
+        // SAFETY: every call is forwarded unchanged to the system allocator.
+        unsafe impl GlobalAlloc for Probe {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                add(layout.size() as isize);
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                add(layout.size() as isize);
+                unsafe { System.alloc_zeroed(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                add(-(layout.size() as isize));
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                add(new_size as isize - layout.size() as isize);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Probe = Probe;
+    }
+
+    /// Streams `input` and returns (records, largest growth of live heap
+    /// bytes on this thread while doing so).
+    fn stream_peak(input: &Input) -> (u64, isize) {
+        let base = alloc_probe::live();
+        let mut peak = 0;
+        let mut n = 0u64;
+        for rec in input.records().unwrap() {
+            let rec = rec.unwrap();
+            assert!(rec.problems.is_empty());
+            n += 1;
+            peak = peak.max(alloc_probe::live() - base);
+        }
+        (n, peak)
+    }
+
+    #[test]
+    fn a_200k_row_file_streams_in_constant_memory() {
+        const ROWS: u64 = 200_000;
+        let dir = TestDir::new();
+        let csv_path = dir.0.join("big.csv");
+        let jsonl_path = dir.0.join("big.jsonl");
+        {
+            let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path).unwrap());
+            let mut jsonl = std::io::BufWriter::new(std::fs::File::create(&jsonl_path).unwrap());
+            writeln!(csv, "machine_id,comment,owner,note").unwrap();
+            for i in 0..ROWS {
+                let id = format!("{i:040x}");
+                writeln!(csv, "{id},IR-{i},owner-{i},\"note, {i}\"").unwrap();
+                writeln!(
+                    jsonl,
+                    r#"{{"machine_id":"{id}","comment":"IR-{i}","owner":"owner-{i}","n":{i}}}"#
+                )
+                .unwrap();
+            }
+        }
+        let size = std::fs::metadata(&csv_path).unwrap().len() as isize;
+        assert!(size > 14_000_000, "{size}");
+        for path in [&csv_path, &jsonl_path] {
+            let input = open_path(path, None).unwrap();
+            let (n, peak) = stream_peak(&input);
+            assert_eq!(n, ROWS);
+            // The pass holds its read buffer and one record; the file is
+            // over 14 MB, a pass must stay under 1 MB.
+            assert!(
+                peak < 1_000_000,
+                "{}: peak growth {peak} bytes for a {size}-byte file",
+                path.display()
+            );
+        }
+        // The probe itself sees growth when rows are kept.
+        let input = open_path(&csv_path, None).unwrap();
+        let base = alloc_probe::live();
+        let kept: Vec<Record> = input.records().unwrap().take(20_000).map(|r| r.unwrap()).collect();
+        assert!(alloc_probe::live() - base > 1_000_000);
+        drop(kept);
+    }
+}

@@ -1,0 +1,645 @@
+//! Row validation: turning one record into what the runner will send
+//! ([`RowPlan`]), or into every problem the row has ([`RowProblem`]).
+//!
+//! Per-row columns override the defaults from the flags; a blank cell means
+//! "use the default". A parameter cell given for an action that does not
+//! take it (a `sha1` on an isolate row) is refused rather than dropped, so a
+//! mistyped action never runs with the wrong meaning. Defaults from flags
+//! apply only to the actions that take them, so one `--isolation-type`
+//! serves a file that mixes isolate and unisolate rows. A scan row with no
+//! scan type runs a Quick scan.
+
+use std::fmt;
+
+use super::Record;
+use super::columns::{Columns, Role};
+use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
+use crate::output::{ResultRow, Status, parse_result_row};
+
+/// Values from the command-line flags that apply to every row whose own cell
+/// is blank.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowDefaults {
+    /// `--action`.
+    pub action: Option<ActionKind>,
+    /// `--comment`.
+    pub comment: Option<String>,
+    /// `--isolation-type` (isolate rows only).
+    pub isolation_type: Option<IsolationType>,
+    /// `--sha1` (stop-and-quarantine rows only).
+    pub sha1: Option<String>,
+    /// `--scan-type` (scan rows only).
+    pub scan_type: Option<ScanType>,
+}
+
+/// The device a row acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// An MDE machine id, lowercased.
+    Id(String),
+    /// A device name as given (trimmed), to be resolved to an id.
+    Name(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Id(s) | Target::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A valid row: everything needed to send its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPlan {
+    /// Physical line where the record starts (the results file's `line`).
+    pub line: u64,
+    /// The device.
+    pub target: Target,
+    /// The action.
+    pub action: ActionKind,
+    /// The `Comment` to send (never blank).
+    pub comment: String,
+    /// `IsolationType` for isolate rows that set one (the API defaults to Full).
+    pub isolation_type: Option<IsolationType>,
+    /// The Sha1 of a stop-and-quarantine row, lowercased.
+    pub sha1: Option<String>,
+    /// `ScanType` of a scan row (Quick when the row and the flags say nothing).
+    pub scan_type: Option<ScanType>,
+    /// The `status` column of a results file being replayed (for `--only`).
+    pub previous_status: Option<Status>,
+    /// The runner's columns of a results file being replayed or resumed:
+    /// the earlier action id, request time and so on.
+    pub previous: Option<ResultRow>,
+}
+
+/// One thing wrong with a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowProblem {
+    /// Physical line where the record starts.
+    pub line: u64,
+    /// The column as the file names it (or the flag, for a bad default);
+    /// empty when the problem is the row as a whole.
+    pub column: String,
+    /// The offending cell, as found.
+    pub value: String,
+    /// What is wrong and, where it helps, what is accepted.
+    pub why: String,
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.column.is_empty() {
+            write!(f, "line {}: {}", self.line, self.why)
+        } else {
+            write!(f, "line {}, column {}: {:?}: {}", self.line, self.column, self.value, self.why)
+        }
+    }
+}
+
+/// Validates one record against the columns and the defaults. Every problem
+/// of the row is returned, not just the first, starting with those found
+/// while reading it (field count, nested JSON).
+pub fn plan_row(
+    record: &Record,
+    columns: &Columns,
+    defaults: &RowDefaults,
+) -> Result<RowPlan, Vec<RowProblem>> {
+    let mut problems = record.problems.clone();
+    let line = record.line;
+    let values = &record.values;
+    let cell = |role| columns.cell(role, values);
+    let label = |role: Role| columns.role_name(role).unwrap_or(role.canonical()).to_string();
+    let mut bad = |column: &str, value: &str, why: String| {
+        problems.push(RowProblem {
+            line,
+            column: column.to_string(),
+            value: value.to_string(),
+            why,
+        })
+    };
+
+    let target = match (cell(Role::MachineId), cell(Role::DeviceName)) {
+        (Some((column, id)), _) => {
+            if is_machine_id(id) {
+                Some(Target::Id(id.to_ascii_lowercase()))
+            } else {
+                bad(
+                    column,
+                    id,
+                    "a machine id is 40 hex digits (MDE's device id); put device names in a device_name column"
+                        .into(),
+                );
+                None
+            }
+        }
+        (None, Some((_, name))) => Some(Target::Name(name.to_string())),
+        (None, None) => {
+            let column = columns
+                .role_name(Role::MachineId)
+                .or(columns.role_name(Role::DeviceName))
+                .unwrap_or(Role::MachineId.canonical());
+            bad(column, "", "the row has neither a machine id nor a device name".into());
+            None
+        }
+    };
+
+    let action = match cell(Role::Action) {
+        Some((column, value)) => match value.parse::<ActionKind>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                bad(column, value, e.to_string());
+                None
+            }
+        },
+        None if defaults.action.is_some() => defaults.action,
+        None => {
+            bad(&label(Role::Action), "", "the row has no action and there is no --action".into());
+            None
+        }
+    };
+
+    let comment = match cell(Role::Comment) {
+        Some((_, c)) => Some(c.to_string()),
+        None => match defaults.comment.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => Some(c.to_string()),
+            _ => {
+                bad(
+                    &label(Role::Comment),
+                    "",
+                    "the comment is empty and there is no --comment; the API requires a Comment"
+                        .into(),
+                );
+                None
+            }
+        },
+    };
+
+    let isolation_type = match parameter(
+        cell(Role::IsolationType),
+        ActionKind::Isolate,
+        action,
+        |v| v.parse::<IsolationType>(),
+        &mut bad,
+    ) {
+        Param::Given(t) => Some(t),
+        Param::Blank if action == Some(ActionKind::Isolate) => defaults.isolation_type,
+        _ => None,
+    };
+
+    let sha1 = match parameter(
+        cell(Role::Sha1),
+        ActionKind::StopAndQuarantineFile,
+        action,
+        parse_sha1,
+        &mut bad,
+    ) {
+        Param::Given(s) => Some(s),
+        Param::Blank if action == Some(ActionKind::StopAndQuarantineFile) => {
+            match defaults.sha1.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+                Some(d) => parse_sha1(d).map_err(|why| bad("--sha1", d, why)).ok(),
+                None => {
+                    bad(
+                        &label(Role::Sha1),
+                        "",
+                        "stop-and-quarantine needs the file's Sha1 (a sha1 column or --sha1)"
+                            .into(),
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
+    let scan_type = match parameter(
+        cell(Role::ScanType),
+        ActionKind::RunAntiVirusScan,
+        action,
+        |v| v.parse::<ScanType>(),
+        &mut bad,
+    ) {
+        Param::Given(t) => Some(t),
+        Param::Blank if action == Some(ActionKind::RunAntiVirusScan) => {
+            Some(defaults.scan_type.unwrap_or(ScanType::Quick))
+        }
+        _ => None,
+    };
+
+    let previous = if columns.is_results_file() {
+        match parse_result_row(columns.names().iter().zip(values.iter())) {
+            Ok(row) => Some(row),
+            Err(errors) => {
+                for e in errors {
+                    bad(&e.column, &e.value, e.why);
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    match (target, action, comment) {
+        (Some(target), Some(action), Some(comment)) if problems.is_empty() => Ok(RowPlan {
+            line,
+            target,
+            action,
+            comment,
+            isolation_type,
+            sha1,
+            scan_type,
+            previous_status: previous.as_ref().and_then(|p| p.status),
+            previous,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// What a row says about an action parameter.
+enum Param<T> {
+    /// The cell is blank (or there is no such column): use the default.
+    Blank,
+    /// A valid value for an action that takes it.
+    Given(T),
+    /// A bad value, or a value for an action that does not take it; the
+    /// problem is already recorded.
+    Refused,
+}
+
+/// Reads the parameter in `cell`, which only action `takes` accepts: refused
+/// when the row's action is another one or the value does not parse.
+fn parameter<T>(
+    cell: Option<(&str, &str)>,
+    takes: ActionKind,
+    action: Option<ActionKind>,
+    parse: impl Fn(&str) -> Result<T, String>,
+    bad: &mut impl FnMut(&str, &str, String),
+) -> Param<T> {
+    let Some((column, value)) = cell else { return Param::Blank };
+    match action {
+        Some(a) if a != takes => {
+            let name = Role::for_header(column).map_or(column, |r| r.canonical());
+            bad(column, value, format!("{name} only applies to {takes}, not {a}"));
+            Param::Refused
+        }
+        _ => match parse(value) {
+            Ok(v) => Param::Given(v),
+            Err(why) => {
+                bad(column, value, why);
+                Param::Refused
+            }
+        },
+    }
+}
+
+/// A Sha1 as the API takes it, lowercased.
+fn parse_sha1(value: &str) -> Result<String, String> {
+    if is_sha1(value) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err("Sha1 must be exactly 40 hex digits".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+    const SHA: &str = "A0C659857CCBE457FDAF5FE21D54EFDCBF6F6508";
+
+    fn columns(names: &[&str]) -> Columns {
+        Columns::new(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn record(line: u64, values: &[&str]) -> Record {
+        Record {
+            line,
+            values: values.iter().map(|s| s.to_string()).collect(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn plan(
+        names: &[&str],
+        values: &[&str],
+        defaults: &RowDefaults,
+    ) -> Result<RowPlan, Vec<RowProblem>> {
+        plan_row(&record(7, values), &columns(names), defaults)
+    }
+
+    /// (column, value, a piece of the reason) of each problem.
+    fn problems(
+        names: &[&str],
+        values: &[&str],
+        defaults: &RowDefaults,
+    ) -> Vec<(String, String, String)> {
+        let problems = plan(names, values, defaults).expect_err("row should be refused");
+        assert!(problems.iter().all(|p| p.line == 7));
+        problems.into_iter().map(|p| (p.column, p.value, p.why)).collect()
+    }
+
+    fn assert_problems(
+        names: &[&str],
+        values: &[&str],
+        defaults: &RowDefaults,
+        want: &[(&str, &str, &str)],
+    ) {
+        let got = problems(names, values, defaults);
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((c, v, why), (wc, wv, wwhy)) in got.iter().zip(want) {
+            assert_eq!((c.as_str(), v.as_str()), (*wc, *wv), "{got:?}");
+            assert!(why.contains(wwhy), "{why:?} should contain {wwhy:?}");
+        }
+    }
+
+    fn isolate() -> RowDefaults {
+        RowDefaults {
+            action: Some(ActionKind::Isolate),
+            comment: Some("IR-42".into()),
+            ..RowDefaults::default()
+        }
+    }
+
+    #[test]
+    fn problems_display_with_line_column_and_value() {
+        let p = RowProblem {
+            line: 7,
+            column: "sha1".into(),
+            value: "abc".into(),
+            why: "Sha1 must be exactly 40 hex digits".into(),
+        };
+        assert_eq!(
+            p.to_string(),
+            "line 7, column sha1: \"abc\": Sha1 must be exactly 40 hex digits"
+        );
+        let p = RowProblem {
+            line: 3,
+            column: String::new(),
+            value: String::new(),
+            why: "bad row".into(),
+        };
+        assert_eq!(p.to_string(), "line 3: bad row");
+    }
+
+    #[test]
+    fn a_good_row_is_planned_with_ids_lowercased_and_names_trimmed() {
+        let names = ["MachineId", "Action", "Comment", "Isolation Type", "owner"];
+        let p = plan(
+            &names,
+            &[&ID.to_uppercase(), "Isolate", " IR-1 ", "selective", "ann"],
+            &RowDefaults::default(),
+        )
+        .unwrap();
+        assert_eq!(p.line, 7);
+        assert_eq!(p.target, Target::Id(ID.into()));
+        assert_eq!(p.action, ActionKind::Isolate);
+        assert_eq!(p.comment, "IR-1");
+        assert_eq!(p.isolation_type, Some(IsolationType::Selective));
+        assert_eq!((p.sha1, p.scan_type, p.previous_status, p.previous), (None, None, None, None));
+        let p = plan(&["hostname"], &["  host-1.contoso.test "], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Name("host-1.contoso.test".into()));
+        assert_eq!(p.target.to_string(), "host-1.contoso.test");
+        // A 32-digit id, as in one documentation example, is accepted too.
+        let p = plan(&["id"], &[&ID[..32]], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Id(ID[..32].into()));
+    }
+
+    #[test]
+    fn the_id_wins_over_the_name_and_a_bad_id_is_not_replaced_by_the_name() {
+        let p = plan(&["DeviceName", "DeviceId"], &["host-1", ID], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Id(ID.into()));
+        assert_problems(
+            &["DeviceName", "DeviceId"],
+            &["host-1", "host-1"],
+            &isolate(),
+            &[("DeviceId", "host-1", "a machine id is 40 hex digits")],
+        );
+        assert_problems(
+            &["machine_id", "hostname"],
+            &["", " "],
+            &isolate(),
+            &[("machine_id", "", "neither a machine id nor a device name")],
+        );
+    }
+
+    #[test]
+    fn per_row_cells_override_defaults_and_blank_cells_use_them() {
+        let names = ["machine_id", "action", "comment"];
+        let p = plan(&names, &[ID, "release", ""], &isolate()).unwrap();
+        assert_eq!((p.action, p.comment.as_str()), (ActionKind::Unisolate, "IR-42"));
+        let p = plan(&names, &[ID, "  ", "own comment"], &isolate()).unwrap();
+        assert_eq!((p.action, p.comment.as_str()), (ActionKind::Isolate, "own comment"));
+        // Defaults for parameters apply only to the actions that take them.
+        let defaults = RowDefaults {
+            isolation_type: Some(IsolationType::Full),
+            sha1: Some(SHA.into()),
+            scan_type: Some(ScanType::Full),
+            ..isolate()
+        };
+        let p = plan(&names, &[ID, "unisolate", ""], &defaults).unwrap();
+        assert_eq!((p.isolation_type, p.sha1, p.scan_type), (None, None, None));
+        let p = plan(&names, &[ID, "isolate", ""], &defaults).unwrap();
+        assert_eq!(
+            (p.isolation_type, p.sha1.clone(), p.scan_type),
+            (Some(IsolationType::Full), None, None)
+        );
+        let p = plan(&names, &[ID, "StopAndQuarantineFile", ""], &defaults).unwrap();
+        assert_eq!(p.sha1, Some(SHA.to_ascii_lowercase()));
+        let p = plan(&names, &[ID, "runAntiVirusScan", ""], &defaults).unwrap();
+        assert_eq!(p.scan_type, Some(ScanType::Full));
+    }
+
+    #[test]
+    fn action_problems() {
+        let problems = problems(&["machine_id", "Action"], &[ID, "nuke"], &isolate());
+        assert_eq!(problems.len(), 1);
+        assert_eq!((problems[0].0.as_str(), problems[0].1.as_str()), ("Action", "nuke"));
+        for accepted in
+            ["isolate", "unisolate", "release", "stop-and-quarantine", "offboard", "scan"]
+        {
+            assert!(problems[0].2.contains(accepted), "{}", problems[0].2);
+        }
+        let no_action = RowDefaults { action: None, ..isolate() };
+        assert_problems(
+            &["machine_id", "action"],
+            &[ID, ""],
+            &no_action,
+            &[("action", "", "no action and there is no --action")],
+        );
+        assert_problems(&["machine_id"], &[ID], &no_action, &[("action", "", "no --action")]);
+    }
+
+    #[test]
+    fn comment_problems() {
+        let no_comment = RowDefaults { comment: None, ..isolate() };
+        assert_problems(
+            &["machine_id", "Comment"],
+            &[ID, "  "],
+            &no_comment,
+            &[("Comment", "", "requires a Comment")],
+        );
+        let blank = RowDefaults { comment: Some(" ".into()), ..isolate() };
+        assert_problems(
+            &["machine_id"],
+            &[ID],
+            &blank,
+            &[("comment", "", "there is no --comment")],
+        );
+    }
+
+    #[test]
+    fn sha1_problems() {
+        let names = ["machine_id", "action", "sha1"];
+        assert_problems(
+            &names,
+            &[ID, "stop-and-quarantine", "abc"],
+            &isolate(),
+            &[("sha1", "abc", "Sha1 must be exactly 40 hex digits")],
+        );
+        assert_problems(
+            &names,
+            &[ID, "stop-and-quarantine", ""],
+            &isolate(),
+            &[("sha1", "", "needs the file's Sha1")],
+        );
+        assert_problems(
+            &["machine_id", "action"],
+            &[ID, "quarantine"],
+            &isolate(),
+            &[("sha1", "", "a sha1 column or --sha1")],
+        );
+        assert_problems(
+            &names,
+            &[ID, "isolate", SHA],
+            &isolate(),
+            &[("sha1", SHA, "sha1 only applies to stop-and-quarantine, not isolate")],
+        );
+        let bad_default = RowDefaults { sha1: Some("xyz".into()), ..isolate() };
+        assert_problems(
+            &names,
+            &[ID, "stop-and-quarantine", ""],
+            &bad_default,
+            &[("--sha1", "xyz", "40 hex digits")],
+        );
+        let p = plan(&names, &[ID, "stop-and-quarantine", SHA], &bad_default).unwrap();
+        assert_eq!(p.sha1, Some(SHA.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn isolation_type_problems() {
+        let names = ["machine_id", "action", "IsolationType"];
+        assert_problems(
+            &names,
+            &[ID, "isolate", "partial"],
+            &isolate(),
+            &[("IsolationType", "partial", "unknown isolation type")],
+        );
+        assert_problems(
+            &names,
+            &[ID, "unisolate", "full"],
+            &isolate(),
+            &[("IsolationType", "full", "isolation_type only applies to isolate, not unisolate")],
+        );
+        let p = plan(&names, &[ID, "isolate", "Unmanaged-Device"], &isolate()).unwrap();
+        assert_eq!(p.isolation_type, Some(IsolationType::UnManagedDevice));
+        let p = plan(&names, &[ID, "isolate", ""], &isolate()).unwrap();
+        assert_eq!(p.isolation_type, None);
+    }
+
+    #[test]
+    fn scan_type_problems_and_the_quick_default() {
+        let names = ["machine_id", "action", "scan_type"];
+        assert_problems(
+            &names,
+            &[ID, "scan", "slow"],
+            &isolate(),
+            &[("scan_type", "slow", "unknown scan type")],
+        );
+        assert_problems(
+            &names,
+            &[ID, "offboard", "full"],
+            &isolate(),
+            &[("scan_type", "full", "scan_type only applies to scan, not offboard")],
+        );
+        let p = plan(&names, &[ID, "scan", ""], &isolate()).unwrap();
+        assert_eq!(p.scan_type, Some(ScanType::Quick));
+        let p = plan(&names, &[ID, "scan", "FULL"], &isolate()).unwrap();
+        assert_eq!(p.scan_type, Some(ScanType::Full));
+    }
+
+    #[test]
+    fn every_problem_of_a_row_is_listed_at_once() {
+        let names = ["DeviceId", "action", "comment", "sha1", "scan_type", "isolation_type"];
+        let no_comment = RowDefaults { comment: None, ..isolate() };
+        assert_problems(
+            &names,
+            &["host-1", "isolate", "", "abc", "slow", "partial"],
+            &no_comment,
+            &[
+                ("DeviceId", "host-1", "40 hex digits"),
+                ("comment", "", "requires a Comment"),
+                ("isolation_type", "partial", "unknown isolation type"),
+                ("sha1", "abc", "only applies to stop-and-quarantine"),
+                ("scan_type", "slow", "only applies to scan"),
+            ],
+        );
+        // With an unknown action, parameters are still checked for format.
+        assert_problems(
+            &names,
+            &[ID, "zap", "c", "abc", "", ""],
+            &no_comment,
+            &[("action", "zap", "unknown action"), ("sha1", "abc", "40 hex digits")],
+        );
+    }
+
+    #[test]
+    fn problems_found_while_reading_come_first() {
+        let mut rec = record(9, &[ID]);
+        let read = RowProblem {
+            line: 9,
+            column: "tags".into(),
+            value: "[1]".into(),
+            why: "nested".into(),
+        };
+        rec.problems.push(read.clone());
+        let problems = plan_row(&rec, &columns(&["machine_id"]), &isolate()).unwrap_err();
+        assert_eq!(problems, vec![read]);
+    }
+
+    #[test]
+    fn a_results_row_carries_its_previous_outcome() {
+        let names = [
+            "owner",
+            "line",
+            "machine_id",
+            "action",
+            "status",
+            "action_id",
+            "http_status",
+            "requested_at",
+        ];
+        let values =
+            ["ann", "4", ID, "isolate", "error", "", "503", "2024-05-01T08:00:00.0000000Z"];
+        let cols = columns(&names);
+        assert!(cols.is_results_file());
+        let p = plan_row(&record(7, &values), &cols, &isolate()).unwrap();
+        assert_eq!(p.line, 7);
+        assert_eq!(p.previous_status, Some(Status::Error));
+        let prev = p.previous.unwrap();
+        assert_eq!(
+            (prev.line, prev.http_status, prev.requested_at.as_str()),
+            (4, Some(503), values[7])
+        );
+        let mut bad = values;
+        bad[4] = "great";
+        bad[6] = "x";
+        let problems = plan_row(&record(7, &bad), &cols, &isolate()).unwrap_err();
+        let cols: Vec<&str> = problems.iter().map(|p| p.column.as_str()).collect();
+        assert_eq!(cols, ["status", "http_status"]);
+        // Outside a results file, a `status` column means nothing.
+        let p = plan(&["machine_id", "status"], &[ID, "great"], &isolate()).unwrap();
+        assert_eq!(p.previous_status, None);
+    }
+}

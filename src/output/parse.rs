@@ -1,0 +1,157 @@
+//! Rebuilding the runner's half of a row ([`ResultRow`]) from a results file
+//! read back, for replay (`--only`), resume and `status`.
+//!
+//! The reader hands over `(column name, cell)` pairs with formula
+//! neutralisation already undone; names are matched against
+//! [`RUNNER_COLUMNS`] with [`fold_name`], so `Machine ID` finds `machine_id`.
+//! Runner columns a file lacks keep their empty default.
+
+use std::fmt;
+
+use super::row::{RUNNER_COLUMNS, ResultRow, Status};
+use crate::api::action::fold_name;
+use crate::api::time::parse_utc;
+
+/// A runner cell that cannot be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The column as the file names it.
+    pub column: String,
+    /// The offending cell.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column {}: {:?}: {}", self.column, self.value, self.why)
+    }
+}
+
+/// Reads the runner's columns out of one results row. Every bad cell is
+/// reported, not just the first. A runner column present twice is read from
+/// its first occurrence.
+pub fn parse_result_row<I, N, V>(cells: I) -> Result<ResultRow, Vec<FieldError>>
+where
+    I: IntoIterator<Item = (N, V)>,
+    N: AsRef<str>,
+    V: AsRef<str>,
+{
+    let folded: Vec<String> = RUNNER_COLUMNS.iter().map(|c| fold_name(c)).collect();
+    let mut seen = [false; RUNNER_COLUMNS.len()];
+    let mut row = ResultRow::default();
+    let mut errors = Vec::new();
+    for (name, value) in cells {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let fname = fold_name(name);
+        let Some(i) = folded.iter().position(|c| *c == fname) else { continue };
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        let mut fail = |why: String| {
+            errors.push(FieldError { column: name.to_string(), value: value.to_string(), why })
+        };
+        let trimmed = value.trim();
+        match RUNNER_COLUMNS[i] {
+            "line" => match parse_number::<u64>(trimmed) {
+                Ok(n) => row.line = n,
+                Err(why) => fail(why),
+            },
+            "attempts" => match parse_number::<u32>(trimmed) {
+                Ok(n) => row.attempts = n,
+                Err(why) => fail(why),
+            },
+            "http_status" if trimmed.is_empty() => row.http_status = None,
+            "http_status" => match trimmed.parse::<u16>() {
+                Ok(n) if (100..=599).contains(&n) => row.http_status = Some(n),
+                _ => fail("http_status must be empty or an HTTP status code (100-599)".into()),
+            },
+            "status" if trimmed.is_empty() => row.status = None,
+            "status" => match trimmed.parse::<Status>() {
+                Ok(s) => row.status = Some(s),
+                Err(why) => fail(why),
+            },
+            "requested_at" | "finished_at" => {
+                if !trimmed.is_empty() && parse_utc(trimmed).is_none() {
+                    fail(
+                        "expected an ISO-8601 UTC time such as 2024-05-01T08:00:00.0000000Z".into(),
+                    );
+                } else if RUNNER_COLUMNS[i] == "requested_at" {
+                    row.requested_at = trimmed.to_string();
+                } else {
+                    row.finished_at = trimmed.to_string();
+                }
+            }
+            "machine_id" => row.machine_id = trimmed.to_string(),
+            "action" => row.action = trimmed.to_string(),
+            "action_id" => row.action_id = trimmed.to_string(),
+            "action_status" => row.action_status = trimmed.to_string(),
+            "error_code" => row.error_code = value.to_string(),
+            "error_message" => row.error_message = value.to_string(),
+            // Invariant: the arms above cover every entry of RUNNER_COLUMNS
+            // (checked by `every_runner_field_reads_back_from_its_text`).
+            other => unreachable!("RUNNER_COLUMNS entry {other} has no parser"),
+        }
+    }
+    if errors.is_empty() { Ok(row) } else { Err(errors) }
+}
+
+/// A count column: empty means 0 (nothing happened yet).
+fn parse_number<T: std::str::FromStr + Default>(s: &str) -> Result<T, String> {
+    if s.is_empty() {
+        return Ok(T::default());
+    }
+    s.parse().map_err(|_| "expected a whole number".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runner_field_reads_back_from_its_text() {
+        let row = ResultRow {
+            line: 12,
+            machine_id: "1e5bc9d7e413ddd7902c2932e418702b84d0cc07".into(),
+            action: "stop-and-quarantine".into(),
+            status: Some(Status::AlreadyPending),
+            action_id: "5382f7ea-7557-4ab7-9782-d50480024a4e".into(),
+            action_status: "Pending".into(),
+            http_status: Some(400),
+            error_code: "ActiveRequestAlreadyExists".into(),
+            error_message: "Action is already in progress".into(),
+            attempts: 2,
+            requested_at: "2024-05-01T08:00:00.0000000Z".into(),
+            finished_at: "2024-05-01T08:00:00.5000000Z".into(),
+        };
+        let fields = row.to_fields();
+        let back = parse_result_row(RUNNER_COLUMNS.iter().zip(fields.iter())).unwrap();
+        assert_eq!(back, row);
+    }
+
+    #[test]
+    fn missing_and_empty_runner_columns_default_and_others_are_ignored() {
+        let back =
+            parse_result_row([("owner", "ann"), ("Status", ""), ("HTTP Status", "")]).unwrap();
+        assert_eq!(back, ResultRow::default());
+        let back = parse_result_row([("line", "7"), ("line", "x")]).unwrap();
+        assert_eq!(back.line, 7);
+    }
+
+    #[test]
+    fn every_bad_cell_is_reported() {
+        let errors = parse_result_row([
+            ("line", "seven"),
+            ("status", "great"),
+            ("http_status", "42"),
+            ("attempts", "-1"),
+            ("requested_at", "yesterday"),
+        ])
+        .unwrap_err();
+        let columns: Vec<&str> = errors.iter().map(|e| e.column.as_str()).collect();
+        assert_eq!(columns, ["line", "status", "http_status", "attempts", "requested_at"]);
+        assert!(errors[1].why.contains("unknown status"), "{}", errors[1]);
+        assert_eq!(errors[0].to_string(), "column line: \"seven\": expected a whole number");
+    }
+}

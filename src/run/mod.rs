@@ -1,0 +1,167 @@
+//! The bulk runner: from an input file to one result row per input row.
+//!
+//! Phases, in order:
+//! 1. **Survey** ([`plan`]): read the whole input once, validate every row,
+//!    count actions. A file that fails here sends nothing.
+//! 2. **Prepare**: confirm offboarding, open and lock the journal, resolve
+//!    device names, reconcile requests an earlier run left in doubt.
+//! 3. **Execute** ([`pipeline`]): stream the input again; each row is settled
+//!    at once (invalid, duplicate, done earlier) or sent through the pacer by
+//!    a bounded pool of tasks; results are written in input order as they
+//!    settle.
+//! 4. **Wait** (optional): poll submitted actions to their final state.
+//! 5. **Finish**: rename the results into place, print the summary.
+
+pub mod journal;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod stop;
+pub mod submit;
+pub mod summary;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::input::{InputSpec, RowDefaults};
+use crate::output::Status;
+use crate::pace::Limit;
+
+pub use stop::{Stop, StopReason};
+pub use submit::RetryPolicy;
+pub use summary::Summary;
+
+/// Where results go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultsTarget {
+    /// A file; written aside and renamed into place, with a journal beside it.
+    File(PathBuf),
+    /// Standard output, streamed; no journal, no resume.
+    Stdout,
+}
+
+/// What to do when the results file (or its journal) already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse and touch nothing.
+    Refuse,
+    /// Start over, replacing it.
+    Force,
+    /// Continue the earlier run.
+    Resume,
+}
+
+/// Everything a run needs, validated. Built by `cli` from flags and
+/// environment; library code sees only this.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The input file or stdin.
+    pub input: InputSpec,
+    /// Where results go.
+    pub results: ResultsTarget,
+    /// Per-run defaults for rows (action, comment, parameters).
+    pub defaults: RowDefaults,
+    /// Quotas per API; empty means no pacing.
+    pub limits: Vec<Limit>,
+    /// Safety margin added to every window (`None`: 1%, at most 250 ms).
+    pub pace_margin: Option<Duration>,
+    /// Rows in flight at once.
+    pub concurrency: usize,
+    /// Retry knobs for transient errors.
+    pub policy: RetryPolicy,
+    /// Record malformed rows as `invalid` and go on, instead of refusing the file.
+    pub skip_invalid: bool,
+    /// What to do with an existing results file.
+    pub existing: Existing,
+    /// Only rows whose previous `status` is one of these (replaying a results file).
+    pub only: Option<Vec<Status>>,
+    /// Validate, resolve and plan, but send no action.
+    pub dry_run: bool,
+    /// `--yes`: irreversible actions are confirmed.
+    pub yes: bool,
+    /// Whether a person can be asked (stdin and stderr are terminals).
+    pub interactive: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Stop gracefully (resumable, exit 75) after this long.
+    pub max_runtime: Option<Duration>,
+    /// With several machines for one name, take the most recently seen.
+    pub pick_latest: bool,
+    /// Wait for submitted actions to finish.
+    pub wait: Option<WaitOptions>,
+    /// How long a request may still be travelling after the process that
+    /// sent it died: in-doubt rows are looked up only once this has passed
+    /// since they were sent (the request timeout, at most 5 s).
+    pub in_flight_grace: Duration,
+    /// The command line that started the run, minus secrets, for the resume hint.
+    pub command_line: Vec<String>,
+}
+
+/// `--wait` knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitOptions {
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Give up waiting after this long; open rows stay `pending`/`in_progress`.
+    pub timeout: Duration,
+}
+
+/// Errors that stop a run before or outside the rows: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The input cannot be used.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    /// Rows failed validation and `--skip-invalid` was not given.
+    #[error("{}", invalid_rows_message(.file, .problems))]
+    InvalidRows {
+        /// The input's display name.
+        file: String,
+        /// Every problem found.
+        problems: Vec<crate::input::RowProblem>,
+    },
+    /// The results file exists and neither `--resume` nor `--force` was given.
+    #[error(
+        "{0} already exists: add --resume to continue that run, or --force to start over and replace it"
+    )]
+    ResultsExist(PathBuf),
+    /// `--resume` without anything to resume.
+    #[error("--resume: there is no earlier run to continue ({0} has no journal)")]
+    NothingToResume(PathBuf),
+    /// Offboarding needs confirmation.
+    #[error("{0}")]
+    NotConfirmed(String),
+    /// The journal could not be used (locked by another run, I/O).
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// Authentication failed before any row was sent.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A background task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn invalid_rows_message(file: &str, problems: &[crate::input::RowProblem]) -> String {
+    let mut msg = format!(
+        "{file}: {} problem{} found; nothing was sent (fix the rows, or add --skip-invalid to record them as invalid and go on):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems.iter().take(200) {
+        msg.push_str(&format!("\n  {file}: {p}"));
+    }
+    if problems.len() > 200 {
+        msg.push_str(&format!("\n  ... and {} more", problems.len() - 200));
+    }
+    msg
+}

@@ -1,0 +1,85 @@
+//! The survey: one full pass over the input before anything is sent. It
+//! validates every row (so a bad file sends nothing), counts rows per action
+//! (for confirmation, estimates and the progress bar) and collects the device
+//! names that need resolving.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::action::ActionKind;
+use crate::input::{Input, InputError, Record, RowDefaults, RowProblem, Target, plan_row};
+use crate::output::Status;
+
+/// Problems kept for the report; beyond this only the count grows.
+const MAX_PROBLEMS_KEPT: usize = 10_000;
+
+/// What the survey found.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Rows selected for this run.
+    pub rows: u64,
+    /// Rows left out by `--only`.
+    pub not_selected: u64,
+    /// Valid rows per action.
+    pub per_action: BTreeMap<ActionKind, u64>,
+    /// Row problems, in input order (at most [`MAX_PROBLEMS_KEPT`]).
+    pub problems: Vec<RowProblem>,
+    /// Rows with at least one problem.
+    pub invalid_rows: u64,
+    /// Device names (lowercased) of rows that give a name and no machine id.
+    pub names: BTreeSet<String>,
+}
+
+impl Survey {
+    /// Rows whose action cannot be undone (offboard).
+    pub fn irreversible(&self) -> u64 {
+        self.per_action.iter().filter(|(a, _)| a.irreversible()).map(|(_, n)| n).sum()
+    }
+}
+
+/// True when `record` is selected by `--only` (always, without it). Rows of
+/// a results file carry their earlier status; other inputs have none, and
+/// are never selected by `--only`.
+pub fn selected(record_status: Option<Status>, only: Option<&[Status]>) -> bool {
+    match only {
+        None => true,
+        Some(set) => record_status.is_some_and(|s| set.contains(&s)),
+    }
+}
+
+/// Reads every record once and validates it.
+pub fn survey(
+    input: &Input,
+    defaults: &RowDefaults,
+    only: Option<&[Status]>,
+) -> Result<Survey, InputError> {
+    input.check_columns(defaults)?;
+    let mut s = Survey::default();
+    let columns = input.columns();
+    for record in input.records()? {
+        let record: Record = record?;
+        let plan = plan_row(&record, columns, defaults);
+        let previous = match &plan {
+            Ok(p) => p.previous_status,
+            Err(_) => super::pipeline::previous_status(columns, &record),
+        };
+        if !selected(previous, only) {
+            s.not_selected += 1;
+            continue;
+        }
+        s.rows += 1;
+        match plan {
+            Ok(p) => {
+                *s.per_action.entry(p.action).or_default() += 1;
+                if let Target::Name(name) = &p.target {
+                    s.names.insert(name.to_lowercase());
+                }
+            }
+            Err(problems) => {
+                s.invalid_rows += 1;
+                let room = MAX_PROBLEMS_KEPT.saturating_sub(s.problems.len());
+                s.problems.extend(problems.into_iter().take(room));
+            }
+        }
+    }
+    Ok(s)
+}

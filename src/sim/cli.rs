@@ -1,0 +1,293 @@
+//! The `mdebulk simulate` subcommand: its flags, their conversion into a
+//! [`SimConfig`], and the foreground server that prints its address and runs
+//! until SIGINT or SIGTERM.
+//!
+//! Values with their own syntax (`--limit`, durations, `--window`, the fleet
+//! file) are read here rather than by clap, so a bad one gives exactly one
+//! error line naming the problem.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{FleetSpec, KNOWN_ROLES, Sim, SimConfig, SimError, fleet};
+use crate::pace::limit::{format_duration, parse_duration, parse_limits};
+use crate::pace::window::WindowModel;
+
+/// Run a local simulator of the Defender for Endpoint machine-actions API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub listen: String,
+
+    /// Number of machine records to generate from --seed.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub machines: usize,
+
+    /// Load the machines from a JSON file in the API's Machine shape (an array, or {"value":[...]}) instead of generating them.
+    #[arg(long, value_name = "FILE.json", conflicts_with = "machines")]
+    pub fleet: Option<PathBuf>,
+
+    /// Quota per app, tenant and API as N/DURATION; repeat for several; `none` disables quotas.
+    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
+    pub limits: Vec<String>,
+
+    /// How calls are counted: sliding, fixed or bucket.
+    #[arg(long, default_value = "sliding", value_name = "MODEL")]
+    pub window: String,
+
+    /// Delay added to every request (half before handling, half before the reply), e.g. 50ms.
+    #[arg(long, default_value = "0ms", value_name = "DURATION")]
+    pub latency: String,
+
+    /// Fraction of API calls answered with an injected 500, 503 or dropped connection.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub error_rate: f64,
+
+    /// Time from acceptance to the final status of an action on an online machine.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub settle: String,
+
+    /// Fraction of actions that end Failed instead of Succeeded.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub fail_rate: f64,
+
+    /// Fraction of generated machines that are offline (their actions end TimeOut).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub offline_rate: f64,
+
+    /// How long an action on an offline machine stays Pending before TimeOut.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub action_timeout: String,
+
+    /// Lifetime of issued access tokens.
+    #[arg(long, default_value = "3599s", value_name = "DURATION")]
+    pub token_ttl: String,
+
+    /// Accept only this client id at the token endpoint (default: any).
+    #[arg(long, env = "MDEBULK_SIM_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Accept only this client secret at the token endpoint (default: any).
+    #[arg(long, env = "MDEBULK_SIM_CLIENT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub client_secret: Option<String>,
+
+    /// Accept only this tenant at the token endpoint (default: any).
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Permissions granted to tokens, comma-separated (default: the seven action permissions and Machine.Read.All).
+    #[arg(long, value_delimiter = ',', value_name = "ROLE,...")]
+    pub roles: Vec<String>,
+
+    /// Fraction of every quota window that another app of the tenant consumes.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub foreign_load: f64,
+
+    /// Fraction of API calls refused with 429 whatever the counts (the service's CPU quota).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub cpu_throttle_rate: f64,
+
+    /// Display name of the calling app, reported as `requestor` of its actions.
+    #[arg(long, default_value = "mdebulk simulator", value_name = "NAME")]
+    pub app_name: String,
+
+    /// Page list replies after this many entities with @odata.nextLink (default: never).
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<usize>,
+
+    /// Also issue tokens for the https://api.security.microsoft.com audience.
+    #[arg(long)]
+    pub accept_security_audience: bool,
+
+    /// Seed of every random choice: fleet, failures, faults.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+}
+
+fn duration(flag: &'static str, value: &str) -> Result<Duration, SimError> {
+    parse_duration(value).map_err(|why| SimError::Invalid { flag, why })
+}
+
+impl SimulateArgs {
+    /// Checks every flag and builds the configuration, loading `--fleet`.
+    pub fn into_config(self) -> Result<SimConfig, SimError> {
+        let limits = parse_limits(&self.limits)?;
+        let window: WindowModel =
+            self.window.parse().map_err(|why| SimError::Invalid { flag: "--window", why })?;
+        let fleet = match &self.fleet {
+            Some(path) => FleetSpec::Machines(fleet::load(path)?),
+            None => FleetSpec::Generate { machines: self.machines },
+        };
+        let roles = if self.roles.is_empty() {
+            KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect()
+        } else {
+            self.roles.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect()
+        };
+        let config = SimConfig {
+            listen: self.listen,
+            fleet,
+            limits,
+            window,
+            latency: duration("--latency", &self.latency)?,
+            error_rate: self.error_rate,
+            settle: duration("--settle", &self.settle)?,
+            fail_rate: self.fail_rate,
+            offline_rate: self.offline_rate,
+            action_timeout: duration("--action-timeout", &self.action_timeout)?,
+            token_ttl: duration("--token-ttl", &self.token_ttl)?,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            tenant: self.tenant,
+            roles,
+            foreign_load: self.foreign_load,
+            cpu_throttle_rate: self.cpu_throttle_rate,
+            app_name: self.app_name,
+            page_size: self.page_size,
+            accept_security_audience: self.accept_security_audience,
+            seed: self.seed,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the simulator in the foreground: prints `listening on http://HOST:PORT`
+/// as the first line on stdout (flushed), a one-line summary on stderr, and
+/// serves until SIGINT or SIGTERM.
+pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let summary = summary(&config);
+    let sim = Sim::start(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sim.url())?;
+        out.flush()?;
+    }
+    eprintln!("{summary}");
+    wait_for_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// One line describing what is simulated.
+fn summary(c: &SimConfig) -> String {
+    let fleet = match &c.fleet {
+        FleetSpec::Generate { machines } => {
+            format!("{machines} generated machines (seed {})", c.seed)
+        }
+        FleetSpec::Machines(m) => format!("{} machines from file", m.len()),
+    };
+    let limits = if c.limits.is_empty() {
+        "no quota".to_string()
+    } else {
+        let l: Vec<String> = c.limits.iter().map(|l| l.to_string()).collect();
+        format!("quota {} per app, tenant and API ({})", l.join(" + "), c.window)
+    };
+    format!(
+        "simulating {fleet}; {limits}; settle {}, latency {}, error rate {}",
+        format_duration(c.settle),
+        format_duration(c.latency),
+        c.error_rate
+    )
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn config(argv: &[&str]) -> Result<SimConfig, SimError> {
+        let mut full = vec!["simulate"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full)
+            .map_err(|e| SimError::Invalid { flag: "argv", why: e.to_string() })?
+            .args
+            .into_config()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = config(&[]).unwrap();
+        let d = SimConfig::default();
+        assert_eq!(c.limits, d.limits);
+        assert_eq!(c.window, d.window);
+        assert_eq!(c.token_ttl, Duration::from_secs(3599));
+        assert_eq!(c.roles, d.roles);
+        assert_eq!(c.fleet, FleetSpec::Generate { machines: 1000 });
+        assert_eq!(c.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn flags() {
+        let c = config(&[
+            "--limit",
+            "5/1s",
+            "--limit",
+            "20/1m",
+            "--window",
+            "bucket",
+            "--settle",
+            "200ms",
+            "--roles",
+            "Machine.Isolate,Machine.Read.All",
+            "--machines",
+            "12",
+            "--page-size",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.len(), 2);
+        assert_eq!(c.window, WindowModel::Bucket);
+        assert_eq!(c.settle, Duration::from_millis(200));
+        assert_eq!(c.roles, ["Machine.Isolate", "Machine.Read.All"]);
+        assert_eq!(c.fleet, FleetSpec::Generate { machines: 12 });
+        assert!(config(&["--limit", "none"]).unwrap().limits.is_empty());
+    }
+
+    #[test]
+    fn one_line_errors() {
+        for (argv, needle) in [
+            (&["--limit", "100/60"][..], "invalid limit \"100/60\""),
+            (&["--window", "leaky"], "invalid --window"),
+            (&["--settle", "soon"], "invalid --settle"),
+            (&["--error-rate", "1.5"], "invalid --error-rate"),
+            (&["--roles", "Machine.Nuke"], "unknown role"),
+            (&["--fleet", "/nonexistent/f.json"], "cannot read fleet file /nonexistent/f.json"),
+        ] {
+            let e = config(argv).unwrap_err().to_string();
+            assert!(e.contains(needle), "{argv:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP/1.1 server: accepts connections, reads each request, applies the
+//! configured latency around the handling, and either answers or closes the
+//! connection without a reply (injected drops).
+//!
+//! It serves with hyper directly because dropping a connection is part of
+//! the contract: when the service returns an error, hyper closes the socket
+//! and the client sees a connection error, not a response.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::handlers::{Drop, Reply, Request};
+use super::lifecycle::Clock;
+use super::state::State;
+use super::{SimConfig, lock};
+
+/// Request bodies larger than this are refused (413) without being handled.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the server task and the [`super::Sim`] handle share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Everything the simulator remembers.
+    pub state: Mutex<State>,
+    /// The configured latency; half is slept before handling, half after.
+    pub latency: Duration,
+    /// The bound address, used when a request has no `Host` header.
+    pub local: String,
+}
+
+impl Shared {
+    /// Builds the state for `config`, bound at `addr`; the clock starts now.
+    pub fn new(config: SimConfig, addr: SocketAddr) -> Shared {
+        let latency = config.latency;
+        Shared {
+            state: Mutex::new(State::new(config, Clock::start())),
+            latency,
+            local: addr.to_string(),
+        }
+    }
+}
+
+/// The error a request handler returns to make hyper close the connection
+/// without answering.
+#[derive(Debug)]
+pub struct Dropped;
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// A response body sent in one piece.
+#[derive(Debug)]
+pub struct Full(Option<Bytes>);
+
+impl Body for Full {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
+/// Accepts connections until `stop` turns true (or its sender goes away),
+/// then lets open connections finish their current request for up to a
+/// second before cutting them.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(serve_connection(stream, shared.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!("simulator: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(1), drain).await.is_err() {
+        conns.abort_all();
+    }
+}
+
+/// Serves one keep-alive connection.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| handle(shared.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Reads a whole body, or `None` when it exceeds [`MAX_BODY`].
+async fn read_body(mut body: Incoming) -> Result<Option<Vec<u8>>, hyper::Error> {
+    let mut buf = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > MAX_BODY {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf))
+}
+
+/// Handles one request: latency, the state's answer, drops.
+async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            let r = Reply::error(413, "RequestEntityTooLarge", "Request body is too large");
+            return Ok(to_response(r));
+        }
+        // The client went away mid-body: nobody is left to answer.
+        Err(_) => return Err(Dropped),
+    };
+    let path = parts.uri.path();
+    let half = if path.starts_with("/_sim/") { Duration::ZERO } else { shared.latency / 2 };
+    if !half.is_zero() {
+        tokio::time::sleep(half).await;
+    }
+    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or(&shared.local);
+    let authorization =
+        parts.headers.get(hyper::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let request = Request {
+        method: &parts.method,
+        path,
+        query: parts.uri.query(),
+        host,
+        authorization,
+        body: &body,
+    };
+    let reply = {
+        let mut state = lock(&shared.state);
+        state.handle(&request, Instant::now())
+    };
+    if reply.drop == Some(Drop::Before) {
+        return Err(Dropped);
+    }
+    if !half.is_zero() {
+        tokio::time::sleep(half).await;
+    }
+    if reply.drop == Some(Drop::After) {
+        return Err(Dropped);
+    }
+    Ok(to_response(reply))
+}
+
+/// Turns a [`Reply`] into an HTTP response.
+fn to_response(reply: Reply) -> hyper::Response<Full> {
+    let mut res = hyper::Response::new(Full(Some(Bytes::from(reply.body))));
+    *res.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if let Some(secs) = reply.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if reply.www_authenticate {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    res
+}

@@ -1,0 +1,254 @@
+//! Everything the simulator remembers, behind one lock: the fleet with its
+//! look-up indexes, the actions, issued tokens, quota counters, random
+//! generators and counters. Requests take the lock once, briefly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::fleet;
+use super::lifecycle::{ActionRecord, Clock, Timing};
+use super::quota::{Principal, Quotas};
+use super::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
+use crate::api::action::ActionKind;
+use crate::api::model::Machine;
+use crate::api::route::Api;
+
+/// One machine of the fleet, with what replies and look-ups need ready.
+#[derive(Debug, Clone)]
+pub struct MachineEntry {
+    /// The entity.
+    pub machine: Machine,
+    /// The entity as JSON, keys in the real order, rendered once.
+    pub json: Arc<str>,
+    /// Whether actions on it stay Pending (see [`fleet::is_offline`]).
+    pub offline: bool,
+    /// `lastSeen`, parsed, to choose between machines sharing a name.
+    pub last_seen: Option<SystemTime>,
+}
+
+impl MachineEntry {
+    /// Wraps a machine, rendering its JSON.
+    pub fn new(machine: Machine) -> MachineEntry {
+        let json = serde_json::Value::Object(fleet::render(&machine)).to_string();
+        MachineEntry {
+            offline: fleet::is_offline(&machine),
+            last_seen: fleet::last_seen(&machine),
+            json: json.into(),
+            machine,
+        }
+    }
+}
+
+/// What the simulator knows about an access token it issued.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenInfo {
+    /// The (app, tenant) pair it was issued to: the quota key.
+    pub principal: Principal,
+    /// Granted permissions, one bit per [`KNOWN_ROLES`] entry.
+    pub roles: u16,
+    /// When it stops being accepted.
+    pub expires: Instant,
+}
+
+/// Identity of a (machine, type, parameters) submission, for `duplicate_submissions`.
+pub type SubmissionKey = (usize, ActionKind, Option<String>);
+
+/// The simulator's whole state.
+#[derive(Debug)]
+pub struct State {
+    /// The configuration (its fleet replaced by the machine count once built).
+    pub cfg: SimConfig,
+    /// Start time, for timestamps and quota counters.
+    pub clock: Clock,
+    /// Settle time and action timeout.
+    pub timing: Timing,
+    /// The fleet, in seed (or file) order.
+    pub machines: Vec<MachineEntry>,
+    /// Lowercase machine id → index.
+    by_id: HashMap<String, usize>,
+    /// Lowercase computer name → indexes (several for re-imaged devices).
+    by_name: HashMap<String, Vec<usize>>,
+    /// Every accepted action, oldest first.
+    pub actions: Vec<ActionRecord>,
+    /// Action id → index in `actions`.
+    action_by_id: HashMap<String, usize>,
+    /// Newest action per (machine, type): the only one that can still be active.
+    pub latest: HashMap<(usize, ActionKind), usize>,
+    /// Every (machine, type, parameters) that had an action accepted.
+    pub accepted: HashSet<SubmissionKey>,
+    /// Issued access tokens.
+    pub tokens: HashMap<String, TokenInfo>,
+    /// (client id, tenant) → principal number.
+    principals: HashMap<(String, String), Principal>,
+    /// Quota counters.
+    pub quotas: Quotas,
+    /// Global counters (`by_api` is filled from `api_stats` on snapshot).
+    pub stats: Stats,
+    /// Counters per API.
+    pub api_stats: HashMap<Api, ApiStats>,
+    /// Draws which actions fail.
+    pub fail_rng: fastrand::Rng,
+    /// Draws injected faults.
+    pub fault_rng: fastrand::Rng,
+    /// Draws CPU-quota refusals.
+    pub cpu_rng: fastrand::Rng,
+    /// The configured roles, one bit per [`KNOWN_ROLES`] entry.
+    pub roles_mask: u16,
+}
+
+/// Bit of a role in a roles mask (0 for an unknown role).
+pub fn role_bit(role: &str) -> u16 {
+    KNOWN_ROLES.iter().position(|r| *r == role).map_or(0, |i| 1 << i)
+}
+
+impl State {
+    /// Builds the fleet and empty counters for `cfg`, starting the clock at `clock`.
+    pub fn new(mut cfg: SimConfig, clock: Clock) -> State {
+        let fleet = match std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new())) {
+            FleetSpec::Generate { machines } => {
+                fleet::generate(machines, cfg.seed, cfg.offline_rate)
+            }
+            FleetSpec::Machines(m) => m,
+        };
+        cfg.fleet = FleetSpec::Generate { machines: fleet.len() };
+        let machines: Vec<MachineEntry> = fleet.into_iter().map(MachineEntry::new).collect();
+        let mut by_id = HashMap::with_capacity(machines.len());
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(machines.len());
+        for (i, m) in machines.iter().enumerate() {
+            by_id.insert(m.machine.id.to_ascii_lowercase(), i);
+            if let Some(name) = &m.machine.computer_dns_name {
+                by_name.entry(name.to_ascii_lowercase()).or_default().push(i);
+            }
+        }
+        let roles_mask = cfg.roles.iter().fold(0, |m, r| m | role_bit(r));
+        let seed = cfg.seed;
+        State {
+            timing: Timing { settle: cfg.settle, action_timeout: cfg.action_timeout },
+            quotas: Quotas::new(cfg.window, &cfg.limits, clock.origin, cfg.foreign_load),
+            clock,
+            machines,
+            by_id,
+            by_name,
+            actions: Vec::new(),
+            action_by_id: HashMap::new(),
+            latest: HashMap::new(),
+            accepted: HashSet::new(),
+            tokens: HashMap::new(),
+            principals: HashMap::new(),
+            stats: Stats::default(),
+            api_stats: Api::all().map(|a| (a, ApiStats::default())).collect(),
+            fail_rng: fastrand::Rng::with_seed(seed ^ 0x5eed_fa11),
+            fault_rng: fastrand::Rng::with_seed(seed ^ 0x5eed_fa17),
+            cpu_rng: fastrand::Rng::with_seed(seed ^ 0x5eed_c0de),
+            roles_mask,
+            cfg,
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.by_api = self
+            .api_stats
+            .iter()
+            .map(|(a, st)| (a.name().to_string(), st.clone()))
+            .collect::<BTreeMap<_, _>>();
+        s
+    }
+
+    /// The machines as they stand now.
+    pub fn machines(&self) -> Vec<Machine> {
+        self.machines.iter().map(|m| m.machine.clone()).collect()
+    }
+
+    /// The counters of `api`.
+    pub fn api(&mut self, api: Api) -> &mut ApiStats {
+        self.api_stats.entry(api).or_default()
+    }
+
+    /// A machine by id (case-insensitive), as action POSTs take it.
+    pub fn machine_by_id(&self, id: &str) -> Option<usize> {
+        self.by_id.get(&id.to_ascii_lowercase()).copied()
+    }
+
+    /// A machine by id or computer name (case-insensitive); several machines
+    /// with that name → the one seen last.
+    pub fn machine_by_id_or_name(&self, key: &str) -> Option<usize> {
+        let key = key.to_ascii_lowercase();
+        if let Some(&i) = self.by_id.get(&key) {
+            return Some(i);
+        }
+        self.by_name.get(&key)?.iter().copied().max_by_key(|&i| (self.machines[i].last_seen, i))
+    }
+
+    /// An action by id (case-insensitive).
+    pub fn action_by_id(&self, id: &str) -> Option<usize> {
+        self.action_by_id.get(&id.to_ascii_lowercase()).copied()
+    }
+
+    /// Stores a new action and indexes it.
+    pub fn push_action(&mut self, record: ActionRecord) -> usize {
+        let idx = self.actions.len();
+        self.action_by_id.insert(record.id.clone(), idx);
+        self.latest.insert((record.machine, record.kind), idx);
+        self.actions.push(record);
+        idx
+    }
+
+    /// The principal number of (client id, tenant), allocating one on first use.
+    pub fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
+        let next = self.principals.len();
+        *self.principals.entry((client_id.to_string(), tenant.to_ascii_lowercase())).or_insert(next)
+    }
+
+    /// Marks a machine online or offline at `now`. Coming back online starts
+    /// the settle clock of its actions that are still waiting (not timed out,
+    /// not cancelled).
+    pub fn set_online(&mut self, idx: usize, online: bool, now: Instant) {
+        let offset = self.clock.offset(now);
+        let entry = &mut self.machines[idx];
+        entry.machine.health_status = Some(if online { "Active" } else { "Inactive" }.to_string());
+        *entry = MachineEntry::new(entry.machine.clone());
+        if online {
+            let timeout = self.timing.action_timeout;
+            for a in self.actions.iter_mut().filter(|a| a.machine == idx) {
+                if a.settle_from.is_none() && a.cancel.is_none() && offset < a.created + timeout {
+                    a.settle_from = Some(offset);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_ups_and_twins() {
+        let cfg =
+            SimConfig { fleet: FleetSpec::Generate { machines: 100 }, ..SimConfig::default() };
+        let s = State::new(cfg, Clock::start());
+        assert_eq!(s.machines.len(), 100);
+        let twin_idx = 100 - fleet::twin_count(100);
+        let primary = fleet::twin_of(100, 0);
+        let name = fleet::host_name(primary);
+        assert_eq!(s.machine_by_id_or_name(&name), Some(primary));
+        assert_eq!(s.machine_by_id_or_name(&name.to_uppercase()), Some(primary));
+        let twin_id = s.machines[twin_idx].machine.id.clone();
+        assert_eq!(s.machine_by_id_or_name(&twin_id), Some(twin_idx));
+        assert_eq!(s.machine_by_id(&twin_id.to_uppercase()), Some(twin_idx));
+        assert_eq!(s.machine_by_id(&name), None);
+        assert_eq!(s.stats().by_api.len(), Api::all().count());
+    }
+
+    #[test]
+    fn roles_mask() {
+        assert_eq!(role_bit("Machine.Isolate"), 1);
+        assert_eq!(role_bit("Machine.ReadWrite.All"), 1 << 8);
+        assert_eq!(role_bit("Nope"), 0);
+    }
+}
