@@ -126,8 +126,10 @@ pub enum RunError {
         "{0} already exists: add --resume to continue that run, or --force to start over and replace it"
     )]
     ResultsExist(PathBuf),
-    /// `--resume` without anything to resume.
-    #[error("--resume: there is no earlier run to continue ({0} has no journal)")]
+    /// `--resume` on a results file that no journal belongs to.
+    #[error(
+        "--resume: {0} exists but has no journal beside it, so it cannot be continued safely; use another -o, or --force to replace it"
+    )]
     NothingToResume(PathBuf),
     /// Offboarding needs confirmation.
     #[error("{0}")]

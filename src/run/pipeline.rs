@@ -268,7 +268,7 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
         Existing::Refuse if results.exists() || jpath.exists() => {
             Err(RunError::ResultsExist(results.to_path_buf()))
         }
-        Existing::Resume if !jpath.exists() => {
+        Existing::Resume if results.exists() && !jpath.exists() => {
             Err(RunError::NothingToResume(results.to_path_buf()))
         }
         _ => Ok(()),

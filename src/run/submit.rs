@@ -187,6 +187,9 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
             }
             Next::InDoubt => {
                 transient_failures += 1;
+                // Give a request that is still being processed time to land
+                // before looking for it.
+                ctx.sleep_or_stop(ctx.policy.backoff(transient_failures, None)).await?;
                 let since = first_sent.unwrap_or(sent_at);
                 match reconcile_one(ctx, job, since).await {
                     Ok(Some(found)) => {
@@ -196,11 +199,8 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
                         row.error_message.clear();
                         return Some(finish(row));
                     }
-                    Ok(None) if transient_failures < ctx.policy.max_attempts => {
-                        // The server never got it: sending again is safe.
-                        let wait = ctx.policy.backoff(transient_failures, None);
-                        ctx.sleep_or_stop(wait).await?;
-                    }
+                    // The server never got it: sending again is safe.
+                    Ok(None) if transient_failures < ctx.policy.max_attempts => {}
                     Ok(None) => {
                         row.status = Some(Status::Error);
                         return Some(finish(row));
@@ -411,5 +411,269 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The retry policy in paused time, through the `Transport` seam with a
+    //! scripted server: no sockets, virtual hours in milliseconds.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::api::client::{Reply, TransportKind};
+    use crate::api::model::{ApiErrorBody, Machine, ODataList};
+    use crate::pace::Limit;
+
+    /// What the scripted server answers to the next submit.
+    enum Answer {
+        Ok,
+        Status(u16, &'static str, Option<u64>),
+        Throttle(Option<u64>),
+        Unauthorized,
+        /// The connection dropped; `processed` says whether the action exists.
+        Dropped {
+            processed: bool,
+        },
+        /// A 201 whose action was created long before the request.
+        OldAction,
+    }
+
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<VecDeque<Answer>>,
+        created: Mutex<Vec<MachineAction>>,
+        submits: AtomicU64,
+        lists: AtomicU64,
+    }
+
+    fn action(created: SystemTime) -> MachineAction {
+        MachineAction {
+            id: crate::api::model::new_guid(),
+            kind: "Isolate".into(),
+            title: None,
+            requestor: None,
+            requestor_comment: Some("c".into()),
+            status: "Pending".into(),
+            machine_id: "ab".repeat(20),
+            computer_dns_name: None,
+            creation_date_time_utc: Some(format_utc(created)),
+            last_update_date_time_utc: None,
+            cancellation_requestor: None,
+            cancellation_comment: None,
+            cancellation_date_time_utc: None,
+            error_h_result: Some(0),
+            scope: None,
+            external_id: None,
+            request_source: None,
+            related_file_info: None,
+            commands: None,
+            troubleshoot_info: None,
+        }
+    }
+
+    impl Transport for Script {
+        async fn authenticate(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn submit(
+            &self,
+            _machine_id: &str,
+            _action: ActionKind,
+            _body: &ActionBody,
+        ) -> Result<Reply<MachineAction>, CallError> {
+            self.submits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.answers.lock().unwrap().pop_front().unwrap_or(Answer::Ok);
+            let err = |code: &str| {
+                Some(ApiErrorBody { code: code.into(), message: "m".into(), target: None })
+            };
+            match next {
+                Answer::Ok => {
+                    let a = action(SystemTime::now());
+                    self.created.lock().unwrap().push(a.clone());
+                    Ok(Reply { status: 201, value: a })
+                }
+                Answer::OldAction => Ok(Reply {
+                    status: 201,
+                    value: action(SystemTime::now() - Duration::from_secs(3600)),
+                }),
+                Answer::Status(status, code, retry) => Err(CallError::Api {
+                    status,
+                    error: err(code),
+                    retry_after: retry.map(Duration::from_secs),
+                }),
+                Answer::Throttle(ra) => Err(CallError::Throttled {
+                    retry_after: ra.map(Duration::from_secs),
+                    error: None,
+                }),
+                Answer::Unauthorized => Err(CallError::Unauthorized { error: None }),
+                Answer::Dropped { processed } => {
+                    if processed {
+                        self.created.lock().unwrap().push(action(SystemTime::now()));
+                    }
+                    Err(CallError::Transport {
+                        kind: TransportKind::Other,
+                        maybe_delivered: true,
+                        message: "connection closed".into(),
+                    })
+                }
+            }
+        }
+
+        async fn list_actions(
+            &self,
+            _q: &ListQuery,
+        ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let value = self.created.lock().unwrap().clone();
+            Ok(Reply { status: 200, value: ODataList { context: None, value, next_link: None } })
+        }
+
+        async fn list_machines(
+            &self,
+            _q: &ListQuery,
+        ) -> Result<Reply<ODataList<Machine>>, CallError> {
+            Ok(Reply {
+                status: 200,
+                value: ODataList { context: None, value: vec![], next_link: None },
+            })
+        }
+
+        async fn cancel_action(
+            &self,
+            _id: &str,
+            _c: Option<&str>,
+        ) -> Result<Reply<MachineAction>, CallError> {
+            Ok(Reply { status: 200, value: action(SystemTime::now()) })
+        }
+    }
+
+    fn ctx(answers: Vec<Answer>, max_attempts: u32) -> Ctx<Script> {
+        Ctx {
+            transport: Arc::new(Script {
+                answers: Mutex::new(answers.into()),
+                ..Script::default()
+            }),
+            pacer: Arc::new(Pacer::new(
+                &[Limit::PER_MINUTE, Limit::PER_HOUR],
+                Some(Duration::ZERO),
+            )),
+            journal: None,
+            policy: RetryPolicy { max_attempts, ..RetryPolicy::default() },
+            throttled: AtomicU64::new(0),
+            stop: Stop::new(),
+        }
+    }
+
+    fn job() -> Job {
+        Job {
+            line: 2,
+            machine_id: "ab".repeat(20),
+            action: ActionKind::Isolate,
+            body: ActionBody {
+                comment: "c".into(),
+                isolation_type: None,
+                sha1: None,
+                scan_type: None,
+            },
+        }
+    }
+
+    fn submits(ctx: &Ctx<Script>) -> u64 {
+        ctx.transport.submits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_waits_retry_after_without_burning_an_attempt() {
+        let ctx = ctx(vec![Answer::Throttle(Some(2700)), Answer::Throttle(None), Answer::Ok], 1);
+        let t0 = Instant::now();
+        let row = execute(&ctx, &job()).await.unwrap();
+        assert_eq!(row.status, Some(Status::Submitted));
+        assert_eq!(row.attempts, 3);
+        // 45 minutes for the first Retry-After, 60 s default for the second.
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2700 + 60));
+        assert_eq!(ctx.throttled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_back_off_then_give_up_as_error() {
+        let ctx1 = ctx(
+            vec![
+                Answer::Status(503, "ServiceUnavailable", Some(5)),
+                Answer::Status(500, "InternalServerError", None),
+                Answer::Ok,
+            ],
+            5,
+        );
+        let t0 = Instant::now();
+        let row = execute(&ctx1, &job()).await.unwrap();
+        assert_eq!(row.status, Some(Status::Submitted));
+        assert!(Instant::now() - t0 >= Duration::from_secs(5), "the 503's Retry-After is a floor");
+        let ctx2 = ctx((0..10).map(|_| Answer::Status(502, "BadGateway", None)).collect(), 4);
+        let row = execute(&ctx2, &job()).await.unwrap();
+        assert_eq!(row.status, Some(Status::Error));
+        assert_eq!(row.attempts, 4);
+        assert_eq!(row.http_status, Some(502));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_request_is_looked_up_not_resent() {
+        let ctx1 = ctx(vec![Answer::Dropped { processed: true }], 5);
+        let row = execute(&ctx1, &job()).await.unwrap();
+        assert_eq!(row.status, Some(Status::Submitted));
+        assert_eq!(submits(&ctx1), 1, "the action existed: no second POST");
+        assert!(!row.action_id.is_empty());
+        let ctx2 = ctx(vec![Answer::Dropped { processed: false }], 5);
+        let row = execute(&ctx2, &job()).await.unwrap();
+        assert_eq!(row.status, Some(Status::Submitted));
+        assert_eq!(submits(&ctx2), 2, "nothing on the server: sent again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_answers_and_one_token_refresh() {
+        let cases = [
+            (vec![Answer::Status(404, "ResourceNotFound", None)], Status::NotFound, 1),
+            (
+                vec![Answer::Status(400, "ActiveRequestAlreadyExists", None)],
+                Status::AlreadyPending,
+                1,
+            ),
+            (vec![Answer::Status(400, "InvalidRequestBody", None)], Status::Rejected, 1),
+            (vec![Answer::Status(403, "Forbidden", None)], Status::Rejected, 1),
+            (vec![Answer::OldAction], Status::AlreadyPending, 1),
+            (vec![Answer::Unauthorized, Answer::Ok], Status::Submitted, 2),
+            (vec![Answer::Unauthorized, Answer::Unauthorized], Status::Rejected, 2),
+        ];
+        for (answers, expected, sends) in cases {
+            let ctx = ctx(answers, 5);
+            let row = execute(&ctx, &job()).await.unwrap();
+            assert_eq!(row.status, Some(expected));
+            assert_eq!(submits(&ctx), sends, "{expected}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_abandons_a_row_waiting_for_its_turn() {
+        let ctx = ctx(vec![Answer::Throttle(Some(3600))], 5);
+        let stop = ctx.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.trigger(crate::run::StopReason::Interrupted);
+        });
+        assert_eq!(execute(&ctx, &job()).await, None);
+        assert_eq!(submits(&ctx), 1);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_the_server() {
+        let p = RetryPolicy::default();
+        for attempt in 1..30 {
+            assert!(p.backoff(attempt, None) <= p.backoff_cap);
+        }
+        assert!(p.backoff(1, Some(Duration::from_secs(90))) >= Duration::from_secs(90));
     }
 }
