@@ -11,15 +11,13 @@ use std::time::{Duration, Instant};
 
 use mdebulk::sim::{FleetSpec, Sim, SimConfig};
 
+/// Builds request number `i` on a client.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 /// Sends `total` requests from `clients` concurrent tasks; `make` builds the
 /// request for number `i`. Returns requests per second; panics on any
 /// unexpected status, so a fast wrong answer cannot pass for speed.
-async fn drive(
-    clients: usize,
-    total: usize,
-    expect: u16,
-    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
-) -> f64 {
+async fn drive(clients: usize, total: usize, expect: u16, make: MakeRequest) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
@@ -82,7 +80,17 @@ fn main() {
             .await
             .expect("token body");
         let bearer = Arc::new(format!("Bearer {}", token["access_token"].as_str().expect("token")));
-        let ids: Arc<Vec<String>> = Arc::new(sim.fleet().into_iter().map(|m| m.id).collect());
+        let fleet = sim.fleet();
+        let ids: Arc<Vec<String>> = Arc::new(fleet.iter().map(|m| m.id.clone()).collect());
+        // Actions on offline machines (the re-imaged twins) stay Pending, so
+        // POSTs go to online ones only.
+        let online: Arc<Vec<String>> = Arc::new(
+            fleet
+                .iter()
+                .filter(|m| m.health_status.as_deref() == Some("Active"))
+                .map(|m| m.id.clone())
+                .collect(),
+        );
         println!("sim_throughput: {total} requests per scenario, {clients} keep-alive clients, limits none");
 
         let (b, i, u) = (bearer.clone(), ids.clone(), base.clone());
@@ -99,7 +107,7 @@ fn main() {
         println!("GET  machines/{{id}}:     {get:>9.0} requests/s");
 
         // Settle 0 ends every action at once, so each POST creates a new one.
-        let (b, i, u) = (bearer.clone(), ids.clone(), base.clone());
+        let (b, i, u) = (bearer.clone(), online.clone(), base.clone());
         let post = drive(
             clients,
             total / 4,

@@ -35,6 +35,9 @@ use crate::input::{Columns, Input, Record, Role, RowPlan, Target, plan_row};
 use crate::output::{ResultFormat, ResultRow, ResultSink, Status, csv_sink, jsonl_sink};
 use crate::pace::Pacer;
 
+/// Longest time a settled row waits in the results writer's buffer.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// One row on its way to the results file.
 enum Item {
     /// Decided without a request (or earlier): write as is.
@@ -217,11 +220,18 @@ pub async fn run<T: Transport>(
 
     let mut order = Reorder::default();
     let io_err = |source| RunError::Io { path: partial_path.clone().unwrap_or_default(), source };
+    // Results reach the file promptly (a person may be watching it), but
+    // without a flush per row when thousands settle each second.
+    let mut last_flush = Instant::now();
     while let Some(done) = results.next().await {
         for (user, row) in order.push(done) {
             summary.count(&row);
             progress.row_done(&row);
             sink.write_row(&user, &row).map_err(io_err)?;
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            sink.flush().map_err(io_err)?;
+            last_flush = Instant::now();
         }
     }
     for (user, row) in order.drain() {

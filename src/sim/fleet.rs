@@ -351,7 +351,7 @@ mod tests {
             let os = m.os_platform.as_deref().unwrap();
             assert_eq!(os == "Linux", i % 10 == 7, "{i}");
             assert_eq!(os == "macOS", i % 20 == 9, "{i}");
-            assert_eq!(is_offline(m), (i + 1) % 10 == 0, "{i}");
+            assert_eq!(is_offline(m), (i + 1).is_multiple_of(10), "{i}");
             assert_eq!(m.id.len(), 40);
             assert!(m.id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         }

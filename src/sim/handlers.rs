@@ -57,7 +57,7 @@ pub struct Request<'a> {
 
 /// What to do with a connection instead of answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum Disconnect {
     /// Close it at once: the call was not processed.
     Before,
     /// Close it after the latency: the call was processed.
@@ -78,7 +78,7 @@ pub struct Reply {
     /// Whether to send `WWW-Authenticate: Bearer` (401s).
     pub www_authenticate: bool,
     /// Set when the client must see a closed connection instead of this reply.
-    pub drop: Option<Drop>,
+    pub drop: Option<Disconnect>,
 }
 
 impl Reply {
@@ -607,7 +607,7 @@ impl State {
             Some(Fault::DropBefore) => {
                 self.stats.dropped_before += 1;
                 let mut r = Reply::error(500, "InternalServerError", "connection dropped");
-                r.drop = Some(Drop::Before);
+                r.drop = Some(Disconnect::Before);
                 return r;
             }
             Some(Fault::DropAfter) => self.stats.dropped_after += 1,
@@ -629,7 +629,7 @@ impl State {
             _ => {}
         }
         if fault == Some(Fault::DropAfter) {
-            reply.drop = Some(Drop::After);
+            reply.drop = Some(Disconnect::After);
         }
         reply
     }

@@ -353,8 +353,11 @@ pub fn percent_encode(s: &str) -> String {
 /// A lexical token of `$filter`.
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
+    /// `(`
     LParen,
+    /// `)`
     RParen,
+    /// `,`
     Comma,
     /// A name: field, operator, keyword or function.
     Word(String),
@@ -464,9 +467,13 @@ pub fn parse_filter(text: &str, schema: &Schema) -> Result<Filter, ODataError> {
 
 /// Recursive-descent parser over the token list.
 struct Parser<'s> {
+    /// The tokens of the whole expression.
     toks: Vec<Tok>,
+    /// Index of the next token to read.
     pos: usize,
+    /// The expression as sent, quoted in syntax errors.
     text: &'s str,
+    /// The fields that may be named.
     schema: &'s Schema,
 }
 

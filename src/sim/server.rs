@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::handlers::{Drop, Reply, Request};
+use super::handlers::{Disconnect, Reply, Request};
 use super::lifecycle::Clock;
 use super::state::State;
 use super::{SimConfig, lock};
@@ -70,7 +70,10 @@ impl std::error::Error for Dropped {}
 
 /// A response body sent in one piece.
 #[derive(Debug)]
-pub struct Full(Option<Bytes>);
+pub struct Full(
+    /// The bytes not sent yet.
+    Option<Bytes>,
+);
 
 impl Body for Full {
     type Data = Bytes;
@@ -137,6 +140,10 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watc
     let service = service_fn(move |req| handle(shared.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // Idle keep-alive connections stay open until the client closes
+        // them, so a client waiting out a long Retry-After never races a
+        // server-side close when it sends its next request.
+        .header_read_timeout(None)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
@@ -198,13 +205,13 @@ async fn handle(
         let mut state = lock(&shared.state);
         state.handle(&request, Instant::now())
     };
-    if reply.drop == Some(Drop::Before) {
+    if reply.drop == Some(Disconnect::Before) {
         return Err(Dropped);
     }
     if !half.is_zero() {
         tokio::time::sleep(half).await;
     }
-    if reply.drop == Some(Drop::After) {
+    if reply.drop == Some(Disconnect::After) {
         return Err(Dropped);
     }
     Ok(to_response(reply))
