@@ -41,7 +41,10 @@ async fn run(args: &RunArgs) -> u8 {
     let client_config = match endpoint {
         Endpoint::Remote(c) => c,
         Endpoint::Simulated { request_timeout } => {
-            let sim_config = crate::sim::SimConfig::default();
+            let sim_config = crate::sim::SimConfig {
+                listen: "127.0.0.1:0".into(),
+                ..crate::sim::SimConfig::default()
+            };
             match crate::sim::Sim::start(sim_config).await {
                 Ok(sim) => {
                     tracing::info!(url = %sim.url(), "simulator started in-process");

@@ -233,7 +233,10 @@ fn opt_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option
 /// A random lowercase GUID (`8-4-4-4-12` hex), as the service uses for ids
 /// and error targets.
 pub fn new_guid() -> String {
+    // Version 4 (random) with the RFC 4122 variant, like the service's ids.
     let v = fastrand::u128(..);
+    let v = (v & !(0xF << 76)) | (0x4 << 76);
+    let v = (v & !(0x3 << 62)) | (0x2 << 62);
     let h = format!("{v:032x}");
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
@@ -298,5 +301,7 @@ mod tests {
         let g = new_guid();
         assert_eq!(g.len(), 36);
         assert_eq!(g.matches('-').count(), 4);
+        assert_eq!(&g[14..15], "4");
+        assert!(matches!(&g[19..20], "8" | "9" | "a" | "b"));
     }
 }
