@@ -337,18 +337,9 @@ fn hex2(b: &[u8], i: usize) -> Option<u8> {
     Some((hi * 16 + lo) as u8)
 }
 
-/// Encodes a query value for `@odata.nextLink` (everything but unreserved characters).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3 / 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encoding is shared with the client, which must encode exactly as
+/// the simulator decodes.
+pub use crate::api::client::percent_encode;
 
 /// A lexical token of `$filter`.
 #[derive(Debug, Clone, PartialEq)]
