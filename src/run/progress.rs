@@ -18,6 +18,10 @@ use crate::pace::{Hold, Pacer, WaitReason};
 /// How often the off-terminal progress line is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Rows beyond this are left out of the ETA: at the API's quota they are
+/// weeks away, and the schedule costs time per row.
+const ETA_HORIZON: u64 = 50_000;
+
 /// The run's progress display.
 pub struct Progress {
     /// The bar, when drawing one.
@@ -59,17 +63,21 @@ impl Progress {
                 let mut last_log = Instant::now();
                 loop {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let holds = pacer.holds();
-                    let remaining = counts
-                        .total
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(counts.done.load(Ordering::Relaxed));
-                    let eta = pacer.schedule(remaining);
-                    let msg = describe(holds.first(), eta);
+                    // The message costs a schedule computation: build it only
+                    // when it will be shown.
+                    let message = || {
+                        let remaining = counts
+                            .total
+                            .load(Ordering::Relaxed)
+                            .saturating_sub(counts.done.load(Ordering::Relaxed));
+                        let eta = pacer.schedule(remaining.min(ETA_HORIZON));
+                        describe(pacer.holds().first(), eta, remaining > ETA_HORIZON)
+                    };
                     match &bar {
-                        Some(b) => b.set_message(msg),
+                        Some(b) => b.set_message(message()),
                         None if last_log.elapsed() >= LOG_EVERY => {
                             last_log = Instant::now();
+                            let msg = message();
                             tracing::info!(
                                 done = counts.done.load(Ordering::Relaxed),
                                 total = counts.total.load(Ordering::Relaxed),
@@ -117,8 +125,8 @@ impl Drop for Progress {
 }
 
 /// The wait message: why calls are held and until when, plus the ETA.
-fn describe(hold: Option<&Hold>, eta: Duration) -> String {
-    let eta = format!("eta {} under the quota", human(eta));
+fn describe(hold: Option<&Hold>, eta: Duration, more: bool) -> String {
+    let eta = format!("eta {}{} under the quota", if more { "over " } else { "" }, human(eta));
     match hold {
         None => eta,
         Some(h) => {
