@@ -100,8 +100,7 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
         m[0].id, m[1].id
     );
     let input = dir.write("hosts.csv", &csv);
-    let mut cmd = mdebulk(&sim);
-    cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "x"]);
+    let cmd = isolate(&sim, &input, &[]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let first = dir.path("hosts.results.csv");
@@ -205,17 +204,7 @@ async fn a_second_run_on_the_same_results_file_is_refused_while_the_first_holds_
     let dir = TempDir::new("lock");
     let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 20)));
     let run = |resume: bool| {
-        let mut cmd = mdebulk(&sim);
-        cmd.args([
-            "run",
-            input.to_str().unwrap(),
-            "--action",
-            "isolate",
-            "--comment",
-            "x",
-            "--limit",
-            "5/1s",
-        ]);
+        let mut cmd = isolate(&sim, &input, &["--limit", "5/1s"]);
         if resume {
             cmd.arg("--resume");
         }
@@ -236,17 +225,7 @@ async fn sigint_drains_prints_the_resume_command_and_a_resume_finishes_the_job()
     let sim = sim(sim_config(&["5/1s"])).await;
     let dir = TempDir::new("sigint");
     let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 20)));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "5/1s",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "5/1s"]);
     let child = spawn(cmd);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(&child, "-INT");
@@ -259,18 +238,7 @@ async fn sigint_drains_prints_the_resume_command_and_a_resume_finishes_the_job()
         "{} rows after the interrupt",
         partial.len()
     );
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "5/1s",
-        "--resume",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "5/1s", "--resume"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let rows = read_results(&dir.path("hosts.results.csv"));
@@ -285,33 +253,10 @@ async fn max_runtime_stops_gracefully_with_75_and_resumes() {
     let sim = sim(sim_config(&["5/1s"])).await;
     let dir = TempDir::new("deadline");
     let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 15)));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "5/1s",
-        "--max-runtime",
-        "1200ms",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "5/1s", "--max-runtime", "1200ms"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "5/1s",
-        "--resume",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "5/1s", "--resume"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(read_results(&dir.path("hosts.results.csv")).len(), 15);

@@ -49,14 +49,7 @@ async fn every_window_model_sees_zero_429s_at_compressed_quotas() {
         let dir = TempDir::new("windows");
         let machines = windows_online(&sim, 90);
         let input = dir.write("hosts.csv", ids_csv(&machines));
-        let mut cmd = mdebulk(&sim);
-        cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "x"]).args([
-            "--limit",
-            "20/1s",
-            "--limit",
-            "60/4s",
-            "--no-progress",
-        ]);
+        let cmd = isolate(&sim, &input, &["--limit", "20/1s", "--limit", "60/4s", "--no-progress"]);
         let out = output(cmd).await;
         assert_eq!(out.status.code(), Some(0), "{model}: {}", text(&out));
         let s = stats(&sim);
@@ -73,17 +66,7 @@ async fn foreign_load_429_storms_lose_no_row() {
     let dir = TempDir::new("foreign");
     let machines = windows_online(&sim, 40);
     let input = dir.write("hosts.csv", ids_csv(&machines));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "20/1s",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "20/1s"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = stats(&sim);
@@ -101,15 +84,8 @@ async fn injected_server_errors_and_dropped_connections_lose_no_row_and_never_ac
     let dir = TempDir::new("errors");
     let machines = windows_online(&sim, 60);
     let input = dir.write("hosts.csv", ids_csv(&machines));
-    let mut cmd = mdebulk(&sim);
-    cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "x"]).args([
-        "--limit",
-        "none",
-        "--backoff",
-        "10ms",
-        "--max-attempts",
-        "10",
-    ]);
+    let cmd =
+        isolate(&sim, &input, &["--limit", "none", "--backoff", "10ms", "--max-attempts", "10"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = stats(&sim);
@@ -127,17 +103,7 @@ async fn a_token_expiring_mid_run_fails_no_row() {
     let dir = TempDir::new("token");
     let machines = windows_online(&sim, 35);
     let input = dir.write("hosts.csv", ids_csv(&machines));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--limit",
-        "10/1s",
-    ]);
+    let cmd = isolate(&sim, &input, &["--limit", "10/1s"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let rows = read_results(&dir.path("hosts.results.csv"));
@@ -366,15 +332,13 @@ async fn an_existing_results_file_is_never_overwritten_without_force() {
     let dir = TempDir::new("exists");
     let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 2)));
     let results = dir.write("hosts.results.csv", "precious\n");
-    let mut cmd = mdebulk(&sim);
-    cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "x"]);
+    let cmd = isolate(&sim, &input, &[]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--force"));
     assert_eq!(std::fs::read_to_string(&results).unwrap(), "precious\n");
     assert_eq!(stats(&sim).requests, 0);
-    let mut cmd = mdebulk(&sim);
-    cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "x", "--force"]);
+    let cmd = isolate(&sim, &input, &["--force"]);
     assert_eq!(output(cmd).await.status.code(), Some(0));
     assert_eq!(read_results(&results).len(), 2);
 }
@@ -384,18 +348,7 @@ async fn json_logs_for_cron_and_no_escape_codes_off_a_terminal() {
     let sim = sim(sim_config(&[])).await;
     let dir = TempDir::new("cron");
     let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 3)));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "--log-format",
-        "json",
-        "-v",
-    ]);
+    let cmd = isolate(&sim, &input, &["--log-format", "json", "-v"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -78,6 +78,13 @@ pub fn mdebulk(sim: &Sim) -> Command {
     cmd
 }
 
+/// `mdebulk run INPUT --action isolate --comment x` against `sim`, plus `extra` flags.
+pub fn isolate(sim: &Sim, input: &Path, extra: &[&str]) -> Command {
+    let mut cmd = mdebulk(sim);
+    cmd.arg("run").arg(input).args(["--action", "isolate", "--comment", "x"]).args(extra);
+    cmd
+}
+
 /// Runs a command to completion off the async runtime (the simulator keeps
 /// serving on the runtime's threads meanwhile).
 pub async fn output(mut cmd: Command) -> Output {
