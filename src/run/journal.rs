@@ -277,12 +277,23 @@ mod tests {
     use super::*;
     use crate::output::Status;
 
-    fn temp(name: &str) -> PathBuf {
+    /// A journal path in a fresh directory, removed when the guard drops.
+    struct Temp(PathBuf);
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp(name: &str) -> Temp {
         let dir =
             std::env::temp_dir().join(format!("mdebulk-journal-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("r.csv.journal")
+        Temp(dir.join("r.csv.journal"))
     }
 
     fn row(line: u64, status: Status) -> ResultRow {
@@ -296,7 +307,8 @@ mod tests {
 
     #[tokio::test]
     async fn recovers_rows_and_in_doubt_intents_and_cuts_a_torn_tail() {
-        let path = temp("recover");
+        let temp = temp("recover");
+        let path = &temp.0;
         {
             let (j, rec) = Journal::open(&path, false).unwrap();
             assert!(rec.rows.is_empty());
@@ -322,7 +334,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_open_is_refused_while_locked() {
-        let path = temp("lock");
+        let temp = temp("lock");
+        let path = &temp.0;
         let (j, _) = Journal::open(&path, false).unwrap();
         assert!(matches!(Journal::open(&path, false), Err(JournalError::Locked { .. })));
         j.close().await;
@@ -331,7 +344,8 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_appends_are_all_durable_and_whole() {
-        let path = temp("concurrent");
+        let temp = temp("concurrent");
+        let path = &temp.0;
         let (j, _) = Journal::open(&path, false).unwrap();
         let j = std::sync::Arc::new(j);
         let tasks: Vec<_> = (0..200u64)
