@@ -310,7 +310,7 @@ mod tests {
         let temp = temp("recover");
         let path = &temp.0;
         {
-            let (j, rec) = Journal::open(&path, false).unwrap();
+            let (j, rec) = Journal::open(path, false).unwrap();
             assert!(rec.rows.is_empty());
             j.intent(2, "m2", ActionKind::Isolate, SystemTime::now()).await;
             j.row(&row(2, Status::Submitted)).await;
@@ -319,15 +319,15 @@ mod tests {
             j.close().await;
         }
         // Simulate a crash mid-write.
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"row\":{\"li").unwrap();
-        let (j, rec) = Journal::open(&path, false).unwrap();
+        OpenOptions::new().append(true).open(path).unwrap().write_all(b"{\"row\":{\"li").unwrap();
+        let (j, rec) = Journal::open(path, false).unwrap();
         assert_eq!(rec.rows.len(), 2);
         assert_eq!(rec.rows[&2].status, Some(Status::Submitted));
         assert_eq!(rec.in_doubt.keys().copied().collect::<Vec<_>>(), vec![3]);
         // The torn tail is gone, so new records start on a fresh line.
         j.row(&row(3, Status::Submitted)).await;
         j.close().await;
-        let (_j, rec) = Journal::open(&path, false).unwrap();
+        let (_j, rec) = Journal::open(path, false).unwrap();
         assert!(rec.in_doubt.is_empty());
         assert_eq!(rec.rows.len(), 3);
     }
@@ -336,17 +336,17 @@ mod tests {
     async fn a_second_open_is_refused_while_locked() {
         let temp = temp("lock");
         let path = &temp.0;
-        let (j, _) = Journal::open(&path, false).unwrap();
-        assert!(matches!(Journal::open(&path, false), Err(JournalError::Locked { .. })));
+        let (j, _) = Journal::open(path, false).unwrap();
+        assert!(matches!(Journal::open(path, false), Err(JournalError::Locked { .. })));
         j.close().await;
-        assert!(Journal::open(&path, false).is_ok());
+        assert!(Journal::open(path, false).is_ok());
     }
 
     #[tokio::test]
     async fn concurrent_appends_are_all_durable_and_whole() {
         let temp = temp("concurrent");
         let path = &temp.0;
-        let (j, _) = Journal::open(&path, false).unwrap();
+        let (j, _) = Journal::open(path, false).unwrap();
         let j = std::sync::Arc::new(j);
         let tasks: Vec<_> = (0..200u64)
             .map(|i| {
@@ -357,7 +357,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(text.lines().count(), 200);
         assert!(text.lines().all(|l| serde_json::from_str::<Record>(l).is_ok()));
     }
