@@ -123,9 +123,12 @@ pub struct RunArgs {
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
     #[arg(long, value_delimiter = ',', value_name = "STATUS,...")]
     pub only: Option<Vec<Status>>,
-    /// Validate and plan, write `planned` rows and the estimated duration; send no action.
+    /// Validate, resolve device names, check pending actions and OS support, write `planned` rows and the estimated duration; send no action.
     #[arg(long)]
     pub dry_run: bool,
+    /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
+    #[arg(long, value_enum, value_name = "latest")]
+    pub pick: Option<Pick>,
     /// Stop gracefully after this long (resumable, exit 75).
     #[arg(long, value_name = "DURATION")]
     pub max_runtime: Option<String>,
@@ -135,6 +138,13 @@ pub struct RunArgs {
     /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
     #[arg(long, hide = true)]
     pub client_secret: Option<String>,
+}
+
+/// `--pick`: how to choose among several machines matching one device key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pick {
+    /// The most recently seen machine (`lastSeen`).
+    Latest,
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -248,7 +258,7 @@ pub fn run_config(
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         progress: !args.no_progress,
         max_runtime,
-        pick_latest: false,
+        pick_latest: args.pick == Some(Pick::Latest),
         wait: None::<WaitOptions>,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),
@@ -358,6 +368,19 @@ mod tests {
         let (config, endpoint) = run_config(&args, &env).unwrap();
         assert_eq!(config.results, ResultsTarget::File(PathBuf::from("in.results.csv")));
         assert!(!format!("{endpoint:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn pick_latest_is_off_unless_asked_for() {
+        let env = |k: &str| match k {
+            "MDE_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let (config, _) = run_config(&parse(&["in.csv"]), &env).unwrap();
+        assert!(!config.pick_latest);
+        let (config, _) = run_config(&parse(&["in.csv", "--pick", "latest"]), &env).unwrap();
+        assert!(config.pick_latest);
+        assert!(Cli::try_parse_from(["mdebulk", "run", "in.csv", "--pick", "first"]).is_err());
     }
 
     #[test]

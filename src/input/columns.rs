@@ -27,9 +27,11 @@ pub enum Role {
     ScanType,
     /// The row's status in a results file from an earlier run.
     Status,
-    /// The Entra ID device id (recognised now, resolved by a later version).
+    /// The Entra ID device id, resolved to a machine id (rows with neither
+    /// a machine id nor a device name).
     AadDeviceId,
-    /// The device's last IP address (recognised now, resolved by a later version).
+    /// The device's last IP address, matched against `lastIpAddress` (rows
+    /// with nothing more precise).
     IpAddress,
 }
 

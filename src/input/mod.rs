@@ -146,7 +146,8 @@ impl Input {
             }
             InputFormat::Jsonl => (Shape::Jsonl, Columns::new(jsonl::scan_keys(&source, &name)?)),
         };
-        if !columns.has(Role::MachineId) && !columns.has(Role::DeviceName) {
+        let targets = [Role::MachineId, Role::DeviceName, Role::AadDeviceId, Role::IpAddress];
+        if !targets.into_iter().any(|r| columns.has(r)) {
             return Err(InputError::NoTargetColumn {
                 file: name.to_string(),
                 header: columns.names().to_vec(),
@@ -446,6 +447,9 @@ mod tests {
         }
         let e = open_bytes("x.jsonl", b"{}\n{\"owner\":1}\n").unwrap_err();
         assert!(e.to_string().contains("[owner]"), "{e}");
+        // An Entra ID device id or an IP address column identifies devices too.
+        assert!(open_bytes("a.csv", b"aadDeviceId,owner\nx,ann\n").is_ok());
+        assert!(open_bytes("i.csv", b"owner,ip_address\nann,10.0.0.1\n").is_ok());
     }
 
     #[test]

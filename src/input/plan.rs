@@ -10,6 +10,7 @@
 //! scan type runs a Quick scan.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::Record;
 use super::columns::{Columns, Role};
@@ -39,12 +40,20 @@ pub enum Target {
     Id(String),
     /// A device name as given (trimmed), to be resolved to an id.
     Name(String),
+    /// An Entra ID device id (a GUID, lowercased), to be resolved to an id;
+    /// used when the row has neither a machine id nor a device name.
+    AadDeviceId(String),
+    /// An IP address (normalised), matched against the machines'
+    /// `lastIpAddress`; used when the row has nothing more precise.
+    Ip(String),
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Id(s) | Target::Name(s) => f.write_str(s),
+            Target::Id(s) | Target::Name(s) | Target::AadDeviceId(s) | Target::Ip(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -134,14 +143,37 @@ pub fn plan_row(
             }
         }
         (None, Some((_, name))) => Some(Target::Name(name.to_string())),
-        (None, None) => {
-            let column = columns
-                .role_name(Role::MachineId)
-                .or(columns.role_name(Role::DeviceName))
-                .unwrap_or(Role::MachineId.canonical());
-            bad(column, "", "the row has neither a machine id nor a device name".into());
-            None
-        }
+        (None, None) => match (cell(Role::AadDeviceId), cell(Role::IpAddress)) {
+            (Some((column, aad)), _) => {
+                if is_guid(aad) {
+                    Some(Target::AadDeviceId(aad.to_ascii_lowercase()))
+                } else {
+                    bad(column, aad, "an aadDeviceId is a GUID (8-4-4-4-12 hex digits)".into());
+                    None
+                }
+            }
+            (None, Some((column, ip))) => match ip.parse::<IpAddr>() {
+                Ok(ip) => Some(Target::Ip(ip.to_string())),
+                Err(_) => {
+                    bad(column, ip, "not an IPv4 or IPv6 address".into());
+                    None
+                }
+            },
+            (None, None) => {
+                let column =
+                    [Role::MachineId, Role::DeviceName, Role::AadDeviceId, Role::IpAddress]
+                        .into_iter()
+                        .find_map(|r| columns.role_name(r))
+                        .unwrap_or(Role::MachineId.canonical());
+                bad(
+                    column,
+                    "",
+                    "the row has neither a machine id nor a device name (nor an aadDeviceId or IP address)"
+                        .into(),
+                );
+                None
+            }
+        },
     };
 
     let action = match cell(Role::Action) {
@@ -293,6 +325,17 @@ fn parameter<T>(
     }
 }
 
+/// True when `s` is a GUID in its usual text form (8-4-4-4-12 hex digits),
+/// as Entra ID writes device ids.
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A Sha1 as the API takes it, lowercased.
 fn parse_sha1(value: &str) -> Result<String, String> {
     if is_sha1(value) {
@@ -422,6 +465,28 @@ mod tests {
             &isolate(),
             &[("machine_id", "", "neither a machine id nor a device name")],
         );
+    }
+
+    #[test]
+    fn an_aad_device_id_or_an_ip_is_a_target_when_nothing_more_precise_is_given() {
+        const AAD: &str = "80FE68DB-7F05-4D3B-9BE5-3B8E1C6F4A21";
+        let names = ["aadDeviceId", "ip"];
+        let p = plan(&names, &[AAD, "10.0.0.1"], &isolate()).unwrap();
+        assert_eq!(p.target, Target::AadDeviceId(AAD.to_ascii_lowercase()));
+        let p = plan(&names, &["", " 10.0.0.1 "], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Ip("10.0.0.1".into()));
+        let p = plan(&["ip_address"], &["FE80:0:0:0:0:0:0:1"], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Ip("fe80::1".into()));
+        let p = plan(&["hostname", "aadDeviceId"], &["host-1", AAD], &isolate()).unwrap();
+        assert_eq!(p.target, Target::Name("host-1".into()));
+        assert_problems(
+            &names,
+            &["not-a-guid", "10.0.0.1"],
+            &isolate(),
+            &[("aadDeviceId", "not-a-guid", "GUID")],
+        );
+        assert_problems(&names, &["", "10.0.0.300"], &isolate(), &[("ip", "10.0.0.300", "IPv4")]);
+        assert_problems(&names, &["", ""], &isolate(), &[("aadDeviceId", "", "aadDeviceId or IP")]);
     }
 
     #[test]

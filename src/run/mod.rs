@@ -3,8 +3,10 @@
 //! Phases, in order:
 //! 1. **Survey** ([`plan`]): read the whole input once, validate every row,
 //!    count actions. A file that fails here sends nothing.
-//! 2. **Prepare**: confirm offboarding, open and lock the journal, resolve
-//!    device names, reconcile requests an earlier run left in doubt.
+//! 2. **Prepare**: confirm offboarding, open and lock the journal, reconcile
+//!    requests an earlier run left in doubt, then ([`resolve`]) resolve
+//!    device names, run the pre-flight and learn the OS of machines that
+//!    Windows-only rows target — read calls only, a dry run makes them too.
 //! 3. **Execute** ([`pipeline`]): stream the input again; each row is settled
 //!    at once (invalid, duplicate, done earlier) or sent through the pacer by
 //!    a bounded pool of tasks; results are written in input order as they
@@ -16,6 +18,7 @@ pub mod journal;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod resolve;
 pub mod stop;
 pub mod submit;
 pub mod summary;

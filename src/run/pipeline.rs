@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::journal::{Journal, Recovered, journal_path};
 use super::plan::{Survey, selected, survey};
 use super::progress::Progress;
+use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
 use super::submit::{Ctx, Job, execute, lookup_actions, pick_match};
 use super::summary::Summary;
@@ -31,7 +32,7 @@ use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::ActionBody;
 use crate::api::time::{format_utc, parse_utc};
-use crate::input::{Columns, Input, Record, Role, RowPlan, Target, plan_row};
+use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
 use crate::output::{ResultFormat, ResultRow, ResultSink, Status, csv_sink, jsonl_sink};
 use crate::pace::Pacer;
 
@@ -92,14 +93,6 @@ pub async fn run<T: Transport>(
             problems: survey.problems,
         });
     }
-    if !survey.names.is_empty() {
-        return Err(RunError::NotConfirmed(format!(
-            "{}: {} row(s) name a device without a machine id (e.g. {:?}); name resolution is not available in this version: add a machine_id column",
-            input.display_name(),
-            survey.names.len(),
-            survey.names.iter().next().map(String::as_str).unwrap_or("")
-        )));
-    }
     confirm_irreversible(config, &survey)?;
 
     // Phase 2: results target, credentials, journal — in that order, so a
@@ -111,9 +104,8 @@ pub async fn run<T: Transport>(
     if let Some(path) = &results_path {
         check_existing(config, path)?;
     }
-    if !config.dry_run {
-        transport.authenticate().await.map_err(RunError::Auth)?;
-    }
+    // A dry run makes the read calls too (look-ups, pre-flight).
+    transport.authenticate().await.map_err(RunError::Auth)?;
     let (journal, recovered) = match &results_path {
         Some(path) if !config.dry_run => {
             let (j, rec) = Journal::open(&journal_path(path), config.existing != Existing::Resume)?;
@@ -166,6 +158,9 @@ pub async fn run<T: Transport>(
         });
     }
 
+    // Phase 2b: look devices up, pre-flight, OS check (read calls only).
+    let prepared = Arc::new(resolve::prepare(&ctx, &survey.lookups, config.pick_latest).await);
+
     // Phase 3: execute.
     let sink_target: Box<dyn Write + Send> = match &partial_path {
         Some(p) => Box::new(BufWriter::with_capacity(
@@ -187,7 +182,9 @@ pub async fn run<T: Transport>(
         let input = input.clone();
         let config = config.clone();
         let stop = stop.clone();
-        tokio::task::spawn_blocking(move || read_items(&input, &config, done_rows, &stop, &tx))
+        tokio::task::spawn_blocking(move || {
+            read_items(&input, &config, &prepared, done_rows, &stop, &tx)
+        })
     };
     let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let ctx2 = ctx.clone();
@@ -240,6 +237,9 @@ pub async fn run<T: Transport>(
         sink.write_row(&user, &row).map_err(io_err)?;
     }
     summary.unsent = order.gaps;
+    if config.dry_run {
+        summary.estimate = Some(resolve::estimate(&pacer, summary.planned.values()));
+    }
     let read = reader.await.map_err(|e| RunError::Internal(e.to_string()))?;
     read?;
     sink.flush().map_err(io_err)?;
@@ -351,6 +351,7 @@ impl Reorder {
 fn read_items(
     input: &Input,
     config: &RunConfig,
+    prepared: &Prepared,
     mut done_rows: HashMap<u64, ResultRow>,
     stop: &Stop,
     tx: &mpsc::Sender<Item>,
@@ -394,7 +395,7 @@ fn read_items(
                 if let Some(row) = done_rows.remove(&plan.line) {
                     Item::Settled { seq, user, row, journal: false }
                 } else {
-                    decide(plan, config, &mut seen, seq, user)
+                    decide(plan, config, prepared, &mut seen, seq, user)
                 }
             }
         };
@@ -417,17 +418,19 @@ pub fn previous_status(columns: &Columns, record: &Record) -> Option<Status> {
     columns.cell(Role::Status, &record.values).and_then(|(_, v)| v.parse().ok())
 }
 
-/// Settles a valid row at once (duplicate, dry run) or makes it a job.
+/// Settles a valid row at once (device not found or ambiguous, duplicate,
+/// unknown id, unsupported OS, already pending, dry run) or makes it a job.
 fn decide(
     plan: RowPlan,
     config: &RunConfig,
+    prepared: &Prepared,
     seen: &mut HashMap<u128, u64>,
     seq: u64,
     user: Vec<String>,
 ) -> Item {
-    let machine_id = match &plan.target {
-        Target::Id(id) => id.clone(),
-        Target::Name(name) => name.clone(),
+    let (machine_id, machine) = match prepared.target(&plan) {
+        Ok(target) => target,
+        Err(row) => return Item::Settled { seq, user, row: *row, journal: true },
     };
     let mut row = ResultRow {
         line: plan.line,
@@ -444,6 +447,9 @@ fn decide(
         return Item::Settled { seq, user, row, journal: true };
     }
     seen.insert(key, plan.line);
+    if let Some(row) = prepared.check(&plan, &machine_id, machine) {
+        return Item::Settled { seq, user, row, journal: true };
+    }
     if config.dry_run {
         row.status = Some(Status::Planned);
         return Item::Settled { seq, user, row, journal: false };

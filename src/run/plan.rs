@@ -1,12 +1,15 @@
 //! The survey: one full pass over the input before anything is sent. It
 //! validates every row (so a bad file sends nothing), counts rows per action
-//! (for confirmation, estimates and the progress bar) and collects the device
-//! names that need resolving.
+//! (for confirmation, estimates and the progress bar) and collects what
+//! needs looking up before sending (device names, Entra ID device ids, IP
+//! addresses, machines whose OS matters, action types for the pre-flight).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use super::resolve::Lookups;
 
 use crate::api::action::ActionKind;
-use crate::input::{Input, InputError, Record, RowDefaults, RowProblem, Target, plan_row};
+use crate::input::{Input, InputError, Record, RowDefaults, RowProblem, plan_row};
 use crate::output::Status;
 
 /// Problems kept for the report; beyond this only the count grows.
@@ -25,8 +28,8 @@ pub struct Survey {
     pub problems: Vec<RowProblem>,
     /// Rows with at least one problem.
     pub invalid_rows: u64,
-    /// Device names (lowercased) of rows that give a name and no machine id.
-    pub names: BTreeSet<String>,
+    /// What to look up before sending (one entry per distinct key).
+    pub lookups: Lookups,
 }
 
 impl Survey {
@@ -70,9 +73,7 @@ pub fn survey(
         match plan {
             Ok(p) => {
                 *s.per_action.entry(p.action).or_default() += 1;
-                if let Target::Name(name) = &p.target {
-                    s.names.insert(name.to_lowercase());
-                }
+                s.lookups.add(&p);
             }
             Err(problems) => {
                 s.invalid_rows += 1;

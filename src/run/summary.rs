@@ -4,6 +4,7 @@
 //! error (returned before any summary exists); 75 stopped by
 //! `--max-runtime` (resumable); 130 interrupted (resumable).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct Summary {
     pub stopped: Option<StopReason>,
     /// Estimated time to send the planned rows under the quota (dry run).
     pub estimate: Option<Duration>,
+    /// `planned` rows per action (CLI name), for the dry-run summary.
+    pub planned: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -49,6 +52,9 @@ impl Summary {
             && let Some(i) = Status::ALL.iter().position(|x| *x == s)
         {
             self.by_status[i] += 1;
+        }
+        if row.status == Some(Status::Planned) {
+            *self.planned.entry(row.action.clone()).or_default() += 1;
         }
     }
 
@@ -97,6 +103,10 @@ impl Summary {
                 let _ = writeln!(out, "  {:<16}{n}", s.as_str());
             }
         }
+        if !self.planned.is_empty() {
+            let per: Vec<String> = self.planned.iter().map(|(a, n)| format!("{a} {n}")).collect();
+            let _ = writeln!(out, "  planned per action: {}", per.join(", "));
+        }
         if self.not_selected > 0 {
             let _ = writeln!(out, "  not selected by --only: {}", self.not_selected);
         }
@@ -133,6 +143,29 @@ mod tests {
             s.count(&ResultRow { status: Some(*st), ..ResultRow::default() });
         }
         s
+    }
+
+    #[test]
+    fn planned_rows_are_counted_per_action_and_rendered_with_the_estimate() {
+        let mut s = Summary::new(None, true);
+        for action in ["offboard", "isolate", "isolate"] {
+            s.count(&ResultRow {
+                status: Some(Status::Planned),
+                action: action.into(),
+                ..ResultRow::default()
+            });
+        }
+        s.count(&ResultRow {
+            status: Some(Status::NotFound),
+            action: "scan".into(),
+            ..ResultRow::default()
+        });
+        s.estimate = Some(Duration::from_millis(4400));
+        let text = s.render();
+        assert!(text.starts_with("dry run: 4 row(s)"), "{text}");
+        assert!(text.contains("\n  planned per action: isolate 2, offboard 1\n"), "{text}");
+        assert!(text.contains("\n  estimated time under the quota: 4.4s\n"), "{text}");
+        assert_eq!(s.exit_code(), 1);
     }
 
     #[test]
