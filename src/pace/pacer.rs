@@ -13,6 +13,12 @@
 //!   up to twice the quota, which is why they are not used here.
 //! - Waiters queue on a FIFO mutex per lane, so calls start in the order they
 //!   asked and nobody stampedes when a slot frees.
+//! - A call is counted from its start, and once its answer is in, from the
+//!   answer ([`Pacer::finished`]). The server counts each call somewhere in
+//!   between, so reusing a slot a full window after the answer is safe
+//!   however long the server took to count it — a burst of 100 that the
+//!   server works through over 50 ms cannot overlap the next burst. The cost
+//!   is one round trip per window, under 1% at the API's one-minute window.
 //! - A 429 closes the lane's gate until its Retry-After: every call to that
 //!   API waits, not only the one that was refused.
 //!
@@ -171,6 +177,15 @@ impl Pacer {
         self.enforced.iter().position(|l| *l == enforced).map_or(enforced, |i| self.limits[i])
     }
 
+    /// Reports that the call to `api` started at `started` got its answer
+    /// (or failed) now: its slot is counted from now on, so a server that
+    /// counted it late still never sees more than N in a window.
+    pub fn finished(&self, api: Api, started: Instant) {
+        let lane = self.lane(api);
+        let mut st = lane.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.windows.reschedule(started, Instant::now());
+    }
+
     /// Holds every call to `api` until `until` (a 429's Retry-After). The
     /// gate only ever moves forward.
     pub fn pause(&self, api: Api, until: Instant) {
@@ -282,6 +297,19 @@ mod tests {
         // Other APIs have their own quota.
         let other = Api::ListActions;
         assert_eq!(pacer.acquire(other).await - t0, Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_reused_a_window_after_the_answer_not_the_start() {
+        let pacer = Pacer::new(&[lim(2, 10_000)], Some(Duration::ZERO));
+        let api = Api::GetAction;
+        let t0 = Instant::now();
+        let first = pacer.acquire(api).await;
+        pacer.acquire(api).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pacer.finished(api, first); // answered after 3 s
+        assert_eq!(pacer.acquire(api).await - t0, Duration::from_secs(10));
+        assert_eq!(pacer.acquire(api).await - t0, Duration::from_secs(13));
     }
 
     #[tokio::test(start_paused = true)]

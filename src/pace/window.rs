@@ -169,6 +169,27 @@ impl Windows {
         }
     }
 
+    /// Moves a counted call from `from` to the later instant `to` (sliding
+    /// model only; the others have no per-call record). The runner counts a
+    /// call from its start, then, once the answer is in, from the answer: a
+    /// server counts a call somewhere between the two, so a slot reused a
+    /// full window after the answer can never overlap it on the server's
+    /// clock, however late the server counted. A call no longer in the log
+    /// (already a window old) is left alone.
+    pub fn reschedule(&mut self, from: Instant, to: Instant) {
+        for (limit, counter) in &mut self.limits {
+            if let Counter::Sliding(log) = counter {
+                let Some(i) = log.iter().rposition(|t| *t == from) else { continue };
+                log.remove(i);
+                let at = log.partition_point(|t| *t <= to);
+                log.insert(at, to);
+                while log.len() > limit.calls as usize {
+                    log.pop_front();
+                }
+            }
+        }
+    }
+
     /// The earliest instant, not before `now`, at which a call would be admitted.
     pub fn earliest(&mut self, now: Instant) -> Instant {
         match self.check(now) {
@@ -264,6 +285,23 @@ mod tests {
         assert_eq!(t.wait, Duration::from_secs(6));
         assert!(w.try_admit(t0 + Duration::from_secs(10)).is_ok());
         assert_eq!(w.check(t0 + Duration::from_secs(10)).unwrap_err().wait, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn rescheduling_counts_a_call_from_its_answer() {
+        let t0 = Instant::now();
+        let mut w = Windows::new(WindowModel::Sliding, &[l(2, 10)], t0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        w.try_admit(at(0)).unwrap();
+        w.try_admit(at(100)).unwrap();
+        // The first call's answer came at 3 s: its slot frees at 13 s, not 10 s.
+        w.reschedule(at(0), at(3000));
+        assert_eq!(w.check(at(10_000)).unwrap_err().wait, Duration::from_millis(100));
+        assert!(w.try_admit(at(10_100)).is_ok());
+        assert_eq!(w.check(at(10_200)).unwrap_err().wait, Duration::from_millis(2800));
+        // Unknown instants change nothing.
+        w.reschedule(at(7), at(9_999_999));
+        assert!(w.try_admit(at(13_000)).is_ok());
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
     // request could have created an action.
     let mut first_sent: Option<SystemTime> = None;
     loop {
-        ctx.acquire_or_stop(api).await?;
+        let started = ctx.acquire_or_stop(api).await?;
         let sent_at = SystemTime::now();
         if let Some(j) = &ctx.journal {
             // The intent is durable before the request leaves.
@@ -159,6 +159,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         }
         row.attempts += 1;
         let result = ctx.transport.submit(&job.machine_id, job.action, &job.body).await;
+        ctx.pacer.finished(api, started);
         let next = classify(&mut row, result, sent_at, &mut reauthed);
         match next {
             Next::Done(r) => return Some(finish(r)),
@@ -390,8 +391,10 @@ where
     let mut failures = 0u32;
     let mut reauthed = false;
     loop {
-        ctx.pacer.acquire(api).await;
-        match call().await {
+        let started = ctx.pacer.acquire(api).await;
+        let result = call().await;
+        ctx.pacer.finished(api, started);
+        match result {
             Ok(reply) => return Ok(reply.value),
             Err(CallError::Throttled { retry_after, .. }) => {
                 ctx.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
