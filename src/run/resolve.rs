@@ -39,11 +39,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use super::submit::{Ctx, PAGE, paced_call};
+use super::submit::{Ctx, PAGE, list_all_actions, next_skip, paced_call};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{CallError, ListQuery};
-use crate::api::model::{Machine, MachineAction, ODataList, is_final_status};
+use crate::api::model::{Machine, ODataList, is_final_status};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{RowPlan, Target};
@@ -343,14 +343,6 @@ async fn machines_page<T: Transport>(
     }
 }
 
-/// The `$skip` of the page after `page`, or `None` when it was the last: a
-/// full page, or a shorter one with an `@odata.nextLink` (a service that
-/// pages below `$top`), has a successor.
-fn next_skip<T>(page: &ODataList<T>, skip: u32) -> Option<u32> {
-    let n = page.value.len() as u32;
-    (n > 0 && (n >= PAGE || page.next_link.is_some())).then_some(skip + n)
-}
-
 /// The `$filter`s that look up every key of `lookups` except the machine
 /// ids in `known`: each ORs at most [`MAX_KEYS_PER_FILTER`] keys and
 /// [`MAX_FILTER_CHARS`] characters.
@@ -531,33 +523,19 @@ pub async fn pending_actions<T: Transport>(
         actions.iter().map(|a| format!("type eq {}", quote(a.type_name()))).collect();
     let filter =
         format!("(status eq 'Pending' or status eq 'InProgress') and ({})", types.join(" or "));
-    let mut skip = 0u32;
-    loop {
-        let query = ListQuery {
-            filter: Some(filter.clone()),
-            top: Some(PAGE),
-            skip: (skip > 0).then_some(skip),
-        };
-        let page: ODataList<MachineAction> =
-            paced_call(ctx, Api::ListActions, || ctx.transport.list_actions(&query)).await?;
-        let next = next_skip(&page, skip);
-        for a in page.value {
-            let Some(kind) = ActionKind::from_type_name(&a.kind) else { continue };
-            if !actions.contains(&kind) || is_final_status(&a.status) {
-                continue;
-            }
-            // Newest first: the first one seen per machine and type is kept.
-            open.entry((a.machine_id.to_ascii_lowercase(), kind)).or_insert(PendingAction {
-                id: a.id,
-                status: a.status,
-                created: a.creation_date_time_utc,
-            });
+    for a in list_all_actions(ctx, &filter).await? {
+        let Some(kind) = ActionKind::from_type_name(&a.kind) else { continue };
+        if !actions.contains(&kind) || is_final_status(&a.status) {
+            continue;
         }
-        match next {
-            None => return Ok(open),
-            Some(s) => skip = s,
-        }
+        // Newest first: the first one seen per machine and type is kept.
+        open.entry((a.machine_id.to_ascii_lowercase(), kind)).or_insert(PendingAction {
+            id: a.id,
+            status: a.status,
+            created: a.creation_date_time_utc,
+        });
     }
+    Ok(open)
 }
 
 impl Prepared {
@@ -733,6 +711,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use crate::api::client::{ActionBody, Reply};
+    use crate::api::model::MachineAction;
     use crate::pace::Limit;
     use crate::run::{RetryPolicy, Stop};
     use crate::sim::fleet::{generate, host_name, twin_count, twin_of};

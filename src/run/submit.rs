@@ -22,7 +22,7 @@ use super::stop::Stop;
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError, ListQuery};
-use crate::api::model::MachineAction;
+use crate::api::model::{MachineAction, ODataList};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::output::{ResultRow, Status};
@@ -367,16 +367,27 @@ pub async fn list_all_actions<T: Transport>(
     let mut all = Vec::new();
     let mut skip = 0u32;
     loop {
-        let query =
-            ListQuery { filter: Some(filter.to_string()), top: Some(PAGE), skip: Some(skip) };
+        let query = ListQuery {
+            filter: Some(filter.to_string()),
+            top: Some(PAGE),
+            skip: (skip > 0).then_some(skip),
+        };
         let page = paced_call(ctx, Api::ListActions, || ctx.transport.list_actions(&query)).await?;
-        let n = page.value.len() as u32;
+        let next = next_skip(&page, skip);
         all.extend(page.value);
-        if n < PAGE {
-            return Ok(all);
+        match next {
+            Some(s) => skip = s,
+            None => return Ok(all),
         }
-        skip += n;
     }
+}
+
+/// The `$skip` of the page after `page`, or `None` when it was the last: a
+/// full page, or a shorter one with an `@odata.nextLink` (a service that
+/// pages below `$top`), has a successor.
+pub fn next_skip<T>(page: &ODataList<T>, skip: u32) -> Option<u32> {
+    let n = page.value.len() as u32;
+    (n > 0 && (n >= PAGE || page.next_link.is_some())).then_some(skip + n)
 }
 
 /// Makes one read call through the pacer, retrying 429s (free), 401 (once)
