@@ -27,6 +27,7 @@ use super::stop::{Stop, StopReason};
 use super::submit::{Ctx, Job, execute, lookup_actions, pick_match};
 use super::summary::Summary;
 use super::transport::Transport;
+use super::wait::{Open, finish_run};
 use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::ActionBody;
@@ -217,17 +218,23 @@ pub async fn run<T: Transport>(
 
     let mut order = Reorder::default();
     let io_err = |source| RunError::Io { path: partial_path.clone().unwrap_or_default(), source };
+    // Rows whose actions `--wait` follows (phase 4).
+    let mut open: Vec<Open> = Vec::new();
+    let run_began =
+        SystemTime::now().checked_sub(started.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
     while let Some(done) = results.next().await {
         for (user, row) in order.push(done) {
             summary.count(&row);
             progress.row_done(&row);
             sink.write_row(&user, &row).map_err(io_err)?;
+            open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
         }
     }
     for (user, row) in order.drain() {
         summary.count(&row);
         progress.row_done(&row);
         sink.write_row(&user, &row).map_err(io_err)?;
+        open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
     }
     summary.unsent = order.gaps;
     let read = reader.await.map_err(|e| RunError::Internal(e.to_string()))?;
@@ -235,6 +242,14 @@ pub async fn run<T: Transport>(
     sink.flush().map_err(io_err)?;
     drop(sink);
     progress.finish();
+
+    // Phase 4: wait for the actions and rewrite their rows (see `wait`).
+    if let (Some(options), Some(partial)) = (config.wait, &partial_path)
+        && !stop.is_set()
+        && !open.is_empty()
+    {
+        finish_run(&ctx, open, options, &stop, partial, format, &mut summary).await?;
+    }
 
     // Phase 5: finish.
     if let (Some(results), Some(partial)) = (&results_path, &partial_path) {

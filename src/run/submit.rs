@@ -358,7 +358,8 @@ pub async fn lookup_actions<T: Transport>(
 /// Page size for list calls: the API's maximum.
 pub const PAGE: u32 = 10_000;
 
-/// Runs a `GET machineactions` filter to the last page.
+/// Runs a `GET machineactions` filter to the last page: pages of `$top`
+/// 10,000, and on while a page is full or carries `@odata.nextLink`.
 pub async fn list_all_actions<T: Transport>(
     ctx: &Ctx<T>,
     filter: &str,
@@ -370,8 +371,10 @@ pub async fn list_all_actions<T: Transport>(
             ListQuery { filter: Some(filter.to_string()), top: Some(PAGE), skip: Some(skip) };
         let page = paced_call(ctx, Api::ListActions, || ctx.transport.list_actions(&query)).await?;
         let n = page.value.len() as u32;
+        // A service that pages below `$top` says so with a next link.
+        let more = n == PAGE || (n > 0 && page.next_link.is_some());
         all.extend(page.value);
-        if n < PAGE {
+        if !more {
             return Ok(all);
         }
         skip += n;
