@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::api::auth::{Credentials, Secret};
 use crate::api::client::{Client, ClientConfig};
-use crate::cli::{Cli, Command, Endpoint, RunArgs, run_config};
+use crate::cli::{
+    Cli, Command, Endpoint, RunArgs, StatusArgs, UndoArgs, run_config, status_config, undo_config,
+};
 use crate::run::{RunError, Stop, StopReason};
 
 /// Exit code for usage, input, configuration and authentication errors.
@@ -23,6 +25,8 @@ pub async fn main(cli: Cli) -> ExitCode {
                 EXIT_USAGE
             }
         },
+        Command::Status(args) => status(&args).await,
+        Command::Undo(args) => undo(&args).await,
     };
     ExitCode::from(code)
 }
@@ -94,6 +98,74 @@ async fn run(args: &RunArgs) -> u8 {
                     StopReason::Deadline => "stopped at --max-runtime",
                 };
                 eprintln!("{verb}; to continue: {}", resume_command(&config.command_line));
+            }
+            summary.exit_code()
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `mdebulk status`: follows up an earlier results file.
+async fn status(args: &StatusArgs) -> u8 {
+    let env = |k: &str| std::env::var(k).ok();
+    let (config, client_config) = match status_config(args, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let client = match Client::new(client_config) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let stop = Stop::new();
+    crate::run::stop::install_signal_handlers(stop.clone());
+    finish(
+        crate::run::status::status(&config, client, stop).await,
+        "run the same command again to continue",
+    )
+}
+
+/// `mdebulk undo`: undoes what an earlier run did.
+async fn undo(args: &UndoArgs) -> u8 {
+    let env = |k: &str| std::env::var(k).ok();
+    let (config, client_config) = match undo_config(args, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let client = match Client::new(client_config) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let stop = Stop::new();
+    crate::run::stop::install_signal_handlers(stop.clone());
+    finish(
+        crate::run::undo::undo(&config, client, stop).await,
+        "run the same undo again with --force to continue (what is already undone is skipped)",
+    )
+}
+
+/// Prints the summary of `status` or `undo` (or the error) and returns the
+/// exit code; `again` says how to continue after a stop.
+fn finish(outcome: Result<crate::run::Summary, RunError>, again: &str) -> u8 {
+    match outcome {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            if summary.stopped.is_some() {
+                eprintln!("stopped early; {again}");
             }
             summary.exit_code()
         }

@@ -14,6 +14,8 @@ use crate::input::{InputFormat, InputSpec, RowDefaults};
 use crate::logging::LogFormat;
 use crate::output::Status;
 use crate::pace::{parse_duration, parse_limits};
+use crate::run::status::StatusConfig;
+use crate::run::undo::{UndoConfig, default_undo_path};
 use crate::run::{Existing, ResultsTarget, RetryPolicy, RunConfig, WaitOptions};
 
 /// Run Microsoft Defender for Endpoint machine actions in bulk, from a
@@ -49,6 +51,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run a local simulator of the MDE API (for tests, rehearsals and demos).
     Simulate(Box<crate::sim::SimulateArgs>),
+    /// Follow up the actions of an earlier results file: record their current (or, with --wait, final) status in it.
+    Status(Box<StatusArgs>),
+    /// Undo what an earlier run did: release isolations, lift restrictions, cancel actions still pending.
+    Undo(Box<UndoArgs>),
 }
 
 /// `mdebulk run`.
@@ -78,33 +84,15 @@ pub struct RunArgs {
     /// Scan type for scan rows without one: quick or full.
     #[arg(long)]
     pub scan_type: Option<String>,
-    /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
-    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
-    pub limits: Vec<String>,
-    /// Safety margin added to each quota window (default: 1% of it, at most 250ms).
-    #[arg(long, value_name = "DURATION")]
-    pub pace_margin: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub concurrency: u16,
-    /// Attempts per row for transient errors (5xx, timeouts, connection errors).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
-    /// First backoff step after a transient error (doubles each attempt, with jitter, up to 60s).
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
-    pub backoff: String,
-    /// Time limit for one request.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub request_timeout: String,
-    /// Cloud whose API and login hosts to use.
-    #[arg(long, default_value = "global")]
-    pub cloud: Cloud,
-    /// API base URL, overriding --cloud.
-    #[arg(long, env = "MDE_API_URL")]
-    pub api_url: Option<String>,
-    /// Login (token) base URL, overriding --cloud.
-    #[arg(long, env = "MDE_LOGIN_URL")]
-    pub login_url: Option<String>,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// `--wait` and its knobs.
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Run against a simulator started in-process on a loopback port (no tenant needed).
     #[arg(long, conflicts_with_all = ["api_url", "login_url"])]
     pub simulate: bool,
@@ -135,6 +123,36 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// The API flags every command that calls the API shares: where it is,
+/// how to pace and retry calls. Credentials come from the environment.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
+    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
+    pub limits: Vec<String>,
+    /// Safety margin added to each quota window (default: 1% of it, at most 250ms).
+    #[arg(long, value_name = "DURATION")]
+    pub pace_margin: Option<String>,
+    /// Attempts per request for transient errors (5xx, timeouts, connection errors).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// First backoff step after a transient error (doubles each attempt, with jitter, up to 60s).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub backoff: String,
+    /// Time limit for one request.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: String,
+    /// Cloud whose API and login hosts to use.
+    #[arg(long, default_value = "global")]
+    pub cloud: Cloud,
+    /// API base URL, overriding --cloud.
+    #[arg(long, env = "MDE_API_URL")]
+    pub api_url: Option<String>,
+    /// Login (token) base URL, overriding --cloud.
+    #[arg(long, env = "MDE_LOGIN_URL")]
+    pub login_url: Option<String>,
     /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
     #[arg(long, hide = true)]
     pub client_secret: Option<String>,
@@ -145,6 +163,140 @@ pub struct RunArgs {
 pub enum Pick {
     /// The most recently seen machine (`lastSeen`).
     Latest,
+}
+
+/// The API settings of [`ApiArgs`], validated.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Quotas per API.
+    pub limits: Vec<crate::pace::Limit>,
+    /// `--pace-margin`.
+    pub pace_margin: Option<Duration>,
+    /// Retry knobs.
+    pub policy: RetryPolicy,
+    /// `--request-timeout`.
+    pub request_timeout: Duration,
+}
+
+impl ApiArgs {
+    /// Validates the flags (a secret on the command line is refused).
+    pub fn settings(&self) -> anyhow::Result<ApiSettings> {
+        if self.client_secret.is_some() {
+            bail!(
+                "--client-secret is refused: command-line arguments are visible to every user of the machine (ps); set AZURE_CLIENT_SECRET in the environment instead"
+            );
+        }
+        let limits = parse_limits(&self.limits)?;
+        let pace_margin =
+            self.pace_margin.as_deref().map(|v| duration("--pace-margin", v)).transpose()?;
+        let request_timeout = duration("--request-timeout", &self.request_timeout)?;
+        let backoff = duration("--backoff", &self.backoff)?;
+        Ok(ApiSettings {
+            limits,
+            pace_margin,
+            policy: RetryPolicy {
+                max_attempts: self.max_attempts,
+                backoff_base: backoff,
+                ..RetryPolicy::default()
+            },
+            request_timeout,
+        })
+    }
+}
+
+/// `--wait` and its knobs (`run` and `status`).
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait for the actions to finish and record their final status (succeeded, failed, timed_out, cancelled).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: time between two polls of the action list.
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "wait")]
+    pub poll_interval: String,
+    /// With --wait: give up waiting after this long; rows still open stay pending/in_progress.
+    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait")]
+    pub wait_timeout: String,
+}
+
+impl WaitArgs {
+    /// The wait options, when `--wait` was given.
+    pub fn options(&self) -> anyhow::Result<Option<WaitOptions>> {
+        if !self.wait {
+            return Ok(None);
+        }
+        let poll_interval = duration("--poll-interval", &self.poll_interval)?;
+        if poll_interval.is_zero() {
+            bail!("--poll-interval must be longer than zero");
+        }
+        let timeout = duration("--wait-timeout", &self.wait_timeout)?;
+        Ok(Some(WaitOptions { poll_interval, timeout }))
+    }
+}
+
+/// `mdebulk status`.
+#[derive(Debug, Args)]
+#[command(after_long_help = STATUS_AFTER_HELP)]
+pub struct StatusArgs {
+    /// Results file of an earlier run (.csv or .jsonl); updated in place.
+    pub results: PathBuf,
+    /// `--wait` and its knobs.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+const STATUS_AFTER_HELP: &str = "\
+Rows with an action id whose status is still open (submitted, already_pending,
+pending, in_progress) are looked up with a few list calls, however many rows
+there are; the file gets their status and action_status. Without --wait, one
+look; with --wait, until every action is final or --wait-timeout passes.
+
+Credentials come from the environment, as for run. Exit codes: 0 every row ok;
+1 some rows failed; 2 usage, file or auth error; 130 interrupted.";
+
+/// `mdebulk undo`.
+#[derive(Debug, Args)]
+#[command(after_long_help = UNDO_AFTER_HELP)]
+pub struct UndoArgs {
+    /// Results file of the run to undo (.csv or .jsonl).
+    pub results: PathBuf,
+    /// The undo's own results file. Default: the results file's name with .undo.csv, beside it.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Confirm without asking: undo changes devices.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Replace an existing undo results file.
+    #[arg(long)]
+    pub force: bool,
+    /// Comment recorded with each release and cancel (default: one naming the results file).
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub concurrency: u16,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+const UNDO_AFTER_HELP: &str = "\
+Only the run's own actions are touched (rows submitted, pending, in_progress or
+succeeded; not already_pending, which was someone else's action): an isolate
+is released, a restriction lifted, an action still pending cancelled. A
+finished offboard or stop-and-quarantine is refused with the reason: neither
+can be reversed through the API.
+
+Credentials come from the environment, as for run. Exit codes: 0 every row
+undone or nothing to undo; 1 some rows could not be undone; 2 usage, file or
+auth error (nothing sent); 130 interrupted (run it again: what is undone is
+skipped).";
+
+/// Parses a duration flag, naming the flag in the error.
+fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -172,11 +324,7 @@ pub fn run_config(
     args: &RunArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(RunConfig, Endpoint)> {
-    if args.client_secret.is_some() {
-        bail!(
-            "--client-secret is refused: command-line arguments are visible to every user of the machine (ps); set AZURE_CLIENT_SECRET in the environment instead"
-        );
-    }
+    let api = args.api.settings()?;
     let action = args.action.as_deref().map(str::parse::<ActionKind>).transpose()?;
     let isolation_type = args
         .isolation_type
@@ -198,15 +346,9 @@ pub fn run_config(
     if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
         bail!("--comment must not be empty: the API requires a comment on every action");
     }
-    let limits = parse_limits(&args.limits)?;
-    let duration =
-        |flag: &str, v: &str| parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"));
-    let pace_margin =
-        args.pace_margin.as_deref().map(|v| duration("--pace-margin", v)).transpose()?;
     let max_runtime =
         args.max_runtime.as_deref().map(|v| duration("--max-runtime", v)).transpose()?;
-    let request_timeout = duration("--request-timeout", &args.request_timeout)?;
-    let backoff = duration("--backoff", &args.backoff)?;
+    let request_timeout = api.request_timeout;
 
     let input_path = (args.input != "-").then(|| PathBuf::from(&args.input));
     let results = match args.output.as_deref() {
@@ -227,6 +369,12 @@ pub fn run_config(
     if args.resume && results == ResultsTarget::Stdout {
         bail!("--resume needs a results file (-o FILE), not standard output");
     }
+    let wait = args.wait.options()?;
+    if wait.is_some() && results == ResultsTarget::Stdout {
+        bail!(
+            "--wait needs a results file (-o FILE), not standard output: rows are updated once their actions finish"
+        );
+    }
     let existing = match (args.force, args.resume) {
         (true, _) => Existing::Force,
         (_, true) => Existing::Resume,
@@ -242,14 +390,10 @@ pub fn run_config(
             sha1: args.sha1.as_ref().map(|s| s.to_ascii_lowercase()),
             scan_type,
         },
-        limits,
-        pace_margin,
+        limits: api.limits,
+        pace_margin: api.pace_margin,
         concurrency: usize::from(args.concurrency),
-        policy: RetryPolicy {
-            max_attempts: args.max_attempts,
-            backoff_base: backoff,
-            ..RetryPolicy::default()
-        },
+        policy: api.policy,
         skip_invalid: args.skip_invalid,
         existing,
         only: args.only.clone(),
@@ -259,14 +403,14 @@ pub fn run_config(
         progress: !args.no_progress,
         max_runtime,
         pick_latest: args.pick == Some(Pick::Latest),
-        wait: None::<WaitOptions>,
+        wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),
     };
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
-        Endpoint::Remote(client_config(args, env, request_timeout)?)
+        Endpoint::Remote(client_config(&args.api, env, request_timeout)?)
     };
     Ok((config, endpoint))
 }
@@ -281,9 +425,55 @@ pub fn default_results_path(input: &std::path::Path) -> PathBuf {
     input.with_file_name(format!("{stem}.results.csv"))
 }
 
+/// Turns `status` flags and the environment into a validated configuration.
+pub fn status_config(
+    args: &StatusArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(StatusConfig, crate::api::client::ClientConfig)> {
+    let api = args.api.settings()?;
+    let config = StatusConfig {
+        results: args.results.clone(),
+        wait: args.wait.options()?,
+        limits: api.limits,
+        pace_margin: api.pace_margin,
+        policy: api.policy,
+    };
+    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+}
+
+/// Turns `undo` flags and the environment into a validated configuration.
+pub fn undo_config(
+    args: &UndoArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(UndoConfig, crate::api::client::ClientConfig)> {
+    let api = args.api.settings()?;
+    if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        bail!("--comment must not be empty: the API requires a comment on every action");
+    }
+    let output = args.output.clone().unwrap_or_else(|| default_undo_path(&args.results));
+    if output == args.results {
+        bail!("the undo results would overwrite {}: choose another -o", args.results.display());
+    }
+    if output.exists() && !args.force {
+        bail!("{} already exists: add --force to replace it", output.display());
+    }
+    let config = UndoConfig {
+        results: args.results.clone(),
+        output,
+        yes: args.yes,
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        comment: args.comment.clone(),
+        limits: api.limits,
+        pace_margin: api.pace_margin,
+        policy: api.policy,
+        concurrency: usize::from(args.concurrency),
+    };
+    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+}
+
 /// API location and credentials from flags and environment.
 fn client_config(
-    args: &RunArgs,
+    args: &ApiArgs,
     env: &dyn Fn(&str) -> Option<String>,
     request_timeout: Duration,
 ) -> anyhow::Result<crate::api::client::ClientConfig> {
@@ -368,6 +558,94 @@ mod tests {
         let (config, endpoint) = run_config(&args, &env).unwrap();
         assert_eq!(config.results, ResultsTarget::File(PathBuf::from("in.results.csv")));
         assert!(!format!("{endpoint:?}").contains("s3cr3t"));
+    }
+
+    fn creds(k: &str) -> Option<String> {
+        match k {
+            "AZURE_TENANT_ID" => Some("t".to_string()),
+            "AZURE_CLIENT_ID" => Some("c".to_string()),
+            "AZURE_CLIENT_SECRET" => Some("s3cr3t".to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn wait_flags_fill_the_wait_options() {
+        let (config, _) = run_config(&parse(&["in.csv"]), &creds).unwrap();
+        assert_eq!(config.wait, None);
+        let (config, _) = run_config(&parse(&["in.csv", "--wait"]), &creds).unwrap();
+        assert_eq!(
+            config.wait,
+            Some(WaitOptions {
+                poll_interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(30 * 60)
+            })
+        );
+        let args = parse(&["in.csv", "--wait", "--poll-interval", "2s", "--wait-timeout", "1m"]);
+        let (config, _) = run_config(&args, &creds).unwrap();
+        assert_eq!(config.wait.unwrap().poll_interval, Duration::from_secs(2));
+        assert_eq!(config.wait.unwrap().timeout, Duration::from_secs(60));
+        let err = run_config(&parse(&["in.csv", "--wait", "--poll-interval", "0s"]), &creds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--poll-interval"), "{err}");
+        let err =
+            run_config(&parse(&["in.csv", "--wait", "-o", "-"]), &creds).unwrap_err().to_string();
+        assert!(err.contains("--wait needs a results file"), "{err}");
+        assert!(
+            Cli::try_parse_from(["mdebulk", "run", "in.csv", "--poll-interval", "1s"]).is_err()
+        );
+    }
+
+    #[test]
+    fn status_and_undo_share_the_api_flags() {
+        let cli = Cli::try_parse_from([
+            "mdebulk",
+            "status",
+            "r.csv",
+            "--wait",
+            "--limit",
+            "none",
+            "--max-attempts",
+            "3",
+        ])
+        .unwrap();
+        let Command::Status(args) = cli.command else { unreachable!() };
+        let (config, client) = status_config(&args, &creds).unwrap();
+        assert!(config.limits.is_empty());
+        assert_eq!(config.policy.max_attempts, 3);
+        assert!(config.wait.is_some());
+        assert!(!format!("{client:?}").contains("s3cr3t"));
+
+        let cli = Cli::try_parse_from(["mdebulk", "status", "r.csv", "--client-secret", "hunter2"])
+            .unwrap();
+        let Command::Status(args) = cli.command else { unreachable!() };
+        let err = status_config(&args, &creds).unwrap_err().to_string();
+        assert!(err.contains("AZURE_CLIENT_SECRET") && !err.contains("hunter2"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("mdebulk-cli-undo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let results = dir.join("r.results.csv");
+        let cli =
+            Cli::try_parse_from(["mdebulk", "undo", results.to_str().unwrap(), "--yes"]).unwrap();
+        let Command::Undo(args) = cli.command else { unreachable!() };
+        let (config, _) = undo_config(&args, &creds).unwrap();
+        assert_eq!(config.output, dir.join("r.results.undo.csv"));
+        assert!(config.yes);
+        std::fs::write(&config.output, "x").unwrap();
+        let err = undo_config(&args, &creds).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        let cli = Cli::try_parse_from([
+            "mdebulk",
+            "undo",
+            results.to_str().unwrap(),
+            "-o",
+            results.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Command::Undo(args) = cli.command else { unreachable!() };
+        assert!(undo_config(&args, &creds).unwrap_err().to_string().contains("overwrite"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

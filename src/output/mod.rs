@@ -6,11 +6,14 @@
 //! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
 //! - [`parse`]: rebuilding a [`ResultRow`] from a results file read back
 //!   (replay, resume, status).
+//! - [`rewrite`]: reading a results file row by row, and updating its
+//!   runner columns in place (`--wait`, `status`).
 
 pub mod cell;
 pub mod csv;
 pub mod jsonl;
 pub mod parse;
+pub mod rewrite;
 pub mod row;
 
 use std::fmt;

@@ -64,11 +64,18 @@ pub enum Status {
     TimedOut,
     /// The action was cancelled.
     Cancelled,
+    /// `undo`: nothing to do for the row (the run left no effect to
+    /// reverse, or it was reversed already); `error_message` says why.
+    Skipped,
+    /// `undo`: the row's effect cannot be reversed through the API (offboard,
+    /// a quarantined file) or not without touching someone else's action;
+    /// `error_message` says why and what to do instead.
+    Refused,
 }
 
 impl Status {
     /// Every status, in documentation order.
-    pub const ALL: [Status; 16] = [
+    pub const ALL: [Status; 18] = [
         Status::Planned,
         Status::Submitted,
         Status::AlreadyPending,
@@ -85,6 +92,8 @@ impl Status {
         Status::Failed,
         Status::TimedOut,
         Status::Cancelled,
+        Status::Skipped,
+        Status::Refused,
     ];
 
     /// The spelling used in results files and on the command line.
@@ -106,6 +115,8 @@ impl Status {
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
             Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+            Status::Refused => "refused",
         }
     }
 
@@ -122,6 +133,7 @@ impl Status {
                 | Status::Failed
                 | Status::TimedOut
                 | Status::Cancelled
+                | Status::Refused
         )
     }
 

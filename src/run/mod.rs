@@ -11,18 +11,25 @@
 //!    at once (invalid, duplicate, done earlier) or sent through the pacer by
 //!    a bounded pool of tasks; results are written in input order as they
 //!    settle.
-//! 4. **Wait** (optional): poll submitted actions to their final state.
+//! 4. **Wait** (optional, [`wait`]): poll submitted actions to their final
+//!    state and rewrite their rows.
 //! 5. **Finish**: rename the results into place, print the summary.
+//!
+//! Beside a run: [`status`] follows the actions of an earlier results file,
+//! and [`undo`] reverses what an earlier run did.
 
 pub mod journal;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod resolve;
+pub mod status;
 pub mod stop;
 pub mod submit;
 pub mod summary;
 pub mod transport;
+pub mod undo;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,6 +161,12 @@ pub enum RunError {
     /// A background task failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A results file (`status`, `undo`, `--wait`) cannot be read or rewritten.
+    #[error(transparent)]
+    Results(#[from] crate::output::rewrite::RewriteError),
+    /// Looking the run's actions up failed, so nothing could be decided.
+    #[error("looking up the actions failed: {0}")]
+    Lookup(crate::api::client::CallError),
 }
 
 fn invalid_rows_message(file: &str, problems: &[crate::input::RowProblem]) -> String {

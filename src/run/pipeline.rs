@@ -28,6 +28,7 @@ use super::stop::{Stop, StopReason};
 use super::submit::{Ctx, Job, execute, lookup_actions, pick_match};
 use super::summary::Summary;
 use super::transport::Transport;
+use super::wait::{Open, finish_run};
 use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::ActionBody;
@@ -220,11 +221,16 @@ pub async fn run<T: Transport>(
     // Results reach the file promptly (a person may be watching it), but
     // without a flush per row when thousands settle each second.
     let mut last_flush = Instant::now();
+    // Rows whose actions `--wait` follows (phase 4).
+    let mut open: Vec<Open> = Vec::new();
+    let run_began =
+        SystemTime::now().checked_sub(started.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
     while let Some(done) = results.next().await {
         for (user, row) in order.push(done) {
             summary.count(&row);
             progress.row_done(&row);
             sink.write_row(&user, &row).map_err(io_err)?;
+            open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             sink.flush().map_err(io_err)?;
@@ -235,6 +241,7 @@ pub async fn run<T: Transport>(
         summary.count(&row);
         progress.row_done(&row);
         sink.write_row(&user, &row).map_err(io_err)?;
+        open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
     }
     summary.unsent = order.gaps;
     if config.dry_run {
@@ -245,6 +252,14 @@ pub async fn run<T: Transport>(
     sink.flush().map_err(io_err)?;
     drop(sink);
     progress.finish();
+
+    // Phase 4: wait for the actions and rewrite their rows (see `wait`).
+    if let (Some(options), Some(partial)) = (config.wait, &partial_path)
+        && !stop.is_set()
+        && !open.is_empty()
+    {
+        finish_run(&ctx, open, options, &stop, partial, format, &mut summary).await?;
+    }
 
     // Phase 5: finish.
     if let (Some(results), Some(partial)) = (&results_path, &partial_path) {

@@ -359,7 +359,8 @@ pub async fn lookup_actions<T: Transport>(
 /// Page size for list calls: the API's maximum.
 pub const PAGE: u32 = 10_000;
 
-/// Runs a `GET machineactions` filter to the last page.
+/// Runs a `GET machineactions` filter to the last page: pages of `$top`
+/// 10,000, and on while a page is full or carries `@odata.nextLink`.
 pub async fn list_all_actions<T: Transport>(
     ctx: &Ctx<T>,
     filter: &str,

@@ -38,6 +38,10 @@ pub struct Summary {
     pub estimate: Option<Duration>,
     /// `planned` rows per action (CLI name), for the dry-run summary.
     pub planned: BTreeMap<String, u64>,
+    /// What the first line calls the command (`None`: run or dry run).
+    pub heading: Option<&'static str>,
+    /// The wait for final states (`--wait`, `status`), when there was one.
+    pub waited: Option<super::wait::WaitStats>,
 }
 
 impl Summary {
@@ -55,6 +59,18 @@ impl Summary {
         }
         if row.status == Some(Status::Planned) {
             *self.planned.entry(row.action.clone()).or_default() += 1;
+        }
+    }
+
+    /// Moves one row's count from status `from` to status `to` (a row
+    /// updated after it was counted, e.g. by `--wait`).
+    pub fn moved(&mut self, from: Option<Status>, to: Option<Status>) {
+        let index = |s: Option<Status>| s.and_then(|s| Status::ALL.iter().position(|x| *x == s));
+        if let Some(i) = index(from) {
+            self.by_status[i] = self.by_status[i].saturating_sub(1);
+        }
+        if let Some(i) = index(to) {
+            self.by_status[i] += 1;
         }
     }
 
@@ -86,7 +102,11 @@ impl Summary {
     /// The summary as printed at the end of a run.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let verb = if self.dry_run { "dry run" } else { "run" };
+        let verb = match self.heading {
+            Some(h) => h,
+            None if self.dry_run => "dry run",
+            None => "run",
+        };
         let _ = writeln!(
             out,
             "{verb}: {} row(s) in {}{}",
@@ -117,6 +137,9 @@ impl Summary {
         if self.unsent > 0 {
             let _ = writeln!(out, "  not sent yet: {}", self.unsent);
         }
+        if let Some(w) = &self.waited {
+            render_wait(&mut out, w, self.results.as_deref());
+        }
         if let Some(e) = self.estimate {
             let _ = writeln!(out, "  estimated time under the quota: {}", human(e));
         }
@@ -130,6 +153,36 @@ impl Summary {
             }
         }
         out
+    }
+}
+
+/// The summary lines of a wait.
+fn render_wait(out: &mut String, w: &super::wait::WaitStats, results: Option<&std::path::Path>) {
+    let _ = writeln!(
+        out,
+        "  followed {} action(s) for {}: {} poll(s), {} list call(s)",
+        w.rows,
+        human(w.elapsed),
+        w.polls,
+        w.list_calls
+    );
+    if w.still_open > 0 {
+        let again = match results {
+            Some(p) => format!("mdebulk status {} --wait", p.display()),
+            None => "mdebulk status RESULTS --wait".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  still open when waiting ended: {} (not failures; `{again}` follows them on)",
+            w.still_open
+        );
+    }
+    if w.unseen > 0 {
+        let _ = writeln!(
+            out,
+            "  not in the service's action list: {} (left as they were; see the log)",
+            w.unseen
+        );
     }
 }
 
@@ -177,5 +230,30 @@ mod tests {
         assert_eq!(s.exit_code(), 130);
         s.stopped = Some(StopReason::Deadline);
         assert_eq!(s.exit_code(), 75);
+    }
+
+    #[test]
+    fn a_wait_moves_counts_and_open_rows_are_not_failures() {
+        let mut s = with(&[Status::Submitted, Status::Submitted, Status::AlreadyPending]);
+        s.moved(Some(Status::Submitted), Some(Status::Succeeded));
+        s.moved(Some(Status::Submitted), Some(Status::InProgress));
+        s.moved(Some(Status::AlreadyPending), Some(Status::Pending));
+        assert_eq!(s.rows(), 3);
+        assert_eq!(s.get(Status::Submitted), 0);
+        assert_eq!(s.exit_code(), 0);
+        s.waited = Some(super::super::wait::WaitStats {
+            rows: 3,
+            polls: 2,
+            list_calls: 2,
+            still_open: 2,
+            ..Default::default()
+        });
+        s.results = Some(PathBuf::from("r.csv"));
+        let text = s.render();
+        assert!(text.contains("2 poll(s), 2 list call(s)"), "{text}");
+        assert!(text.contains("still open when waiting ended: 2"), "{text}");
+        assert!(text.contains("mdebulk status r.csv --wait"), "{text}");
+        s.moved(Some(Status::Pending), Some(Status::TimedOut));
+        assert_eq!(s.exit_code(), 1);
     }
 }
