@@ -16,30 +16,30 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Runs a parsed command line to completion and returns the exit code.
 pub async fn main(cli: Cli) -> ExitCode {
-    let code = match cli.command {
-        Command::Run(args) => run(&args).await,
-        Command::Simulate(args) => match crate::sim::serve(*args).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                EXIT_USAGE
-            }
-        },
-        Command::Status(args) => status(&args).await,
-        Command::Undo(args) => undo(&args).await,
+    let env = |k: &str| std::env::var(k).ok();
+    let outcome = match cli.command {
+        Command::Run(args) => run(&args, &env).await,
+        Command::Simulate(args) => crate::sim::serve(*args).await.map(|()| 0),
+        Command::Status(args) => status(&args, &env).await,
+        Command::Undo(args) => undo(&args, &env).await,
     };
-    ExitCode::from(code)
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A run's own errors carry their context in their message; other
+            // errors are chains of context.
+            match e.downcast_ref::<RunError>() {
+                Some(run_error) => eprintln!("error: {run_error}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
-async fn run(args: &RunArgs) -> u8 {
-    let env = |k: &str| std::env::var(k).ok();
-    let (config, endpoint) = match run_config(args, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
+/// `mdebulk run`.
+async fn run(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<u8> {
+    let (config, endpoint) = run_config(args, env)?;
     // Keeps an in-process simulator alive for the whole run.
     let mut _simulator = None;
     let client_config = match endpoint {
@@ -49,135 +49,86 @@ async fn run(args: &RunArgs) -> u8 {
                 listen: "127.0.0.1:0".into(),
                 ..crate::sim::SimConfig::default()
             };
-            match crate::sim::Sim::start(sim_config).await {
-                Ok(sim) => {
-                    tracing::info!(url = %sim.url(), "simulator started in-process");
-                    let c = ClientConfig {
-                        api_base: sim.url(),
-                        login_base: sim.url(),
-                        scope: crate::api::cloud::Cloud::Global.scope().to_string(),
-                        credentials: Credentials::ClientSecret {
-                            tenant_id: "simulated-tenant".into(),
-                            client_id: "mdebulk".into(),
-                            client_secret: Secret::new("simulated".to_string()),
-                        },
-                        request_timeout,
-                        connect_timeout: std::time::Duration::from_secs(5),
-                    };
-                    _simulator = Some(sim);
-                    c
-                }
-                Err(e) => {
-                    eprintln!("error: cannot start the simulator: {e}");
-                    return EXIT_USAGE;
-                }
-            }
+            let sim = crate::sim::Sim::start(sim_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the simulator: {e}"))?;
+            tracing::info!(url = %sim.url(), "simulator started in-process");
+            let c = simulated_client(&sim, request_timeout);
+            _simulator = Some(sim);
+            c
         }
     };
-    let client = match Client::new(client_config) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let stop = Stop::new();
-    crate::run::stop::install_signal_handlers(stop.clone());
-    match crate::run::pipeline::run(&config, client, stop).await {
-        Ok(summary) => {
-            let text = summary.render();
-            // The summary goes to stdout unless results do.
-            if config.results == crate::run::ResultsTarget::Stdout {
-                eprint!("{text}");
-            } else {
-                print!("{text}");
-            }
-            if let Some(reason) = summary.stopped {
-                let verb = match reason {
-                    StopReason::Interrupted => "interrupted",
-                    StopReason::Deadline => "stopped at --max-runtime",
-                };
-                eprintln!("{verb}; to continue: {}", resume_command(&config.command_line));
-            }
-            summary.exit_code()
-        }
-        Err(e) => {
-            report(&e);
-            EXIT_USAGE
-        }
-    }
+    let (client, stop) = connect(client_config)?;
+    let summary = crate::run::pipeline::run(&config, client, stop).await?;
+    // The summary goes to stdout, unless the results do.
+    let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
+    Ok(finish(&summary, to_stderr, || {
+        format!("to continue: {}", resume_command(&config.command_line))
+    }))
 }
 
 /// `mdebulk status`: follows up an earlier results file.
-async fn status(args: &StatusArgs) -> u8 {
-    let env = |k: &str| std::env::var(k).ok();
-    let (config, client_config) = match status_config(args, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
-    let client = match Client::new(client_config) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let stop = Stop::new();
-    crate::run::stop::install_signal_handlers(stop.clone());
-    finish(
-        crate::run::status::status(&config, client, stop).await,
-        "run the same command again to continue",
-    )
+async fn status(args: &StatusArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<u8> {
+    let (config, client_config) = status_config(args, env)?;
+    let (client, stop) = connect(client_config)?;
+    let summary = crate::run::status::status(&config, client, stop).await?;
+    Ok(finish(&summary, false, || "run the same command again to continue".into()))
 }
 
 /// `mdebulk undo`: undoes what an earlier run did.
-async fn undo(args: &UndoArgs) -> u8 {
-    let env = |k: &str| std::env::var(k).ok();
-    let (config, client_config) = match undo_config(args, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
-    let client = match Client::new(client_config) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let stop = Stop::new();
-    crate::run::stop::install_signal_handlers(stop.clone());
-    finish(
-        crate::run::undo::undo(&config, client, stop).await,
-        "run the same undo again with --force to continue (what is already undone is skipped)",
-    )
+async fn undo(args: &UndoArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<u8> {
+    let (config, client_config) = undo_config(args, env)?;
+    let (client, stop) = connect(client_config)?;
+    let summary = crate::run::undo::undo(&config, client, stop).await?;
+    Ok(finish(&summary, false, || {
+        "run the same undo again with --force to continue (what is already undone is skipped)"
+            .into()
+    }))
 }
 
-/// Prints the summary of `status` or `undo` (or the error) and returns the
-/// exit code; `again` says how to continue after a stop.
-fn finish(outcome: Result<crate::run::Summary, RunError>, again: &str) -> u8 {
-    match outcome {
-        Ok(summary) => {
-            print!("{}", summary.render());
-            if summary.stopped.is_some() {
-                eprintln!("stopped early; {again}");
-            }
-            summary.exit_code()
-        }
-        Err(e) => {
-            report(&e);
-            EXIT_USAGE
-        }
+/// The client every API command uses, and the stop flag its signal
+/// handlers raise.
+fn connect(config: ClientConfig) -> anyhow::Result<(Arc<Client>, Stop)> {
+    let client = Arc::new(Client::new(config)?);
+    let stop = Stop::new();
+    crate::run::stop::install_signal_handlers(stop.clone());
+    Ok((client, stop))
+}
+
+/// Client settings for a simulator started in-process (it accepts any
+/// credentials).
+fn simulated_client(sim: &crate::sim::Sim, request_timeout: std::time::Duration) -> ClientConfig {
+    ClientConfig {
+        api_base: sim.url(),
+        login_base: sim.url(),
+        scope: crate::api::cloud::Cloud::Global.scope().to_string(),
+        credentials: Credentials::ClientSecret {
+            tenant_id: "simulated-tenant".into(),
+            client_id: "mdebulk".into(),
+            client_secret: Secret::new("simulated".to_string()),
+        },
+        request_timeout,
+        connect_timeout: std::time::Duration::from_secs(5),
     }
 }
 
-fn report(e: &RunError) {
-    eprintln!("error: {e}");
+/// Prints a command's summary (to stderr when stdout carries results),
+/// says how to continue after a stop, and returns the exit code.
+fn finish(summary: &crate::run::Summary, to_stderr: bool, again: impl FnOnce() -> String) -> u8 {
+    let text = summary.render();
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if let Some(reason) = summary.stopped {
+        let what = match reason {
+            StopReason::Interrupted => "interrupted",
+            StopReason::Deadline => "stopped at --max-runtime",
+        };
+        eprintln!("{what}; {}", again());
+    }
+    summary.exit_code()
 }
 
 /// The command that resumes a stopped run: the same arguments with

@@ -143,6 +143,22 @@ impl ActionBody {
     }
 }
 
+/// An OData string literal: the value in single quotes, quotes doubled
+/// (`it's` → `'it''s'`).
+pub fn odata_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// An OData condition true when `field` equals any of `values`:
+/// `field eq 'a' or field eq 'b'`.
+pub fn any_of<S: AsRef<str>>(field: &str, values: impl IntoIterator<Item = S>) -> String {
+    values
+        .into_iter()
+        .map(|v| format!("{field} eq {}", odata_string(v.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// OData query options of a list call.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListQuery {

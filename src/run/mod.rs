@@ -183,3 +183,18 @@ fn invalid_rows_message(file: &str, problems: &[crate::input::RowProblem]) -> St
     }
     msg
 }
+
+/// Runs blocking file work (reading or rewriting a whole file) off the async
+/// threads and brings its error home.
+pub(crate) async fn blocking<R, E>(
+    work: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, RunError>
+where
+    R: Send + 'static,
+    E: Into<RunError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+        .map_err(Into::into)
+}

@@ -84,9 +84,7 @@ pub async fn run<T: Transport>(
     // Phase 1: survey.
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
-        tokio::task::spawn_blocking(move || survey(&input, &defaults, only.as_deref()))
-            .await
-            .map_err(|e| RunError::Internal(e.to_string()))??
+        super::blocking(move || survey(&input, &defaults, only.as_deref())).await?
     };
     if !survey.problems.is_empty() && !config.skip_invalid {
         return Err(RunError::InvalidRows {

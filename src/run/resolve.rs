@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use super::submit::{Ctx, PAGE, list_all_actions, next_skip, paced_call};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
-use crate::api::client::{CallError, ListQuery};
+use crate::api::client::{CallError, ListQuery, odata_string};
 use crate::api::model::{Machine, ODataList, is_final_status};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
@@ -352,23 +352,23 @@ pub fn filters(lookups: &Lookups, known: &HashSet<String>) -> Vec<String> {
         .iter()
         .map(|n| {
             if n.contains('.') {
-                format!("computerDnsName eq {}", quote(n))
+                format!("computerDnsName eq {}", odata_string(n))
             } else {
                 format!(
                     "computerDnsName eq {} or startswith(computerDnsName,{})",
-                    quote(n),
-                    quote(&format!("{n}."))
+                    odata_string(n),
+                    odata_string(&format!("{n}."))
                 )
             }
         })
-        .chain(lookups.aad_device_ids.iter().map(|a| format!("aadDeviceId eq {}", quote(a))))
-        .chain(lookups.ips.iter().map(|ip| format!("lastIpAddress eq {}", quote(ip))))
+        .chain(lookups.aad_device_ids.iter().map(|a| format!("aadDeviceId eq {}", odata_string(a))))
+        .chain(lookups.ips.iter().map(|ip| format!("lastIpAddress eq {}", odata_string(ip))))
         .chain(
             lookups
                 .os_ids
                 .iter()
                 .filter(|id| !known.contains(*id))
-                .map(|id| format!("id eq {}", quote(id))),
+                .map(|id| format!("id eq {}", odata_string(id))),
         );
     let mut out = Vec::new();
     let mut current = String::new();
@@ -390,11 +390,6 @@ pub fn filters(lookups: &Lookups, known: &HashSet<String>) -> Vec<String> {
         out.push(current);
     }
     out
-}
-
-/// An OData string literal: quoted, with quotes doubled.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A machine id's 64-bit hash, for the set of the tenant's ids. A collision
@@ -520,7 +515,7 @@ pub async fn pending_actions<T: Transport>(
         return Ok(open);
     }
     let types: Vec<String> =
-        actions.iter().map(|a| format!("type eq {}", quote(a.type_name()))).collect();
+        actions.iter().map(|a| format!("type eq {}", odata_string(a.type_name()))).collect();
     let filter =
         format!("(status eq 'Pending' or status eq 'InProgress') and ({})", types.join(" or "));
     for a in list_all_actions(ctx, &filter).await? {

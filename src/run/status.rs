@@ -102,9 +102,7 @@ pub async fn status<T: Transport>(
     // beside it.
     let format = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || ResultsFile::open(&path).map(|f| f.format()))
-            .await
-            .map_err(|e| RunError::Internal(e.to_string()))??
+        super::blocking(move || ResultsFile::open(&path).map(|f| f.format())).await?
     };
     let lock = ResultsLock::take(&path)?;
     let result = follow_up(config, transport, &stop, format, &lock).await;
@@ -126,7 +124,7 @@ async fn follow_up<T: Transport>(
     let path = config.results.clone();
     let open: Vec<Open> = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<Open>, RunError> {
+        super::blocking(move || -> Result<Vec<Open>, RunError> {
             let file = ResultsFile::open_as(&path, format)?;
             let now = SystemTime::now();
             let mut open = Vec::new();
@@ -137,8 +135,7 @@ async fn follow_up<T: Transport>(
             }
             Ok(open)
         })
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))??
+        .await?
     };
     let mut summary = Summary::new(Some(path.clone()), false);
     summary.heading = Some("status");
@@ -161,9 +158,7 @@ async fn follow_up<T: Transport>(
         tracked = found;
         summary.waited = Some(stats);
     }
-    let applied = tokio::task::spawn_blocking(move || apply_tracked(&path, format, &tracked))
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))??;
+    let applied = super::blocking(move || apply_tracked(&path, format, &tracked)).await?;
     lock.record(applied.changed.iter().map(|(_, row)| row)).await;
     summary.by_status = applied.counts.by_status;
     summary.throttled = ctx.throttled.load(std::sync::atomic::Ordering::Relaxed);

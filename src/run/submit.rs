@@ -21,7 +21,7 @@ use super::journal::Journal;
 use super::stop::Stop;
 use super::transport::Transport;
 use crate::api::action::ActionKind;
-use crate::api::client::{ActionBody, CallError, ListQuery};
+use crate::api::client::{ActionBody, CallError, ListQuery, any_of};
 use crate::api::model::{MachineAction, ODataList};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
@@ -350,8 +350,7 @@ pub async fn lookup_actions<T: Transport>(
         format_utc(after)
     );
     if !machine_ids.is_empty() {
-        let ors: Vec<String> = machine_ids.iter().map(|m| format!("machineId eq '{m}'")).collect();
-        filter = format!("{filter} and ({})", ors.join(" or "));
+        filter = format!("{filter} and ({})", any_of("machineId", machine_ids));
     }
     list_all_actions(ctx, &filter).await
 }

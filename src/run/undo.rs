@@ -45,7 +45,7 @@ use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{ALREADY_PENDING_CODE, ID_CHUNK};
 use crate::api::action::ActionKind;
-use crate::api::client::{ActionBody, CallError};
+use crate::api::client::{ActionBody, CallError, any_of};
 use crate::api::model::MachineAction;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
@@ -379,9 +379,7 @@ pub async fn undo<T: Transport>(
     let path = config.results.clone();
     let first = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || survey(&path))
-            .await
-            .map_err(|e| RunError::Internal(e.to_string()))??
+        super::blocking(move || survey(&path)).await?
     };
     confirm(config, first.own)?;
     // Hold the run's journal lock: no run or `status` may rewrite the file
@@ -491,12 +489,7 @@ async fn lookup<T: Transport>(
     missing.sort();
     missing.dedup();
     for chunk in missing.chunks(ID_CHUNK) {
-        let filter = chunk
-            .iter()
-            .map(|id| format!("id eq '{}'", id.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        actions.extend(list_all_actions(ctx, &filter).await?);
+        actions.extend(list_all_actions(ctx, &any_of("id", chunk)).await?);
     }
     Ok(actions)
 }
@@ -703,7 +696,7 @@ async fn cancel<T: Transport>(
             }
             CallError::Unauthorized { .. } if !reauthed => reauthed = true,
             CallError::Api { status: 400, .. } => {
-                let filter = format!("id eq '{}'", of.id.replace('\'', "''"));
+                let filter = any_of("id", [&of.id]);
                 match list_all_actions(ctx, &filter).await {
                     Ok(found) => {
                         match found.into_iter().find(|a| a.id.eq_ignore_ascii_case(&of.id)) {

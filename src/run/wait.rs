@@ -27,6 +27,7 @@ use super::submit::{CLOCK_SKEW, Ctx, list_all_actions};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::{RunError, WaitOptions};
+use crate::api::client::any_of;
 use crate::api::model::MachineAction;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
@@ -245,12 +246,7 @@ impl Tracker {
             self.open.iter().filter(|id| !seen.contains(*id)).cloned().collect();
         missing.sort();
         for chunk in missing.chunks(ID_CHUNK) {
-            let filter = chunk
-                .iter()
-                .map(|id| format!("id eq '{}'", id.replace('\'', "''")))
-                .collect::<Vec<_>>()
-                .join(" or ");
-            let actions = match list_all_actions(ctx, &filter).await {
+            let actions = match list_all_actions(ctx, &any_of("id", chunk)).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "looking actions up by id failed; trying again at the next poll");
@@ -423,9 +419,7 @@ pub async fn finish_run<T: Transport>(
 ) -> Result<(), RunError> {
     let (tracked, stats) = follow(ctx, &open, options, stop).await;
     let path: PathBuf = partial.to_path_buf();
-    let applied = tokio::task::spawn_blocking(move || apply_tracked(&path, format, &tracked))
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))??;
+    let applied = super::blocking(move || apply_tracked(&path, format, &tracked)).await?;
     for (before, row) in &applied.changed {
         summary.moved(*before, row.status);
         if let Some(j) = &ctx.journal {
