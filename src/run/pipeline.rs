@@ -34,7 +34,7 @@ use crate::api::action::ActionKind;
 use crate::api::client::ActionBody;
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
-use crate::output::{ResultFormat, ResultRow, ResultSink, Status, csv_sink, jsonl_sink};
+use crate::output::{self, ResultFormat, ResultRow, ResultSink, Status};
 use crate::pace::Pacer;
 
 /// Longest time a settled row waits in the results writer's buffer.
@@ -170,10 +170,7 @@ pub async fn run<T: Transport>(
     };
     let user_columns = input.columns().user_columns();
     let format = results_path.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
-    let mut sink: Box<dyn ResultSink> = match format {
-        ResultFormat::Csv => csv_sink(sink_target, user_columns),
-        ResultFormat::Jsonl => jsonl_sink(sink_target, user_columns),
-    };
+    let mut sink: Box<dyn ResultSink> = output::sink(format, sink_target, user_columns);
     let progress = Progress::new(survey.rows, config.progress, pacer.clone());
 
     let (tx, mut rx) = mpsc::channel::<Item>(config.concurrency * 2 + 16);
