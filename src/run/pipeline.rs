@@ -126,28 +126,9 @@ pub async fn run<T: Transport>(
     summary.not_selected = survey.not_selected;
 
     let mut done_rows = recovered.rows;
-    if !recovered.in_doubt.is_empty() {
-        // A request sent just before the crash may still be on its way:
-        // look it up only once it can no longer arrive.
-        let latest = recovered.in_doubt.values().filter_map(|i| parse_utc(&i.at)).max();
-        if let Some(wait) =
-            latest.and_then(|t| (t + config.in_flight_grace).duration_since(SystemTime::now()).ok())
-        {
-            tracing::info!(
-                rows = recovered.in_doubt.len(),
-                wait_ms = wait.as_millis() as u64,
-                "rows in doubt from the interrupted run; looking them up shortly"
-            );
-            tokio::time::sleep(wait).await;
-        }
-        let settled = reconcile(&ctx, recovered.in_doubt).await;
-        for row in settled {
-            if let Some(j) = &journal {
-                j.row(&row).await;
-            }
-            summary.reconciled += 1;
-            done_rows.insert(row.line, row);
-        }
+    for row in settle_in_doubt(&ctx, recovered.in_doubt, config.in_flight_grace).await {
+        summary.reconciled += 1;
+        done_rows.insert(row.line, row);
     }
     if let Some(limit) = config.max_runtime {
         let stop = stop.clone();
@@ -161,16 +142,7 @@ pub async fn run<T: Transport>(
     let prepared = Arc::new(resolve::prepare(&ctx, &survey.lookups, config.pick_latest).await);
 
     // Phase 3: execute.
-    let sink_target: Box<dyn Write + Send> = match &partial_path {
-        Some(p) => Box::new(BufWriter::with_capacity(
-            256 * 1024,
-            std::fs::File::create(p).map_err(|source| RunError::Io { path: p.clone(), source })?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout())),
-    };
-    let user_columns = input.columns().user_columns();
-    let format = results_path.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
-    let mut sink: Box<dyn ResultSink> = output::sink(format, sink_target, user_columns);
+    let mut sink = open_sink(partial_path.as_deref(), results_path.as_deref(), input.columns())?;
     let progress = Progress::new(survey.rows, config.progress, pacer.clone());
 
     let (tx, mut rx) = mpsc::channel::<Item>(config.concurrency * 2 + 16);
@@ -253,6 +225,7 @@ pub async fn run<T: Transport>(
         && !stop.is_set()
         && !open.is_empty()
     {
+        let format = results_path.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
         finish_run(&ctx, open, options, &stop, partial, format, &mut summary).await?;
     }
 
@@ -271,6 +244,54 @@ pub async fn run<T: Transport>(
     summary.elapsed = started.elapsed();
     summary.stopped = stop.reason();
     Ok(summary)
+}
+
+/// Settles the rows an earlier run left in doubt (see [`reconcile`]), each
+/// made durable in the journal. A request sent just before the crash may
+/// still be on its way, so the look-up waits until it can no longer arrive.
+async fn settle_in_doubt<T: Transport>(
+    ctx: &Ctx<T>,
+    in_doubt: HashMap<u64, super::journal::Intent>,
+    grace: std::time::Duration,
+) -> Vec<ResultRow> {
+    if in_doubt.is_empty() {
+        return Vec::new();
+    }
+    let latest = in_doubt.values().filter_map(|i| parse_utc(&i.at)).max();
+    if let Some(wait) = latest.and_then(|t| (t + grace).duration_since(SystemTime::now()).ok()) {
+        tracing::info!(
+            rows = in_doubt.len(),
+            wait_ms = wait.as_millis() as u64,
+            "rows in doubt from the interrupted run; looking them up shortly"
+        );
+        tokio::time::sleep(wait).await;
+    }
+    let settled = reconcile(ctx, in_doubt).await;
+    if let Some(j) = &ctx.journal {
+        for row in &settled {
+            j.row(row).await;
+        }
+    }
+    settled
+}
+
+/// The results writer: the `.partial` file beside the results (or stdout),
+/// in the results file's format, with the input's user columns.
+fn open_sink(
+    partial: Option<&Path>,
+    results: Option<&Path>,
+    columns: &Columns,
+) -> Result<Box<dyn ResultSink>, RunError> {
+    let target: Box<dyn Write + Send> = match partial {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            256 * 1024,
+            std::fs::File::create(p)
+                .map_err(|source| RunError::Io { path: p.to_path_buf(), source })?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout())),
+    };
+    let format = results.map_or(ResultFormat::Csv, ResultFormat::for_path);
+    Ok(output::sink(format, target, columns.user_columns()))
 }
 
 /// `<results>.partial`: where results are written until the run ends.
