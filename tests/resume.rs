@@ -21,15 +21,15 @@ fn signal(child: &Child, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_many_points_and_resumed_every_row_ends_once_and_no_device_is_hit_twice() {
-    let sim = sim(SimConfig { latency: Duration::from_millis(60), ..sim_config(&["10/1s"]) }).await;
+    let sim = sim(SimConfig { latency: Duration::from_millis(60), ..sim_config(&["8/1s"]) }).await;
     let dir = TempDir::new("kill");
-    let machines = windows_online(&sim, 45);
+    let machines = windows_online(&sim, 64);
     let input = dir.write("hosts.csv", ids_csv(&machines));
     let results = dir.path("hosts.results.csv");
     let args = |resume: bool| {
         let mut cmd = mdebulk(&sim);
         cmd.args(["run", input.to_str().unwrap(), "--action", "isolate", "--comment", "IR-7"])
-            .args(["--limit", "10/1s", "--request-timeout", "1s", "--no-progress"]);
+            .args(["--limit", "8/1s", "--request-timeout", "1s", "--no-progress"]);
         if resume {
             cmd.arg("--resume");
         }
@@ -79,14 +79,14 @@ async fn killed_at_many_points_and_resumed_every_row_ends_once_and_no_device_is_
     assert!(kills >= 10, "only {kills} kills landed");
     assert!(logs.contains("in doubt"), "no kill landed between an intent and its answer");
     let rows = read_results(&results);
-    assert_eq!(rows.len(), 45, "one final row per input row");
+    assert_eq!(rows.len(), 64, "one final row per input row");
     for (row, m) in rows.iter().zip(&machines) {
         assert_eq!(row["machine_id"], m.id, "input order kept");
         assert_eq!(row["status"], "submitted", "{row:?}");
     }
     let s = stats(&sim);
     assert_eq!(s.duplicate_submissions, 0, "a device was sent the same action twice");
-    assert_eq!(s.actions_created, 45);
+    assert_eq!(s.actions_created, 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
