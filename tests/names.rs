@@ -14,14 +14,9 @@ use mdebulk::api::model::Machine;
 use mdebulk::sim::fleet::{twin_count, twin_of};
 use mdebulk::sim::{Sim, SimConfig};
 
-/// Calls the simulator counted for one API (`GET machines`, `isolate`, ...).
-fn calls(sim: &Sim, api: &str) -> u64 {
-    stats(sim).by_api.get(api).map_or(0, |a| a.calls)
-}
-
 /// Calls to every action API together.
 fn action_calls(sim: &Sim) -> u64 {
-    ActionKind::ALL.iter().map(|a| calls(sim, a.path_segment())).sum()
+    ActionKind::ALL.iter().map(|a| api_calls(sim, a.path_segment())).sum()
 }
 
 /// Parses a duration as the summary prints it: `4.1s`, `2m05s`, `1h02m`.
@@ -109,8 +104,8 @@ async fn names_resolve_by_fqdn_short_name_and_any_case_and_twins_are_ambiguous()
         assert!(row["error_message"].contains("no machine named"), "{row:?}");
     }
     // Seven names fit one filter call; only the three resolved rows were sent.
-    assert_eq!(calls(&sim, "GET machines"), 1);
-    assert_eq!(calls(&sim, "isolate"), 3);
+    assert_eq!(api_calls(&sim, "GET machines"), 1);
+    assert_eq!(api_calls(&sim, "isolate"), 3);
 
     // --pick latest: the twin resolves to its newest record, and rows naming
     // one device by name and by id are duplicates of each other.
@@ -148,7 +143,7 @@ async fn names_resolve_by_fqdn_short_name_and_any_case_and_twins_are_ambiguous()
         ]
     );
     assert_eq!(rows[0]["error_message"], "");
-    assert_eq!(calls(&sim, "unisolate"), 2);
+    assert_eq!(api_calls(&sim, "unisolate"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +169,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
     ]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(calls(&sim, "GET machines"), 1, "five names: one filter call");
+    assert_eq!(api_calls(&sim, "GET machines"), 1, "five names: one filter call");
     let rows = read_results(&dir.path("five.results.csv"));
     for (row, i) in rows.iter().zip(10..15) {
         assert_eq!(
@@ -200,7 +195,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
     ]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "twins are ambiguous: {}", text(&out));
-    assert_eq!(calls(&sim, "GET machines"), 2, "300 names: one listing call");
+    assert_eq!(api_calls(&sim, "GET machines"), 2, "300 names: one listing call");
     let rows = read_results(&dir.path("many.results.csv"));
     let twins: Vec<usize> = (0..twin_count(1000)).map(|k| twin_of(1000, k)).collect();
     for (row, i) in rows.iter().zip(300..600) {
@@ -257,7 +252,7 @@ async fn entra_device_ids_and_ip_addresses_resolve_too() {
         ]
     );
     assert!(rows[2]["error_message"].contains("lastIpAddress"), "{:?}", rows[2]);
-    assert_eq!(calls(&sim, "GET machines"), 1);
+    assert_eq!(api_calls(&sim, "GET machines"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,8 +267,8 @@ async fn the_pre_flight_finds_a_pending_isolate_and_does_not_send_it_again() {
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let earlier = read_results(&dir.path("first.results.csv"))[0]["action_id"].clone();
-    assert_eq!(calls(&sim, "isolate"), 1);
-    let list_before = calls(&sim, "GET machineactions");
+    assert_eq!(api_calls(&sim, "isolate"), 1);
+    let list_before = api_calls(&sim, "GET machineactions");
 
     let second = dir.write("second.csv", ids_csv(&m));
     let mut cmd = mdebulk(&sim);
@@ -286,8 +281,8 @@ async fn the_pre_flight_finds_a_pending_isolate_and_does_not_send_it_again() {
     assert_eq!(rows[0]["action_status"], "Pending");
     assert_eq!(rows[0]["attempts"], "0", "nothing was sent for it");
     assert_eq!(rows[1]["status"], "submitted");
-    assert_eq!(calls(&sim, "isolate"), 2, "only the second machine was sent");
-    assert_eq!(calls(&sim, "GET machineactions"), list_before + 1, "one pre-flight call");
+    assert_eq!(api_calls(&sim, "isolate"), 2, "only the second machine was sent");
+    assert_eq!(api_calls(&sim, "GET machineactions"), list_before + 1, "one pre-flight call");
     assert_eq!(stats(&sim).duplicates_refused, 0);
 }
 
@@ -329,9 +324,9 @@ async fn offboard_of_linux_and_macos_machines_is_rejected_before_any_call() {
     assert_eq!(rows[1]["machine_id"], mac.id);
     assert_eq!(rows[2]["status"], "submitted");
     assert_eq!(rows[3]["status"], "not_found", "an id not in the tenant: {:?}", rows[3]);
-    assert_eq!(calls(&sim, "offboard"), 1, "only the Windows machine was sent");
-    assert_eq!(calls(&sim, "StopAndQuarantineFile"), 0);
-    assert_eq!(calls(&sim, "GET machines"), 1, "the names and ids share one filter call");
+    assert_eq!(api_calls(&sim, "offboard"), 1, "only the Windows machine was sent");
+    assert_eq!(api_calls(&sim, "StopAndQuarantineFile"), 0);
+    assert_eq!(api_calls(&sim, "GET machines"), 1, "the names and ids share one filter call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +417,7 @@ async fn the_dry_run_estimate_matches_the_real_run_within_five_percent() {
         stats(&sim),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(calls(&sim, "isolate"), 100);
+    assert_eq!(api_calls(&sim, "isolate"), 100);
     assert_eq!(stats(&sim).throttled, 0);
     let rows = read_results(&dir.path("hosts.results.csv"));
     assert_eq!(status_counts(&rows).get("submitted"), Some(&100));

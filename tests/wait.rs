@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,35 +44,12 @@ fn polls(out: &std::process::Output) -> (u64, u64) {
 }
 
 fn list_calls(sim: &Sim) -> u64 {
-    stats(sim).by_api.get(LIST).map_or(0, |a| a.calls)
+    api_calls(sim, LIST)
 }
 
 /// `GET machineactions` calls a run makes before sending: its pre-flight
 /// look-up of actions already pending (one page here).
 const PREFLIGHT: u64 = 1;
-
-fn api_calls(sim: &Sim, api: &str) -> u64 {
-    stats(sim).by_api.get(api).map_or(0, |a| a.calls)
-}
-
-/// Machines of the fleet with the given health and a unique name.
-fn with_health(sim: &Sim, health: &str, n: usize) -> Vec<Machine> {
-    let fleet = sim.fleet();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    for m in &fleet {
-        *names.entry(m.computer_dns_name.clone().unwrap_or_default()).or_default() += 1;
-    }
-    let picked: Vec<Machine> = fleet
-        .into_iter()
-        .filter(|m| {
-            m.health_status.as_deref() == Some(health)
-                && names[m.computer_dns_name.as_deref().unwrap_or_default()] == 1
-        })
-        .take(n)
-        .collect();
-    assert_eq!(picked.len(), n, "the fleet has too few {health} machines");
-    picked
-}
 
 /// Every action the simulator holds, through the real client.
 async fn all_actions(sim: &Sim) -> Vec<MachineAction> {
@@ -112,7 +89,7 @@ async fn run_wait_ends_every_row_succeeded_with_one_list_call_per_poll() {
     assert!(polls >= 1);
     assert_eq!(list_calls(&sim) - PREFLIGHT, calls, "the summary counts the calls made");
     assert_eq!(calls, polls, "one list call per poll for 30 rows");
-    assert_eq!(stats(&sim).by_api.get("GET machineactions/{id}").map_or(0, |a| a.calls), 0);
+    assert_eq!(api_calls(&sim, "GET machineactions/{id}"), 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded       30"), "{}", text(&out));
 }
 
@@ -156,8 +133,8 @@ async fn actions_on_offline_machines_end_timed_out() {
     })
     .await;
     let dir = TempDir::new("wait-offline");
-    let offline = with_health(&sim, "Inactive", 5);
-    let online = with_health(&sim, "Active", 5);
+    let offline = pick(&sim, 5, "Inactive", false);
+    let online = pick(&sim, 5, "Active", false);
     let machines: Vec<Machine> = offline.iter().chain(&online).cloned().collect();
     let input = dir.write("hosts.csv", ids_csv(&machines));
     let out = output(run_isolate(
@@ -297,7 +274,7 @@ async fn a_5000_device_wait_costs_a_few_calls_per_poll() {
     })
     .await;
     let dir = TempDir::new("wait-5000");
-    let machines = with_health(&sim, "Active", 5_000);
+    let machines = pick(&sim, 5_000, "Active", false);
     let input = dir.write("hosts.csv", ids_csv(&machines));
     let out = output(run_isolate(
         &sim,
@@ -331,8 +308,8 @@ async fn undo_touches_only_the_runs_own_actions() {
     })
     .await;
     let dir = TempDir::new("undo-scope");
-    let active = with_health(&sim, "Active", 7);
-    let offline = with_health(&sim, "Inactive", 3);
+    let active = pick(&sim, 7, "Active", false);
+    let offline = pick(&sim, 3, "Inactive", false);
     let (a_active, b_active) = active.split_at(4);
     let (a_offline, shared) = offline.split_at(2);
 

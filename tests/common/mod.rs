@@ -99,6 +99,12 @@ pub fn text(out: &Output) -> String {
 /// Machines of the simulator's fleet that accept every action: online,
 /// Windows, with a unique name.
 pub fn windows_online(sim: &Sim, n: usize) -> Vec<Machine> {
+    pick(sim, n, "Active", true)
+}
+
+/// `n` machines of the fleet with this health status and a unique name
+/// (re-imaged twins left out), Windows only if asked.
+pub fn pick(sim: &Sim, n: usize, health: &str, windows_only: bool) -> Vec<Machine> {
     let fleet = sim.fleet();
     let mut names: HashMap<String, usize> = HashMap::new();
     for m in &fleet {
@@ -107,14 +113,19 @@ pub fn windows_online(sim: &Sim, n: usize) -> Vec<Machine> {
     let picked: Vec<Machine> = fleet
         .into_iter()
         .filter(|m| {
-            !m.is_linux_or_macos()
-                && m.health_status.as_deref() == Some("Active")
+            (!windows_only || !m.is_linux_or_macos())
+                && m.health_status.as_deref() == Some(health)
                 && names[m.computer_dns_name.as_deref().unwrap_or_default()] == 1
         })
         .take(n)
         .collect();
-    assert_eq!(picked.len(), n, "the fleet has too few Windows machines online");
+    assert_eq!(picked.len(), n, "the fleet has too few {health} machines");
     picked
+}
+
+/// Calls the simulator counted for one API (`by_api` key).
+pub fn api_calls(sim: &Sim, api: &str) -> u64 {
+    stats(sim).by_api.get(api).map_or(0, |a| a.calls)
 }
 
 /// An input CSV with `machine_id,owner` for these machines.
