@@ -150,8 +150,9 @@ pub async fn run<T: Transport>(
         let input = input.clone();
         let config = config.clone();
         let stop = stop.clone();
+        let valid_rows = survey.rows.saturating_sub(survey.invalid_rows) as usize;
         tokio::task::spawn_blocking(move || {
-            read_items(&input, &config, &prepared, done_rows, &stop, &tx)
+            read_items(&input, &config, &prepared, done_rows, valid_rows, &stop, &tx)
         })
     };
     let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -379,16 +380,19 @@ impl Reorder {
 }
 
 /// The reader thread: streams the input again and decides each row.
+/// `valid_rows` (from the survey) sizes the duplicate map once: growing it
+/// would briefly hold the old and the new table, half as much again at peak.
 fn read_items(
     input: &Input,
     config: &RunConfig,
     prepared: &Prepared,
     mut done_rows: HashMap<u64, ResultRow>,
+    valid_rows: usize,
     stop: &Stop,
     tx: &mpsc::Sender<Item>,
 ) -> Result<(), RunError> {
     let columns = input.columns();
-    let mut seen: HashMap<u128, u64> = HashMap::new();
+    let mut seen: HashMap<[u64; 2], u64> = HashMap::with_capacity(valid_rows);
     let mut seq = 0u64;
     for record in input.records()? {
         if stop.is_set() {
@@ -455,7 +459,7 @@ fn decide(
     plan: RowPlan,
     config: &RunConfig,
     prepared: &Prepared,
-    seen: &mut HashMap<u128, u64>,
+    seen: &mut HashMap<[u64; 2], u64>,
     seq: u64,
     user: Vec<String>,
 ) -> Item {
@@ -495,8 +499,10 @@ fn decide(
 }
 
 /// 128-bit key of machine + action + parameters (comment excluded: it does
-/// not change what happens to the device).
-fn dedupe_key(machine_id: &str, plan: &RowPlan) -> u128 {
+/// not change what happens to the device). Two `u64` halves rather than a
+/// `u128`: the map holds one entry per row, and a `u128`'s 16-byte alignment
+/// pads each entry from 24 to 32 bytes.
+fn dedupe_key(machine_id: &str, plan: &RowPlan) -> [u64; 2] {
     let mut halves = [0u64; 2];
     for (salt, half) in halves.iter_mut().enumerate() {
         let mut h = DefaultHasher::new();
@@ -508,7 +514,7 @@ fn dedupe_key(machine_id: &str, plan: &RowPlan) -> u128 {
         plan.scan_type.hash(&mut h);
         *half = h.finish();
     }
-    (u128::from(halves[0]) << 64) | u128::from(halves[1])
+    halves
 }
 
 /// Settles the rows an earlier run left in doubt: each is looked up on the
