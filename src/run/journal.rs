@@ -2,13 +2,23 @@
 //! makes a run crash-safe.
 //!
 //! - Before a request leaves, an *intent* record (line, machine, action,
-//!   time) is durable; when a row settles, its full result record is durable.
-//!   A line with an intent but no result after a crash was *in doubt*: sent,
-//!   answer unknown.
-//! - Durability uses group commit: one writer thread writes whatever records
-//!   are queued, calls `fdatasync` once for the batch, then acknowledges every
-//!   record in it. Under load batches grow, so fsync cost bounds latency, not
-//!   throughput.
+//!   time) is written to the file, so it survives the process dying at any
+//!   instant; when a row settles, its full result record is written and made
+//!   durable (fsync) before the row counts as done. A line with an intent but
+//!   no result after a crash was *in doubt*: sent, answer unknown.
+//! - Intents are written at once; settled rows are buffered and written by
+//!   the next commit; every `write` happens under one lock, so records never
+//!   interleave. Durability uses group commit: a syncer thread gathers every
+//!   waiter that arrives within [`LINGER`] of the first, writes the buffered
+//!   rows, calls `fdatasync` once for all of them (which also syncs the
+//!   intents written meanwhile) and wakes them. Under load a batch holds hundreds of rows, so fsync cost never
+//!   limits throughput; commits are never more than a few milliseconds apart
+//!   while rows settle.
+//! - An intent reaches the disk with the next commit, a few milliseconds
+//!   later. Only a power loss inside that window can lose one for a request
+//!   already sent; a resumed run then finds that action still pending in its
+//!   pre-flight look-up and records the row `already_pending` instead of
+//!   sending it again.
 //! - The file carries an OS lock (`flock`) for the life of the run, so two
 //!   runs on the same results file cannot interleave; the OS drops it if the
 //!   process dies.
@@ -20,6 +30,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -84,26 +95,43 @@ pub struct Recovered {
     pub in_doubt: HashMap<u64, Intent>,
 }
 
-/// Work for the writer thread.
-enum Cmd {
-    /// Append these bytes; acknowledge once durable.
-    Append(Vec<u8>, Option<oneshot::Sender<()>>),
-}
+/// How long the syncer waits for more rows to join a commit once one asks.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// An open, locked journal with its group-commit writer.
+/// An open, locked journal with its group-commit syncer.
 #[derive(Debug)]
 pub struct Journal {
-    /// Queue to the writer thread.
-    tx: std_mpsc::Sender<Cmd>,
+    /// The file and the settled rows not yet written to it. Intents are
+    /// written at once (with any rows waiting), rows at the next commit, each
+    /// time in one `write` under the lock, so records never interleave.
+    file: Arc<Mutex<Appender>>,
+    /// Requests for durability, answered once everything written before the
+    /// request is on disk.
+    sync: std_mpsc::Sender<oneshot::Sender<()>>,
     /// Where it lives.
     path: PathBuf,
-    /// The writer thread, joined on close.
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The syncer thread, joined on close.
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmd")
+/// The journal file and the bytes of settled rows waiting to be written.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    rows: Vec<u8>,
+}
+
+impl Appender {
+    /// Writes the waiting rows and then `extra` in one `write`.
+    fn write(&mut self, extra: &[u8]) {
+        self.rows.extend_from_slice(extra);
+        if self.rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(&self.rows) {
+            tracing::error!(error = %e, "journal write failed; the run can no longer be resumed exactly");
+        }
+        self.rows.clear();
     }
 }
 
@@ -142,13 +170,23 @@ impl Journal {
                 let _ = d.sync_all();
             }
         }
+        let sync_handle = file.try_clone().map_err(io)?;
+        let appender = Arc::new(Mutex::new(Appender { file, rows: Vec::with_capacity(64 * 1024) }));
         let (tx, rx) = std_mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || write_loop(file, rx))
-            .map_err(io)?;
+        let syncer = {
+            let appender = appender.clone();
+            std::thread::Builder::new()
+                .name("journal-sync".into())
+                .spawn(move || sync_loop(&appender, &sync_handle, &rx))
+                .map_err(io)?
+        };
         Ok((
-            Journal { tx, path: path.to_path_buf(), writer: std::sync::Mutex::new(Some(writer)) },
+            Journal {
+                file: appender,
+                sync: tx,
+                path: path.to_path_buf(),
+                syncer: Mutex::new(Some(syncer)),
+            },
             recovered,
         ))
     }
@@ -158,49 +196,50 @@ impl Journal {
         &self.path
     }
 
-    /// Records, durably, that a request for `line` is about to leave.
-    pub async fn intent(&self, line: u64, machine_id: &str, action: ActionKind, at: SystemTime) {
+    /// Records that a request for `line` is about to leave (written to the
+    /// file before the request is sent; on disk with the next commit).
+    pub fn intent(&self, line: u64, machine_id: &str, action: ActionKind, at: SystemTime) {
         let intent = Intent {
             line,
             machine_id: machine_id.to_string(),
             action: action.cli_name().to_string(),
             at: format_utc(at),
         };
-        self.append(&Record::Intent(intent), true).await;
+        self.appender().write(&encode(&Record::Intent(intent)));
     }
 
     /// Records, durably, that a row settled.
     pub async fn row(&self, row: &ResultRow) {
-        self.append(&Record::Row(row.clone()), true).await;
+        self.row_nowait(row);
+        self.flush().await;
     }
 
-    /// Queues a settled row without waiting for it to be durable (rows that
-    /// cost no request: they are recomputed identically after a crash).
+    /// Records a settled row without waiting: it is written and made durable
+    /// by the next commit ([`Journal::flush`]), which must come before the
+    /// row is counted as done.
     pub fn row_nowait(&self, row: &ResultRow) {
-        let _ = self.tx.send(Cmd::Append(encode(&Record::Row(row.clone())), None));
+        let bytes = encode(&Record::Row(row.clone()));
+        self.appender().rows.extend_from_slice(&bytes);
     }
 
-    async fn append(&self, record: &Record, wait: bool) {
-        let (ack, done) = oneshot::channel();
-        if self.tx.send(Cmd::Append(encode(record), wait.then_some(ack))).is_ok() && wait {
-            // An error means the writer died; its failure is already logged.
-            let _ = done.await;
-        }
+    fn appender(&self) -> std::sync::MutexGuard<'_, Appender> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits until everything queued so far is durable.
+    /// Waits until everything written so far is durable.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Cmd::Append(Vec::new(), Some(ack))).is_ok() {
+        if self.sync.send(ack).is_ok() {
+            // An error means the syncer died; its failure is already logged.
             let _ = done.await;
         }
     }
 
-    /// Flushes and stops the writer; the lock is released when the file closes.
+    /// Flushes and stops the syncer; the lock is released when the file closes.
     pub async fn close(self) {
         self.flush().await;
-        drop(self.tx);
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        drop(self.sync);
+        let handle = self.syncer.lock().ok().and_then(|mut w| w.take());
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
@@ -214,26 +253,30 @@ fn encode(record: &Record) -> Vec<u8> {
     line
 }
 
-/// The writer thread: group commit until the queue closes.
-fn write_loop(mut file: File, rx: std_mpsc::Receiver<Cmd>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut acks = Vec::new();
+/// The syncer thread: group commit until the journal closes. Each commit
+/// takes every request that arrives within [`LINGER`] of the first one.
+fn sync_loop(
+    appender: &Mutex<Appender>,
+    file: &File,
+    rx: &std_mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut waiters = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(Cmd::Append(bytes, ack)) = next {
-            buf.extend_from_slice(&bytes);
-            acks.extend(ack);
-            next = if buf.len() < (1 << 20) { rx.try_recv().ok() } else { None };
-        }
-        if !buf.is_empty() {
-            let res = file.write_all(&buf).and_then(|()| file.sync_data());
-            if let Err(e) = res {
-                tracing::error!(error = %e, "journal write failed; the run can no longer be resumed exactly");
+        waiters.push(first);
+        let deadline = std::time::Instant::now() + LINGER;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(w) => waiters.push(w),
+                Err(_) => break,
             }
-            buf.clear();
         }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        appender.lock().unwrap_or_else(PoisonError::into_inner).write(&[]);
+        if let Err(e) = file.sync_data() {
+            tracing::error!(error = %e, "journal sync failed; the run can no longer be resumed exactly");
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
         }
     }
 }
@@ -312,9 +355,9 @@ mod tests {
         {
             let (j, rec) = Journal::open(path, false).unwrap();
             assert!(rec.rows.is_empty());
-            j.intent(2, "m2", ActionKind::Isolate, SystemTime::now()).await;
+            j.intent(2, "m2", ActionKind::Isolate, SystemTime::now());
             j.row(&row(2, Status::Submitted)).await;
-            j.intent(3, "m3", ActionKind::Isolate, SystemTime::now()).await;
+            j.intent(3, "m3", ActionKind::Isolate, SystemTime::now());
             j.row_nowait(&row(4, Status::Invalid));
             j.close().await;
         }

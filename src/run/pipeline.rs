@@ -171,8 +171,10 @@ pub async fn run<T: Transport>(
                     Item::Send { seq, user, job } => {
                         let task = tokio::spawn(async move {
                             let row = execute(&ctx, &job).await;
+                            // Written now; made durable by the next group
+                            // commit, before the row is counted (below).
                             if let (Some(row), Some(j)) = (&row, &ctx.journal) {
-                                j.row(row).await;
+                                j.row_nowait(row);
                             }
                             row
                         });
@@ -193,23 +195,42 @@ pub async fn run<T: Transport>(
     let mut open: Vec<Open> = Vec::new();
     let run_began =
         SystemTime::now().checked_sub(started.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
-    while let Some(done) = results.next().await {
-        for (user, row) in order.push(done) {
-            summary.count(&row);
-            progress.row_done(&row);
-            sink.write_row(&user, &row).map_err(io_err)?;
-            open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
+    // A row counts as done only once its journal record is durable. Rows
+    // ready in order wait for one group commit together, while the pool keeps
+    // taking and finishing rows: the commit is awaited beside the stream,
+    // never in front of it.
+    let mut ready: Vec<Settled> = Vec::new();
+    let mut committing: Option<(Vec<Settled>, Commit)> = None;
+    let mut stream_done = false;
+    loop {
+        if committing.is_none() && !ready.is_empty() {
+            committing = Some((std::mem::take(&mut ready), commit(journal.clone())));
         }
-        if last_flush.elapsed() >= FLUSH_EVERY {
-            sink.flush().map_err(io_err)?;
-            last_flush = Instant::now();
+        if stream_done && committing.is_none() {
+            break;
         }
-    }
-    for (user, row) in order.drain() {
-        summary.count(&row);
-        progress.row_done(&row);
-        sink.write_row(&user, &row).map_err(io_err)?;
-        open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
+        tokio::select! {
+            done = results.next(), if !stream_done => match done {
+                Some(done) => ready.extend(order.push(done)),
+                None => {
+                    stream_done = true;
+                    ready.extend(order.drain());
+                }
+            },
+            () = async { if let Some((_, c)) = committing.as_mut() { c.await } }, if committing.is_some() => {
+                let batch = committing.take().map(|(batch, _)| batch).unwrap_or_default();
+                for (user, row) in batch {
+                    summary.count(&row);
+                    progress.row_done(&row);
+                    sink.write_row(&user, &row).map_err(io_err)?;
+                    open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
+                }
+                if last_flush.elapsed() >= FLUSH_EVERY {
+                    sink.flush().map_err(io_err)?;
+                    last_flush = Instant::now();
+                }
+            }
+        }
     }
     summary.unsent = order.gaps;
     if config.dry_run {
@@ -295,6 +316,21 @@ fn open_sink(
     Ok(output::sink(format, target, columns.user_columns()))
 }
 
+/// A settled row with the user's columns, in input order.
+type Settled = (Vec<String>, ResultRow);
+
+/// A pending group commit of the journal (immediate without a journal).
+type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Makes everything written to the journal so far durable.
+fn commit(journal: Option<Arc<Journal>>) -> Commit {
+    Box::pin(async move {
+        if let Some(j) = journal {
+            j.flush().await;
+        }
+    })
+}
+
 /// `<results>.partial`: where results are written until the run ends.
 fn partial_path(results: &Path) -> PathBuf {
     let mut name = results.as_os_str().to_owned();
@@ -352,7 +388,7 @@ struct Reorder {
 }
 
 impl Reorder {
-    fn push(&mut self, done: Done) -> Vec<(Vec<String>, ResultRow)> {
+    fn push(&mut self, done: Done) -> Vec<Settled> {
         self.pending.insert(done.seq, done);
         let mut out = Vec::new();
         while let Some(d) = self.pending.remove(&self.next) {
@@ -366,7 +402,7 @@ impl Reorder {
     }
 
     /// Whatever is left (only after a stop, when some rows never settled).
-    fn drain(&mut self) -> Vec<(Vec<String>, ResultRow)> {
+    fn drain(&mut self) -> Vec<Settled> {
         let pending = std::mem::take(&mut self.pending);
         let mut out = Vec::new();
         for (_, d) in pending {

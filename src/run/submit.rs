@@ -150,8 +150,8 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         let started = ctx.acquire_or_stop(api).await?;
         let sent_at = SystemTime::now();
         if let Some(j) = &ctx.journal {
-            // The intent is durable before the request leaves.
-            j.intent(job.line, &job.machine_id, job.action, sent_at).await;
+            // The intent is in the journal before the request leaves.
+            j.intent(job.line, &job.machine_id, job.action, sent_at);
         }
         first_sent.get_or_insert(sent_at);
         if row.requested_at.is_empty() {
