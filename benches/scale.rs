@@ -71,10 +71,10 @@ fn dry_run(input: &Path, results: &Path) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdebulk"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        // A dry run sends nothing: the credentials and the address are never used.
-        .env("MDE_TOKEN", "bench-token-unused")
-        .env("MDE_API_URL", "http://127.0.0.1:9")
-        .args(["run", "--dry-run", "--action", "isolate", "--comment", "bench", "--no-progress"])
+        // A dry run sends no action but makes its read calls (the pre-flight
+        // look-up of pending actions): against the simulator, in-process.
+        .args(["run", "--dry-run", "--simulate", "--action", "isolate", "--comment", "bench"])
+        .arg("--no-progress")
         .arg("--force")
         .arg("-o")
         .arg(results)

@@ -13,12 +13,13 @@
 //!   up to twice the quota, which is why they are not used here.
 //! - Waiters queue on a FIFO mutex per lane, so calls start in the order they
 //!   asked and nobody stampedes when a slot frees.
-//! - A call is counted from its start, and once its answer is in, from the
-//!   answer ([`Pacer::finished`]). The server counts each call somewhere in
-//!   between, so reusing a slot a full window after the answer is safe
-//!   however long the server took to count it — a burst of 100 that the
-//!   server works through over 50 ms cannot overlap the next burst. The cost
-//!   is one round trip per window, under 1% at the API's one-minute window.
+//! - A call is counted from its start (plus a margin for the unknown delay
+//!   before the server counts it), and once its answer is in, from the
+//!   answer ([`Pacer::finished`]): the server counted it before answering, so
+//!   reusing the slot a plain window after the answer is safe however long
+//!   the server took — a burst of 100 that the server works through over
+//!   50 ms cannot overlap the next burst. The cost is at most one round trip
+//!   per window, under 1% at the API's one-minute window.
 //! - A 429 closes the lane's gate until its Retry-After: every call to that
 //!   API waits, not only the one that was refused.
 //!
@@ -181,9 +182,17 @@ impl Pacer {
     /// (or failed) now: its slot is counted from now on, so a server that
     /// counted it late still never sees more than N in a window.
     pub fn finished(&self, api: Api, started: Instant) {
+        let now = Instant::now();
         let lane = self.lane(api);
         let mut st = lane.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.windows.reschedule(started, Instant::now());
+        // The server counted the call before it answered, so the slot frees
+        // a plain window after the answer: the margin that covers the unknown
+        // counting delay of an unanswered call is not needed any more (the
+        // enforced window includes it, so the entry moves back by it).
+        st.windows.reschedule_each(started, |enforced| {
+            let margin = enforced.window.saturating_sub(self.configured(enforced).window);
+            now.checked_sub(margin).unwrap_or(now)
+        });
     }
 
     /// Holds every call to `api` until `until` (a 429's Retry-After). The
@@ -310,6 +319,21 @@ mod tests {
         pacer.finished(api, first); // answered after 3 s
         assert_eq!(pacer.acquire(api).await - t0, Duration::from_secs(10));
         assert_eq!(pacer.acquire(api).await - t0, Duration::from_secs(13));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_slot_frees_a_plain_window_after_the_answer() {
+        let pacer = Pacer::new(&[lim(1, 1000)], Some(Duration::from_millis(100)));
+        let api = Api::GetAction;
+        let t0 = Instant::now();
+        let first = pacer.acquire(api).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pacer.finished(api, first);
+        // Answer at 20 ms: the server counted it by then, so 1020 ms is safe
+        // (an unanswered call would have held the slot until 1100 ms).
+        assert_eq!(pacer.acquire(api).await - t0, Duration::from_millis(1020));
+        // Unanswered: start + window + margin.
+        assert_eq!(pacer.acquire(api).await - t0, Duration::from_millis(2120));
     }
 
     #[tokio::test(start_paused = true)]

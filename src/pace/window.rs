@@ -169,7 +169,7 @@ impl Windows {
         }
     }
 
-    /// Moves a counted call from `from` to the later instant `to` (sliding
+    /// Moves a counted call from `from` to the instant `to` (sliding
     /// model only; the others have no per-call record). The runner counts a
     /// call from its start, then, once the answer is in, from the answer: a
     /// server counts a call somewhere between the two, so a slot reused a
@@ -177,7 +177,13 @@ impl Windows {
     /// clock, however late the server counted. A call no longer in the log
     /// (already a window old) is left alone.
     pub fn reschedule(&mut self, from: Instant, to: Instant) {
+        self.reschedule_each(from, |_| to);
+    }
+
+    /// [`Windows::reschedule`] with a new instant per limit.
+    pub fn reschedule_each(&mut self, from: Instant, to: impl Fn(Limit) -> Instant) {
         for (limit, counter) in &mut self.limits {
+            let to = to(*limit);
             if let Counter::Sliding(log) = counter {
                 let Some(i) = log.iter().rposition(|t| *t == from) else { continue };
                 log.remove(i);
