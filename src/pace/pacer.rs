@@ -231,14 +231,16 @@ impl Pacer {
     }
 
     /// When the `n`-th of `n` calls to one fresh API, all ready at once,
-    /// would start, relative to the first: the exact schedule this pacer
-    /// follows, for estimates. No pacing → zero.
+    /// would start, relative to the first: the schedule this pacer follows
+    /// when answers come back promptly (an answered call frees its slot a
+    /// plain window after its answer, so the margin drops out; each slower
+    /// answer adds its round trip once per window). For estimates.
     pub fn schedule(&self, n: u64) -> Duration {
-        if n == 0 || self.enforced.is_empty() {
+        if n == 0 || self.limits.is_empty() {
             return Duration::ZERO;
         }
         let t0 = Instant::now();
-        let mut w = Windows::new(WindowModel::Sliding, &self.enforced, t0);
+        let mut w = Windows::new(WindowModel::Sliding, &self.limits, t0);
         let mut t = t0;
         for _ in 0..n {
             t = w.earliest(t);
@@ -366,7 +368,17 @@ mod tests {
         assert_eq!(default_margin(Duration::from_secs(1)), Duration::from_millis(10));
         assert_eq!(default_margin(Duration::from_secs(3600)), MAX_MARGIN);
         let p = Pacer::new(&[lim(10, 1000)], None);
-        assert_eq!(p.schedule(11), Duration::from_millis(1010));
+        assert_eq!(p.schedule(11), Duration::from_millis(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_call_holds_its_slot_for_the_window_and_the_margin() {
+        let p = Pacer::new(&[lim(10, 1000)], None);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            p.acquire(Api::GetAction).await;
+        }
+        assert_eq!(p.acquire(Api::GetAction).await - t0, Duration::from_millis(1010));
     }
 
     /// The contract, over random arrival patterns in paused time: (1) no span
