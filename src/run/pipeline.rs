@@ -263,8 +263,7 @@ pub async fn run<T: Transport>(
         }
     }
     summary.throttled = ctx.throttled.load(std::sync::atomic::Ordering::Relaxed);
-    summary.elapsed = started.elapsed();
-    summary.stopped = stop.reason();
+    summary.stamp(started, &stop);
     Ok(summary)
 }
 

@@ -108,8 +108,7 @@ pub async fn status<T: Transport>(
     let result = follow_up(config, transport, &stop, format, &lock).await;
     lock.release().await;
     let mut summary = result?;
-    summary.elapsed = started.elapsed();
-    summary.stopped = stop.reason();
+    summary.stamp(started, &stop);
     Ok(summary)
 }
 

@@ -50,6 +50,12 @@ impl Summary {
         Summary { results, dry_run, ..Summary::default() }
     }
 
+    /// Records how long the command took and whether a stop cut it short.
+    pub fn stamp(&mut self, started: tokio::time::Instant, stop: &super::Stop) {
+        self.elapsed = started.elapsed();
+        self.stopped = stop.reason();
+    }
+
     /// Counts one settled row.
     pub fn count(&mut self, row: &ResultRow) {
         if let Some(s) = row.status

@@ -388,8 +388,7 @@ pub async fn undo<T: Transport>(
     let result = undo_locked(config, transport, &stop, first).await;
     lock.release().await;
     let mut summary = result?;
-    summary.elapsed = started.elapsed();
-    summary.stopped = stop.reason();
+    summary.stamp(started, &stop);
     Ok(summary)
 }
 
