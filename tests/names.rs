@@ -157,16 +157,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
         five.push_str(&format!("host-{i:05}\n"));
     }
     let input = dir.write("five.csv", five);
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-    ]);
+    let cmd = isolate(&sim, &input, &["--dry-run"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(api_calls(&sim, "GET machines"), 1, "five names: one filter call");
@@ -183,16 +174,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
         many.push_str(&format!("host-{i:05}.contoso.test\n"));
     }
     let input = dir.write("many.csv", many);
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-    ]);
+    let cmd = isolate(&sim, &input, &["--dry-run"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "twins are ambiguous: {}", text(&out));
     assert_eq!(api_calls(&sim, "GET machines"), 2, "300 names: one listing call");
@@ -227,16 +209,7 @@ async fn entra_device_ids_and_ip_addresses_resolve_too() {
             "0e0e0e0e-0000-4000-8000-000000000000"
         ),
     );
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        input.to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-    ]);
+    let cmd = isolate(&sim, &input, &["--dry-run"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let rows = read_results(&dir.path("other.results.csv"));

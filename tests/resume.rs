@@ -131,18 +131,8 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
     assert_eq!(&headers[..2], ["note", "owner"]);
     // Full round trip of every user cell through a replay of all rows (dry run: nothing sent).
     let before = stats(&sim).actions_created;
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        first.to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "-o",
-    ])
-    .arg(dir.path("again.results.csv"));
+    let mut cmd = isolate(&sim, &first, &["--dry-run", "-o"]);
+    cmd.arg(dir.path("again.results.csv"));
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let original: Vec<Vec<String>> = csv::Reader::from_reader(csv.as_bytes())
@@ -161,31 +151,11 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
     assert_eq!(again, original);
     assert_eq!(stats(&sim).actions_created, before, "a dry run sent an action");
     // JSONL round trip too.
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        first.to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "-o",
-    ])
-    .arg(dir.path("again.jsonl"));
+    let mut cmd = isolate(&sim, &first, &["--dry-run", "-o"]);
+    cmd.arg(dir.path("again.jsonl"));
     assert_eq!(output(cmd).await.status.code(), Some(0));
-    let mut cmd = mdebulk(&sim);
-    cmd.args([
-        "run",
-        dir.path("again.jsonl").to_str().unwrap(),
-        "--dry-run",
-        "--action",
-        "isolate",
-        "--comment",
-        "x",
-        "-o",
-    ])
-    .arg(dir.path("twice.jsonl"));
+    let mut cmd = isolate(&sim, &dir.path("again.jsonl"), &["--dry-run", "-o"]);
+    cmd.arg(dir.path("twice.jsonl"));
     assert_eq!(output(cmd).await.status.code(), Some(0));
     let twice: Vec<serde_json::Value> = std::fs::read_to_string(dir.path("twice.jsonl"))
         .unwrap()
