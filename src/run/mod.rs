@@ -198,3 +198,33 @@ where
         .map_err(|e| RunError::Internal(e.to_string()))?
         .map_err(Into::into)
 }
+
+/// `<file>.partial`: where a results file is written until its command
+/// ends, then renamed into place.
+pub(crate) fn partial_path(file: &std::path::Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Asks a person to type `expected` before something that changes devices;
+/// refuses with `refuse` when nobody can be asked (no terminal) or the
+/// answer differs. `--yes` is the caller's business.
+pub(crate) fn confirm_typed(
+    interactive: bool,
+    prompt: &str,
+    expected: &str,
+    refuse: String,
+) -> Result<(), RunError> {
+    use std::io::{IsTerminal, Write};
+    if !interactive || !std::io::stdin().is_terminal() {
+        return Err(RunError::NotConfirmed(refuse));
+    }
+    eprint!("{prompt}\nType '{expected}' to continue: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != expected {
+        return Err(RunError::NotConfirmed(format!("not confirmed; nothing was sent ({refuse})")));
+    }
+    Ok(())
+}

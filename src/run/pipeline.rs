@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -97,7 +97,7 @@ pub async fn run<T: Transport>(
     // Phase 2: results target, credentials, journal — in that order, so a
     // refused run leaves nothing behind and sends nothing.
     let (results_path, partial_path) = match &config.results {
-        ResultsTarget::File(p) => (Some(p.clone()), Some(partial_path(p))),
+        ResultsTarget::File(p) => (Some(p.clone()), Some(super::partial_path(p))),
         ResultsTarget::Stdout => (None, None),
     };
     if let Some(path) = &results_path {
@@ -330,13 +330,6 @@ fn commit(journal: Option<Arc<Journal>>) -> Commit {
     })
 }
 
-/// `<results>.partial`: where results are written until the run ends.
-fn partial_path(results: &Path) -> PathBuf {
-    let mut name = results.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
 /// Applies `--resume`/`--force` to an existing results file: without either,
 /// an existing results file (or its journal) is never touched.
 fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
@@ -361,19 +354,12 @@ fn confirm_irreversible(config: &RunConfig, survey: &Survey) -> Result<(), RunEr
     let refuse = format!(
         "{n} row(s) would OFFBOARD devices, which cannot be undone through the API: add --yes to confirm"
     );
-    if !config.interactive || !std::io::stdin().is_terminal() {
-        return Err(RunError::NotConfirmed(refuse));
-    }
-    eprint!(
-        "About to OFFBOARD {n} device(s). Offboarding cannot be undone through the API.\nType 'offboard {n}' to continue: "
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != format!("offboard {n}")
-    {
-        return Err(RunError::NotConfirmed(format!("not confirmed; nothing was sent ({refuse})")));
-    }
-    Ok(())
+    super::confirm_typed(
+        config.interactive,
+        &format!("About to OFFBOARD {n} device(s). Offboarding cannot be undone through the API."),
+        &format!("offboard {n}"),
+        refuse,
+    )
 }
 
 /// Puts rows back in input order. Holds only rows that finished ahead of

@@ -27,7 +27,7 @@
 //! again is safe: what was undone shows up as already released or cancelled.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -347,25 +347,14 @@ fn confirm(config: &UndoConfig, own: u64) -> Result<(), RunError> {
     let refuse = format!(
         "undo changes devices (up to {own} row(s) of {file} may be released or cancelled): add --yes to confirm"
     );
-    if !config.interactive || !std::io::stdin().is_terminal() {
-        return Err(RunError::NotConfirmed(refuse));
-    }
-    eprint!(
-        "About to undo what {file} did on up to {own} device(s): release isolations, lift app restrictions, cancel actions still pending.\nType 'undo {own}' to continue: "
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != format!("undo {own}") {
-        return Err(RunError::NotConfirmed(format!("not confirmed; nothing was sent ({refuse})")));
-    }
-    Ok(())
-}
-
-/// `<output>.partial`: where the undo's results are written until it ends.
-fn partial_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
+    super::confirm_typed(
+        config.interactive,
+        &format!(
+            "About to undo what {file} did on up to {own} device(s): release isolations, lift app restrictions, cancel actions still pending."
+        ),
+        &format!("undo {own}"),
+        refuse,
+    )
 }
 
 /// Undoes what the run behind `config.results` did and writes the undo's
@@ -422,7 +411,7 @@ async fn undo_locked<T: Transport>(
         format!("mdebulk undo of {name}")
     });
 
-    let partial = partial_path(&config.output);
+    let partial = super::partial_path(&config.output);
     let io = |source| RunError::Io { path: partial.clone(), source };
     let out = std::fs::File::create(&partial).map_err(io)?;
     let format = ResultFormat::for_path(&config.output);
