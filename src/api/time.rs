@@ -8,18 +8,37 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Formats `t` as `YYYY-MM-DDTHH:MM:SS.fffffffZ` (100 ns ticks, like .NET).
+///
+/// Digits are placed by hand: every request and every simulated action
+/// stamps a time, and `format!` with padding cost twenty times as much.
 pub fn format_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs();
     let ticks = d.subsec_nanos() / 100;
     let (y, m, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{ticks:07}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    let (hh, mm, ss) = (rem / 3600, (rem / 60) % 60, rem % 60);
+    if y > 9999 {
+        // Past the format's four-digit years: no service time is; kept exact.
+        return format!("{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{ticks:07}Z");
+    }
+    let mut out = *b"0000-00-00T00:00:00.0000000Z";
+    digits(&mut out[0..4], y as u64);
+    digits(&mut out[5..7], u64::from(m));
+    digits(&mut out[8..10], u64::from(day));
+    digits(&mut out[11..13], hh);
+    digits(&mut out[14..16], mm);
+    digits(&mut out[17..19], ss);
+    digits(&mut out[20..27], u64::from(ticks));
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Writes the last `dst.len()` decimal digits of `n` into `dst`.
+fn digits(dst: &mut [u8], mut n: u64) {
+    for b in dst.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Parses an ISO-8601 UTC timestamp: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)?`.
@@ -109,6 +128,28 @@ mod tests {
         {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn matches_the_padded_format_everywhere() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let t =
+                UNIX_EPOCH + Duration::new(rng.u64(0..253_402_300_800), rng.u32(0..1_000_000_000));
+            let d = t.duration_since(UNIX_EPOCH).unwrap();
+            let (y, m, day) = civil_from_days((d.as_secs() / 86_400) as i64);
+            let rem = d.as_secs() % 86_400;
+            let expected = format!(
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:07}Z",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60,
+                d.subsec_nanos() / 100
+            );
+            assert_eq!(format_utc(t), expected);
+        }
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(format_utc(far), "10000-01-01T00:00:00.0000000Z");
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!   reusing the slot a plain window after the answer is safe however long
 //!   the server took — a burst of 100 that the server works through over
 //!   50 ms cannot overlap the next burst. The cost is at most one round trip
-//!   per window, under 1% at the API's one-minute window.
+//!   per window, under 1% at the API's one-minute window. An answer also
+//!   wakes the caller already asleep for a slot, whose wake-up time was
+//!   computed from the unanswered starts (window and margin).
 //! - A 429 closes the lane's gate until its Retry-After: every call to that
 //!   API waits, not only the one that was refused.
 //!
@@ -83,6 +85,10 @@ struct Lane {
     turn: tokio::sync::Mutex<()>,
     /// Counted starts, the 429 gate and the current hold.
     state: Mutex<LaneState>,
+    /// Wakes the caller waiting for a slot when an answer moves a counted
+    /// call (see [`Pacer::finished`]): the slot it waits for may free
+    /// earlier than it computed when it went to sleep.
+    recounted: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -129,6 +135,7 @@ impl Pacer {
                         hold: None,
                         started: 0,
                     }),
+                    recounted: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -140,6 +147,11 @@ impl Pacer {
         let lane = self.lane(api);
         let _turn = lane.turn.lock().await;
         loop {
+            // Registered before the state is read, so an answer that comes
+            // in between still wakes this caller.
+            let recounted = lane.recounted.notified();
+            tokio::pin!(recounted);
+            recounted.as_mut().enable();
             let now = Instant::now();
             let wait = {
                 let mut st = lane.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -167,9 +179,13 @@ impl Pacer {
                     }
                 }
             };
-            // The gate may move while we sleep (another call drew a 429); the
-            // loop re-checks everything after waking.
-            tokio::time::sleep_until(wait).await;
+            // The gate may move while we sleep (another call drew a 429), and
+            // an answer may free a slot sooner; the loop re-checks
+            // everything after waking.
+            tokio::select! {
+                () = tokio::time::sleep_until(wait) => {}
+                () = &mut recounted => {}
+            }
         }
     }
 
@@ -193,6 +209,8 @@ impl Pacer {
             let margin = enforced.window.saturating_sub(self.configured(enforced).window);
             now.checked_sub(margin).unwrap_or(now)
         });
+        drop(st);
+        lane.recounted.notify_waiters();
     }
 
     /// Holds every call to `api` until `until` (a 429's Retry-After). The
@@ -336,6 +354,27 @@ mod tests {
         assert_eq!(pacer.acquire(api).await - t0, Duration::from_millis(1020));
         // Unanswered: start + window + margin.
         assert_eq!(pacer.acquire(api).await - t0, Duration::from_millis(2120));
+    }
+
+    /// A caller already asleep for a slot when the answer comes in wakes a
+    /// plain window after the answer, not a window and the margin after the
+    /// start it computed its sleep from.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_wakes_the_caller_already_waiting_for_its_slot() {
+        let pacer = Arc::new(Pacer::new(&[lim(2, 1000)], Some(Duration::from_millis(100))));
+        let api = Api::GetAction;
+        let t0 = Instant::now();
+        let first = pacer.acquire(api).await;
+        let second = pacer.acquire(api).await;
+        let waiter = {
+            let p = pacer.clone();
+            tokio::spawn(async move { p.acquire(api).await - t0 })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pacer.holds()[0].until, t0 + Duration::from_millis(1100));
+        pacer.finished(api, first);
+        pacer.finished(api, second);
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(1020));
     }
 
     #[tokio::test(start_paused = true)]

@@ -149,13 +149,14 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
     loop {
         let started = ctx.acquire_or_stop(api).await?;
         let sent_at = SystemTime::now();
+        let sent_at_text = format_utc(sent_at);
         if let Some(j) = &ctx.journal {
             // The intent is in the journal before the request leaves.
-            j.intent(job.line, &job.machine_id, job.action, sent_at);
+            j.intent(job.line, &job.machine_id, job.action, &sent_at_text).await;
         }
         first_sent.get_or_insert(sent_at);
         if row.requested_at.is_empty() {
-            row.requested_at = format_utc(sent_at);
+            row.requested_at = sent_at_text;
         }
         row.attempts += 1;
         let result = ctx.transport.submit(&job.machine_id, job.action, &job.body).await;
