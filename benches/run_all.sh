@@ -2,8 +2,8 @@
 # Runs every whole-run benchmark of mdebulk (pacing, overhead, scale) and
 # prints one markdown table with the numbers, the targets and the machine.
 #
-#   benches/run_all.sh          quick: pacing for N = 100, 500, 1500 (about 3 minutes in all)
-#   benches/run_all.sh full     pacing for N = 100, 500, 1500, 1600 (about 6 minutes in all)
+#   benches/run_all.sh          quick: pacing for N = 100, 500, 1500 (about 5 minutes in all)
+#   benches/run_all.sh full     pacing for N = 100, 500, 1500, 1600 (about 10 minutes in all)
 #
 # The benchmarks' own output goes to stderr as they run; the table goes to
 # stdout. Build once (release profile, `cargo bench --no-run`), then run.

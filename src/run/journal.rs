@@ -338,12 +338,7 @@ impl Drop for Journal {
 fn encode_intent(out: &mut Vec<u8>, line: u64, machine_id: &str, action: &str, at: &str) {
     out.extend_from_slice(b"{\"intent\":{\"line\":");
     push_u64(out, line);
-    out.extend_from_slice(b",\"machine_id\":");
-    push_str(out, machine_id);
-    out.extend_from_slice(b",\"action\":");
-    push_str(out, action);
-    out.extend_from_slice(b",\"at\":");
-    push_str(out, at);
+    push_str_fields(out, &[("machine_id", machine_id), ("action", action), ("at", at)]);
     out.extend_from_slice(b"}}\n");
 }
 
@@ -357,35 +352,33 @@ fn encode_intent(out: &mut Vec<u8>, line: u64, machine_id: &str, action: &str, a
 fn encode_row(out: &mut Vec<u8>, row: &ResultRow) {
     out.extend_from_slice(b"{\"row\":{\"line\":");
     push_u64(out, row.line);
-    out.extend_from_slice(b",\"machine_id\":");
-    push_str(out, &row.machine_id);
-    out.extend_from_slice(b",\"action\":");
-    push_str(out, &row.action);
+    push_str_fields(out, &[("machine_id", &row.machine_id), ("action", &row.action)]);
     out.extend_from_slice(b",\"status\":");
     match row.status {
         Some(status) => push_str(out, status.as_str()),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"action_id\":");
-    push_str(out, &row.action_id);
-    out.extend_from_slice(b",\"action_status\":");
-    push_str(out, &row.action_status);
+    push_str_fields(out, &[("action_id", &row.action_id), ("action_status", &row.action_status)]);
     out.extend_from_slice(b",\"http_status\":");
     match row.http_status {
         Some(code) => push_u64(out, u64::from(code)),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"error_code\":");
-    push_str(out, &row.error_code);
-    out.extend_from_slice(b",\"error_message\":");
-    push_str(out, &row.error_message);
+    push_str_fields(out, &[("error_code", &row.error_code), ("error_message", &row.error_message)]);
     out.extend_from_slice(b",\"attempts\":");
     push_u64(out, u64::from(row.attempts));
-    out.extend_from_slice(b",\"requested_at\":");
-    push_str(out, &row.requested_at);
-    out.extend_from_slice(b",\"finished_at\":");
-    push_str(out, &row.finished_at);
+    push_str_fields(out, &[("requested_at", &row.requested_at), ("finished_at", &row.finished_at)]);
     out.extend_from_slice(b"}}\n");
+}
+
+/// Appends `,"key":"value"` for each field (keys are plain identifiers).
+fn push_str_fields(out: &mut Vec<u8>, fields: &[(&str, &str)]) {
+    for (key, value) in fields {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_str(out, value);
+    }
 }
 
 /// Appends `n` in decimal.
