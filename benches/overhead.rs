@@ -177,22 +177,7 @@ fn raw_loop(
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        let token: serde_json::Value = http
-            .post(format!("{base}/bench-tenant/oauth2/v2.0/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "raw-loop"),
-                ("client_secret", "bench"),
-                ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token body");
-        let bearer =
-            Arc::new(format!("Bearer {}", token["access_token"].as_str().expect("access token")));
+        let bearer = Arc::new(common::bearer(&http, base, "bench-tenant", "raw-loop").await);
         let ids = Arc::new(ids);
         let next = Arc::new(AtomicUsize::new(0));
         let created = Arc::new(AtomicUsize::new(0));

@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench sim_throughput` (optionally `-- REQUESTS CLIENTS`).
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -65,21 +67,7 @@ fn main() {
         .await
         .expect("simulator");
         let base = sim.url();
-        let token: serde_json::Value = reqwest::Client::new()
-            .post(format!("{base}/bench/oauth2/v2.0/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "bench"),
-                ("client_secret", "bench"),
-                ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token body");
-        let bearer = Arc::new(format!("Bearer {}", token["access_token"].as_str().expect("token")));
+        let bearer = Arc::new(common::bearer(&reqwest::Client::new(), &base, "bench", "bench").await);
         let fleet = sim.fleet();
         let ids: Arc<Vec<String>> = Arc::new(fleet.iter().map(|m| m.id.clone()).collect());
         // Actions on offline machines (the re-imaged twins) stay Pending, so

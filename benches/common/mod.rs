@@ -110,6 +110,26 @@ pub fn client(url: &str) -> Arc<Client> {
     Arc::new(Client::new(config).expect("client"))
 }
 
+/// An `Authorization` header value for a bare HTTP loop: a client-credentials
+/// token from the simulator's v2 login endpoint, as `client_id` of `tenant`.
+pub async fn bearer(http: &reqwest::Client, base: &str, tenant: &str, client_id: &str) -> String {
+    let token: serde_json::Value = http
+        .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", "bench"),
+            ("scope", Cloud::Global.scope()),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token body");
+    format!("Bearer {}", token["access_token"].as_str().expect("access token"))
+}
+
 /// The configuration `mdebulk run INPUT --action isolate --comment bench
 /// --limit ... --concurrency N --force --no-progress` gives, with results
 /// going to `results`.
