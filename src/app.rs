@@ -122,11 +122,20 @@ fn finish(summary: &crate::run::Summary, to_stderr: bool, again: impl FnOnce() -
         print!("{text}");
     }
     if let Some(reason) = summary.stopped {
-        let what = match reason {
-            StopReason::Interrupted => "interrupted",
-            StopReason::Deadline => "stopped at --max-runtime",
-        };
-        eprintln!("{what}; {}", again());
+        let detail = summary.stop_detail.as_deref().unwrap_or("");
+        match reason {
+            StopReason::Interrupted => eprintln!("interrupted; {}", again()),
+            StopReason::Deadline => eprintln!("stopped at --max-runtime; {}", again()),
+            StopReason::AuthLost => eprintln!(
+                "error: authentication failed mid-run ({detail}); rows not sent stay unsent. Once the credentials work again (a fresh MDE_TOKEN, a valid secret, consent granted): {}",
+                again()
+            ),
+            StopReason::Connection => eprintln!(
+                "error: the service cannot be reached safely ({detail}); nothing more was sent. Once fixed: {}",
+                again()
+            ),
+            StopReason::Storage => eprintln!("error: {detail}. Then: {}", again()),
+        }
     }
     summary.exit_code()
 }

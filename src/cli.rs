@@ -406,12 +406,26 @@ pub fn run_config(
         wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),
+        api: String::new(),
+        tenant: String::new(),
     };
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
         Endpoint::Remote(client_config(&args.api, env, request_timeout)?)
     };
+    let (api, tenant) = match &endpoint {
+        // A simulator started in-process lives and dies with its run.
+        Endpoint::Simulated { .. } => ("simulated".to_string(), "simulated".to_string()),
+        Endpoint::Remote(c) => {
+            let tenant = match c.credentials.tenant() {
+                "" => env("AZURE_TENANT_ID").unwrap_or_default(),
+                t => t.to_string(),
+            };
+            (c.api_base.clone(), tenant.trim().to_string())
+        }
+    };
+    let config = RunConfig { api, tenant, ..config };
     Ok((config, endpoint))
 }
 

@@ -163,6 +163,8 @@ pub fn run_config(
         wait: None,
         in_flight_grace: Duration::from_secs(5),
         command_line: Vec::new(),
+        api: "bench".to_string(),
+        tenant: "bench".to_string(),
     }
 }
 

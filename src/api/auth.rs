@@ -100,6 +100,17 @@ pub enum Credentials {
     Bearer(Secret),
 }
 
+impl Credentials {
+    /// The tenant the credentials act in (empty for a ready token: only
+    /// its issuer knows).
+    pub fn tenant(&self) -> &str {
+        match self {
+            Credentials::ClientSecret { tenant_id, .. } => tenant_id,
+            Credentials::Bearer(_) => "",
+        }
+    }
+}
+
 /// Why no token could be had.
 ///
 /// Messages never contain the client secret or a token.

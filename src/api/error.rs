@@ -94,6 +94,10 @@ pub enum CallError {
     /// No token to call with.
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
+    /// The run was asked to stop while the call waited for its turn, a
+    /// backoff or a `Retry-After`: it was never sent.
+    #[error("stopped before the request was sent")]
+    Stopped,
 }
 
 impl CallError {
@@ -110,7 +114,8 @@ impl CallError {
             CallError::Auth(e) => e.is_transient(),
             CallError::Throttled { .. }
             | CallError::Unauthorized { .. }
-            | CallError::Decode { .. } => false,
+            | CallError::Decode { .. }
+            | CallError::Stopped => false,
         }
     }
 
@@ -128,6 +133,7 @@ impl CallError {
             CallError::Transport { kind, .. } => transport_code(*kind),
             CallError::Decode { .. } => "DecodeError",
             CallError::Auth(e) => e.code(),
+            CallError::Stopped => "Stopped",
         }
     }
 
@@ -138,7 +144,7 @@ impl CallError {
             CallError::Throttled { .. } => Some(429),
             CallError::Unauthorized { .. } => Some(401),
             CallError::Api { status, .. } | CallError::Decode { status, .. } => Some(*status),
-            CallError::Transport { .. } | CallError::Auth(_) => None,
+            CallError::Transport { .. } | CallError::Auth(_) | CallError::Stopped => None,
         }
     }
 
@@ -181,7 +187,7 @@ impl CallError {
     pub fn maybe_delivered(&self) -> bool {
         match self {
             CallError::Transport { maybe_delivered, .. } => *maybe_delivered,
-            CallError::Auth(_) => false,
+            CallError::Auth(_) | CallError::Stopped => false,
             _ => true,
         }
     }

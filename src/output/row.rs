@@ -52,6 +52,10 @@ pub enum Status {
     /// The request was sent but its answer is unknown and could not be
     /// reconciled with the server; the row must not be sent blindly again.
     InDoubt,
+    /// A stop (interrupt, `--max-runtime`, lost credentials, a journal that
+    /// cannot be written) came before the row was sent: nothing was done to
+    /// the device, and `--resume` (or `--only not_sent`) sends it.
+    NotSent,
     /// Waiting ended with the action still pending on the device.
     Pending,
     /// Waiting ended with the action still running.
@@ -75,7 +79,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in documentation order.
-    pub const ALL: [Status; 18] = [
+    pub const ALL: [Status; 19] = [
         Status::Planned,
         Status::Submitted,
         Status::AlreadyPending,
@@ -86,6 +90,7 @@ impl Status {
         Status::Duplicate,
         Status::Error,
         Status::InDoubt,
+        Status::NotSent,
         Status::Pending,
         Status::InProgress,
         Status::Succeeded,
@@ -109,6 +114,7 @@ impl Status {
             Status::Duplicate => "duplicate",
             Status::Error => "error",
             Status::InDoubt => "in_doubt",
+            Status::NotSent => "not_sent",
             Status::Pending => "pending",
             Status::InProgress => "in_progress",
             Status::Succeeded => "succeeded",
@@ -130,6 +136,7 @@ impl Status {
                 | Status::Invalid
                 | Status::Error
                 | Status::InDoubt
+                | Status::NotSent
                 | Status::Failed
                 | Status::TimedOut
                 | Status::Cancelled

@@ -29,7 +29,17 @@
 //!   runs on the same results file cannot interleave; the OS drops it if the
 //!   process dies.
 //! - A torn last line (the process died mid-write) is cut off when the
-//!   journal is reopened; it was never acknowledged.
+//!   journal is reopened; it was never acknowledged. A line that is
+//!   unreadable in the middle (a torn write that a later one joined) is
+//!   split at its records, and any record that still cannot be read but
+//!   names its row leaves that row *in doubt*: looked up before anything is
+//!   sent for it again, never silently resent.
+//! - Every record carries the row's identity ([`RowKey`]), never only its
+//!   line, and the first record holds the run's parameters ([`RunParams`]).
+//! - **The journal is the gate.** Once a write, a sync or the file itself
+//!   fails (disk full, I/O error, the file removed under the run), every
+//!   later [`Journal::intent`] fails, so no request leaves that the journal
+//!   could not record; the run stops and `--resume` reconciles.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -42,23 +52,42 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::identity::{RowKey, RunParams};
 use crate::api::action::ActionKind;
-use crate::output::ResultRow;
+use crate::api::time::format_utc;
+use crate::output::{ResultRow, Status};
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Record {
+    /// The run's parameters: the first record.
+    Run(RunParams),
     /// A request for this row is about to leave.
     Intent(Intent),
     /// The row settled with this result.
-    Row(ResultRow),
+    Row(KeyedRow),
+    /// A settled row's action was followed to a new state (`--wait`,
+    /// `status`): it replaces the row that holds the same action id.
+    Update(ResultRow),
+}
+
+/// A settled row and its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyedRow {
+    /// The row's [`RowKey`].
+    pub key: String,
+    /// Its result (the line it had when it settled).
+    #[serde(flatten)]
+    pub row: ResultRow,
 }
 
 /// A request about to be sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
-    /// Input line of the row.
+    /// The row's [`RowKey`].
+    pub key: String,
+    /// Input line of the row when it was sent (for messages).
     pub line: u64,
     /// Target machine.
     pub machine_id: String,
@@ -90,14 +119,35 @@ pub enum JournalError {
     },
 }
 
+/// The journal can no longer record: nothing more may be sent.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the journal {path} can no longer be written ({cause}); nothing more is sent: free space or fix the file system, then run again with --resume"
+)]
+pub struct JournalFailed {
+    /// The journal path.
+    pub path: PathBuf,
+    /// What failed first.
+    pub cause: String,
+}
+
 /// What an earlier run left in the journal.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Settled rows by input line (the latest record wins).
-    pub rows: HashMap<u64, ResultRow>,
-    /// Intents without a settled row: requests in doubt, by input line
-    /// (the earliest intent, which bounds the search for the action).
-    pub in_doubt: HashMap<u64, Intent>,
+    /// The run's parameters (the first record), when there was one.
+    pub params: Option<RunParams>,
+    /// Whole records read.
+    pub records: u64,
+    /// Settled rows by identity (the latest record wins).
+    pub rows: HashMap<RowKey, ResultRow>,
+    /// Requests in doubt, by identity: intents without a settled row, rows
+    /// settled as `in_doubt`, and unreadable records that name their row
+    /// (the earliest time, which bounds the search for the action).
+    pub in_doubt: HashMap<RowKey, Intent>,
+    /// Records that could not be read at all.
+    pub unreadable: u64,
+    /// Action id (lowercase) → the row that holds it, for updates.
+    by_action_id: HashMap<String, RowKey>,
 }
 
 /// How long the syncer waits for more rows to join a commit once one asks:
@@ -137,6 +187,11 @@ struct Shared {
     /// How many `write`s and commits were made (logged at close).
     writes: AtomicU64,
     commits: AtomicU64,
+    /// The first failure of a write, a sync or the file; once set, the
+    /// journal refuses every intent.
+    failed: Mutex<Option<String>>,
+    /// Where it lives (for messages).
+    path: PathBuf,
 }
 
 /// Records appended and not yet written.
@@ -175,10 +230,12 @@ impl Shared {
 
     /// Writes everything queued, in one `write`, unless what comes before
     /// `end` is already there (written by someone else while this waited).
-    fn write_out(&self, end: u64) {
+    /// Fails once any write has failed: what was queued may be torn.
+    fn write_out(&self, end: u64) -> Result<(), JournalFailed> {
         let mut writer = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        self.check()?;
         if self.is_written(end) {
-            return;
+            return Ok(());
         }
         let Writer { file, spare } = &mut *writer;
         let upto = {
@@ -186,20 +243,40 @@ impl Shared {
             std::mem::swap(&mut queue.bytes, spare);
             queue.appended
         };
-        if !spare.is_empty()
-            && let Err(e) = file.write_all(spare)
-        {
-            tracing::error!(error = %e, "journal write failed; the run can no longer be resumed exactly");
-        }
+        let result = if spare.is_empty() { Ok(()) } else { file.write_all(spare) };
         spare.clear();
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.written.store(upto, Ordering::Release);
+        match result {
+            Ok(()) => {
+                self.written.store(upto, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("write: {e}"))),
+        }
     }
 
     /// Writes everything queued so far.
-    fn write_all_queued(&self) {
+    fn write_all_queued(&self) -> Result<(), JournalFailed> {
         let end = self.queue.lock().unwrap_or_else(PoisonError::into_inner).appended;
-        self.write_out(end);
+        self.write_out(end)
+    }
+
+    /// The first failure, if the journal has failed.
+    fn check(&self) -> Result<(), JournalFailed> {
+        match &*self.failed.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(cause) => Err(JournalFailed { path: self.path.clone(), cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the journal failed (the first cause wins) and says so once.
+    fn fail(&self, cause: String) -> JournalFailed {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.is_none() {
+            tracing::error!(journal = %self.path.display(), cause = %cause, "the journal can no longer be written: no further request is sent");
+            *failed = Some(cause);
+        }
+        JournalFailed { path: self.path.clone(), cause: failed.clone().unwrap_or_default() }
     }
 }
 
@@ -230,6 +307,13 @@ impl Journal {
         }
         let recovered =
             if fresh { Recovered::default() } else { recover(&mut file).map_err(io)? };
+        if recovered.unreadable > 0 {
+            tracing::warn!(
+                journal = %path.display(),
+                records = recovered.unreadable,
+                "unreadable journal records: the rows they name are looked up before anything is sent for them"
+            );
+        }
         if !existed {
             // Make the new directory entry itself durable.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -245,6 +329,8 @@ impl Journal {
             written: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            path: path.to_path_buf(),
         });
         let (tx, rx) = std_mpsc::channel();
         let syncer = {
@@ -265,49 +351,90 @@ impl Journal {
         &self.path
     }
 
-    /// Records that a request for `line` is about to leave; `at` is when
-    /// (ISO-8601 UTC, as [`crate::api::time::format_utc`] writes it). Returns once the record
-    /// is in the file, so that it survives the process dying from then on;
-    /// it is on disk with the next commit.
+    /// Records the run's parameters (the first record of a new journal),
+    /// durably.
+    pub async fn params(&self, params: &RunParams) -> Result<(), JournalFailed> {
+        self.shared.append(|out| {
+            // Invariant: serialising plain strings into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, &Record::Run(params.clone()))
+                .expect("run parameters serialise");
+            out.push(b'\n');
+        });
+        self.flush().await
+    }
+
+    /// Records that a request for the row `key` (now at `line`) is about to
+    /// leave; `at` is when (ISO-8601 UTC, as [`format_utc`] writes it).
+    /// Returns once the record is in the file, so that it survives the
+    /// process dying from then on; it is on disk with the next commit. An
+    /// error means the record is not in the file: the request must not leave.
     ///
     /// The task lets the others that are ready run first, so the intents of
     /// requests leaving together are written together.
-    pub async fn intent(&self, line: u64, machine_id: &str, action: ActionKind, at: &str) {
-        let end =
-            self.shared.append(|out| encode_intent(out, line, machine_id, action.cli_name(), at));
+    pub async fn intent(
+        &self,
+        key: &str,
+        line: u64,
+        machine_id: &str,
+        action: ActionKind,
+        at: &str,
+    ) -> Result<(), JournalFailed> {
+        self.shared.check()?;
+        let end = self
+            .shared
+            .append(|out| encode_intent(out, key, line, machine_id, action.cli_name(), at));
         tokio::task::yield_now().await;
-        if !self.shared.is_written(end) {
-            self.shared.write_out(end);
-        }
+        if self.shared.is_written(end) { Ok(()) } else { self.shared.write_out(end) }
     }
 
-    /// Records, durably, that a row settled.
-    pub async fn row(&self, row: &ResultRow) {
-        self.row_nowait(row);
-        self.flush().await;
+    /// Records, durably, that the row `key` settled.
+    pub async fn row(&self, key: &str, row: &ResultRow) -> Result<(), JournalFailed> {
+        self.row_nowait(key, row);
+        self.flush().await
     }
 
     /// Records a settled row without waiting: it is written and made durable
     /// by the next commit ([`Journal::flush`]), which must come before the
     /// row is counted as done.
-    pub fn row_nowait(&self, row: &ResultRow) {
-        self.shared.append(|out| encode_row(out, row));
+    pub fn row_nowait(&self, key: &str, row: &ResultRow) {
+        self.shared.append(|out| encode_row(out, key, row));
     }
 
-    /// Waits until everything appended so far is durable.
-    pub async fn flush(&self) {
+    /// Records that a settled row's action reached a new state (the row
+    /// with the same action id), without waiting (see [`Journal::row_nowait`]).
+    pub fn update_nowait(&self, row: &ResultRow) {
+        self.shared.append(|out| {
+            // Invariant: serialising a row into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, &Record::Update(row.clone()))
+                .expect("a row serialises");
+            out.push(b'\n');
+        });
+    }
+
+    /// Waits until everything appended so far is durable; fails when it
+    /// cannot be (the journal failed, now or earlier).
+    pub async fn flush(&self) -> Result<(), JournalFailed> {
         let (ack, done) = oneshot::channel();
         if let Some(sync) = &self.sync
             && sync.send(ack).is_ok()
         {
-            // An error means the syncer died; its failure is already logged.
-            let _ = done.await;
+            // An error means the syncer died: nothing is durable any more.
+            if done.await.is_err() {
+                return Err(self.shared.fail("the journal's sync thread ended".into()));
+            }
         }
+        self.shared.check()
+    }
+
+    /// The journal's failure, if it has failed.
+    pub fn failure(&self) -> Option<JournalFailed> {
+        self.shared.check().err()
     }
 
     /// Flushes, stops the syncer and closes the file (releasing the lock).
     pub async fn close(self) {
-        self.flush().await;
+        // A failure was already reported to whoever flushed last.
+        let _ = self.flush().await;
         // Dropping joins the syncer, which may be finishing an fsync.
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
@@ -319,7 +446,8 @@ impl Drop for Journal {
     /// closed when the journal is gone.
     fn drop(&mut self) {
         self.sync = None;
-        self.shared.write_all_queued();
+        // A failure here is already logged (and stopped the run).
+        let _ = self.shared.write_all_queued();
         if let Some(h) = self.syncer.take() {
             let _ = h.join();
         }
@@ -335,8 +463,17 @@ impl Drop for Journal {
 
 /// One journal line for an intent: exactly what `serde_json` writes for
 /// [`Record::Intent`] (the recovery reads it back with it).
-fn encode_intent(out: &mut Vec<u8>, line: u64, machine_id: &str, action: &str, at: &str) {
-    out.extend_from_slice(b"{\"intent\":{\"line\":");
+fn encode_intent(
+    out: &mut Vec<u8>,
+    key: &str,
+    line: u64,
+    machine_id: &str,
+    action: &str,
+    at: &str,
+) {
+    out.extend_from_slice(b"{\"intent\":{\"key\":");
+    push_str(out, key);
+    out.extend_from_slice(b",\"line\":");
     push_u64(out, line);
     push_str_fields(out, &[("machine_id", machine_id), ("action", action), ("at", at)]);
     out.extend_from_slice(b"}}\n");
@@ -349,8 +486,10 @@ fn encode_intent(out: &mut Vec<u8>, line: u64, machine_id: &str, action: &str, a
 /// every byte of every string for escapes one at a time, and that made
 /// encoding the journal's two records most of the runner's cost of
 /// durability. A test holds the two encodings equal.
-fn encode_row(out: &mut Vec<u8>, row: &ResultRow) {
-    out.extend_from_slice(b"{\"row\":{\"line\":");
+fn encode_row(out: &mut Vec<u8>, key: &str, row: &ResultRow) {
+    out.extend_from_slice(b"{\"row\":{\"key\":");
+    push_str(out, key);
+    out.extend_from_slice(b",\"line\":");
     push_u64(out, row.line);
     push_str_fields(out, &[("machine_id", &row.machine_id), ("action", &row.action)]);
     out.extend_from_slice(b",\"status\":");
@@ -425,16 +564,39 @@ fn sync_loop(shared: &Shared, file: &File, rx: &std_mpsc::Receiver<oneshot::Send
                 Err(_) => break,
             }
         }
-        shared.write_all_queued();
-        shared.commits.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = file.sync_data() {
-            tracing::error!(error = %e, "journal sync failed; the run can no longer be resumed exactly");
+        // A failure is recorded in `shared`, where the waiters find it.
+        if shared.write_all_queued().is_ok() {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = file.sync_data() {
+                shared.fail(format!("sync: {e}"));
+            } else if removed(file, &shared.path) {
+                shared.fail("the file was removed while the run was writing it".into());
+            }
         }
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
 }
+
+/// Whether the journal's file was removed (or replaced) under the run:
+/// records written to it from then on would be lost with the process.
+#[cfg(unix)]
+fn removed(file: &File, _path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
+}
+
+/// Whether the journal's file was removed under the run (Windows lets an
+/// open file be deleted when it was opened with delete sharing, as Rust
+/// opens files; the path is then gone).
+#[cfg(not(unix))]
+fn removed(_file: &File, path: &Path) -> bool {
+    !path.exists()
+}
+
+/// Record starts, for splitting a line that two writes joined.
+const RECORD_STARTS: [&[u8]; 3] = [b"{\"run\":", b"{\"intent\":", b"{\"row\":"];
 
 /// Reads an existing journal, cutting off a torn last line.
 fn recover(file: &mut File) -> std::io::Result<Recovered> {
@@ -443,6 +605,8 @@ fn recover(file: &mut File) -> std::io::Result<Recovered> {
     let mut out = Recovered::default();
     let mut good_len = 0u64;
     let mut line = Vec::new();
+    // Keys of unreadable records, settled later only by a readable row.
+    let mut torn: Vec<String> = Vec::new();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
@@ -451,30 +615,124 @@ fn recover(file: &mut File) -> std::io::Result<Recovered> {
         }
         good_len += n as u64;
         match serde_json::from_slice::<Record>(&line) {
-            Ok(Record::Intent(i)) => {
-                if !out.rows.contains_key(&i.line) {
-                    out.in_doubt.entry(i.line).or_insert(i);
+            Ok(record) => out.apply(record),
+            Err(_) => {
+                for piece in split_records(&line) {
+                    match serde_json::from_slice::<Record>(piece) {
+                        Ok(record) => out.apply(record),
+                        Err(_) => {
+                            out.unreadable += 1;
+                            torn.extend(key_of(piece));
+                        }
+                    }
                 }
             }
-            Ok(Record::Row(r)) => {
-                out.in_doubt.remove(&r.line);
-                out.rows.insert(r.line, r);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping an unreadable journal line"),
         }
     }
     drop(reader);
     if file.metadata()?.len() != good_len {
         file.set_len(good_len)?;
     }
+    // A torn record whose row never settled readably: in doubt.
+    let since = out
+        .params
+        .as_ref()
+        .map_or_else(|| format_utc(std::time::UNIX_EPOCH), |p| p.started_at.clone());
+    for key in torn {
+        let key = RowKey::from_journal(key);
+        if !out.rows.contains_key(&key) {
+            out.in_doubt.entry(key.clone()).or_insert_with(|| Intent {
+                key: key.as_str().to_string(),
+                line: 0,
+                // Known for rows that name their machine by id; for the
+                // others only resolving the row again could tell.
+                machine_id: key.machine_id().unwrap_or_default().to_string(),
+                action: key.action().to_string(),
+                at: since.clone(),
+            });
+        }
+    }
     Ok(out)
+}
+
+impl Recovered {
+    /// Takes one readable record into account, in file order.
+    fn apply(&mut self, record: Record) {
+        self.records += 1;
+        match record {
+            Record::Run(params) => {
+                self.params.get_or_insert(params);
+            }
+            Record::Intent(i) => {
+                // A request left after anything settled for this row: what
+                // it did is unknown until it is looked up.
+                let key = RowKey::from_journal(i.key.clone());
+                self.rows.remove(&key);
+                self.in_doubt.entry(key).or_insert(i);
+            }
+            Record::Row(KeyedRow { key, row }) => {
+                let key = RowKey::from_journal(key);
+                match row.status {
+                    // Sent, answer unknown: looked up again on resume.
+                    Some(Status::InDoubt) => {
+                        self.rows.remove(&key);
+                        let at = row.requested_at.clone();
+                        self.in_doubt.entry(key.clone()).or_insert(Intent {
+                            key: key.as_str().to_string(),
+                            line: row.line,
+                            machine_id: row.machine_id.clone(),
+                            action: row.action.clone(),
+                            at,
+                        });
+                    }
+                    // Nothing was done for the row: it is simply new.
+                    Some(Status::NotSent) | None => {}
+                    Some(_) => {
+                        self.in_doubt.remove(&key);
+                        if !row.action_id.is_empty() {
+                            self.by_action_id
+                                .insert(row.action_id.to_ascii_lowercase(), key.clone());
+                        }
+                        self.rows.insert(key, row);
+                    }
+                }
+            }
+            Record::Update(update) => {
+                let held = self.by_action_id.get(&update.action_id.to_ascii_lowercase());
+                if let Some(row) = held.and_then(|key| self.rows.get_mut(key))
+                    && row.machine_id.eq_ignore_ascii_case(&update.machine_id)
+                {
+                    *row = ResultRow { line: row.line, ..update };
+                }
+            }
+        }
+    }
+}
+
+/// The records of a line that two writes joined (a torn record followed by
+/// a whole one): split before every record start but the first.
+fn split_records(line: &[u8]) -> Vec<&[u8]> {
+    let mut cuts = vec![0];
+    for i in 1..line.len() {
+        if RECORD_STARTS.iter().any(|start| line[i..].starts_with(start)) {
+            cuts.push(i);
+        }
+    }
+    cuts.push(line.len());
+    cuts.windows(2).map(|w| &line[w[0]..w[1]]).collect()
+}
+
+/// The row key an unreadable record names, if its `"key"` field is whole.
+fn key_of(piece: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(piece);
+    let at = text.find("\"key\":")? + "\"key\":".len();
+    let mut stream = serde_json::Deserializer::from_str(&text[at..]).into_iter::<String>();
+    stream.next()?.ok().filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::time::format_utc;
-    use crate::output::Status;
     use std::time::SystemTime;
 
     /// A journal path in a fresh directory, removed when the guard drops.
@@ -505,31 +763,149 @@ mod tests {
         }
     }
 
+    /// The key of the row for device `n`.
+    fn k(n: u64) -> String {
+        format!("isolate|id:{n:040x}|||")
+    }
+
+    fn key(n: u64) -> RowKey {
+        RowKey::from_journal(k(n))
+    }
+
+    fn now() -> String {
+        format_utc(SystemTime::now())
+    }
+
     #[tokio::test]
-    async fn recovers_rows_and_in_doubt_intents_and_cuts_a_torn_tail() {
+    async fn recovers_rows_and_in_doubt_intents_by_identity_and_cuts_a_torn_tail() {
         let temp = temp("recover");
         let path = &temp.0;
         {
             let (j, rec) = Journal::open(path, false).unwrap();
-            assert!(rec.rows.is_empty());
-            j.intent(2, "m2", ActionKind::Isolate, &format_utc(SystemTime::now())).await;
-            j.row(&row(2, Status::Submitted)).await;
-            j.intent(3, "m3", ActionKind::Isolate, &format_utc(SystemTime::now())).await;
-            j.row_nowait(&row(4, Status::Invalid));
+            assert!(rec.rows.is_empty() && rec.params.is_none());
+            j.intent(&k(2), 2, "m2", ActionKind::Isolate, &now()).await.unwrap();
+            j.row(&k(2), &row(2, Status::Submitted)).await.unwrap();
+            j.intent(&k(3), 3, "m3", ActionKind::Isolate, &now()).await.unwrap();
+            j.row_nowait(&k(4), &row(4, Status::NotFound));
+            // A row a stop left unsent is no settlement at all.
+            j.row_nowait(&k(5), &row(5, Status::NotSent));
             j.close().await;
         }
         // Simulate a crash mid-write.
         OpenOptions::new().append(true).open(path).unwrap().write_all(b"{\"row\":{\"li").unwrap();
         let (j, rec) = Journal::open(path, false).unwrap();
         assert_eq!(rec.rows.len(), 2);
-        assert_eq!(rec.rows[&2].status, Some(Status::Submitted));
-        assert_eq!(rec.in_doubt.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(rec.rows[&key(2)].status, Some(Status::Submitted));
+        assert_eq!(rec.in_doubt.keys().cloned().collect::<Vec<_>>(), vec![key(3)]);
+        assert_eq!(rec.unreadable, 0);
         // The torn tail is gone, so new records start on a fresh line.
-        j.row(&row(3, Status::Submitted)).await;
+        j.row(&k(3), &row(3, Status::Submitted)).await.unwrap();
         j.close().await;
         let (_j, rec) = Journal::open(path, false).unwrap();
         assert!(rec.in_doubt.is_empty());
         assert_eq!(rec.rows.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_update_replaces_the_row_holding_its_action() {
+        let temp = temp("update");
+        let path = &temp.0;
+        {
+            let (j, _) = Journal::open(path, false).unwrap();
+            let mut sent = row(2, Status::Submitted);
+            sent.action_id = "A-1".into();
+            j.row_nowait(&k(2), &sent);
+            let mut done = row(7, Status::Succeeded);
+            done.action_id = "a-1".into();
+            j.update_nowait(&done);
+            let mut stray = row(8, Status::Failed);
+            stray.action_id = "b-2".into();
+            j.update_nowait(&stray);
+            j.close().await;
+        }
+        let (_j, rec) = Journal::open(path, false).unwrap();
+        assert_eq!(rec.rows.len(), 1);
+        assert_eq!(rec.rows[&key(2)].status, Some(Status::Succeeded));
+        assert_eq!(rec.rows[&key(2)].line, 2);
+    }
+
+    #[tokio::test]
+    async fn a_row_settled_in_doubt_is_looked_up_again_and_the_params_come_first() {
+        let temp = temp("params");
+        let path = &temp.0;
+        let params =
+            RunParams::new(&crate::input::RowDefaults::default(), "http://127.0.0.1:1", "t", now());
+        {
+            let (j, _) = Journal::open(path, false).unwrap();
+            j.params(&params).await.unwrap();
+            let mut doubt = row(2, Status::InDoubt);
+            doubt.requested_at = "2026-01-01T00:00:00Z".into();
+            j.row(&k(2), &doubt).await.unwrap();
+            j.close().await;
+        }
+        let (_j, rec) = Journal::open(path, false).unwrap();
+        assert_eq!(rec.params, Some(params));
+        assert!(rec.rows.is_empty());
+        assert_eq!(rec.in_doubt[&key(2)].at, "2026-01-01T00:00:00Z");
+    }
+
+    /// A torn intent that a later write joined on the same line: the whole
+    /// row record after it still counts, and a torn intent whose row never
+    /// settled leaves that row in doubt instead of forgetting it.
+    #[tokio::test]
+    async fn records_joined_to_a_torn_one_are_read_and_the_torn_row_stays_in_doubt() {
+        let temp = temp("joined");
+        let path = &temp.0;
+        let whole_row = {
+            let mut v = Vec::new();
+            encode_row(&mut v, &k(2), &row(2, Status::Submitted));
+            v
+        };
+        let mut intent = Vec::new();
+        encode_intent(&mut intent, &k(3), 3, "m3", "isolate", &now());
+        let mut text = Vec::new();
+        text.extend_from_slice(format!("{{\"intent\":{{\"key\":\"{}\",\"li", k(2)).as_bytes());
+        text.extend_from_slice(&whole_row);
+        // Torn after its key: the row it names was sent, answer unknown.
+        text.extend_from_slice(&intent[..intent.len() - 20]);
+        text.extend_from_slice(b"\n");
+        std::fs::write(path, &text).unwrap();
+        let (_j, rec) = Journal::open(path, false).unwrap();
+        assert_eq!(rec.rows[&key(2)].status, Some(Status::Submitted));
+        assert_eq!(rec.in_doubt.keys().cloned().collect::<Vec<_>>(), vec![key(3)]);
+        assert_eq!(rec.unreadable, 2);
+    }
+
+    /// Once a write fails, no intent is accepted any more: a request whose
+    /// intent is not in the file must never leave.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_write_refuses_every_later_intent() {
+        let temp = temp("full");
+        let path = &temp.0;
+        let (j, _) = Journal::open(path, false).unwrap();
+        j.intent(&k(2), 2, "m2", ActionKind::Isolate, &now()).await.unwrap();
+        // Every write to /dev/full fails with ENOSPC, as on a full disk.
+        j.shared.file.lock().unwrap().file =
+            OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let err = j.intent(&k(3), 3, "m3", ActionKind::Isolate, &now()).await.unwrap_err();
+        assert!(err.to_string().contains("--resume"), "{err}");
+        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, &now()).await.is_err());
+        assert!(j.flush().await.is_err());
+        assert!(j.failure().is_some());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_journal_removed_under_the_run_fails_at_the_next_commit() {
+        let temp = temp("removed");
+        let path = &temp.0;
+        let (j, _) = Journal::open(path, false).unwrap();
+        j.row(&k(2), &row(2, Status::Submitted)).await.unwrap();
+        std::fs::remove_file(path).unwrap();
+        let err = j.row(&k(3), &row(3, Status::Submitted)).await.unwrap_err();
+        assert!(err.to_string().contains("removed"), "{err}");
+        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, &now()).await.is_err());
     }
 
     /// The hand-written encodings are byte for byte what `serde_json`
@@ -566,16 +942,30 @@ mod tests {
                 requested_at: pick(),
                 finished_at: pick(),
             };
-            let mut expected = serde_json::to_vec(&Record::Row(row.clone())).unwrap();
+            let key = pick();
+            let keyed = KeyedRow { key: key.clone(), row: row.clone() };
+            let mut expected = serde_json::to_vec(&Record::Row(keyed.clone())).unwrap();
             expected.push(b'\n');
             let mut got = Vec::new();
-            encode_row(&mut got, &row);
-            assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
-            let intent = Intent { line: i, machine_id: pick(), action: pick(), at: pick() };
+            encode_row(&mut got, &key, &row);
+            assert_eq!(
+                String::from_utf8(got.clone()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert_eq!(serde_json::from_slice::<Record>(&got).unwrap(), Record::Row(keyed));
+            let intent =
+                Intent { key: pick(), line: i, machine_id: pick(), action: pick(), at: pick() };
             let mut expected = serde_json::to_vec(&Record::Intent(intent.clone())).unwrap();
             expected.push(b'\n');
             let mut got = Vec::new();
-            encode_intent(&mut got, intent.line, &intent.machine_id, &intent.action, &intent.at);
+            encode_intent(
+                &mut got,
+                &intent.key,
+                intent.line,
+                &intent.machine_id,
+                &intent.action,
+                &intent.at,
+            );
             assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
         }
     }
@@ -603,11 +993,19 @@ mod tests {
                 let (j, path) = (j.clone(), path.clone());
                 tokio::spawn(async move {
                     let id = format!("{i:040x}");
-                    j.intent(i + 2, &id, ActionKind::Isolate, "2026-01-01T00:00:00.0000000Z").await;
+                    j.intent(
+                        &k(i),
+                        i + 2,
+                        &id,
+                        ActionKind::Isolate,
+                        "2026-01-01T00:00:00.0000000Z",
+                    )
+                    .await
+                    .unwrap();
                     let text = std::fs::read_to_string(&path).unwrap();
                     assert!(text.contains(&id), "intent {i} not in the file on return");
                     // A settled row rides along with later batches.
-                    j.row_nowait(&row(i + 2, Status::Submitted));
+                    j.row_nowait(&k(i), &row(i + 2, Status::Submitted));
                 })
             })
             .collect();
@@ -616,7 +1014,7 @@ mod tests {
         }
         let writes = j.shared.writes.load(Ordering::Relaxed);
         assert!(writes < 150, "300 intents took {writes} writes");
-        j.flush().await;
+        j.flush().await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 600);
         assert!(text.lines().all(|l| serde_json::from_str::<Record>(l).is_ok()));
@@ -634,11 +1032,11 @@ mod tests {
         let tasks: Vec<_> = (0..200u64)
             .map(|i| {
                 let j = j.clone();
-                tokio::spawn(async move { j.row(&row(i + 2, Status::Submitted)).await })
+                tokio::spawn(async move { j.row(&k(i), &row(i + 2, Status::Submitted)).await })
             })
             .collect();
         for t in tasks {
-            t.await.unwrap();
+            t.await.unwrap().unwrap();
         }
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(text.lines().count(), 200);

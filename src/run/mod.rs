@@ -18,6 +18,8 @@
 //! Beside a run: [`status`] follows the actions of an earlier results file,
 //! and [`undo`] reverses what an earlier run did.
 
+pub mod call;
+pub mod identity;
 pub mod journal;
 pub mod pipeline;
 pub mod plan;
@@ -38,8 +40,8 @@ use crate::input::{InputSpec, RowDefaults};
 use crate::output::Status;
 use crate::pace::Limit;
 
+pub use call::RetryPolicy;
 pub use stop::{Stop, StopReason};
-pub use submit::RetryPolicy;
 pub use summary::Summary;
 
 /// Where results go.
@@ -106,6 +108,12 @@ pub struct RunConfig {
     pub in_flight_grace: Duration,
     /// The command line that started the run, minus secrets, for the resume hint.
     pub command_line: Vec<String>,
+    /// The API the run talks to (its base URL, or `simulated`): part of the
+    /// run's identity, so a resume against another API is refused.
+    pub api: String,
+    /// The tenant the credentials act in (empty when unknown, as with a
+    /// ready token): part of the run's identity too.
+    pub tenant: String,
 }
 
 /// `--wait` knobs.
@@ -138,9 +146,25 @@ pub enum RunError {
     ResultsExist(PathBuf),
     /// `--resume` on a results file that no journal belongs to.
     #[error(
-        "--resume: {0} exists but has no journal beside it, so it cannot be continued safely; use another -o, or --force to replace it"
+        "--resume: {0} exists but has no journal beside it, so what the run did cannot be known and it cannot be continued safely (rows would be sent twice); use another -o, or --force to start over and replace it"
     )]
     NothingToResume(PathBuf),
+    /// `--resume` with parameters that change what the journal's rows mean.
+    #[error("{}", params_changed_message(.journal, .changes))]
+    ParamsChanged {
+        /// The journal of the run being resumed.
+        journal: PathBuf,
+        /// Each difference: the flag, the journal's value, this invocation's.
+        changes: Vec<(&'static str, String, String)>,
+    },
+    /// A journal this version cannot read the run's parameters from.
+    #[error(
+        "{0} was not written by this version of mdebulk (or is not a journal), so the run cannot be continued safely; finish it with the version that started it, or use another -o (or --force to start over)"
+    )]
+    UnknownJournal(PathBuf),
+    /// The journal could not be written before any row was sent.
+    #[error("{0}")]
+    JournalFailed(String),
     /// Offboarding needs confirmation.
     #[error("{0}")]
     NotConfirmed(String),
@@ -167,6 +191,26 @@ pub enum RunError {
     /// Looking the run's actions up failed, so nothing could be decided.
     #[error("looking up the actions failed: {0}")]
     Lookup(crate::api::client::CallError),
+}
+
+fn params_changed_message(
+    journal: &std::path::Path,
+    changes: &[(&'static str, String, String)],
+) -> String {
+    let mut msg = format!(
+        "--resume: this invocation's parameters differ from those of the run recorded in {}; nothing was sent:",
+        journal.display()
+    );
+    for (flag, was, now) in changes {
+        let show = |v: &str| if v.is_empty() { "(none)".to_string() } else { format!("{v:?}") };
+        msg.push_str(&format!(
+            "\n  {flag}: the run used {}, this invocation gives {}",
+            show(was),
+            show(now)
+        ));
+    }
+    msg.push_str("\nTo continue that run, repeat its parameters; for a new run, give another -o (or --force to replace that run's results).");
+    msg
 }
 
 fn invalid_rows_message(file: &str, problems: &[crate::input::RowProblem]) -> String {

@@ -8,30 +8,31 @@
 //! file. Memory stays flat whatever the input size: the channel, the pool and
 //! the reorder buffer are all bounded by the concurrency.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::journal::{Journal, Recovered, journal_path};
+use super::call::Ctx;
+use super::identity::{RowKey, RunParams};
+use super::journal::{Intent, Journal, Recovered, journal_path};
 use super::plan::{Survey, selected, survey};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
-use super::submit::{Ctx, Job, execute, lookup_actions, pick_match};
+use super::submit::{Job, execute, lookup_actions, pick_match};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{Open, finish_run};
 use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
-use crate::api::client::ActionBody;
+use crate::api::client::{ActionBody, CallError};
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
 use crate::output::{self, ResultFormat, ResultRow, ResultSink, Status};
@@ -50,8 +51,9 @@ enum Item {
         user: Vec<String>,
         /// The result.
         row: ResultRow,
-        /// Whether the journal must learn of it (new decisions only).
-        journal: bool,
+        /// The identity to record it under in the journal (new decisions
+        /// about the device only: nothing that the input alone decides).
+        journal: Option<RowKey>,
     },
     /// To be sent.
     Send {
@@ -64,11 +66,11 @@ enum Item {
     },
 }
 
-/// A row back from the pool; `row` is `None` when a stop left it unsent.
+/// A row back from the pool, settled (or `not_sent`).
 struct Done {
     seq: u64,
     user: Vec<String>,
-    row: Option<ResultRow>,
+    row: ResultRow,
 }
 
 /// Runs the whole thing against `transport`.
@@ -108,28 +110,21 @@ pub async fn run<T: Transport>(
     let (journal, recovered) = match &results_path {
         Some(path) if !config.dry_run => {
             let (j, rec) = Journal::open(&journal_path(path), config.existing != Existing::Resume)?;
-            (Some(j), rec)
+            check_params(config, &j, &rec).await?;
+            (Some(Arc::new(j)), rec)
         }
         _ => (None, Recovered::default()),
     };
-    let journal = journal.map(Arc::new);
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(Ctx::new(
         transport,
-        pacer: pacer.clone(),
-        journal: journal.clone(),
-        policy: config.policy.clone(),
-        throttled: AtomicU64::new(0),
-        stop: stop.clone(),
-    });
+        pacer.clone(),
+        journal.clone(),
+        config.policy.clone(),
+        stop.clone(),
+    ));
     let mut summary = Summary::new(results_path.clone(), config.dry_run);
     summary.not_selected = survey.not_selected;
-
-    let mut done_rows = recovered.rows;
-    for row in settle_in_doubt(&ctx, recovered.in_doubt, config.in_flight_grace).await {
-        summary.reconciled += 1;
-        done_rows.insert(row.line, row);
-    }
     if let Some(limit) = config.max_runtime {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -138,11 +133,24 @@ pub async fn run<T: Transport>(
         });
     }
 
+    // Requests an earlier run (or the results file being replayed) left in
+    // doubt are looked up before anything is sent for them.
+    let mut earlier = Earlier::new(recovered.rows);
+    let mut in_doubt = recovered.in_doubt;
+    for (key, intent) in survey.replayed_in_doubt {
+        in_doubt.entry(key).or_insert(intent);
+    }
+    let settled = settle_in_doubt(&ctx, in_doubt, config.in_flight_grace).await;
+    summary.reconciled = settled.found;
+    for (key, row) in settled.rows {
+        earlier.insert(key, row);
+    }
+
     // Phase 2b: look devices up, pre-flight, OS check (read calls only).
     let prepared = Arc::new(resolve::prepare(&ctx, &survey.lookups, config.pick_latest).await);
 
     // Phase 3: execute.
-    let mut sink = open_sink(partial_path.as_deref(), results_path.as_deref(), input.columns())?;
+    let sink = open_sink(partial_path.as_deref(), results_path.as_deref(), input.columns())?;
     let progress = Progress::new(survey.rows, config.progress, pacer.clone());
 
     let (tx, mut rx) = mpsc::channel::<Item>(config.concurrency * 2 + 16);
@@ -151,8 +159,16 @@ pub async fn run<T: Transport>(
         let config = config.clone();
         let stop = stop.clone();
         let valid_rows = survey.rows.saturating_sub(survey.invalid_rows) as usize;
+        let unsettled = settled.unsettled;
         tokio::task::spawn_blocking(move || {
-            read_items(&input, &config, &prepared, done_rows, valid_rows, &stop, &tx)
+            let mut reader = Reader {
+                config: &config,
+                prepared: &prepared,
+                earlier,
+                unsettled,
+                seen: HashMap::with_capacity(valid_rows),
+            };
+            reader.read(&input, &stop, &tx).map(|()| reader.earlier.left())
         })
     };
     let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -163,22 +179,37 @@ pub async fn run<T: Transport>(
             async move {
                 match item {
                     Item::Settled { seq, user, row, journal } => {
-                        if journal && let Some(j) = &ctx.journal {
-                            j.row_nowait(&row);
+                        if let (Some(key), Some(j)) = (journal, &ctx.journal) {
+                            j.row_nowait(key.as_str(), &row);
                         }
-                        Done { seq, user, row: Some(row) }
+                        Done { seq, user, row }
                     }
                     Item::Send { seq, user, job } => {
+                        let (line, machine_id, action) =
+                            (job.line, job.machine_id.clone(), job.action);
                         let task = tokio::spawn(async move {
                             let row = execute(&ctx, &job).await;
                             // Written now; made durable by the next group
                             // commit, before the row is counted (below).
                             if let (Some(row), Some(j)) = (&row, &ctx.journal) {
-                                j.row_nowait(row);
+                                j.row_nowait(&job.key, row);
                             }
                             row
                         });
-                        let row = task.await.unwrap_or(None);
+                        let row = match task.await {
+                            Ok(Some(row)) => row,
+                            Ok(None) => not_sent(line, &machine_id, action.cli_name()),
+                            // Never lose a row: it is recorded with the cause
+                            // (not in the journal, whose intent, if any, has a
+                            // resume look it up).
+                            Err(e) => {
+                                let mut row = not_sent(line, &machine_id, action.cli_name());
+                                row.status = Some(Status::Error);
+                                row.error_code = "InternalError".into();
+                                row.error_message = format!("the row's task failed: {e}");
+                                row
+                            }
+                        };
                         Done { seq, user, row }
                     }
                 }
@@ -187,7 +218,7 @@ pub async fn run<T: Transport>(
         .buffer_unordered(config.concurrency);
 
     let mut order = Reorder::default();
-    let io_err = |source| RunError::Io { path: partial_path.clone().unwrap_or_default(), source };
+    let mut writer = Writer { sink, path: partial_path.clone().unwrap_or_default(), failed: false };
     // Results reach the file promptly (a person may be watching it), but
     // without a flush per row when thousands settle each second.
     let mut last_flush = Instant::now();
@@ -217,29 +248,32 @@ pub async fn run<T: Transport>(
                     ready.extend(order.drain());
                 }
             },
-            () = async { if let Some((_, c)) = committing.as_mut() { c.await } }, if committing.is_some() => {
+            durable = async { match committing.as_mut() { Some((_, c)) => c.await, None => Ok(()) } }, if committing.is_some() => {
+                if let Err(e) = durable {
+                    stop.fail(StopReason::Storage, e.to_string());
+                }
                 let batch = committing.take().map(|(batch, _)| batch).unwrap_or_default();
                 for (user, row) in batch {
                     summary.count(&row);
                     progress.row_done(&row);
-                    sink.write_row(&user, &row).map_err(io_err)?;
+                    writer.write(&user, &row, &stop);
                     open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
                 }
                 if last_flush.elapsed() >= FLUSH_EVERY {
-                    sink.flush().map_err(io_err)?;
+                    writer.flush(&stop);
                     last_flush = Instant::now();
                 }
             }
         }
     }
-    summary.unsent = order.gaps;
     if config.dry_run {
         summary.estimate = Some(resolve::estimate(&pacer, summary.planned.values()));
     }
-    let read = reader.await.map_err(|e| RunError::Internal(e.to_string()))?;
-    read?;
-    sink.flush().map_err(io_err)?;
-    drop(sink);
+    summary.no_longer_in_input =
+        reader.await.map_err(|e| RunError::Internal(e.to_string()))?? as u64;
+    writer.flush(&stop);
+    let results_whole = !writer.failed;
+    drop(writer);
     progress.finish();
 
     // Phase 4: wait for the actions and rewrite their rows (see `wait`).
@@ -251,13 +285,16 @@ pub async fn run<T: Transport>(
         finish_run(&ctx, open, options, &stop, partial, format, &mut summary).await?;
     }
 
-    // Phase 5: finish.
-    if let (Some(results), Some(partial)) = (&results_path, &partial_path) {
+    // Phase 5: finish. A results file that could not be written whole stays
+    // `.partial`: the journal knows what happened, and a resume rewrites it.
+    if let (Some(results), Some(partial), true) = (&results_path, &partial_path, results_whole) {
         std::fs::rename(partial, results)
             .map_err(|source| RunError::Io { path: results.clone(), source })?;
     }
     if let Some(j) = journal {
-        j.flush().await;
+        if let Err(e) = j.flush().await {
+            stop.fail(StopReason::Storage, e.to_string());
+        }
         if let Ok(j) = Arc::try_unwrap(j) {
             j.close().await;
         }
@@ -267,16 +304,109 @@ pub async fn run<T: Transport>(
     Ok(summary)
 }
 
+/// The results writer of a run: after its first failure (disk full, I/O
+/// error) the run stops like an interrupt, and nothing more is written.
+struct Writer {
+    sink: Box<dyn ResultSink>,
+    path: std::path::PathBuf,
+    failed: bool,
+}
+
+impl Writer {
+    fn write(&mut self, user: &[String], row: &ResultRow, stop: &Stop) {
+        if !self.failed
+            && let Err(e) = self.sink.write_row(user, row)
+        {
+            self.fail(e, stop);
+        }
+    }
+
+    fn flush(&mut self, stop: &Stop) {
+        if !self.failed
+            && let Err(e) = self.sink.flush()
+        {
+            self.fail(e, stop);
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error, stop: &Stop) {
+        self.failed = true;
+        let message = format!(
+            "the results file {} can no longer be written ({e}); nothing more is sent: free space, then run again with --resume",
+            self.path.display()
+        );
+        tracing::error!("{message}");
+        stop.fail(StopReason::Storage, message);
+    }
+}
+
+/// A row a stop left unsent: nothing was done to the device.
+fn not_sent(line: u64, machine_id: &str, action: &str) -> ResultRow {
+    ResultRow {
+        line,
+        machine_id: machine_id.to_string(),
+        action: action.to_string(),
+        status: Some(Status::NotSent),
+        error_message: "the run stopped before this row was sent; --resume sends it".into(),
+        finished_at: format_utc(SystemTime::now()),
+        ..ResultRow::default()
+    }
+}
+
+/// Checks the journal of a resumed run against this invocation (same
+/// parameters, a journal this version wrote), or starts a new journal with
+/// this run's parameters.
+async fn check_params(
+    config: &RunConfig,
+    journal: &Journal,
+    recovered: &Recovered,
+) -> Result<(), RunError> {
+    let now = RunParams::new(
+        &config.defaults,
+        &config.api,
+        &config.tenant,
+        format_utc(SystemTime::now()),
+    );
+    match &recovered.params {
+        Some(earlier) => {
+            let changes = earlier.differences(&now);
+            if changes.is_empty() {
+                Ok(())
+            } else {
+                Err(RunError::ParamsChanged { journal: journal.path().to_path_buf(), changes })
+            }
+        }
+        None if recovered.records == 0 && recovered.unreadable == 0 => {
+            journal.params(&now).await.map_err(|e| RunError::JournalFailed(e.to_string()))
+        }
+        None => Err(RunError::UnknownJournal(journal.path().to_path_buf())),
+    }
+}
+
+/// What looking up the rows in doubt settled.
+#[derive(Default)]
+struct InDoubtSettled {
+    /// Rows now settled, by identity (made durable in the journal).
+    rows: Vec<(RowKey, ResultRow)>,
+    /// Of them, rows whose action was found on the server.
+    found: u64,
+    /// Rows still in doubt because a stop came before their look-up: they
+    /// must not be sent, and stay in doubt in the journal.
+    unsettled: HashSet<RowKey>,
+}
+
 /// Settles the rows an earlier run left in doubt (see [`reconcile`]), each
 /// made durable in the journal. A request sent just before the crash may
-/// still be on its way, so the look-up waits until it can no longer arrive.
+/// still be on its way, so the look-up waits until it can no longer arrive
+/// (or a stop comes).
 async fn settle_in_doubt<T: Transport>(
     ctx: &Ctx<T>,
-    in_doubt: HashMap<u64, super::journal::Intent>,
+    in_doubt: HashMap<RowKey, Intent>,
     grace: std::time::Duration,
-) -> Vec<ResultRow> {
+) -> InDoubtSettled {
+    let mut out = InDoubtSettled::default();
     if in_doubt.is_empty() {
-        return Vec::new();
+        return out;
     }
     let latest = in_doubt.values().filter_map(|i| parse_utc(&i.at)).max();
     if let Some(wait) = latest.and_then(|t| (t + grace).duration_since(SystemTime::now()).ok()) {
@@ -285,15 +415,24 @@ async fn settle_in_doubt<T: Transport>(
             wait_ms = wait.as_millis() as u64,
             "rows in doubt from the interrupted run; looking them up shortly"
         );
-        tokio::time::sleep(wait).await;
-    }
-    let settled = reconcile(ctx, in_doubt).await;
-    if let Some(j) = &ctx.journal {
-        for row in &settled {
-            j.row(row).await;
+        if ctx.sleep_or_stop(wait).await.is_none() {
+            out.unsettled = in_doubt.into_keys().collect();
+            return out;
         }
     }
-    settled
+    let (rows, unsettled) = reconcile(ctx, in_doubt).await;
+    out.unsettled = unsettled;
+    if let Some(j) = &ctx.journal {
+        for (key, row) in &rows {
+            j.row_nowait(key.as_str(), row);
+        }
+        if let Err(e) = j.flush().await {
+            ctx.stop.fail(StopReason::Storage, e.to_string());
+        }
+    }
+    out.found = rows.iter().filter(|(_, r)| r.status == Some(Status::Submitted)).count() as u64;
+    out.rows = rows;
+    out
 }
 
 /// The results writer: the `.partial` file beside the results (or stdout),
@@ -319,27 +458,36 @@ fn open_sink(
 type Settled = (Vec<String>, ResultRow);
 
 /// A pending group commit of the journal (immediate without a journal).
-type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type Commit = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), super::journal::JournalFailed>> + Send>,
+>;
 
 /// Makes everything written to the journal so far durable.
 fn commit(journal: Option<Arc<Journal>>) -> Commit {
     Box::pin(async move {
-        if let Some(j) = journal {
-            j.flush().await;
+        match journal {
+            Some(j) => j.flush().await,
+            None => Ok(()),
         }
     })
 }
 
 /// Applies `--resume`/`--force` to an existing results file: without either,
-/// an existing results file (or its journal) is never touched.
+/// an existing results file (or its journal, or a `.partial` a stopped run
+/// left) is never touched; a resume needs the journal of what it continues.
 fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
     let jpath = journal_path(results);
+    let partial = super::partial_path(results);
     match config.existing {
-        Existing::Refuse if results.exists() || jpath.exists() => {
-            Err(RunError::ResultsExist(results.to_path_buf()))
-        }
-        Existing::Resume if results.exists() && !jpath.exists() => {
-            Err(RunError::NothingToResume(results.to_path_buf()))
+        Existing::Refuse => match [results, &jpath, &partial].into_iter().find(|p| p.exists()) {
+            Some(p) => Err(RunError::ResultsExist(p.to_path_buf())),
+            None => Ok(()),
+        },
+        Existing::Resume if !jpath.exists() => {
+            match [results, &partial].into_iter().find(|p| p.exists()) {
+                Some(p) => Err(RunError::NothingToResume(p.to_path_buf())),
+                None => Ok(()),
+            }
         }
         _ => Ok(()),
     }
@@ -368,8 +516,6 @@ fn confirm_irreversible(config: &RunConfig, survey: &Survey) -> Result<(), RunEr
 struct Reorder {
     next: u64,
     pending: BTreeMap<u64, Done>,
-    /// Rows a stop left unsent.
-    gaps: u64,
 }
 
 impl Reorder {
@@ -378,89 +524,210 @@ impl Reorder {
         let mut out = Vec::new();
         while let Some(d) = self.pending.remove(&self.next) {
             self.next += 1;
-            match d.row {
-                Some(row) => out.push((d.user, row)),
-                None => self.gaps += 1,
-            }
+            out.push((d.user, d.row));
         }
         out
     }
 
-    /// Whatever is left (only after a stop, when some rows never settled).
+    /// Whatever is left (the stream ended; every row is here).
     fn drain(&mut self) -> Vec<Settled> {
-        let pending = std::mem::take(&mut self.pending);
-        let mut out = Vec::new();
-        for (_, d) in pending {
-            match d.row {
-                Some(row) => out.push((d.user, row)),
-                None => self.gaps += 1,
-            }
+        std::mem::take(&mut self.pending).into_values().map(|d| (d.user, d.row)).collect()
+    }
+}
+
+/// The rows an earlier run settled, by identity, and by the machine they
+/// hit: a row that now names the same device another way (its name instead
+/// of its id) still finds what was done to it, so no device is touched twice.
+struct Earlier {
+    rows: HashMap<RowKey, ResultRow>,
+    /// [`RowKey::on_machine`] → the key the row was settled under.
+    by_machine: HashMap<RowKey, RowKey>,
+}
+
+impl Earlier {
+    fn new(rows: HashMap<RowKey, ResultRow>) -> Earlier {
+        let mut earlier = Earlier { rows: HashMap::new(), by_machine: HashMap::new() };
+        for (key, row) in rows {
+            earlier.insert(key, row);
         }
-        out
+        earlier
+    }
+
+    fn insert(&mut self, key: RowKey, row: ResultRow) {
+        if !row.machine_id.is_empty() {
+            self.by_machine.insert(key.on_machine(&row.machine_id), key.clone());
+        }
+        self.rows.insert(key, row);
+    }
+
+    /// Takes the row settled under `key`.
+    fn take(&mut self, key: &RowKey) -> Option<ResultRow> {
+        let row = self.rows.remove(key)?;
+        if !row.machine_id.is_empty() {
+            self.by_machine.remove(&key.on_machine(&row.machine_id));
+        }
+        Some(row)
+    }
+
+    /// Takes the row settled for the same device, action and parameters.
+    fn take_machine(&mut self, on_machine: &RowKey) -> Option<ResultRow> {
+        let key = self.by_machine.remove(on_machine)?;
+        self.rows.remove(&key)
+    }
+
+    /// Rows settled earlier that no row of this input named.
+    fn left(&self) -> usize {
+        self.rows.len()
     }
 }
 
 /// The reader thread: streams the input again and decides each row.
-/// `valid_rows` (from the survey) sizes the duplicate map once: growing it
-/// would briefly hold the old and the new table, half as much again at peak.
-fn read_items(
-    input: &Input,
-    config: &RunConfig,
-    prepared: &Prepared,
-    mut done_rows: HashMap<u64, ResultRow>,
-    valid_rows: usize,
-    stop: &Stop,
-    tx: &mpsc::Sender<Item>,
-) -> Result<(), RunError> {
-    let columns = input.columns();
-    let mut seen: HashMap<[u64; 2], u64> = HashMap::with_capacity(valid_rows);
-    let mut seq = 0u64;
-    for record in input.records()? {
-        if stop.is_set() {
-            break;
-        }
-        let record = record?;
-        let user = columns.user_values(&record.values);
-        let plan = plan_row(&record, columns, &config.defaults);
-        let previous = match &plan {
-            Ok(p) => p.previous_status,
-            Err(_) => previous_status(columns, &record),
-        };
-        if !selected(previous, config.only.as_deref()) {
-            continue;
-        }
-        let item = match plan {
-            Err(problems) => {
-                let row = ResultRow {
-                    line: record.line,
-                    machine_id: cell(columns, Role::MachineId, &record),
-                    action: cell(columns, Role::Action, &record),
-                    status: Some(Status::Invalid),
-                    error_code: "InvalidRow".to_string(),
-                    error_message: problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.column, p.why))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    finished_at: format_utc(SystemTime::now()),
-                    ..ResultRow::default()
-                };
-                Item::Settled { seq, user, row, journal: true }
+struct Reader<'a> {
+    config: &'a RunConfig,
+    prepared: &'a Prepared,
+    /// What earlier runs settled; taken as the rows come.
+    earlier: Earlier,
+    /// Rows in doubt whose look-up a stop cut short: never sent.
+    unsettled: HashSet<RowKey>,
+    /// Device + action + parameters of the rows so far (duplicates), sized
+    /// once from the survey: growing it would briefly hold the old and the
+    /// new table, half as much again at peak.
+    seen: HashMap<[u64; 2], u64>,
+}
+
+impl Reader<'_> {
+    /// Every selected row of the input becomes exactly one item, so the
+    /// results file has a row for each; after a stop, rows not settled
+    /// earlier are `not_sent`.
+    fn read(
+        &mut self,
+        input: &Input,
+        stop: &Stop,
+        tx: &mpsc::Sender<Item>,
+    ) -> Result<(), RunError> {
+        let columns = input.columns();
+        let mut seq = 0u64;
+        for record in input.records()? {
+            let record = record?;
+            let user = columns.user_values(&record.values);
+            let plan = plan_row(&record, columns, &self.config.defaults);
+            let previous = match &plan {
+                Ok(p) => p.previous_status,
+                Err(_) => previous_status(columns, &record),
+            };
+            if !selected(previous, self.config.only.as_deref()) {
+                continue;
             }
-            Ok(plan) => {
-                if let Some(row) = done_rows.remove(&plan.line) {
-                    Item::Settled { seq, user, row, journal: false }
-                } else {
-                    decide(plan, config, prepared, &mut seen, seq, user)
+            let item = match plan {
+                Err(problems) => {
+                    let row = ResultRow {
+                        line: record.line,
+                        machine_id: cell(columns, Role::MachineId, &record),
+                        action: cell(columns, Role::Action, &record),
+                        status: Some(Status::Invalid),
+                        error_code: "InvalidRow".to_string(),
+                        error_message: problems
+                            .iter()
+                            .map(|p| format!("{}: {}", p.column, p.why))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        finished_at: format_utc(SystemTime::now()),
+                        ..ResultRow::default()
+                    };
+                    // Validation is redone on every run: no journal record.
+                    Item::Settled { seq, user, row, journal: None }
                 }
+                Ok(plan) => self.decide(plan, stop, seq, user),
+            };
+            seq += 1;
+            if tx.blocking_send(item).is_err() {
+                break;
             }
-        };
-        seq += 1;
-        if tx.blocking_send(item).is_err() {
-            break;
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Settles a valid row at once (settled earlier, device not found or
+    /// ambiguous, duplicate, unsupported OS, already pending, dry run, a
+    /// stop) or makes it a job.
+    fn decide(&mut self, plan: RowPlan, stop: &Stop, seq: u64, user: Vec<String>) -> Item {
+        let key = RowKey::of(&plan);
+        if let Some(row) = self.earlier.take(&key) {
+            return self.restored(&key, plan.line, row, seq, user);
+        }
+        let named_id = key.machine_id().unwrap_or_default();
+        if self.unsettled.contains(&key) {
+            let mut row = not_sent(plan.line, named_id, plan.action.cli_name());
+            row.status = Some(Status::InDoubt);
+            row.error_message = "sent by an earlier run, answer unknown, not looked up yet: --resume looks it up before sending anything; check the device before sending it any other way".into();
+            return Item::Settled { seq, user, row, journal: None };
+        }
+        if stop.is_set() {
+            let row = not_sent(plan.line, named_id, plan.action.cli_name());
+            return Item::Settled { seq, user, row, journal: None };
+        }
+        let (machine_id, machine) = match self.prepared.target(&plan) {
+            Ok(target) => target,
+            Err(row) => return Item::Settled { seq, user, row: *row, journal: Some(key) },
+        };
+        let on_machine = key.on_machine(&machine_id);
+        if let Some(row) = self.earlier.take_machine(&on_machine) {
+            return self.restored(&key, plan.line, row, seq, user);
+        }
+        let mut row = ResultRow {
+            line: plan.line,
+            machine_id: machine_id.clone(),
+            action: plan.action.cli_name().to_string(),
+            ..ResultRow::default()
+        };
+        let dedupe = dedupe_key(&on_machine);
+        if let Some(first) = self.seen.get(&dedupe) {
+            row.status = Some(Status::Duplicate);
+            row.error_message =
+                format!("same machine, action and parameters as line {first}; sent once");
+            row.finished_at = format_utc(SystemTime::now());
+            return Item::Settled { seq, user, row, journal: None };
+        }
+        self.seen.insert(dedupe, plan.line);
+        if let Some(row) = self.prepared.check(&plan, &machine_id, machine) {
+            return Item::Settled { seq, user, row, journal: Some(key) };
+        }
+        if self.config.dry_run {
+            row.status = Some(Status::Planned);
+            return Item::Settled { seq, user, row, journal: None };
+        }
+        let body = ActionBody {
+            comment: plan.comment,
+            isolation_type: plan.isolation_type,
+            sha1: plan.sha1,
+            scan_type: plan.scan_type,
+        };
+        let job = Job {
+            key: key.as_str().to_string(),
+            line: plan.line,
+            machine_id,
+            action: plan.action,
+            body,
+        };
+        Item::Send { seq, user, job }
+    }
+
+    /// A row settled earlier, at its current line and with its current
+    /// columns; later rows for the same device and action are duplicates.
+    fn restored(
+        &mut self,
+        key: &RowKey,
+        line: u64,
+        mut row: ResultRow,
+        seq: u64,
+        user: Vec<String>,
+    ) -> Item {
+        row.line = line;
+        if !row.machine_id.is_empty() {
+            self.seen.entry(dedupe_key(&key.on_machine(&row.machine_id))).or_insert(line);
+        }
+        Item::Settled { seq, user, row, journal: None }
+    }
 }
 
 /// A role's cell of a record, as text (empty when absent).
@@ -474,94 +741,63 @@ pub fn previous_status(columns: &Columns, record: &Record) -> Option<Status> {
     columns.cell(Role::Status, &record.values).and_then(|(_, v)| v.parse().ok())
 }
 
-/// Settles a valid row at once (device not found or ambiguous, duplicate,
-/// unknown id, unsupported OS, already pending, dry run) or makes it a job.
-fn decide(
-    plan: RowPlan,
-    config: &RunConfig,
-    prepared: &Prepared,
-    seen: &mut HashMap<[u64; 2], u64>,
-    seq: u64,
-    user: Vec<String>,
-) -> Item {
-    let (machine_id, machine) = match prepared.target(&plan) {
-        Ok(target) => target,
-        Err(row) => return Item::Settled { seq, user, row: *row, journal: true },
-    };
-    let mut row = ResultRow {
-        line: plan.line,
-        machine_id: machine_id.clone(),
-        action: plan.action.cli_name().to_string(),
-        ..ResultRow::default()
-    };
-    let key = dedupe_key(&machine_id, &plan);
-    if let Some(first) = seen.get(&key) {
-        row.status = Some(Status::Duplicate);
-        row.error_message =
-            format!("same machine, action and parameters as line {first}; sent once");
-        row.finished_at = format_utc(SystemTime::now());
-        return Item::Settled { seq, user, row, journal: true };
-    }
-    seen.insert(key, plan.line);
-    if let Some(row) = prepared.check(&plan, &machine_id, machine) {
-        return Item::Settled { seq, user, row, journal: true };
-    }
-    if config.dry_run {
-        row.status = Some(Status::Planned);
-        return Item::Settled { seq, user, row, journal: false };
-    }
-    let body = ActionBody {
-        comment: plan.comment,
-        isolation_type: plan.isolation_type,
-        sha1: plan.sha1,
-        scan_type: plan.scan_type,
-    };
-    Item::Send { seq, user, job: Job { line: plan.line, machine_id, action: plan.action, body } }
-}
-
-/// 128-bit key of machine + action + parameters (comment excluded: it does
-/// not change what happens to the device). Two `u64` halves rather than a
-/// `u128`: the map holds one entry per row, and a `u128`'s 16-byte alignment
-/// pads each entry from 24 to 32 bytes.
-fn dedupe_key(machine_id: &str, plan: &RowPlan) -> [u64; 2] {
+/// 128-bit hash of a row's key on its machine (machine + action +
+/// parameters; the comment is not part of it). Two `u64` halves rather than
+/// a `u128`: the map holds one entry per row, and a `u128`'s 16-byte
+/// alignment pads each entry from 24 to 32 bytes.
+fn dedupe_key(on_machine: &RowKey) -> [u64; 2] {
     let mut halves = [0u64; 2];
     for (salt, half) in halves.iter_mut().enumerate() {
         let mut h = DefaultHasher::new();
         salt.hash(&mut h);
-        machine_id.to_ascii_lowercase().hash(&mut h);
-        plan.action.hash(&mut h);
-        plan.isolation_type.hash(&mut h);
-        plan.sha1.as_deref().map(str::to_ascii_lowercase).hash(&mut h);
-        plan.scan_type.hash(&mut h);
+        on_machine.as_str().hash(&mut h);
         *half = h.finish();
     }
     halves
 }
 
-/// Settles the rows an earlier run left in doubt: each is looked up on the
-/// server (one list call per action type and batch of machines); rows whose
-/// action exists are recorded as submitted, the others will be sent again.
+/// Settles rows in doubt: each is looked up on the server (one list call
+/// per action type and batch of machines); rows whose action exists are
+/// recorded as submitted, rows whose look-up failed stay `in_doubt`, the
+/// others will be sent again. Returns the settled rows and the keys a stop
+/// left unlooked.
 async fn reconcile<T: Transport>(
     ctx: &Ctx<T>,
-    in_doubt: HashMap<u64, super::journal::Intent>,
-) -> Vec<ResultRow> {
-    let mut by_action: BTreeMap<ActionKind, Vec<super::journal::Intent>> = BTreeMap::new();
-    for (_, intent) in in_doubt {
-        if let Ok(a) = intent.action.parse::<ActionKind>() {
-            by_action.entry(a).or_default().push(intent);
+    in_doubt: HashMap<RowKey, Intent>,
+) -> (Vec<(RowKey, ResultRow)>, HashSet<RowKey>) {
+    let mut by_action: BTreeMap<ActionKind, Vec<(RowKey, Intent)>> = BTreeMap::new();
+    let mut unsettled = HashSet::new();
+    for (key, intent) in in_doubt {
+        match intent.action.parse::<ActionKind>() {
+            Ok(a) if !intent.machine_id.is_empty() => {
+                by_action.entry(a).or_default().push((key, intent))
+            }
+            // A torn record that names its row but not its machine: the
+            // device is not known until the row is resolved, so the row
+            // is not sent; it stays in doubt for a person to check.
+            _ => {
+                unsettled.insert(key);
+            }
         }
     }
     let mut settled = Vec::new();
     for (action, intents) in by_action {
         for chunk in intents.chunks(20) {
-            let since =
-                chunk.iter().filter_map(|i| parse_utc(&i.at)).min().unwrap_or_else(SystemTime::now);
-            let machines: Vec<&str> = chunk.iter().map(|i| i.machine_id.as_str()).collect();
+            if ctx.stop.is_set() {
+                unsettled.extend(chunk.iter().map(|(k, _)| k.clone()));
+                continue;
+            }
+            let since = chunk
+                .iter()
+                .filter_map(|(_, i)| parse_utc(&i.at))
+                .min()
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let machines: Vec<&str> = chunk.iter().map(|(_, i)| i.machine_id.as_str()).collect();
             match lookup_actions(ctx, action, &machines, since).await {
                 Ok(found) => {
-                    for intent in chunk {
+                    for (key, intent) in chunk {
                         if let Some(a) = pick_match(&found, &intent.machine_id, None) {
-                            settled.push(ResultRow {
+                            let row = ResultRow {
                                 line: intent.line,
                                 machine_id: intent.machine_id.clone(),
                                 action: action.cli_name().to_string(),
@@ -574,13 +810,17 @@ async fn reconcile<T: Transport>(
                                 error_message: "found on the server after an interrupted run"
                                     .to_string(),
                                 ..ResultRow::default()
-                            });
+                            };
+                            settled.push((key.clone(), row));
                         }
                     }
                 }
+                Err(CallError::Stopped) => {
+                    unsettled.extend(chunk.iter().map(|(k, _)| k.clone()));
+                }
                 Err(e) => {
-                    for intent in chunk {
-                        settled.push(ResultRow {
+                    for (key, intent) in chunk {
+                        let row = ResultRow {
                             line: intent.line,
                             machine_id: intent.machine_id.clone(),
                             action: action.cli_name().to_string(),
@@ -589,14 +829,15 @@ async fn reconcile<T: Transport>(
                             finished_at: format_utc(SystemTime::now()),
                             error_code: e.code().to_string(),
                             error_message: format!(
-                                "sent by an interrupted run, and looking it up failed ({e}); check the device before sending again"
+                                "sent by an interrupted run, and looking it up failed ({e}); --resume looks again; check the device before sending it any other way"
                             ),
                             ..ResultRow::default()
-                        });
+                        };
+                        settled.push((key.clone(), row));
                     }
                 }
             }
         }
     }
-    settled
+    (settled, unsettled)
 }

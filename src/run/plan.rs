@@ -4,12 +4,14 @@
 //! needs looking up before sending (device names, Entra ID device ids, IP
 //! addresses, machines whose OS matters, action types for the pre-flight).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use super::identity::RowKey;
+use super::journal::Intent;
 use super::resolve::Lookups;
 
 use crate::api::action::ActionKind;
-use crate::input::{Input, InputError, Record, RowDefaults, RowProblem, plan_row};
+use crate::input::{Input, InputError, Record, RowDefaults, RowPlan, RowProblem, plan_row};
 use crate::output::Status;
 
 /// Problems kept for the report; beyond this only the count grows.
@@ -30,6 +32,10 @@ pub struct Survey {
     pub invalid_rows: u64,
     /// What to look up before sending (one entry per distinct key).
     pub lookups: Lookups,
+    /// Rows of a results file being replayed whose earlier request may have
+    /// reached the service (`in_doubt`, or `error` after a request left):
+    /// looked up before anything is sent for them, as a resume does.
+    pub replayed_in_doubt: HashMap<RowKey, Intent>,
 }
 
 impl Survey {
@@ -74,6 +80,9 @@ pub fn survey(
             Ok(p) => {
                 *s.per_action.entry(p.action).or_default() += 1;
                 s.lookups.add(&p);
+                if let Some(intent) = replayed_request(&p) {
+                    s.replayed_in_doubt.entry(RowKey::of(&p)).or_insert(intent);
+                }
             }
             Err(problems) => {
                 s.invalid_rows += 1;
@@ -83,4 +92,22 @@ pub fn survey(
         }
     }
     Ok(s)
+}
+
+/// The earlier request of a replayed row that may have reached the
+/// service: the row was `in_doubt`, or ended `error` after a request left
+/// (a timeout may have been processed), and names the machine it went to.
+fn replayed_request(plan: &RowPlan) -> Option<Intent> {
+    let previous = plan.previous.as_ref()?;
+    let maybe_sent = matches!(previous.status, Some(Status::InDoubt | Status::Error));
+    if !maybe_sent || previous.requested_at.trim().is_empty() || previous.machine_id.is_empty() {
+        return None;
+    }
+    Some(Intent {
+        key: RowKey::of(plan).as_str().to_string(),
+        line: plan.line,
+        machine_id: previous.machine_id.to_ascii_lowercase(),
+        action: plan.action.cli_name().to_string(),
+        at: previous.requested_at.clone(),
+    })
 }

@@ -11,7 +11,7 @@
 //!   One batch of keys is one filter call; with more, the listing is tried
 //!   first: its first page tells whether the fleet fits in one call, and the
 //!   listing goes on only while it has cost fewer calls than the filters
-//!   would. Every call goes through [`paced_call`] (pacing, 429, retries).
+//!   would. Every call goes through [`read`](super::call::read) (pacing, 429, retries).
 //! - **Pre-flight** ([`pending_actions`]): one paged `GET machineactions`
 //!   call lists the actions already `Pending` or `InProgress` of the types
 //!   the input asks for; a row whose machine has one is `already_pending`
@@ -39,7 +39,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use super::submit::{Ctx, PAGE, list_all_actions, next_skip, paced_call};
+use super::call::{Ctx, read};
+use super::submit::{PAGE, list_all_actions, next_skip};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{CallError, ListQuery, odata_string};
@@ -335,7 +336,7 @@ async fn machines_page<T: Transport>(
         top: Some(PAGE),
         skip: (skip > 0).then_some(skip),
     };
-    match paced_call(ctx, Api::ListMachines, || ctx.transport.list_machines(&query)).await {
+    match read(ctx, Api::ListMachines, || ctx.transport.list_machines(&query)).await {
         Err(CallError::Api { status: 404, .. }) => {
             Ok(ODataList { context: None, value: Vec::new(), next_link: None })
         }
@@ -833,14 +834,13 @@ mod tests {
     }
 
     fn ctx(tenant: Tenant) -> Ctx<Tenant> {
-        Ctx {
-            transport: Arc::new(tenant),
-            pacer: Arc::new(Pacer::new(&[], None)),
-            journal: None,
-            policy: RetryPolicy::default(),
-            throttled: std::sync::atomic::AtomicU64::new(0),
-            stop: Stop::new(),
-        }
+        Ctx::new(
+            Arc::new(tenant),
+            Arc::new(Pacer::new(&[], None)),
+            None,
+            RetryPolicy::default(),
+            Stop::new(),
+        )
     }
 
     fn set(items: &[&str]) -> BTreeSet<String> {

@@ -11,14 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::call::{Ctx, RetryPolicy};
 use super::journal::{Journal, journal_path};
 use super::stop::Stop;
-use super::submit::{Ctx, RetryPolicy};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{Open, apply_tracked, follow};
@@ -75,9 +74,11 @@ impl ResultsLock {
             return;
         }
         for row in rows {
-            self.journal.row_nowait(row);
+            self.journal.update_nowait(row);
         }
-        self.journal.flush().await;
+        if let Err(e) = self.journal.flush().await {
+            tracing::warn!(error = %e, "the updated rows are in the results file but not in the journal");
+        }
     }
 
     /// Releases the lock (removing a journal made only for it).
@@ -140,14 +141,7 @@ async fn follow_up<T: Transport>(
     summary.heading = Some("status");
     let mut tracked = std::collections::HashMap::new();
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
-    let ctx = Ctx {
-        transport,
-        pacer,
-        journal: None,
-        policy: config.policy.clone(),
-        throttled: AtomicU64::new(0),
-        stop: stop.clone(),
-    };
+    let ctx = Ctx::new(transport, pacer, None, config.policy.clone(), stop.clone());
     if !open.is_empty() {
         ctx.transport.authenticate().await.map_err(RunError::Auth)?;
         let options = config

@@ -1,9 +1,13 @@
-//! Graceful stops: the first Ctrl-C/SIGTERM (or `--max-runtime`) asks the
-//! run to stop taking rows; work already on the wire finishes; a second
-//! signal exits at once.
+//! Stops: the first Ctrl-C/SIGTERM (or `--max-runtime`) asks the run to
+//! stop taking rows; work already on the wire finishes; a second signal
+//! exits at once. A fault that would make every later request fail or go
+//! unrecorded (credentials that no longer work, a certificate the client
+//! cannot trust, a journal that cannot be written) stops the run the same
+//! way, so that rows not yet sent stay unsent and `--resume` continues once
+//! the cause is fixed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -14,6 +18,49 @@ pub enum StopReason {
     Interrupted,
     /// `--max-runtime` elapsed.
     Deadline,
+    /// The API refused our credentials and a fresh token did not cure it,
+    /// or no token could be had any more.
+    AuthLost,
+    /// A failure no retry can cure for any row: the server's certificate is
+    /// not trusted, TLS cannot be negotiated, the host name does not resolve.
+    Connection,
+    /// The journal or the results file could not be written (disk full,
+    /// I/O error, file removed): nothing may be sent that cannot be recorded.
+    Storage,
+}
+
+impl StopReason {
+    /// The process exit code of a run that stopped for this reason.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopReason::Interrupted => 130,
+            StopReason::Deadline => 75,
+            StopReason::AuthLost | StopReason::Connection => 2,
+            // EX_IOERR of sysexits.h.
+            StopReason::Storage => 74,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            StopReason::Interrupted => 1,
+            StopReason::Deadline => 2,
+            StopReason::AuthLost => 3,
+            StopReason::Connection => 4,
+            StopReason::Storage => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StopReason> {
+        Some(match code {
+            1 => StopReason::Interrupted,
+            2 => StopReason::Deadline,
+            3 => StopReason::AuthLost,
+            4 => StopReason::Connection,
+            5 => StopReason::Storage,
+            _ => return None,
+        })
+    }
 }
 
 /// A shared stop flag that tasks can poll or await.
@@ -24,8 +71,10 @@ pub struct Stop {
 
 #[derive(Debug, Default)]
 struct StopInner {
-    /// 0 = running, 1 = interrupted, 2 = deadline.
+    /// 0 = running, else [`StopReason::code`] of the first reason.
     state: AtomicU8,
+    /// What failed, for the reasons that are faults (set before `state`).
+    detail: Mutex<Option<String>>,
     /// Wakes tasks waiting in [`Stop::wait`].
     notify: Notify,
 }
@@ -38,22 +87,37 @@ impl Stop {
 
     /// Asks everything to stop; the first reason given wins.
     pub fn trigger(&self, reason: StopReason) {
-        let code = match reason {
-            StopReason::Interrupted => 1,
-            StopReason::Deadline => 2,
-        };
-        if self.inner.state.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        self.set(reason, None);
+    }
+
+    /// Stops for a fault, saying what failed; the first reason given wins
+    /// (a fault after an interrupt is only logged by its caller).
+    pub fn fail(&self, reason: StopReason, detail: String) {
+        self.set(reason, Some(detail));
+    }
+
+    fn set(&self, reason: StopReason, detail: Option<String>) {
+        let mut slot = self.inner.detail.lock().unwrap_or_else(PoisonError::into_inner);
+        if self
+            .inner
+            .state
+            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            *slot = detail;
+            drop(slot);
             self.inner.notify.notify_waiters();
         }
     }
 
     /// Why the run was asked to stop, if it was.
     pub fn reason(&self) -> Option<StopReason> {
-        match self.inner.state.load(Ordering::SeqCst) {
-            1 => Some(StopReason::Interrupted),
-            2 => Some(StopReason::Deadline),
-            _ => None,
-        }
+        StopReason::from_code(self.inner.state.load(Ordering::SeqCst))
+    }
+
+    /// What failed, when the run stopped for a fault.
+    pub fn detail(&self) -> Option<String> {
+        self.inner.detail.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// True once a stop was asked for.
@@ -129,5 +193,18 @@ mod tests {
         stop.trigger(StopReason::Interrupted);
         waiter.await.unwrap();
         assert_eq!(stop.reason(), Some(StopReason::Deadline));
+        stop.fail(StopReason::Storage, "disk full".into());
+        assert_eq!((stop.reason(), stop.detail()), (Some(StopReason::Deadline), None));
+    }
+
+    #[test]
+    fn a_fault_keeps_its_detail_and_its_exit_code() {
+        let stop = Stop::new();
+        stop.fail(StopReason::AuthLost, "HTTP 401".into());
+        stop.trigger(StopReason::Interrupted);
+        assert_eq!(stop.reason(), Some(StopReason::AuthLost));
+        assert_eq!(stop.detail().as_deref(), Some("HTTP 401"));
+        assert_eq!(StopReason::AuthLost.exit_code(), 2);
+        assert_eq!(StopReason::Storage.exit_code(), 74);
     }
 }

@@ -1,24 +1,23 @@
-//! One row's journey: pace, send, classify the answer, retry as the policy
-//! says, and settle on a [`ResultRow`].
+//! One row's journey: pace, record the intent, send, classify the answer,
+//! retry as the call engine ([`super::call`]) says, and settle on a
+//! [`ResultRow`].
 //!
-//! The policy (issue 3, "Retries"):
+//! The policy:
 //! - 429: close the API's gate until Retry-After (seconds or HTTP-date; none
 //!   → 60 s) and try again; this burns no error attempt.
 //! - 500/502/503/504, timeouts, connection errors: exponential backoff with
 //!   full jitter (at least any Retry-After), up to `max_attempts`, then `error`.
-//! - 401: fetch a fresh token once and try again.
+//! - 401: fetch a fresh token once and try again; refused again (or no token
+//!   to be had), the credentials no longer work: the run stops, and the row
+//!   stays unsent (a 401 did nothing to the device).
 //! - A request that may have reached the server without an answer (timeout,
 //!   connection dropped after sending) is *in doubt*: before sending again,
 //!   look the action up; if the server has it, that is the row's answer.
 //! - Other 4xx are final: `not_found`, `already_pending`, `rejected`.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
-use super::journal::Journal;
-use super::stop::Stop;
+use super::call::{Ctx, RetryState, Step, read};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError, ListQuery, any_of};
@@ -26,51 +25,17 @@ use crate::api::model::{MachineAction, ODataList};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::output::{ResultRow, Status};
-use crate::pace::Pacer;
-
-/// Retry-After assumed when a 429 carries none.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How far apart our clock and the server's may be when matching an action
 /// the server created against the time we sent the request.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 
-/// Retry policy knobs.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts allowed for transient errors (5xx, timeouts, connection errors).
-    pub max_attempts: u32,
-    /// First backoff step; doubles per attempt.
-    pub backoff_base: Duration,
-    /// Largest backoff step.
-    pub backoff_cap: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full-jitter backoff before transient attempt `attempt` (1-based):
-    /// uniform in `[0, min(cap, base·2^(attempt−1))]`, but never less than
-    /// what the server asked for.
-    pub fn backoff(&self, attempt: u32, server_asked: Option<Duration>) -> Duration {
-        let step = self.backoff_base.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
-        let jittered = step.min(self.backoff_cap).mul_f64(fastrand::f64());
-        jittered.max(server_asked.unwrap_or(Duration::ZERO))
-    }
-}
-
 /// A row ready to send.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// Input line, the row's identity in results and journal.
+    /// What the row is ([`super::identity::RowKey`]): its key in the journal.
+    pub key: String,
+    /// Input line, for the results and the log.
     pub line: u64,
     /// The target machine id (lowercase).
     pub machine_id: String,
@@ -80,59 +45,21 @@ pub struct Job {
     pub body: ActionBody,
 }
 
-/// Shared context of the workers.
-pub struct Ctx<T> {
-    /// The API.
-    pub transport: Arc<T>,
-    /// Paces every call.
-    pub pacer: Arc<Pacer>,
-    /// Records intents and outcomes durably.
-    pub journal: Option<Arc<Journal>>,
-    /// Retry knobs.
-    pub policy: RetryPolicy,
-    /// Counts 429s seen, for the summary.
-    pub throttled: std::sync::atomic::AtomicU64,
-    /// Asked to stop: rows still waiting for their turn give up unsent.
-    pub stop: Stop,
-}
-
-impl<T> Ctx<T> {
-    /// Waits for a pacing slot, or gives up when a stop is asked for.
-    async fn acquire_or_stop(&self, api: Api) -> Option<Instant> {
-        tokio::select! {
-            biased;
-            () = self.stop.wait() => None,
-            t = self.pacer.acquire(api) => Some(t),
-        }
-    }
-
-    /// Sleeps, or gives up when a stop is asked for.
-    async fn sleep_or_stop(&self, d: Duration) -> Option<()> {
-        tokio::select! {
-            biased;
-            () = self.stop.wait() => None,
-            () = tokio::time::sleep(d) => Some(()),
-        }
-    }
-}
-
 /// Classified answer of one attempt.
 enum Next {
     /// The row is settled.
     Done(ResultRow),
-    /// Try again after this delay (transient error; burns an attempt).
-    Backoff(Option<Duration>),
-    /// Try again when the gate opens, this long from now (429; free).
-    Throttled(Duration),
-    /// Fetch a token and try again (401; once).
-    Reauth,
     /// The request may have been processed: look before sending again.
     InDoubt,
+    /// Any other error: the call engine decides ([`RetryState::next`]).
+    Engine(CallError),
 }
 
 /// Sends one row and returns its result. Never panics, never loses the row:
-/// `None` only when a stop came while the row waited for its turn or a
-/// retry (its journal then shows whether anything was sent).
+/// `None` only when the row was not sent — a stop came while it waited for
+/// its turn or a retry, the journal could not record its intent, or the
+/// credentials stopped working (its journal then shows whether anything was
+/// sent, and `--resume` looks before sending again).
 pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow> {
     let api = Api::Action(job.action);
     let mut row = ResultRow {
@@ -141,8 +68,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         action: job.action.cli_name().to_string(),
         ..ResultRow::default()
     };
-    let mut transient_failures = 0u32;
-    let mut reauthed = false;
+    let mut retry = RetryState::default();
     // Earliest send time of this row: the window in which an in-doubt
     // request could have created an action.
     let mut first_sent: Option<SystemTime> = None;
@@ -151,8 +77,15 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         let sent_at = SystemTime::now();
         let sent_at_text = format_utc(sent_at);
         if let Some(j) = &ctx.journal {
-            // The intent is in the journal before the request leaves.
-            j.intent(job.line, &job.machine_id, job.action, &sent_at_text).await;
+            // The journal is the gate: no request leaves whose intent is
+            // not in the file.
+            if let Err(e) =
+                j.intent(&job.key, job.line, &job.machine_id, job.action, &sent_at_text).await
+            {
+                ctx.pacer.finished(api, started);
+                ctx.stop.fail(super::StopReason::Storage, e.to_string());
+                return None;
+            }
         }
         first_sent.get_or_insert(sent_at);
         if row.requested_at.is_empty() {
@@ -161,37 +94,14 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         row.attempts += 1;
         let result = ctx.transport.submit(&job.machine_id, job.action, &job.body).await;
         ctx.pacer.finished(api, started);
-        let next = classify(&mut row, result, sent_at, &mut reauthed);
-        match next {
+        let err = match classify(&mut row, result, sent_at) {
             Next::Done(r) => return Some(finish(r)),
-            Next::Throttled(wait) => {
-                ctx.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ctx.pacer.pause(api, Instant::now() + wait);
-                tracing::info!(line = job.line, api = %api, wait_s = wait.as_secs(), "429: pausing this API");
-            }
-            // The client already dropped the rejected token; the next
-            // attempt fetches a fresh one.
-            Next::Reauth => {}
-            Next::Backoff(server_asked) => {
-                transient_failures += 1;
-                if transient_failures >= ctx.policy.max_attempts {
-                    row.status = Some(Status::Error);
-                    return Some(finish(row));
-                }
-                let wait = ctx.policy.backoff(transient_failures, server_asked);
-                tracing::debug!(
-                    line = job.line,
-                    attempt = row.attempts,
-                    wait_ms = wait.as_millis() as u64,
-                    "transient error, backing off"
-                );
-                ctx.sleep_or_stop(wait).await?;
-            }
+            Next::Engine(err) => err,
             Next::InDoubt => {
-                transient_failures += 1;
+                retry.transient += 1;
                 // Give a request that is still being processed time to land
                 // before looking for it.
-                ctx.sleep_or_stop(ctx.policy.backoff(transient_failures, None)).await?;
+                ctx.sleep_or_stop(ctx.policy.backoff(retry.transient, None)).await?;
                 let since = first_sent.unwrap_or(sent_at);
                 match reconcile_one(ctx, job, since).await {
                     Ok(Some(found)) => {
@@ -202,11 +112,13 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
                         return Some(finish(row));
                     }
                     // The server never got it: sending again is safe.
-                    Ok(None) if transient_failures < ctx.policy.max_attempts => {}
+                    Ok(None) if retry.transient < ctx.policy.max_attempts => continue,
                     Ok(None) => {
                         row.status = Some(Status::Error);
                         return Some(finish(row));
                     }
+                    // A journal's in-doubt row is looked up again on
+                    // resume, so a stop cutting the look-up short loses nothing.
                     Err(e) => {
                         row.status = Some(Status::InDoubt);
                         row.error_message = format!(
@@ -217,7 +129,41 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
                     }
                 }
             }
+        };
+        match retry.next(&err, &ctx.policy) {
+            Step::Throttled(wait) => ctx.throttle(api, wait),
+            // The client already dropped the refused token; the next
+            // attempt fetches a fresh one.
+            Step::Reauth => {}
+            Step::Backoff(wait) => {
+                tracing::debug!(
+                    line = job.line,
+                    attempt = row.attempts,
+                    wait_ms = wait.as_millis() as u64,
+                    "transient error, backing off"
+                );
+                ctx.sleep_or_stop(wait).await?;
+            }
+            // The server refused the request (or no request could be made):
+            // nothing happened to the device, and the row is not sent.
+            Step::Fatal(reason) => {
+                ctx.fail_run(reason, &err);
+                return None;
+            }
+            Step::GiveUp => {
+                row.status = Some(final_status(&err));
+                return Some(finish(row));
+            }
         }
+    }
+}
+
+/// The status of a row whose last answer was `err` and no retry is left.
+fn final_status(err: &CallError) -> Status {
+    match err {
+        CallError::Api { status: 404, .. } => Status::NotFound,
+        e if e.is_transient() => Status::Error,
+        _ => Status::Rejected,
     }
 }
 
@@ -227,12 +173,6 @@ fn finish(mut row: ResultRow) -> ResultRow {
     row
 }
 
-/// How long a 429 holds its API: the server's Retry-After (at least 1 s),
-/// or [`DEFAULT_RETRY_AFTER`] when it gave none.
-fn throttle_wait(retry_after: Option<Duration>) -> Duration {
-    retry_after.unwrap_or(DEFAULT_RETRY_AFTER).max(Duration::from_secs(1))
-}
-
 /// Copies a MachineAction's identity into the row.
 fn record_action(row: &mut ResultRow, action: &MachineAction) {
     row.action_id = action.id.clone();
@@ -240,12 +180,12 @@ fn record_action(row: &mut ResultRow, action: &MachineAction) {
 }
 
 /// Turns one attempt's outcome into the next step, filling the row's
-/// answer fields.
+/// answer fields; what is not the row's own final answer (or an unanswered
+/// request) goes to the call engine.
 fn classify(
     row: &mut ResultRow,
     result: Result<crate::api::client::Reply<MachineAction>, CallError>,
     sent_at: SystemTime,
-    reauthed: &mut bool,
 ) -> Next {
     match result {
         Ok(reply) => {
@@ -264,21 +204,6 @@ fn classify(
             row.error_code = err.code().to_string();
             row.error_message = err.to_string();
             match err {
-                CallError::Throttled { retry_after, .. } => {
-                    Next::Throttled(throttle_wait(retry_after))
-                }
-                CallError::Unauthorized { .. } if !*reauthed => {
-                    *reauthed = true;
-                    Next::Reauth
-                }
-                CallError::Unauthorized { .. } => {
-                    row.status = Some(Status::Rejected);
-                    Next::Done(row.clone())
-                }
-                CallError::Api { status: 404, .. } => {
-                    row.status = Some(Status::NotFound);
-                    Next::Done(row.clone())
-                }
                 CallError::Api { status: 400, ref error, .. }
                     if error.as_ref().is_some_and(|e| e.code == "ActiveRequestAlreadyExists") =>
                 {
@@ -288,20 +213,8 @@ fn classify(
                         "the same action is already pending on this device".to_string();
                     Next::Done(row.clone())
                 }
-                CallError::Api { status: 500 | 502 | 503 | 504, retry_after, .. } => {
-                    Next::Backoff(retry_after)
-                }
-                CallError::Api { .. } | CallError::Decode { .. } => {
-                    row.status = Some(Status::Rejected);
-                    Next::Done(row.clone())
-                }
                 CallError::Transport { maybe_delivered: true, .. } => Next::InDoubt,
-                CallError::Transport { maybe_delivered: false, .. } => Next::Backoff(None),
-                CallError::Auth(ref e) if e.is_transient() => Next::Backoff(None),
-                CallError::Auth(_) => {
-                    row.status = Some(Status::Rejected);
-                    Next::Done(row.clone())
-                }
+                other => Next::Engine(other),
             }
         }
     }
@@ -373,7 +286,7 @@ pub async fn list_all_actions<T: Transport>(
             top: Some(PAGE),
             skip: (skip > 0).then_some(skip),
         };
-        let page = paced_call(ctx, Api::ListActions, || ctx.transport.list_actions(&query)).await?;
+        let page = read(ctx, Api::ListActions, || ctx.transport.list_actions(&query)).await?;
         let next = next_skip(&page, skip);
         all.extend(page.value);
         match next {
@@ -391,57 +304,23 @@ pub fn next_skip<T>(page: &ODataList<T>, skip: u32) -> Option<u32> {
     (n > 0 && (n >= PAGE || page.next_link.is_some())).then_some(skip + n)
 }
 
-/// Makes one read call through the pacer, retrying 429s (free), 401 (once)
-/// and transient errors (up to the policy's attempts). Reads are safe to
-/// repeat, so an unanswered one is simply sent again.
-pub async fn paced_call<T, R, F, Fut>(ctx: &Ctx<T>, api: Api, mut call: F) -> Result<R, CallError>
-where
-    T: Transport,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<crate::api::client::Reply<R>, CallError>>,
-{
-    let mut failures = 0u32;
-    let mut reauthed = false;
-    loop {
-        let started = ctx.pacer.acquire(api).await;
-        let result = call().await;
-        ctx.pacer.finished(api, started);
-        match result {
-            Ok(reply) => return Ok(reply.value),
-            Err(CallError::Throttled { retry_after, .. }) => {
-                ctx.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ctx.pacer.pause(api, Instant::now() + throttle_wait(retry_after));
-            }
-            Err(CallError::Unauthorized { .. }) if !reauthed => reauthed = true,
-            Err(e) if e.is_transient() => {
-                failures += 1;
-                if failures >= ctx.policy.max_attempts {
-                    return Err(e);
-                }
-                let asked = match &e {
-                    CallError::Api { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                tokio::time::sleep(ctx.policy.backoff(failures, asked)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The retry policy in paused time, through the `Transport` seam with a
     //! scripted server: no sockets, virtual hours in milliseconds.
 
     use std::collections::VecDeque;
-    use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::time::Instant;
 
     use super::*;
     use crate::api::client::{Reply, TransportKind};
     use crate::api::model::{ApiErrorBody, Machine, ODataList};
     use crate::pace::Limit;
+    use crate::pace::Pacer;
+    use crate::run::{RetryPolicy, Stop, StopReason};
 
     /// What the scripted server answers to the next submit.
     enum Answer {
@@ -568,24 +447,18 @@ mod tests {
     }
 
     fn ctx(answers: Vec<Answer>, max_attempts: u32) -> Ctx<Script> {
-        Ctx {
-            transport: Arc::new(Script {
-                answers: Mutex::new(answers.into()),
-                ..Script::default()
-            }),
-            pacer: Arc::new(Pacer::new(
-                &[Limit::PER_MINUTE, Limit::PER_HOUR],
-                Some(Duration::ZERO),
-            )),
-            journal: None,
-            policy: RetryPolicy { max_attempts, ..RetryPolicy::default() },
-            throttled: AtomicU64::new(0),
-            stop: Stop::new(),
-        }
+        Ctx::new(
+            Arc::new(Script { answers: Mutex::new(answers.into()), ..Script::default() }),
+            Arc::new(Pacer::new(&[Limit::PER_MINUTE, Limit::PER_HOUR], Some(Duration::ZERO))),
+            None,
+            RetryPolicy { max_attempts, ..RetryPolicy::default() },
+            Stop::new(),
+        )
     }
 
     fn job() -> Job {
         Job {
+            key: format!("isolate|id:{}|||", "ab".repeat(20)),
             line: 2,
             machine_id: "ab".repeat(20),
             action: ActionKind::Isolate,
@@ -661,14 +534,27 @@ mod tests {
             (vec![Answer::Status(403, "Forbidden", None)], Status::Rejected, 1),
             (vec![Answer::OldAction], Status::AlreadyPending, 1),
             (vec![Answer::Unauthorized, Answer::Ok], Status::Submitted, 2),
-            (vec![Answer::Unauthorized, Answer::Unauthorized], Status::Rejected, 2),
         ];
         for (answers, expected, sends) in cases {
             let ctx = ctx(answers, 5);
             let row = execute(&ctx, &job()).await.unwrap();
             assert_eq!(row.status, Some(expected));
             assert_eq!(submits(&ctx), sends, "{expected}");
+            assert!(!ctx.stop.is_set());
         }
+    }
+
+    /// A token refused again after a fresh one: the credentials no longer
+    /// work, so the row stays unsent (never `rejected`) and the run stops.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_refused_twice_stops_the_run_and_leaves_the_row_unsent() {
+        let ctx = ctx(vec![Answer::Unauthorized, Answer::Unauthorized, Answer::Ok], 5);
+        assert_eq!(execute(&ctx, &job()).await, None);
+        assert_eq!(submits(&ctx), 2);
+        assert_eq!(ctx.stop.reason(), Some(StopReason::AuthLost));
+        // Every later row gives up before sending.
+        assert_eq!(execute(&ctx, &job()).await, None);
+        assert_eq!(submits(&ctx), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -677,7 +563,7 @@ mod tests {
         let stop = ctx.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            stop.trigger(crate::run::StopReason::Interrupted);
+            stop.trigger(StopReason::Interrupted);
         });
         assert_eq!(execute(&ctx, &job()).await, None);
         assert_eq!(submits(&ctx), 1);

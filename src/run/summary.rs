@@ -1,8 +1,10 @@
 //! The end-of-run summary and the exit code it implies.
 //!
 //! Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth
-//! error (returned before any summary exists); 75 stopped by
-//! `--max-runtime` (resumable); 130 interrupted (resumable).
+//! error (before any row was sent, or credentials / TLS lost mid-run:
+//! resumable); 74 the journal or results file could not be written
+//! (resumable once fixed); 75 stopped by `--max-runtime` (resumable); 130
+//! interrupted (resumable).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,14 +28,17 @@ pub struct Summary {
     pub not_selected: u64,
     /// In-doubt rows of an earlier run found on the server.
     pub reconciled: u64,
-    /// Rows a stop left unsent (a resume sends them).
-    pub unsent: u64,
+    /// Rows an earlier invocation settled whose identity no row of this
+    /// input names any more (left out of the results file).
+    pub no_longer_in_input: u64,
     /// 429 answers seen.
     pub throttled: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Why the run stopped early, if it did.
     pub stopped: Option<StopReason>,
+    /// What failed, when a fault stopped the run.
+    pub stop_detail: Option<String>,
     /// Estimated time to send the planned rows under the quota (dry run).
     pub estimate: Option<Duration>,
     /// `planned` rows per action (CLI name), for the dry-run summary.
@@ -54,6 +59,7 @@ impl Summary {
     pub fn stamp(&mut self, started: tokio::time::Instant, stop: &super::Stop) {
         self.elapsed = started.elapsed();
         self.stopped = stop.reason();
+        self.stop_detail = stop.detail();
     }
 
     /// Counts one settled row.
@@ -98,8 +104,7 @@ impl Summary {
     /// The process exit code this run implies.
     pub fn exit_code(&self) -> u8 {
         match self.stopped {
-            Some(StopReason::Interrupted) => 130,
-            Some(StopReason::Deadline) => 75,
+            Some(reason) => reason.exit_code(),
             None if self.failed() > 0 => 1,
             None => 0,
         }
@@ -121,6 +126,10 @@ impl Summary {
             match self.stopped {
                 Some(StopReason::Interrupted) => ", interrupted",
                 Some(StopReason::Deadline) => ", stopped at --max-runtime",
+                Some(StopReason::AuthLost) => ", stopped: the credentials stopped working",
+                Some(StopReason::Connection) => ", stopped: the service cannot be reached safely",
+                Some(StopReason::Storage) =>
+                    ", stopped: the journal or results could not be written",
                 None => "",
             }
         );
@@ -140,8 +149,12 @@ impl Summary {
             let _ =
                 writeln!(out, "  found on the server after an interruption: {}", self.reconciled);
         }
-        if self.unsent > 0 {
-            let _ = writeln!(out, "  not sent yet: {}", self.unsent);
+        if self.no_longer_in_input > 0 {
+            let _ = writeln!(
+                out,
+                "  settled earlier, no longer in the input: {}",
+                self.no_longer_in_input
+            );
         }
         if let Some(w) = &self.waited {
             render_wait(&mut out, w, self.results.as_deref());

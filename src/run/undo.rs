@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -38,9 +38,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::RunError;
+use super::call::{Ctx, RetryPolicy, RetryState, Step as CallStep};
 use super::status::ResultsLock;
 use super::stop::Stop;
-use super::submit::{CLOCK_SKEW, Ctx, Job, RetryPolicy, execute, list_all_actions};
+use super::submit::{CLOCK_SKEW, Job, execute, list_all_actions};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{ALREADY_PENDING_CODE, ID_CHUNK};
@@ -183,6 +184,7 @@ fn decide(row: &ResultRow, index: &Index) -> Step {
         | Status::Rejected
         | Status::Invalid
         | Status::Duplicate
+        | Status::NotSent
         | Status::Error => Step::Skip(format!("the run did nothing on this device ({status})")),
         Status::InDoubt => Step::Refuse(
             "the run's request may have reached the device but was never confirmed: check the device in the Defender portal and undo it there if needed"
@@ -389,14 +391,7 @@ async fn undo_locked<T: Transport>(
     first: Survey,
 ) -> Result<Summary, RunError> {
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
-    let ctx = Ctx {
-        transport,
-        pacer,
-        journal: None,
-        policy: config.policy.clone(),
-        throttled: AtomicU64::new(0),
-        stop: stop.clone(),
-    };
+    let ctx = Ctx::new(transport, pacer, None, config.policy.clone(), stop.clone());
     let index = if first.own > 0 {
         ctx.transport.authenticate().await.map_err(RunError::Auth)?;
         Index::new(lookup(&ctx, &first).await.map_err(RunError::Lookup)?)
@@ -572,6 +567,8 @@ async fn release_row<T: Transport>(
     comment: &str,
 ) -> ResultRow {
     let job = Job {
+        // Undo keeps no journal: the key is only the row's name.
+        key: format!("undo:{}", of.id.to_ascii_lowercase()),
         line: original.line,
         machine_id: of.machine_id.to_ascii_lowercase(),
         action: reverse,
@@ -596,7 +593,7 @@ async fn release_row<T: Transport>(
 fn interrupted(original: &ResultRow) -> ResultRow {
     let mut row = settled(
         original,
-        Status::Error,
+        Status::NotSent,
         "the undo was stopped before this row: run it again (what is already undone is skipped)"
             .into(),
     );
@@ -637,22 +634,18 @@ async fn cancel<T: Transport>(
 ) -> Cancel {
     let api = Api::CancelAction;
     let mut row = cancel_row(original, of);
-    let mut failures = 0u32;
-    let mut reauthed = false;
+    let mut retry = RetryState::default();
     loop {
-        let go = tokio::select! {
-            biased;
-            () = ctx.stop.wait() => false,
-            _ = ctx.pacer.acquire(api) => true,
-        };
-        if !go {
+        let Some(started) = ctx.acquire_or_stop(api).await else {
             return Cancel::Done(Box::new(interrupted(original)));
-        }
+        };
         if row.requested_at.is_empty() {
             row.requested_at = format_utc(SystemTime::now());
         }
         row.attempts += 1;
-        let err = match ctx.transport.cancel_action(&of.id, Some(comment)).await {
+        let result = ctx.transport.cancel_action(&of.id, Some(comment)).await;
+        ctx.pacer.finished(api, started);
+        let err = match result {
             Ok(reply) => {
                 row.http_status = Some(reply.status);
                 row.action_status = reply.value.status.clone();
@@ -674,59 +667,43 @@ async fn cancel<T: Transport>(
         row.http_status = err.http_status();
         row.error_code = err.code().to_string();
         row.error_message = err.to_string();
-        match err {
-            CallError::Throttled { retry_after, .. } => {
-                ctx.throttled.fetch_add(1, Ordering::Relaxed);
-                let wait = retry_after
-                    .unwrap_or(super::submit::DEFAULT_RETRY_AFTER)
-                    .max(Duration::from_secs(1));
-                ctx.pacer.pause(api, Instant::now() + wait);
-            }
-            CallError::Unauthorized { .. } if !reauthed => reauthed = true,
-            CallError::Api { status: 400, .. } => {
-                let filter = any_of("id", [&of.id]);
-                match list_all_actions(ctx, &filter).await {
-                    Ok(found) => {
-                        match found.into_iter().find(|a| a.id.eq_ignore_ascii_case(&of.id)) {
-                            Some(now) if now.is_final() => return Cancel::Final(Box::new(now)),
-                            _ => {
-                                row.status = Some(Status::Rejected);
-                                return Cancel::Done(Box::new(finish(row)));
-                            }
-                        }
+        if let CallError::Api { status: 400, .. } = err {
+            let filter = any_of("id", [&of.id]);
+            return match list_all_actions(ctx, &filter).await {
+                Ok(found) => match found.into_iter().find(|a| a.id.eq_ignore_ascii_case(&of.id)) {
+                    Some(now) if now.is_final() => Cancel::Final(Box::new(now)),
+                    _ => {
+                        row.status = Some(Status::Rejected);
+                        Cancel::Done(Box::new(finish(row)))
                     }
-                    Err(e) => {
-                        row.status = Some(Status::Error);
-                        row.error_message = format!(
-                            "{}; looking the action up failed too ({e})",
-                            row.error_message
-                        );
-                        return Cancel::Done(Box::new(finish(row)));
-                    }
-                }
-            }
-            CallError::Api { status: 404, .. } => {
-                row.status = Some(Status::NotFound);
-                return Cancel::Done(Box::new(finish(row)));
-            }
-            e if e.is_transient() => {
-                failures += 1;
-                if failures >= ctx.policy.max_attempts {
+                },
+                Err(CallError::Stopped) => Cancel::Done(Box::new(interrupted(original))),
+                Err(e) => {
                     row.status = Some(Status::Error);
-                    return Cancel::Done(Box::new(finish(row)));
+                    row.error_message =
+                        format!("{}; looking the action up failed too ({e})", row.error_message);
+                    Cancel::Done(Box::new(finish(row)))
                 }
-                let wait = ctx.policy.backoff(failures, e.retry_after());
-                let slept = tokio::select! {
-                    biased;
-                    () = ctx.stop.wait() => false,
-                    () = tokio::time::sleep(wait) => true,
-                };
-                if !slept {
+            };
+        }
+        match retry.next(&err, &ctx.policy) {
+            CallStep::Throttled(wait) => ctx.throttle(api, wait),
+            CallStep::Reauth => {}
+            CallStep::Backoff(wait) => {
+                if ctx.sleep_or_stop(wait).await.is_none() {
                     return Cancel::Done(Box::new(interrupted(original)));
                 }
             }
-            _ => {
-                row.status = Some(Status::Rejected);
+            CallStep::Fatal(reason) => {
+                ctx.fail_run(reason, &err);
+                return Cancel::Done(Box::new(interrupted(original)));
+            }
+            CallStep::GiveUp => {
+                row.status = Some(match err {
+                    CallError::Api { status: 404, .. } => Status::NotFound,
+                    e if e.is_transient() => Status::Error,
+                    _ => Status::Rejected,
+                });
                 return Cancel::Done(Box::new(finish(row)));
             }
         }

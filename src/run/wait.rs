@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::call::Ctx;
 use super::stop::Stop;
-use super::submit::{CLOCK_SKEW, Ctx, list_all_actions};
+use super::submit::{CLOCK_SKEW, list_all_actions};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::{RunError, WaitOptions};
@@ -423,11 +424,13 @@ pub async fn finish_run<T: Transport>(
     for (before, row) in &applied.changed {
         summary.moved(*before, row.status);
         if let Some(j) = &ctx.journal {
-            j.row_nowait(row);
+            j.update_nowait(row);
         }
     }
-    if let Some(j) = &ctx.journal {
-        j.flush().await;
+    if let Some(j) = &ctx.journal
+        && let Err(e) = j.flush().await
+    {
+        ctx.stop.fail(super::StopReason::Storage, e.to_string());
     }
     summary.waited = Some(stats);
     Ok(())
@@ -546,17 +549,16 @@ mod tests {
     }
 
     fn ctx(service: Scripted) -> Ctx<Scripted> {
-        Ctx {
-            transport: std::sync::Arc::new(service),
-            pacer: std::sync::Arc::new(Pacer::new(
+        Ctx::new(
+            std::sync::Arc::new(service),
+            std::sync::Arc::new(Pacer::new(
                 &[Limit::new(100, Duration::from_secs(60)).unwrap()],
                 None,
             )),
-            journal: None,
-            policy: RetryPolicy::default(),
-            throttled: AtomicU64::new(0),
-            stop: Stop::new(),
-        }
+            None,
+            RetryPolicy::default(),
+            Stop::new(),
+        )
     }
 
     fn opts(interval: u64, timeout: u64) -> WaitOptions {

@@ -369,8 +369,9 @@ impl State {
         }
     }
 
-    /// The `/_sim` hooks: stats, and taking machines online or offline. No
-    /// authentication, not counted.
+    /// The `/_sim` hooks: stats, taking machines online or offline, and
+    /// revoking or restoring a client's credentials. No authentication, not
+    /// counted.
     fn admin(&mut self, req: &Request<'_>, now: Instant) -> Reply {
         let trimmed = req.path.trim_matches('/');
         let segs: Vec<&str> = trimmed.split('/').collect();
@@ -392,6 +393,19 @@ impl State {
                         format!("Machine {key} was not found"),
                     ),
                 }
+            }
+            (Method::POST, ["_sim", "clients", client, verb @ ("revoke" | "restore")]) => {
+                let client = odata::percent_decode(client, false);
+                if *verb == "revoke" {
+                    self.revoke_client(&client);
+                } else {
+                    self.restore_client(&client);
+                }
+                Reply::json(
+                    200,
+                    json!({ "client_id": client, "revoked": *verb == "revoke" }).to_string(),
+                    PLAIN_JSON,
+                )
             }
             _ => {
                 Reply::error(404, "NotFound", format!("No simulator hook matches '{}'.", req.path))
@@ -470,6 +484,16 @@ impl State {
             }
             Some(res.to_string())
         };
+        if self.revoked.contains(&client_id.to_ascii_lowercase()) {
+            // What Entra answers once the app's secret is deleted.
+            return Reply::oauth(
+                401,
+                "invalid_client",
+                &format!(
+                    "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                ),
+            );
+        }
         let id_ok = self.cfg.client_id.as_deref().is_none_or(|want| want == client_id);
         let secret_ok = self.cfg.client_secret.as_deref().is_none_or(|want| want == secret);
         if !id_ok || !secret_ok {

@@ -343,6 +343,22 @@ impl Sim {
         lock(&self.shared.state).machines()
     }
 
+    /// Accepted actions per (machine id, action type): what a run did to
+    /// each device, for tests that no device was touched twice.
+    pub fn action_counts(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.shared.state).action_counts()
+    }
+
+    /// Revokes a client's credentials (as `POST /_sim/clients/{id}/revoke`).
+    pub fn revoke_client(&self, client_id: &str) {
+        lock(&self.shared.state).revoke_client(client_id);
+    }
+
+    /// Restores a revoked client (as `POST /_sim/clients/{id}/restore`).
+    pub fn restore_client(&self, client_id: &str) {
+        lock(&self.shared.state).restore_client(client_id);
+    }
+
     /// Stops accepting connections, lets open ones finish their current
     /// request (for up to a second), and waits for the server to end.
     pub async fn shutdown(mut self) {

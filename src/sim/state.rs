@@ -97,6 +97,9 @@ pub struct State {
     pub cpu_rng: fastrand::Rng,
     /// The configured roles, one bit per [`KNOWN_ROLES`] entry.
     pub roles_mask: u16,
+    /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
+    /// their tokens are refused and no new one is issued.
+    pub revoked: HashSet<String>,
 }
 
 /// Bit of a role in a roles mask (0 for an unknown role).
@@ -137,6 +140,7 @@ impl State {
             latest: HashMap::new(),
             accepted: HashSet::new(),
             tokens: HashMap::new(),
+            revoked: HashSet::new(),
             principals: HashMap::new(),
             stats: Stats::default(),
             api_stats: Api::all().map(|a| (a, ApiStats::default())).collect(),
@@ -202,6 +206,36 @@ impl State {
     pub fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
         let next = self.principals.len();
         *self.principals.entry((client_id.to_string(), tenant.to_ascii_lowercase())).or_insert(next)
+    }
+
+    /// Revokes a client's credentials, as deleting its secret or disabling
+    /// the app does: every token issued to it stops working at once.
+    pub fn revoke_client(&mut self, client_id: &str) {
+        let client = client_id.to_ascii_lowercase();
+        let principals: HashSet<Principal> = self
+            .principals
+            .iter()
+            .filter(|((c, _), _)| c.eq_ignore_ascii_case(&client))
+            .map(|(_, p)| *p)
+            .collect();
+        self.tokens.retain(|_, t| !principals.contains(&t.principal));
+        self.revoked.insert(client);
+    }
+
+    /// Gives a revoked client working credentials again (new tokens only).
+    pub fn restore_client(&mut self, client_id: &str) {
+        self.revoked.remove(&client_id.to_ascii_lowercase());
+    }
+
+    /// How many actions each (machine id, action type) has had accepted.
+    pub fn action_counts(&self) -> BTreeMap<(String, String), u64> {
+        let mut counts = BTreeMap::new();
+        for a in &self.actions {
+            *counts
+                .entry((a.machine_id.to_ascii_lowercase(), a.kind.type_name().to_string()))
+                .or_default() += 1;
+        }
+        counts
     }
 
     /// Marks a machine online or offline at `now`. Coming back online starts

@@ -1,0 +1,406 @@
+//! The call engine: how every API call of a command waits for its turn,
+//! what an error answer means, and how often it is tried again.
+//!
+//! Two things are kept apart, as in cargo's and uv's retry code:
+//! - [`verdict`] says what an error answer *means* (wait for the quota,
+//!   back off, fetch a fresh token, stop the whole run, or accept it), from
+//!   the answer alone;
+//! - [`RetryState`] holds what one call has used up (transient attempts,
+//!   its one re-authentication) and turns a verdict into the next [`Step`].
+//!
+//! Every wait in here — the pacer's slot, a `Retry-After` pause, a backoff —
+//! races the run's [`Stop`]: after Ctrl-C, SIGTERM, `--max-runtime` or a
+//! fault that stops the run, no call waits on, and none is sent. A call cut
+//! short that way ends with [`CallError::Stopped`] (nothing was sent).
+//!
+//! [`read`] runs a read call (look-ups, lists, polls) to its end; the action
+//! POST (`submit::execute`) and the cancel (`undo`) use the same pieces with
+//! their own final answers, because an unanswered POST must be looked up
+//! before it is sent again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::journal::Journal;
+use super::stop::{Stop, StopReason};
+use crate::api::client::{CallError, Reply};
+use crate::api::route::Api;
+use crate::api::time::format_utc;
+use crate::pace::Pacer;
+
+/// Retry-After assumed when a 429 carries none.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Retry policy knobs.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts allowed for transient errors (5xx, timeouts, connection errors).
+    pub max_attempts: u32,
+    /// First backoff step; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Largest backoff step.
+    pub backoff_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter backoff before transient attempt `attempt` (1-based):
+    /// uniform in `[0, min(cap, base·2^(attempt−1))]`, but never less than
+    /// what the server asked for.
+    pub fn backoff(&self, attempt: u32, server_asked: Option<Duration>) -> Duration {
+        let step = self.backoff_base.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
+        let jittered = step.min(self.backoff_cap).mul_f64(fastrand::f64());
+        jittered.max(server_asked.unwrap_or(Duration::ZERO))
+    }
+}
+
+/// What every call of one command shares: the API, the pacer, the journal,
+/// the retry knobs, the stop flag and the 429 bookkeeping.
+pub struct Ctx<T> {
+    /// The API.
+    pub transport: Arc<T>,
+    /// Paces every call.
+    pub pacer: Arc<Pacer>,
+    /// Records intents and outcomes durably (runs with a results file).
+    pub journal: Option<Arc<Journal>>,
+    /// Retry knobs.
+    pub policy: RetryPolicy,
+    /// Counts 429s seen, for the summary.
+    pub throttled: AtomicU64,
+    /// Asked to stop: calls still waiting for their turn give up unsent.
+    pub stop: Stop,
+    /// Until when each API's lane was last said to be paused, so that a
+    /// burst of 429s logs one line per pause instead of one per answer.
+    paused: Mutex<HashMap<Api, Instant>>,
+}
+
+impl<T> Ctx<T> {
+    /// A context for one command.
+    pub fn new(
+        transport: Arc<T>,
+        pacer: Arc<Pacer>,
+        journal: Option<Arc<Journal>>,
+        policy: RetryPolicy,
+        stop: Stop,
+    ) -> Ctx<T> {
+        Ctx {
+            transport,
+            pacer,
+            journal,
+            policy,
+            throttled: AtomicU64::new(0),
+            stop,
+            paused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for a pacing slot, or gives up when a stop is asked for.
+    pub(crate) async fn acquire_or_stop(&self, api: Api) -> Option<Instant> {
+        if self.stop.is_set() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            () = self.stop.wait() => None,
+            t = self.pacer.acquire(api) => Some(t),
+        }
+    }
+
+    /// Sleeps, or gives up when a stop is asked for.
+    pub(crate) async fn sleep_or_stop(&self, d: Duration) -> Option<()> {
+        tokio::select! {
+            biased;
+            () = self.stop.wait() => None,
+            () = tokio::time::sleep(d) => Some(()),
+        }
+    }
+
+    /// A 429: counts it and closes the API's lane for `wait` from now. The
+    /// first 429 of a pause says so in the log (how long, until when); the
+    /// others of the same burst only count.
+    pub(crate) fn throttle(&self, api: Api, wait: Duration) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let Some(until) = now.checked_add(wait) else {
+            // Beyond what the clock can hold: nothing the service can mean.
+            return;
+        };
+        self.pacer.pause(api, until);
+        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
+        let already = paused.get(&api).is_some_and(|&p| p > now);
+        if !already || paused.get(&api).is_some_and(|&p| until > p + Duration::from_secs(1)) {
+            paused.insert(api, until);
+            drop(paused);
+            let resume = SystemTime::now().checked_add(wait).map(format_utc).unwrap_or_default();
+            tracing::info!(
+                api = %api,
+                wait_s = wait.as_secs(),
+                until = %resume,
+                "429 from the service: every call to this API waits for its Retry-After"
+            );
+        }
+    }
+
+    /// Stops the run for a fault every later call would hit too, with
+    /// `err` as the detail; logs it once.
+    pub(crate) fn fail_run(&self, reason: StopReason, err: &CallError) {
+        if !self.stop.is_set() {
+            tracing::error!(error = %err, "stopping: no further request can succeed");
+        }
+        self.stop.fail(reason, err.to_string());
+    }
+}
+
+/// What an error answer means, from the answer alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// 429: every call to the API waits this long (free: no attempt used).
+    Throttled(Duration),
+    /// 5xx, timeouts, connection failures: back off (at least this long,
+    /// when the server said) and try again, up to the policy's attempts.
+    Transient(Option<Duration>),
+    /// 401: the token was refused; a fresh one may cure it (once).
+    Unauthorized,
+    /// No call of this run can succeed any more: stop the run.
+    Fatal(StopReason),
+    /// The answer stands: no retry changes it.
+    Final,
+}
+
+/// Classifies an error answer.
+pub(crate) fn verdict(err: &CallError) -> Verdict {
+    match err {
+        CallError::Throttled { retry_after, .. } => Verdict::Throttled(throttle_wait(*retry_after)),
+        CallError::Unauthorized { .. } => Verdict::Unauthorized,
+        // No token could be had, and trying again will not change that.
+        CallError::Auth(e) if !e.is_transient() => Verdict::Fatal(StopReason::AuthLost),
+        e if e.is_transient() => Verdict::Transient(e.retry_after()),
+        _ => Verdict::Final,
+    }
+}
+
+/// How long a 429 holds its API: the server's Retry-After (at least 1 s),
+/// or [`DEFAULT_RETRY_AFTER`] when it gave none.
+pub(crate) fn throttle_wait(retry_after: Option<Duration>) -> Duration {
+    retry_after.unwrap_or(DEFAULT_RETRY_AFTER).max(Duration::from_secs(1))
+}
+
+/// What one call has used up of its retries.
+#[derive(Debug, Default)]
+pub(crate) struct RetryState {
+    /// Transient failures so far.
+    pub(crate) transient: u32,
+    /// Whether the one fresh token after a 401 was used.
+    reauthed: bool,
+}
+
+/// The next step of a call after an error answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Wait for the API's lane to open again (a 429), then try again.
+    Throttled(Duration),
+    /// Sleep this long, then try again.
+    Backoff(Duration),
+    /// Try again at once (the client dropped the refused token: the next
+    /// attempt fetches a fresh one).
+    Reauth,
+    /// Stop the run: no call can succeed.
+    Fatal(StopReason),
+    /// Give up: the error is the call's answer (final, or retries used up).
+    GiveUp,
+}
+
+impl RetryState {
+    /// Turns `err` into the next step, using up an attempt where it costs one.
+    pub(crate) fn next(&mut self, err: &CallError, policy: &RetryPolicy) -> Step {
+        match verdict(err) {
+            Verdict::Throttled(wait) => Step::Throttled(wait),
+            Verdict::Unauthorized if !self.reauthed => {
+                self.reauthed = true;
+                Step::Reauth
+            }
+            // A fresh token was refused too: the credentials no longer work.
+            Verdict::Unauthorized => Step::Fatal(StopReason::AuthLost),
+            Verdict::Fatal(reason) => Step::Fatal(reason),
+            Verdict::Transient(asked) => {
+                self.transient += 1;
+                if self.transient >= policy.max_attempts {
+                    Step::GiveUp
+                } else {
+                    Step::Backoff(policy.backoff(self.transient, asked))
+                }
+            }
+            Verdict::Final => Step::GiveUp,
+        }
+    }
+}
+
+/// Makes one read call through the pacer to its end: 429s wait for their
+/// Retry-After (free), a 401 fetches a fresh token once, transient errors
+/// back off up to the policy's attempts. Reads are safe to repeat, so an
+/// unanswered one is simply sent again. A stop ends every wait at once
+/// ([`CallError::Stopped`]); a fault that no call can survive stops the run.
+pub async fn read<T, R, F, Fut>(ctx: &Ctx<T>, api: Api, mut call: F) -> Result<R, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Reply<R>, CallError>>,
+{
+    let mut state = RetryState::default();
+    loop {
+        let started = ctx.acquire_or_stop(api).await.ok_or(CallError::Stopped)?;
+        let result = call().await;
+        ctx.pacer.finished(api, started);
+        let err = match result {
+            Ok(reply) => return Ok(reply.value),
+            Err(e) => e,
+        };
+        match state.next(&err, &ctx.policy) {
+            Step::Throttled(wait) => ctx.throttle(api, wait),
+            Step::Reauth => {}
+            Step::Backoff(wait) => {
+                ctx.sleep_or_stop(wait).await.ok_or(CallError::Stopped)?;
+            }
+            Step::Fatal(reason) => {
+                ctx.fail_run(reason, &err);
+                return Err(err);
+            }
+            Step::GiveUp => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine in paused time: a stop ends every kind of wait at once.
+
+    use super::*;
+    use crate::pace::Limit;
+
+    fn ctx(limits: &[Limit]) -> Ctx<()> {
+        Ctx::new(
+            Arc::new(()),
+            Arc::new(Pacer::new(limits, Some(Duration::ZERO))),
+            None,
+            RetryPolicy::default(),
+            Stop::new(),
+        )
+    }
+
+    /// Runs `read` with answers from `answers` (then `Ok`) while a stop
+    /// comes after `stop_after`; returns the result, the calls made and how
+    /// long the read took.
+    async fn read_with_stop(
+        ctx: &Ctx<()>,
+        answers: Vec<CallError>,
+        stop_after: Duration,
+    ) -> (Result<u32, CallError>, usize, Duration) {
+        let answers = Mutex::new(answers.into_iter());
+        let calls = AtomicU64::new(0);
+        let stop = ctx.stop.clone();
+        let began = Instant::now();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(stop_after).await;
+            stop.trigger(StopReason::Interrupted);
+        });
+        let result = read(ctx, Api::ListMachines, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let next = answers.lock().unwrap().next();
+            async move {
+                match next {
+                    Some(e) => Err(e),
+                    None => Ok(Reply { status: 200, value: 7u32 }),
+                }
+            }
+        })
+        .await;
+        stopper.abort();
+        (result, calls.load(Ordering::SeqCst) as usize, began.elapsed())
+    }
+
+    fn throttled(secs: u64) -> CallError {
+        CallError::Throttled { retry_after: Some(Duration::from_secs(secs)), error: None }
+    }
+
+    fn unavailable() -> CallError {
+        CallError::Api { status: 503, error: None, retry_after: Some(Duration::from_secs(600)) }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_pacer_wait() {
+        let ctx = ctx(&[Limit::new(1, Duration::from_secs(3600)).unwrap()]);
+        let (first, _, _) = read_with_stop(&ctx, vec![], Duration::from_secs(7200)).await;
+        assert!(matches!(first, Ok(7)));
+        // The next slot is an hour away; the stop comes after a second.
+        let (second, calls, took) = read_with_stop(&ctx, vec![], Duration::from_secs(1)).await;
+        assert!(matches!(second, Err(CallError::Stopped)), "{second:?}");
+        assert_eq!(calls, 0);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_retry_after_pause() {
+        let ctx = ctx(&[Limit::new(100, Duration::from_secs(60)).unwrap()]);
+        let (result, calls, took) =
+            read_with_stop(&ctx, vec![throttled(3600)], Duration::from_secs(1)).await;
+        assert!(matches!(result, Err(CallError::Stopped)), "{result:?}");
+        assert_eq!((calls, ctx.throttled.load(Ordering::Relaxed)), (1, 1));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_backoff() {
+        let ctx = ctx(&[]);
+        let (result, calls, took) =
+            read_with_stop(&ctx, vec![unavailable()], Duration::from_secs(1)).await;
+        assert!(matches!(result, Err(CallError::Stopped)), "{result:?}");
+        assert_eq!(calls, 1);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_stop_the_read_waits_and_succeeds() {
+        let ctx = ctx(&[]);
+        let (result, calls, took) =
+            read_with_stop(&ctx, vec![throttled(30), unavailable()], Duration::from_secs(86400))
+                .await;
+        assert!(matches!(result, Ok(7)), "{result:?}");
+        assert_eq!(calls, 3);
+        assert!(took >= Duration::from_secs(630), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_refused_twice_stops_the_run() {
+        let ctx = ctx(&[]);
+        let refused = || CallError::Unauthorized { error: None };
+        let (result, calls, _) =
+            read_with_stop(&ctx, vec![refused(), refused()], Duration::from_secs(86400)).await;
+        assert!(matches!(result, Err(CallError::Unauthorized { .. })), "{result:?}");
+        assert_eq!(calls, 2);
+        assert_eq!(ctx.stop.reason(), Some(StopReason::AuthLost));
+    }
+
+    #[test]
+    fn retries_are_counted_apart_from_what_an_answer_means() {
+        let policy = RetryPolicy { max_attempts: 2, ..RetryPolicy::default() };
+        let mut state = RetryState::default();
+        assert_eq!(state.next(&throttled(5), &policy), Step::Throttled(Duration::from_secs(5)));
+        assert!(matches!(state.next(&unavailable(), &policy), Step::Backoff(_)));
+        assert_eq!(state.next(&unavailable(), &policy), Step::GiveUp);
+        let not_found = CallError::Api { status: 404, error: None, retry_after: None };
+        assert_eq!(RetryState::default().next(&not_found, &policy), Step::GiveUp);
+    }
+}
