@@ -101,8 +101,9 @@ impl Input {
     /// neither it is an error. For CSV the delimiter is sniffed from the
     /// header line (TSV is always tab-separated), a UTF-8 BOM is skipped, and
     /// header names are mapped to roles. JSONL is read once here to collect
-    /// the union of its keys and check every line is an object. An input
-    /// with no machine id or device name column is refused here.
+    /// the union of its keys and check every line is an object. A UTF-16 or
+    /// UTF-32 input, and an input with no machine id or device name column,
+    /// are refused here.
     pub fn open(spec: &InputSpec) -> Result<Input, InputError> {
         match &spec.path {
             Some(path) if path.as_os_str() != "-" => {
