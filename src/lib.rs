@@ -11,6 +11,7 @@
 //! - [`run`]: the pipeline: survey, journal, execution, retries, summary.
 //! - [`output`]: result rows and their writers.
 //! - [`sim`]: a faithful local simulator of the API, beside the rest.
+//! - [`text`]: user text quoted in messages, bounded and escaped.
 //!
 //! [`cli`] turns flags into a validated [`run::RunConfig`]; [`app`] is the
 //! entry point `main` calls.
@@ -24,3 +25,4 @@ pub mod output;
 pub mod pace;
 pub mod run;
 pub mod sim;
+pub mod text;

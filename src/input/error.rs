@@ -5,7 +5,10 @@ use std::fmt;
 use std::io;
 
 use super::columns::Role;
+use super::delimited::{MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES};
+use super::format::WideEncoding;
 use super::plan::RowProblem;
+use crate::text::{clip, quote};
 
 /// Why an input cannot be read or used.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,20 @@ pub enum InputError {
         extension: Option<String>,
     },
 
+    /// The file is UTF-16 or UTF-32, which cannot be read (yet).
+    #[error(
+        "{file}: the file is {encoding} ({}), not UTF-8; save it as UTF-8: in Excel, Save As \"CSV UTF-8 (Comma delimited)\"; in PowerShell, Get-Content IN | Set-Content -Encoding UTF8 OUT (or Export-Csv -Encoding UTF8)",
+        if *.bom { "it starts with that encoding's byte order mark" } else { "judged by its NUL bytes; it has no byte order mark" }
+    )]
+    Encoding {
+        /// The input as the user named it.
+        file: String,
+        /// The encoding found.
+        encoding: WideEncoding,
+        /// Whether a byte order mark said so (else the NUL bytes did).
+        bom: bool,
+    },
+
     /// Nothing to read: no header row, or no JSON object.
     #[error("{file}: the input is empty ({expected})")]
     Empty {
@@ -43,7 +60,7 @@ pub enum InputError {
     /// No column identifies the device.
     #[error(
         "{file}: no machine id or device name column; the header is [{}]; name a column {} or {}",
-        .header.join(", "), accepted(Role::MachineId), accepted(Role::DeviceName)
+        HeaderList(.header), accepted(Role::MachineId), accepted(Role::DeviceName)
     )]
     NoTargetColumn {
         /// The input as the user named it.
@@ -72,8 +89,23 @@ pub enum InputError {
         file: String,
     },
 
+    /// A flag value longer than the cell it stands for may be.
+    #[error(
+        "{flag} is {chars} characters long; mdebulk sends at most {limit} (used for every row of {file})"
+    )]
+    FlagTooLong {
+        /// The input as the user named it.
+        file: String,
+        /// The flag.
+        flag: &'static str,
+        /// Its length in characters.
+        chars: usize,
+        /// The most allowed.
+        limit: usize,
+    },
+
     /// A JSONL line that is not a JSON object.
-    #[error("{file}: line {line}, column {column}: {message}")]
+    #[error("{file}: line {line}, column {column}: {}", clip(.message).max(MESSAGE_CHARS))]
     Json {
         /// The input as the user named it.
         file: String,
@@ -85,8 +117,27 @@ pub enum InputError {
         message: String,
     },
 
+    /// A JSONL input with more distinct keys than it may have columns.
+    #[error(
+        "{file}: line {line}: key {} would be distinct key number {}; a JSONL input may have at most {limit} distinct keys, as each one becomes a column of every result row: give every line the same keys, and put what differs from line to line in the values",
+        quote(.key), .limit + 1
+    )]
+    TooManyKeys {
+        /// The input as the user named it.
+        file: String,
+        /// Physical line of the key past the limit.
+        line: u64,
+        /// That key.
+        key: String,
+        /// The most distinct keys allowed.
+        limit: usize,
+    },
+
     /// A CSV cell that is not UTF-8.
-    #[error("{file}: line {line}, column {column}: not valid UTF-8 (save the file as UTF-8 CSV)")]
+    #[error(
+        "{file}: line {line}, column {}: not valid UTF-8 (save the file as UTF-8 CSV)",
+        clip(.column)
+    )]
     Utf8 {
         /// The input as the user named it.
         file: String,
@@ -97,7 +148,7 @@ pub enum InputError {
     },
 
     /// A CSV record that could not be read.
-    #[error("{file}: line {line}: {message}")]
+    #[error("{file}: line {line}: {}", clip(.message).max(MESSAGE_CHARS))]
     Csv {
         /// The input as the user named it.
         file: String,
@@ -105,6 +156,19 @@ pub enum InputError {
         line: u64,
         /// The parser's explanation.
         message: String,
+    },
+
+    /// A quoted CSV field that never closes (see [`Unclosed`]).
+    #[error("{file}: line {line}, column {}: {}", clip(.column), .kind)]
+    UnclosedQuote {
+        /// The input as the user named it.
+        file: String,
+        /// Physical line of the opening quote, 1-based.
+        line: u64,
+        /// The column's name (or `#n` past the header's width, or in the header).
+        column: String,
+        /// How it was found out.
+        kind: Unclosed,
     },
 
     /// Rows that failed validation, every one listed.
@@ -123,15 +187,53 @@ impl InputError {
         match self {
             InputError::Io { file, .. }
             | InputError::UnknownFormat { file, .. }
+            | InputError::Encoding { file, .. }
             | InputError::Empty { file, .. }
             | InputError::NoTargetColumn { file, .. }
             | InputError::NoActionColumn { file }
             | InputError::NoCommentColumn { file }
+            | InputError::FlagTooLong { file, .. }
             | InputError::Json { file, .. }
+            | InputError::TooManyKeys { file, .. }
             | InputError::Utf8 { file, .. }
             | InputError::Csv { file, .. }
+            | InputError::UnclosedQuote { file, .. }
             | InputError::InvalidRows { file, .. } => file,
         }
+    }
+}
+
+/// How a quoted CSV field that never closes was found out. Either way the
+/// parser would have read the rest of the file (or the next few hundred
+/// lines) into that one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unclosed {
+    /// The file ends inside the quoted field.
+    AtEndOfFile,
+    /// The field holds more line breaks than one spreadsheet cell can.
+    TooManyLines,
+    /// The field holds more bytes than one spreadsheet cell can.
+    TooLong,
+}
+
+impl fmt::Display for Unclosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quote opens a field here and ")?;
+        match self {
+            Unclosed::AtEndOfFile => {
+                f.write_str("is never closed: the field runs to the end of the file")
+            }
+            Unclosed::TooManyLines => write!(
+                f,
+                "is still open {MAX_QUOTED_BREAKS} line breaks later (more than a spreadsheet cell holds)"
+            ),
+            Unclosed::TooLong => write!(
+                f,
+                "is still open {} KiB later (more than a spreadsheet cell holds)",
+                MAX_QUOTED_BYTES / 1024
+            ),
+        }?;
+        f.write_str("; add the missing closing quote, or write a quote inside a field as \"\"")
     }
 }
 
@@ -142,6 +244,32 @@ fn accepted(role: Role) -> String {
         return aliases[0].to_string();
     }
     format!("{} (or {})", aliases[0], aliases[1..].join(", "))
+}
+
+/// The most characters of a parser's message shown: they can quote the
+/// input (serde_json quotes a string that is not an object).
+const MESSAGE_CHARS: usize = 400;
+
+/// The most header names listed in a message; a header can have thousands.
+const HEADER_NAMES_SHOWN: usize = 20;
+
+/// A header's names, comma separated, each clipped, at most
+/// [`HEADER_NAMES_SHOWN`] of them.
+struct HeaderList<'a>(&'a [String]);
+
+impl fmt::Display for HeaderList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().take(HEADER_NAMES_SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", clip(name).max(40))?;
+        }
+        if self.0.len() > HEADER_NAMES_SHOWN {
+            write!(f, ", ... ({} columns in all)", self.0.len())?;
+        }
+        Ok(())
+    }
 }
 
 /// Problems, one per line, indented.

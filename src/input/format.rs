@@ -1,6 +1,8 @@
 //! Which reader a file needs: the input format from the extension or
-//! `--input-format`, the UTF-8 BOM, and the delimiter of a CSV file sniffed
-//! from its header line.
+//! `--input-format`, the UTF-8 BOM, the delimiter of a CSV file sniffed
+//! from its header line, and the UTF-16 and UTF-32 files that cannot be read
+//! (yet) recognised as such, so the user is told what to do instead of
+//! "no id column".
 
 use std::fmt;
 use std::io::{self, BufRead};
@@ -86,6 +88,76 @@ pub fn skip_bom(r: &mut impl BufRead) -> io::Result<u64> {
     Ok(0)
 }
 
+/// A Unicode encoding other than UTF-8, which inputs may not (yet) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WideEncoding {
+    /// UTF-16, little-endian: Windows' "Unicode" (PowerShell 5's `Out-File`,
+    /// Excel's "Unicode Text").
+    Utf16Le,
+    /// UTF-16, big-endian.
+    Utf16Be,
+    /// UTF-32, little-endian.
+    Utf32Le,
+    /// UTF-32, big-endian.
+    Utf32Be,
+}
+
+impl fmt::Display for WideEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WideEncoding::Utf16Le => "UTF-16LE",
+            WideEncoding::Utf16Be => "UTF-16BE",
+            WideEncoding::Utf32Le => "UTF-32LE",
+            WideEncoding::Utf32Be => "UTF-32BE",
+        })
+    }
+}
+
+/// How many leading bytes [`sniff_wide_encoding`] looks at.
+pub const ENCODING_SNIFF_BYTES: usize = 1024;
+
+/// Recognises UTF-16 and UTF-32 from the first bytes of a file: by their
+/// byte order mark (the `bool` is true), or without one by where the NUL
+/// bytes are. In those encodings every ASCII character (delimiters, line
+/// ends, most header names) carries one (UTF-16) or three (UTF-32) NUL bytes
+/// at fixed places, which UTF-8 text practically never has: `h\0o\0` is
+/// UTF-16LE. The verdict takes a majority of the code units, so a few
+/// non-ASCII characters do not hide it.
+pub fn sniff_wide_encoding(head: &[u8]) -> Option<(WideEncoding, bool)> {
+    // UTF-32LE's BOM begins with UTF-16LE's: test the longer one first.
+    for (bom, enc) in [
+        (&b"\xFF\xFE\0\0"[..], WideEncoding::Utf32Le),
+        (b"\0\0\xFE\xFF", WideEncoding::Utf32Be),
+        (b"\xFF\xFE", WideEncoding::Utf16Le),
+        (b"\xFE\xFF", WideEncoding::Utf16Be),
+    ] {
+        if head.starts_with(bom) {
+            return Some((enc, true));
+        }
+    }
+    let majority = |units: usize, hits: usize| units > 0 && hits * 2 > units;
+    let quads: Vec<&[u8]> = head.chunks_exact(4).collect();
+    let le32 = quads.iter().filter(|q| q[0] != 0 && q[1..] == [0, 0, 0]).count();
+    let be32 = quads.iter().filter(|q| q[..3] == [0, 0, 0] && q[3] != 0).count();
+    if majority(quads.len(), le32) {
+        return Some((WideEncoding::Utf32Le, false));
+    }
+    if majority(quads.len(), be32) {
+        return Some((WideEncoding::Utf32Be, false));
+    }
+    let pairs: Vec<&[u8]> = head.chunks_exact(2).collect();
+    let le16 = pairs.iter().filter(|p| p[0] != 0 && p[1] == 0).count();
+    let be16 = pairs.iter().filter(|p| p[0] == 0 && p[1] != 0).count();
+    // At least two code units: a lone `x\0` is too little to go on.
+    if pairs.len() >= 2 && majority(pairs.len(), le16) {
+        return Some((WideEncoding::Utf16Le, false));
+    }
+    if pairs.len() >= 2 && majority(pairs.len(), be16) {
+        return Some((WideEncoding::Utf16Be, false));
+    }
+    None
+}
+
 /// The most bytes scanned for the header line when sniffing. A header longer
 /// than this is judged on its first megabyte.
 const SNIFF_LIMIT: usize = 1 << 20;
@@ -93,7 +165,7 @@ const SNIFF_LIMIT: usize = 1 << 20;
 /// Sniffs the delimiter of a CSV file from its header line: the one of comma,
 /// semicolon and tab that occurs most often outside quotes (ties go to comma,
 /// then semicolon). Blank lines before the header are skipped; quoted fields
-/// may span lines. A header with none of them (a single column) is comma
+/// may span lines; the header ends at `\n`, `\r\n` or a lone `\r`. A header with none of them (a single column) is comma
 /// separated.
 pub fn sniff_delimiter(r: &mut impl BufRead) -> io::Result<u8> {
     let mut counts = [0usize; 3];
@@ -114,7 +186,8 @@ pub fn sniff_delimiter(r: &mut impl BufRead) -> io::Result<u8> {
                 continue;
             }
             match b {
-                b'\n' if started => break 'scan,
+                // A lone `\r` ends the line too (Excel's "CSV (Macintosh)").
+                b'\n' | b'\r' if started => break 'scan,
                 b'\n' | b'\r' | b' ' => {}
                 b'"' => in_quotes = true,
                 b',' => counts[0] += 1,
@@ -187,6 +260,51 @@ mod tests {
         assert_eq!(sniff("\r\n\nhost;comment\n"), b';');
         // Ties prefer comma.
         assert_eq!(sniff("a,b;c\n"), b',');
+        // A lone CR ends the header: the rows' delimiters do not count.
+        assert_eq!(sniff("host;comment\ra,b,c,d\re,f,g,h\r"), b';');
+        assert_eq!(sniff("\r\rhost\ra,b\r"), b',');
+        assert_eq!(sniff("\r\rhost;x\ra,b,c\r"), b';');
+    }
+
+    #[test]
+    fn utf16_and_utf32_are_recognised_with_or_without_bom() {
+        fn encode16(s: &str, be: bool) -> Vec<u8> {
+            s.encode_utf16()
+                .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+                .collect()
+        }
+        fn encode32(s: &str, be: bool) -> Vec<u8> {
+            s.chars()
+                .flat_map(|c| if be { (c as u32).to_be_bytes() } else { (c as u32).to_le_bytes() })
+                .collect()
+        }
+        let text = "machine_id,comment\r\nZoë,ü\r\n";
+        for (bytes, want) in [
+            (encode16(text, false), WideEncoding::Utf16Le),
+            (encode16(text, true), WideEncoding::Utf16Be),
+            (encode32(text, false), WideEncoding::Utf32Le),
+            (encode32(text, true), WideEncoding::Utf32Be),
+        ] {
+            assert_eq!(sniff_wide_encoding(&bytes), Some((want, false)), "{want}");
+            let bom = if matches!(want, WideEncoding::Utf16Le | WideEncoding::Utf16Be) {
+                encode16("\u{feff}", want == WideEncoding::Utf16Be)
+            } else {
+                encode32("\u{feff}", want == WideEncoding::Utf32Be)
+            };
+            let with_bom = [bom, bytes].concat();
+            assert_eq!(sniff_wide_encoding(&with_bom), Some((want, true)), "{want} with BOM");
+        }
+        // UTF-8, with or without BOM, with the odd NUL, is none of them.
+        for utf8 in [
+            &b"machine_id,comment\n"[..],
+            b"\xEF\xBB\xBFhost\n",
+            b"host,note\nh,a\0b\n",
+            b"",
+            b"h\0",
+            "Zoë,ü\n".as_bytes(),
+        ] {
+            assert_eq!(sniff_wide_encoding(utf8), None, "{utf8:?}");
+        }
     }
 
     #[test]

@@ -7,8 +7,20 @@
 //! their JSON text, null or absent as empty. A nested object or array is a
 //! [`RowProblem`] for its key (its JSON text is kept as the value, so nothing
 //! is lost in the results). Blank lines are skipped; line numbers stay
-//! physical. Lines are read into a reused buffer, so memory does not grow
-//! with the file.
+//! physical: a line ends at `\n`, `\r\n` or a lone `\r` (a raw CR cannot be
+//! inside a JSON string, so it only ever ends a line). Lines are read into a
+//! reused buffer, so memory does not grow with the file.
+//!
+//! The key union is bounded: at most [`MAX_JSONL_COLUMNS`] distinct keys.
+//! Every key becomes a column of every result row, so keys that differ from
+//! line to line (data in key position, `{"host-00042": "isolate"}`) would
+//! make the results grow as lines times keys: 20,000 lines with a key each
+//! came to 400 MB. Such a file is refused at open, naming the line and the
+//! key past the limit, rather than folded into some catch-all column: the
+//! shape of the results would then depend on the order of the lines, and the
+//! mistake in whatever wrote the file would go unnoticed. (A CSV file needs
+//! no such bound: its columns are its header, and a row that does not fit
+//! the header is already a row problem.)
 
 use std::collections::HashSet;
 use std::fmt;
@@ -24,6 +36,12 @@ use super::error::InputError;
 use super::format::BOM;
 use super::plan::RowProblem;
 use super::spool::Source;
+use crate::text::clip;
+
+/// The most distinct keys a JSONL input may have (its columns): far more
+/// than any inventory export, few enough that results stay proportionate to
+/// the input. See the module docs.
+pub const MAX_JSONL_COLUMNS: usize = 256;
 
 /// Line by line reading of a JSONL source with physical line numbers.
 struct Lines {
@@ -33,25 +51,62 @@ struct Lines {
     buf: Vec<u8>,
     /// Physical number of the line in `buf`.
     line: u64,
+    /// The last line ended with `\r`: a `\n` right after it belongs to that
+    /// line end.
+    after_cr: bool,
 }
 
 impl Lines {
     /// Starts reading the source from the top.
     fn open(source: &Source, file: &str) -> Result<Lines, InputError> {
         let f = source.open().map_err(|error| InputError::Io { file: file.to_string(), error })?;
-        Ok(Lines { reader: BufReader::with_capacity(64 * 1024, f), buf: Vec::new(), line: 0 })
+        Ok(Lines {
+            reader: BufReader::with_capacity(64 * 1024, f),
+            buf: Vec::new(),
+            line: 0,
+            after_cr: false,
+        })
+    }
+
+    /// Reads the next physical line into `buf`, without its line end.
+    /// Returns false at the end of the source.
+    fn read_line(&mut self) -> std::io::Result<bool> {
+        self.buf.clear();
+        let mut any = false;
+        loop {
+            let avail = self.reader.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(any);
+            }
+            if std::mem::take(&mut self.after_cr) && avail[0] == b'\n' {
+                self.reader.consume(1);
+                continue;
+            }
+            any = true;
+            match avail.iter().position(|&b| matches!(b, b'\r' | b'\n')) {
+                Some(i) => {
+                    self.buf.extend_from_slice(&avail[..i]);
+                    self.after_cr = avail[i] == b'\r';
+                    self.reader.consume(i + 1);
+                    return Ok(true);
+                }
+                None => {
+                    let n = avail.len();
+                    self.buf.extend_from_slice(avail);
+                    self.reader.consume(n);
+                }
+            }
+        }
     }
 
     /// Advances to the next non-blank line and returns its number and bytes
     /// (without the line end or a leading BOM), or `None` at the end.
     fn next_line(&mut self, file: &str) -> Result<Option<(u64, &[u8])>, InputError> {
         loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
+            let more = self
+                .read_line()
                 .map_err(|error| InputError::Io { file: file.to_string(), error })?;
-            if n == 0 {
+            if !more {
                 return Ok(None);
             }
             self.line += 1;
@@ -71,30 +126,40 @@ impl Lines {
 fn json_error(file: &str, line: u64, e: serde_json::Error) -> InputError {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
+    // The parser's message can quote the line (a string that is not an
+    // object): keep it short so the explanation after it survives.
     let message = format!(
         "{} (each line must be one JSON object)",
-        full.strip_suffix(&suffix).unwrap_or(&full)
+        clip(full.strip_suffix(&suffix).unwrap_or(&full)).max(200)
     );
     // The parser reports column 0 when it fails before the first character.
     InputError::Json { file: file.to_string(), line, column: e.column().max(1), message }
 }
 
-/// The union of keys in first-seen order.
+/// The union of keys in first-seen order, up to [`MAX_JSONL_COLUMNS`].
 #[derive(Default)]
 struct KeyUnion {
     /// The keys, in order.
     names: Vec<String>,
     /// The same keys, for membership tests without allocating.
     seen: HashSet<String>,
+    /// The first key past the limit, once one is seen.
+    overflow: Option<String>,
 }
 
 impl KeyUnion {
-    /// Adds `key` unless already present.
+    /// Adds `key` unless already present; past the limit it is kept aside
+    /// as the overflow instead.
     fn add(&mut self, key: &str) {
-        if !self.seen.contains(key) {
-            self.seen.insert(key.to_string());
-            self.names.push(key.to_string());
+        if self.seen.contains(key) || self.overflow.is_some() {
+            return;
         }
+        if self.names.len() == MAX_JSONL_COLUMNS {
+            self.overflow = Some(key.to_string());
+            return;
+        }
+        self.seen.insert(key.to_string());
+        self.names.push(key.to_string());
     }
 }
 
@@ -150,8 +215,9 @@ impl<'de> Visitor<'de> for KeyName<'_> {
 }
 
 /// The columns of a JSONL source: the union of its keys in first-seen order.
-/// Fails on the first line that is not a JSON object, and on a source with
-/// no object at all.
+/// Fails on the first line that is not a JSON object, on the line that
+/// brings a key past [`MAX_JSONL_COLUMNS`], and on a source with no object
+/// at all.
 pub(crate) fn scan_keys(source: &Source, file: &str) -> Result<Vec<String>, InputError> {
     let mut lines = Lines::open(source, file)?;
     let mut keys = KeyUnion::default();
@@ -167,6 +233,14 @@ pub(crate) fn scan_keys(source: &Source, file: &str) -> Result<Vec<String>, Inpu
         let mut de = serde_json::Deserializer::from_slice(text);
         ObjectKeys(&mut keys).deserialize(&mut de).map_err(|e| json_error(file, line, e))?;
         de.end().map_err(|e| json_error(file, line, e))?;
+        if let Some(key) = keys.overflow.take() {
+            return Err(InputError::TooManyKeys {
+                file: file.to_string(),
+                line,
+                key,
+                limit: MAX_JSONL_COLUMNS,
+            });
+        }
         objects += 1;
     }
     if objects == 0 {

@@ -34,7 +34,10 @@ use std::sync::Arc;
 pub use columns::{Columns, Role};
 pub use error::InputError;
 pub use format::{InputFormat, UnknownInputFormat};
-pub use plan::{RowDefaults, RowPlan, RowProblem, Target, plan_row};
+pub use plan::{
+    MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_WORD_CHARS, RowDefaults, RowPlan, RowProblem, Target,
+    plan_row,
+};
 
 use delimited::{DelimitedRecords, Layout};
 use jsonl::JsonlRecords;
@@ -98,8 +101,9 @@ impl Input {
     /// neither it is an error. For CSV the delimiter is sniffed from the
     /// header line (TSV is always tab-separated), a UTF-8 BOM is skipped, and
     /// header names are mapped to roles. JSONL is read once here to collect
-    /// the union of its keys and check every line is an object. An input
-    /// with no machine id or device name column is refused here.
+    /// the union of its keys and check every line is an object. A UTF-16 or
+    /// UTF-32 input, and an input with no machine id or device name column,
+    /// are refused here.
     pub fn open(spec: &InputSpec) -> Result<Input, InputError> {
         match &spec.path {
             Some(path) if path.as_os_str() != "-" => {
@@ -134,6 +138,7 @@ impl Input {
 
     /// Reads the header (or the JSONL keys) and classifies the columns.
     fn build(name: Arc<str>, source: Source, format: InputFormat) -> Result<Input, InputError> {
+        check_encoding(&source, &name)?;
         let (layout, columns) = match format {
             InputFormat::Csv | InputFormat::Tsv => {
                 let (layout, mut header) = delimited::inspect(&source, &name, format)?;
@@ -179,12 +184,23 @@ impl Input {
     }
 
     /// The file-level checks that need the flags: an action and a comment
-    /// must come from a column or a default.
+    /// must come from a column or a default, and a `--comment` must not be
+    /// longer than a comment cell may be.
     pub fn check_columns(&self, defaults: &RowDefaults) -> Result<(), InputError> {
         if defaults.action.is_none() && !self.columns.has(Role::Action) {
             return Err(InputError::NoActionColumn { file: self.name.to_string() });
         }
-        let has_default_comment = defaults.comment.as_deref().is_some_and(|c| !c.trim().is_empty());
+        let default_comment = defaults.comment.as_deref().map(str::trim).unwrap_or_default();
+        let chars = default_comment.chars().count();
+        if chars > plan::MAX_COMMENT_CHARS {
+            return Err(InputError::FlagTooLong {
+                file: self.name.to_string(),
+                flag: "--comment",
+                chars,
+                limit: plan::MAX_COMMENT_CHARS,
+            });
+        }
+        let has_default_comment = !default_comment.is_empty();
         if !has_default_comment && !self.columns.has(Role::Comment) {
             return Err(InputError::NoCommentColumn { file: self.name.to_string() });
         }
@@ -208,6 +224,26 @@ impl Input {
             }
         };
         Ok(Records { inner })
+    }
+}
+
+/// Refuses a UTF-16 or UTF-32 input: read as UTF-8 it would be one header
+/// name full of NUL bytes, reported as "no id column" (or, with a BOM, "not
+/// valid UTF-8"), which sends the user the wrong way.
+fn check_encoding(source: &Source, name: &str) -> Result<(), InputError> {
+    let io_err = |error| InputError::Io { file: name.to_string(), error };
+    let mut head = Vec::with_capacity(format::ENCODING_SNIFF_BYTES);
+    source
+        .open()
+        .map_err(io_err)?
+        .take(format::ENCODING_SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
+    match format::sniff_wide_encoding(&head) {
+        Some((encoding, bom)) => {
+            Err(InputError::Encoding { file: name.to_string(), encoding, bom })
+        }
+        None => Ok(()),
     }
 }
 
@@ -284,6 +320,13 @@ mod tests {
         let input = open_path(&dir.file(name, bytes), None);
         drop(dir);
         input
+    }
+
+    /// Like [`open_bytes`], but keeps the directory (returned) for passes.
+    fn open_bytes_kept(name: &str, bytes: &[u8]) -> (Input, TestDir) {
+        let dir = TestDir::new();
+        let input = open_path(&dir.file(name, bytes), None).unwrap();
+        (input, dir)
     }
 
     fn rows(input: &Input) -> Vec<Record> {
@@ -600,6 +643,112 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn utf16_and_utf32_inputs_are_refused_naming_the_encoding() {
+        let utf16le = |s: &str| s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
+        let text = format!("machine_id,comment\r\n{ID},x\r\n");
+        for (name, bytes, what) in [
+            ("ps.csv", utf16le(&text), "UTF-16LE (judged by its NUL bytes"),
+            ("bom.csv", [&b"\xFF\xFE"[..], &utf16le(&text)].concat(), "UTF-16LE (it starts with"),
+            ("be.csv", text.encode_utf16().flat_map(u16::to_be_bytes).collect(), "UTF-16BE"),
+            ("wide.jsonl", utf16le(&format!("{{\"machine_id\":\"{ID}\"}}\n")), "UTF-16LE"),
+            ("x.csv", text.chars().flat_map(|c| (c as u32).to_le_bytes()).collect(), "UTF-32LE"),
+        ] {
+            let e = open_bytes(name, &bytes).unwrap_err();
+            assert!(matches!(e, InputError::Encoding { .. }), "{name}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{name}: the file is {what}")), "{msg}");
+            assert!(msg.contains("save it as UTF-8"), "{msg}");
+            assert!(msg.contains("Set-Content -Encoding UTF8"), "{msg}");
+        }
+        let e = Input::from_reader(&utf16le(&text)[..], Some(InputFormat::Csv)).unwrap_err();
+        assert!(e.to_string().starts_with("<stdin>: the file is UTF-16LE"), "{e}");
+    }
+
+    #[test]
+    fn cr_only_and_mixed_line_ends_keep_physical_lines_in_csv_and_jsonl() {
+        let lines = |name: &str, text: &[u8]| -> Vec<u64> {
+            rows(&open_bytes_kept(name, text).0).iter().map(|r| r.line).collect()
+        };
+        for text in [&b"hostname\rh1\rh2\r\rh4\r"[..], b"hostname\r\nh1\nh2\r\n\rh4"] {
+            assert_eq!(lines("mac.csv", text), [2, 3, 5]);
+        }
+        for text in [
+            &b"{\"hostname\":\"h1\"}\r{\"hostname\":\"h2\"}\r\r{\"hostname\":\"h4\"}\r"[..],
+            b"{\"hostname\":\"h1\"}\r\n{\"hostname\":\"h2\"}\n\r{\"hostname\":\"h4\"}",
+        ] {
+            assert_eq!(lines("mac.jsonl", text), [1, 2, 4]);
+        }
+        // A bad value is reported on its own line, not line 1 or 2.
+        let (input, _dir) =
+            open_bytes_kept("mac.csv", format!("machine_id\r{ID}\rnot-hex\r").as_bytes());
+        let r = rows(&input);
+        let defaults = RowDefaults {
+            action: Some(ActionKind::Isolate),
+            comment: Some("c".into()),
+            ..RowDefaults::default()
+        };
+        let problems = plan_row(&r[1], input.columns(), &defaults).unwrap_err();
+        assert_eq!(problems[0].to_string().split(',').next(), Some("line 3"));
+        let e =
+            open_bytes("bad.jsonl", b"{\"hostname\":\"h1\"}\r\r{\"hostname\": h}\r").unwrap_err();
+        assert!(e.to_string().contains("bad.jsonl: line 3, column 14:"), "{e}");
+    }
+
+    #[test]
+    fn a_jsonl_input_is_bounded_in_distinct_keys() {
+        let mut text = String::new();
+        for i in 0..255 {
+            text.push_str(&format!("{{\"hostname\":\"h{i}\",\"k{i}\":1}}\n"));
+        }
+        // The header's worth: hostname and 255 more keys.
+        let input = open_bytes("wide.jsonl", text.as_bytes()).unwrap();
+        assert_eq!(input.columns().len(), jsonl::MAX_JSONL_COLUMNS);
+        text.push_str(
+            "{\"hostname\":\"h\",\"k0\":2}\n\n{\"hostname\":\"x\",\"\\u001b[31mone too many\":1}\n",
+        );
+        let e = open_bytes("wide.jsonl", text.as_bytes()).unwrap_err();
+        assert!(matches!(e, InputError::TooManyKeys { line: 258, .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("wide.jsonl: line 258: key \"\\x1b[31mone too many\" would be distinct key number 257; a JSONL input may have at most 256 distinct keys"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_comment_flag_is_bounded_like_a_comment_cell() {
+        let input = open_bytes("a.csv", b"machine_id\nx\n").unwrap();
+        let long = RowDefaults {
+            action: Some(ActionKind::Isolate),
+            comment: Some("c".repeat(MAX_COMMENT_CHARS + 1)),
+            ..RowDefaults::default()
+        };
+        let e = input.check_columns(&long).unwrap_err();
+        assert!(matches!(e, InputError::FlagTooLong { chars: 4001, limit: 4000, .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("--comment is 4001 characters long; mdebulk sends at most 4000"),
+            "{e}"
+        );
+        let fits =
+            RowDefaults { comment: Some(format!("  {}  ", "c".repeat(MAX_COMMENT_CHARS))), ..long };
+        assert!(input.check_columns(&fits).is_ok());
+    }
+
+    #[test]
+    fn header_lists_in_messages_are_bounded() {
+        let header: Vec<String> = (0..5000).map(|i| format!("col{i}")).collect();
+        let text = format!("{}\n", header.join(","));
+        let e = open_bytes("wide.csv", text.as_bytes()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("[col0, col1, "), "{msg}");
+        assert!(msg.contains("col19, ... (5000 columns in all)]"), "{msg}");
+        assert!(msg.len() < 1024, "{msg}");
+        let e = open_bytes("esc.csv", "\x1b[2J,\u{9b}31m\n".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("[\\x1b[2J, \\u{9b}31m]"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,15 @@
 //! apply only to the actions that take them, so one `--isolation-type`
 //! serves a file that mixes isolate and unisolate rows. A scan row with no
 //! scan type runs a Quick scan.
+//!
+//! Cells that are sent are bounded before anything is sent: a `Comment` of
+//! at most [`MAX_COMMENT_CHARS`] characters, a device name of at most
+//! [`MAX_NAME_CHARS`], an action or parameter word of at most
+//! [`MAX_WORD_CHARS`]; machine ids, Sha1s, GUIDs and IP addresses are bounded
+//! by their formats. A longer cell makes the row invalid (naming the line,
+//! the column and an excerpt of the value) instead of a request the service
+//! refuses, or a look-up filter megabytes long. The user's own columns are
+//! never sent and are carried to the results whatever their size.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -16,6 +25,7 @@ use super::Record;
 use super::columns::{Columns, Role};
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
 use crate::output::{ResultRow, Status, parse_result_row};
+use crate::text::{clip, quote};
 
 /// Values from the command-line flags that apply to every row whose own cell
 /// is blank.
@@ -82,6 +92,27 @@ pub struct RowPlan {
     pub previous: Option<ResultRow>,
 }
 
+/// The longest `Comment` sent, in characters. Microsoft documents no limit
+/// for the machine actions' `Comment` (the pages only mark it required), so
+/// this is our own cap: far above any ticket reference and sentence a
+/// responder writes, far below a size a service refuses (an 11 MB comment
+/// gets 413), and the classic bound of a text column (`nvarchar(4000)`).
+pub const MAX_COMMENT_CHARS: usize = 4000;
+
+/// The longest device name looked up, in characters: a DNS name is at most
+/// 253 (RFC 1035), so a longer cell is not a name, and would otherwise go
+/// whole into a look-up filter.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// The longest action, isolation type or scan type cell parsed, in
+/// characters: every accepted spelling is far shorter.
+pub const MAX_WORD_CHARS: usize = 64;
+
+/// The most characters of a reason shown. Reasons are ours, but some quote
+/// the value (an unknown action is named in its error), so they are bounded
+/// and escaped like the value itself.
+const WHY_CHARS: usize = 400;
+
 /// One thing wrong with a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowProblem {
@@ -90,7 +121,8 @@ pub struct RowProblem {
     /// The column as the file names it (or the flag, for a bad default);
     /// empty when the problem is the row as a whole.
     pub column: String,
-    /// The offending cell, as found.
+    /// The offending cell, as found; messages show a bounded, escaped
+    /// excerpt of it ([`crate::text::quote`]).
     pub value: String,
     /// What is wrong and, where it helps, what is accepted.
     pub why: String,
@@ -99,9 +131,16 @@ pub struct RowProblem {
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.column.is_empty() {
-            write!(f, "line {}: {}", self.line, self.why)
+            write!(f, "line {}: {}", self.line, clip(&self.why).max(WHY_CHARS))
         } else {
-            write!(f, "line {}, column {}: {:?}: {}", self.line, self.column, self.value, self.why)
+            write!(
+                f,
+                "line {}, column {}: {}: {}",
+                self.line,
+                clip(&self.column),
+                quote(&self.value),
+                clip(&self.why).max(WHY_CHARS)
+            )
         }
     }
 }
@@ -142,7 +181,21 @@ pub fn plan_row(
                 None
             }
         }
-        (None, Some((_, name))) => Some(Target::Name(name.to_string())),
+        (None, Some((column, name))) => {
+            if name.chars().count() > MAX_NAME_CHARS {
+                bad(
+                    column,
+                    name,
+                    format!(
+                        "a device name is at most {MAX_NAME_CHARS} characters (a DNS name is at most 253); this cell has {}",
+                        name.chars().count()
+                    ),
+                );
+                None
+            } else {
+                Some(Target::Name(name.to_string()))
+            }
+        }
         (None, None) => match (cell(Role::AadDeviceId), cell(Role::IpAddress)) {
             (Some((column, aad)), _) => {
                 if is_guid(aad) {
@@ -177,6 +230,10 @@ pub fn plan_row(
     };
 
     let action = match cell(Role::Action) {
+        Some((column, value)) if value.chars().count() > MAX_WORD_CHARS => {
+            bad(column, value, too_long("an action"));
+            None
+        }
         Some((column, value)) => match value.parse::<ActionKind>() {
             Ok(a) => Some(a),
             Err(e) => {
@@ -192,6 +249,17 @@ pub fn plan_row(
     };
 
     let comment = match cell(Role::Comment) {
+        Some((column, c)) if c.chars().count() > MAX_COMMENT_CHARS => {
+            bad(
+                column,
+                c,
+                format!(
+                    "the comment is {} characters; mdebulk sends at most {MAX_COMMENT_CHARS}",
+                    c.chars().count()
+                ),
+            );
+            None
+        }
         Some((_, c)) => Some(c.to_string()),
         None => match defaults.comment.as_deref().map(str::trim) {
             Some(c) if !c.is_empty() => Some(c.to_string()),
@@ -309,9 +377,13 @@ fn parameter<T>(
     bad: &mut impl FnMut(&str, &str, String),
 ) -> Param<T> {
     let Some((column, value)) = cell else { return Param::Blank };
+    let name = Role::for_header(column).map_or(column, |r| r.canonical());
+    if value.chars().count() > MAX_WORD_CHARS {
+        bad(column, value, too_long(name));
+        return Param::Refused;
+    }
     match action {
         Some(a) if a != takes => {
-            let name = Role::for_header(column).map_or(column, |r| r.canonical());
             bad(column, value, format!("{name} only applies to {takes}, not {a}"));
             Param::Refused
         }
@@ -323,6 +395,12 @@ fn parameter<T>(
             }
         },
     }
+}
+
+/// The reason for a word cell over [`MAX_WORD_CHARS`]: not parsed, so
+/// that no error quotes it whole.
+fn too_long(what: &str) -> String {
+    format!("too long for {what} (at most {MAX_WORD_CHARS} characters)")
 }
 
 /// True when `s` is a GUID in its usual text form (8-4-4-4-12 hex digits),
@@ -424,6 +502,60 @@ mod tests {
             why: "bad row".into(),
         };
         assert_eq!(p.to_string(), "line 3: bad row");
+    }
+
+    #[test]
+    fn problems_quote_a_bounded_escaped_excerpt_of_values_names_and_reasons() {
+        let big = format!("\x1b]0;pwned\x07{}", "A".repeat(11_000_000));
+        let p = RowProblem {
+            line: 2,
+            column: "\x1b[2Jnote".into(),
+            value: big.clone(),
+            why: format!("unknown action {big:?}"),
+        };
+        let shown = p.to_string();
+        assert!(shown.len() < 1024, "{} bytes", shown.len());
+        assert!(!shown.contains('\x1b'), "{shown}");
+        assert!(
+            shown.starts_with("line 2, column \\x1b[2Jnote: \"\\x1b]0;pwned\\x07AAA"),
+            "{shown}"
+        );
+        assert!(shown.contains("…(10999896 more bytes)"), "{shown}");
+    }
+
+    #[test]
+    fn cells_that_are_sent_are_bounded() {
+        let names = ["hostname", "action", "comment", "isolation_type"];
+        let at_most = "c".repeat(MAX_COMMENT_CHARS);
+        let p = plan(&names, &["h", "isolate", &at_most, ""], &isolate()).unwrap();
+        assert_eq!(p.comment.chars().count(), MAX_COMMENT_CHARS);
+        // Characters, not bytes: 4000 'é' are 8000 bytes and fine.
+        let accents = "é".repeat(MAX_COMMENT_CHARS);
+        assert!(plan(&names, &["h", "isolate", &accents, ""], &isolate()).is_ok());
+        let over = format!("{at_most}c");
+        assert_problems(
+            &names,
+            &["h", "isolate", &over, ""],
+            &isolate(),
+            &[("comment", &over, "the comment is 4001 characters; mdebulk sends at most 4000")],
+        );
+        let name = "n".repeat(MAX_NAME_CHARS + 1);
+        assert_problems(
+            &names,
+            &[&name, "isolate", "c", ""],
+            &isolate(),
+            &[("hostname", &name, "a device name is at most 255 characters")],
+        );
+        assert!(plan(&names, &[&name[1..], "isolate", "c", ""], &isolate()).is_ok());
+        let word = "x".repeat(MAX_WORD_CHARS + 1);
+        for (i, column) in [(1, "action"), (3, "isolation_type")] {
+            let mut values = ["h", "isolate", "c", ""];
+            values[i] = &word;
+            let got = problems(&names, &values, &isolate());
+            assert_eq!((got[0].0.as_str(), got[0].1.as_str()), (column, word.as_str()));
+            assert!(got[0].2.starts_with("too long for"), "{got:?}");
+            assert!(!got[0].2.contains(&word), "the reason quotes the value: {got:?}");
+        }
     }
 
     #[test]

@@ -138,6 +138,10 @@ impl Summary {
                 let _ = writeln!(out, "  {:<16}{n}", s.as_str());
             }
         }
+        if self.rows() == 0 {
+            // A header-only file is a normal, empty queue (exit 0): say so.
+            let _ = writeln!(out, "  no rows to act on");
+        }
         if !self.planned.is_empty() {
             let per: Vec<String> = self.planned.iter().map(|(a, n)| format!("{a} {n}")).collect();
             let _ = writeln!(out, "  planned per action: {}", per.join(", "));
