@@ -28,6 +28,13 @@ use super::model::TokenResponse;
 /// The longest a token is refreshed ahead of its expiry.
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// The longest lifetime a token is trusted for, whatever its `expires_in`
+/// says: Entra ID tokens live 60 to 90 minutes, at most a day. The value
+/// comes from the server, so it is capped rather than added to the clock
+/// as is (2^64 - 1 seconds would overflow it); a token that dies earlier
+/// than announced is replaced after its first 401.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+
 /// After a failed refresh, while the old token is still valid, how long to
 /// keep using it before trying the login endpoint again.
 const REFRESH_RETRY_PAUSE: Duration = Duration::from_secs(10);
@@ -421,7 +428,7 @@ impl TokenSource {
         st.attempts += 1;
         match result {
             Ok(reply) => {
-                let lifetime = Duration::from_secs(reply.expires_in);
+                let lifetime = Duration::from_secs(reply.expires_in).min(MAX_TOKEN_LIFETIME);
                 let token = Secret::new(reply.access_token);
                 // Lifetime counts from the moment the request left, not from
                 // the answer: errs on the early side.
@@ -796,6 +803,19 @@ mod tests {
         }
         assert_eq!(ts.token_fetches(), 1);
         assert_eq!(login.count.load(Ordering::SeqCst), 1);
+    }
+
+    /// An absurd `expires_in` (2^64 - 1 s) is capped at a day instead of
+    /// overflowing the clock.
+    #[tokio::test]
+    async fn a_huge_expires_in_is_capped_not_an_overflow() {
+        for huge in [serde_json::json!(u64::MAX), serde_json::json!(u64::MAX.to_string())] {
+            let (base, login) = login_server(Duration::ZERO, huge).await;
+            let ts = source(&base, SECRET);
+            assert_eq!(ts.bearer().await.unwrap().expose(), "token-1");
+            assert_eq!(ts.bearer().await.unwrap().expose(), "token-1");
+            assert_eq!(login.count.load(Ordering::SeqCst), 1);
+        }
     }
 
     #[tokio::test]

@@ -316,19 +316,49 @@ pub enum ConfigError {
     Http(String),
 }
 
+/// The longest wait a `Retry-After` is obeyed for: the longest default quota
+/// window (1500 calls per 3600 s) plus five minutes.
+///
+/// A 429 from the quota never needs more: once the hour has passed, the
+/// calls that filled the window have left it. A larger value is a server or
+/// proxy fault, and obeying it would stall the run silently for days, or
+/// overflow the clock (`2^64 - 1` seconds). Waiting this long and asking
+/// again is always safe: a quota still spent simply answers another 429.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 300);
+
 /// The wait a reply asks for in its `Retry-After` header: delta-seconds, or
 /// an HTTP-date taken relative to the reply's `Date` header when present
 /// (server clocks differ from ours), else to `now`. A date in the past gives
-/// zero; an absent or unreadable header gives `None`.
+/// zero; an absent or unreadable header gives `None` (a negative or
+/// fractional number is unreadable). A wait longer than
+/// [`MAX_RETRY_AFTER`] (including numbers too large for any clock) gives
+/// [`MAX_RETRY_AFTER`], with a warning.
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if value.is_empty() {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let asked = requested_wait(headers, raw, now)?;
+    if asked <= MAX_RETRY_AFTER {
+        return Some(asked);
+    }
+    tracing::warn!(
+        capped_s = MAX_RETRY_AFTER.as_secs(),
+        "the server asked to wait longer than any quota window (Retry-After: {}); waiting {} s instead, then asking again",
+        super::auth::excerpt(raw, 40),
+        MAX_RETRY_AFTER.as_secs()
+    );
+    Some(MAX_RETRY_AFTER)
+}
+
+/// The wait `raw` (a `Retry-After` value) asks for, uncapped; a number too
+/// large for a `u64` gives `Duration::MAX`.
+fn requested_wait(headers: &HeaderMap, raw: &str, now: SystemTime) -> Option<Duration> {
+    if raw.is_empty() {
         return None;
     }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
+    if raw.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits, so the only way to fail is overflow: "very long".
+        return Some(raw.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
     }
-    let at = httpdate::parse_http_date(value).ok()?;
+    let at = httpdate::parse_http_date(raw).ok()?;
     let reference = headers
         .get(DATE)
         .and_then(|d| d.to_str().ok())
@@ -387,7 +417,8 @@ mod tests {
             parse_retry_after(&headers(&[("retry-after", &past)]), now),
             Some(Duration::ZERO)
         );
-        for garbage in ["soon", "-5", "1.5", "", "99999999999999999999999", "Mon, 99 Foo 2024"] {
+        for garbage in ["soon", "-5", "-18446744073709551615", "1.5", "+5", "", "Mon, 99 Foo 2024"]
+        {
             assert_eq!(
                 parse_retry_after(&headers(&[("retry-after", garbage)]), now),
                 None,
@@ -395,6 +426,52 @@ mod tests {
             );
         }
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
+    }
+
+    /// Values a faulty server or proxy may send are capped, never obeyed
+    /// for days and never an overflow: 2^63, 2^64 - 1, numbers past any
+    /// integer type, a day, a year, the year 9999.
+    #[test]
+    fn retry_after_is_capped_at_the_longest_window_plus_a_margin() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let parse = |v: &str| parse_retry_after(&headers(&[("retry-after", v)]), now);
+        assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(3900));
+        assert_eq!(parse("3900"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("3899"), Some(Duration::from_secs(3899)));
+        for huge in [
+            "3901",
+            "86400",
+            "31536000",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999999",
+        ] {
+            assert_eq!(parse(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        let in_a_day = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
+        assert_eq!(parse(&in_a_day), Some(MAX_RETRY_AFTER));
+        for far in ["Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 2099 00:00:00 GMT"] {
+            assert_eq!(parse(far), Some(MAX_RETRY_AFTER), "{far}");
+            // Even against a server clock far in the past.
+            let with_date =
+                headers(&[("retry-after", far), ("date", "Thu, 01 Jan 1970 00:00:00 GMT")]);
+            assert_eq!(parse_retry_after(&with_date, now), Some(MAX_RETRY_AFTER), "{far}");
+        }
+        // Past dates, however far, mean "now".
+        for past in ["Thu, 01 Jan 1970 00:00:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT"] {
+            assert_eq!(parse(past), Some(Duration::ZERO), "{past}");
+        }
+        let far_date = headers(&[
+            ("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("date", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ]);
+        assert_eq!(parse_retry_after(&far_date, now), Some(Duration::ZERO));
+        // The cap holds for every status that carries the header.
+        let e =
+            CallError::Api { status: 503, error: None, retry_after: parse("18446744073709551615") };
+        assert_eq!(e.retry_after(), Some(MAX_RETRY_AFTER));
+        assert!(e.to_string().ends_with("(Retry-After 3900 s)"), "{e}");
     }
 
     fn body(code: &str) -> ApiErrorBody {

@@ -166,7 +166,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
             Next::Done(r) => return Some(finish(r)),
             Next::Throttled(wait) => {
                 ctx.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ctx.pacer.pause(api, Instant::now() + wait);
+                ctx.pacer.pause_for(api, wait);
                 tracing::info!(line = job.line, api = %api, wait_s = wait.as_secs(), "429: pausing this API");
             }
             // The client already dropped the rejected token; the next
@@ -410,7 +410,7 @@ where
             Ok(reply) => return Ok(reply.value),
             Err(CallError::Throttled { retry_after, .. }) => {
                 ctx.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ctx.pacer.pause(api, Instant::now() + throttle_wait(retry_after));
+                ctx.pacer.pause_for(api, throttle_wait(retry_after));
             }
             Err(CallError::Unauthorized { .. }) if !reauthed => reauthed = true,
             Err(e) if e.is_transient() => {

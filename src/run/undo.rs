@@ -680,7 +680,7 @@ async fn cancel<T: Transport>(
                 let wait = retry_after
                     .unwrap_or(super::submit::DEFAULT_RETRY_AFTER)
                     .max(Duration::from_secs(1));
-                ctx.pacer.pause(api, Instant::now() + wait);
+                ctx.pacer.pause_for(api, wait);
             }
             CallError::Unauthorized { .. } if !reauthed => reauthed = true,
             CallError::Api { status: 400, .. } => {

@@ -89,6 +89,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub cpu_throttle_rate: f64,
 
+    /// Send this Retry-After, verbatim, with every 429 instead of the real wait (a faulty server: e.g. 18446744073709551615).
+    #[arg(long, value_name = "VALUE")]
+    pub throttle_retry_after: Option<String>,
+
     /// Display name of the calling app, reported as `requestor` of its actions.
     #[arg(long, default_value = "mdebulk simulator", value_name = "NAME")]
     pub app_name: String,
@@ -143,6 +147,7 @@ impl SimulateArgs {
             roles,
             foreign_load: self.foreign_load,
             cpu_throttle_rate: self.cpu_throttle_rate,
+            throttle_retry_after: self.throttle_retry_after,
             app_name: self.app_name,
             page_size: self.page_size,
             accept_security_audience: self.accept_security_audience,

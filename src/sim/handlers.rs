@@ -75,6 +75,9 @@ pub struct Reply {
     pub content_type: &'static str,
     /// `Retry-After` in whole seconds, on 429s and some 503s.
     pub retry_after: Option<u64>,
+    /// A `Retry-After` sent verbatim in place of `retry_after` (the
+    /// `throttle_retry_after` fault).
+    pub retry_after_text: Option<String>,
     /// Whether to send `WWW-Authenticate: Bearer` (401s).
     pub www_authenticate: bool,
     /// Set when the client must see a closed connection instead of this reply.
@@ -83,7 +86,15 @@ pub struct Reply {
 
 impl Reply {
     fn json(status: u16, body: String, content_type: &'static str) -> Reply {
-        Reply { status, body, content_type, retry_after: None, www_authenticate: false, drop: None }
+        Reply {
+            status,
+            body,
+            content_type,
+            retry_after: None,
+            retry_after_text: None,
+            www_authenticate: false,
+            drop: None,
+        }
     }
 
     /// An error in the API's envelope, with a fresh `target`.
@@ -354,7 +365,13 @@ impl State {
         self.stats.requests += 1;
         match route {
             Route::Token { tenant, v2 } => self.token(&tenant, v2, req, now),
-            Route::Api(api, id) => self.api_call(api, id.unwrap_or_default(), req, now),
+            Route::Api(api, id) => {
+                let mut reply = self.api_call(api, id.unwrap_or_default(), req, now);
+                if reply.status == 429 {
+                    reply.retry_after_text = self.cfg.throttle_retry_after.clone();
+                }
+                reply
+            }
             Route::Admin | Route::Unknown => {
                 self.stats.not_found += 1;
                 Reply::error(
