@@ -23,6 +23,7 @@ use reqwest::Url;
 use reqwest::header::ACCEPT;
 use tokio::time::Instant;
 
+use super::error::{TransportKind, transport_kind, transport_message};
 use super::model::TokenResponse;
 
 /// The longest a token is refreshed ahead of its expiry.
@@ -120,6 +121,8 @@ pub enum AuthError {
         url: String,
         /// What went wrong on the way.
         message: String,
+        /// Which network failure: TLS and DNS failures are not transient.
+        kind: TransportKind,
     },
     /// The login endpoint refused the client id or secret (`invalid_client`).
     #[error(
@@ -179,11 +182,20 @@ impl AuthError {
         }
     }
 
+    /// True when no token will come of trying again: every failure that is
+    /// not transient (the secret or id refused, an unknown tenant or scope, a
+    /// rejected static token), and a TLS or DNS failure reaching the login
+    /// endpoint. Every call of a run shares the token, so all of them would
+    /// fail alike.
+    pub fn is_fatal_for_run(&self) -> bool {
+        !self.is_transient()
+    }
+
     /// True when trying again later may succeed: the endpoint was unreachable,
     /// throttled (429) or failing (5xx, `temporarily_unavailable`).
     pub fn is_transient(&self) -> bool {
         match self {
-            AuthError::Unreachable { .. } => true,
+            AuthError::Unreachable { kind, .. } => kind.is_transient(),
             AuthError::OAuth { status, error, .. } => {
                 *status == 429 || *status >= 500 || error == "temporarily_unavailable"
             }
@@ -480,9 +492,13 @@ impl TokenSource {
             ("client_secret", client_secret.expose()),
             ("scope", self.scope.as_str()),
         ];
-        let unreachable = |e: reqwest::Error| AuthError::Unreachable {
-            url: url.to_string(),
-            message: scrub(&error_chain(&e), &secrets),
+        let unreachable = |e: reqwest::Error, after_headers: bool| {
+            let kind = transport_kind(&e, after_headers);
+            AuthError::Unreachable {
+                url: url.to_string(),
+                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
+                kind,
+            }
         };
         let response = self
             .http
@@ -491,9 +507,9 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| unreachable(e, false))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(unreachable)?;
+        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
 
         if (200..300).contains(&status) {
             return parse_token_reply(status, &body);
@@ -1015,6 +1031,7 @@ mod tests {
             AuthError::Unreachable {
                 url: "https://login.microsoftonline.com/t/oauth2/v2.0/token".to_string(),
                 message: scrub(&format!("connection reset while sending {SECRET}"), &secrets),
+                kind: TransportKind::Other,
             },
             parse_oauth_error(
                 401,

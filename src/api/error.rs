@@ -18,8 +18,17 @@ use super::model::ApiErrorBody;
 pub enum TransportKind {
     /// The connection or the whole call ran out of time.
     Timeout,
-    /// No connection could be made (refused, DNS, TLS handshake).
+    /// No connection could be made (refused, reset, unreachable network).
     Connect,
+    /// The TLS handshake failed: the server's certificate was refused
+    /// (unknown issuer, expired, another name) or the server does not speak
+    /// TLS. A configuration problem (system clock, a TLS-inspecting proxy
+    /// whose CA this machine does not trust, a wrong URL) that every call
+    /// shares and no retry cures. Nothing was sent.
+    Tls,
+    /// The host name could not be resolved: a wrong URL or a broken DNS
+    /// set-up, shared by every call. Nothing was sent.
+    Dns,
     /// Anything else: connection reset or closed mid-exchange, a body that
     /// could not be read.
     Other,
@@ -96,17 +105,31 @@ pub enum CallError {
     Auth(#[from] AuthError),
 }
 
+impl TransportKind {
+    /// True when trying again may succeed: timeouts, refused or broken
+    /// connections. False for TLS and DNS failures, which are configuration.
+    pub fn is_transient(self) -> bool {
+        !self.is_configuration()
+    }
+
+    /// True for failures of this machine's set-up rather than of one
+    /// call: TLS (certificates) and DNS. They fail every call alike.
+    pub fn is_configuration(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Dns)
+    }
+}
+
 impl CallError {
     /// True for failures worth retrying with backoff: HTTP 500, 502, 503 and
-    /// 504, every transport failure, and an auth failure that is itself
-    /// transient (login endpoint unreachable or failing).
+    /// 504, transport failures other than TLS and DNS, and an auth failure
+    /// that is itself transient (login endpoint unreachable or failing).
     ///
     /// 429 is not counted here: it has its own handling (wait for
     /// `Retry-After`, pause the whole API, no attempt burnt).
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Api { status, .. } => matches!(status, 500 | 502 | 503 | 504),
-            CallError::Transport { .. } => true,
+            CallError::Transport { kind, .. } => kind.is_transient(),
             CallError::Auth(e) => e.is_transient(),
             CallError::Throttled { .. }
             | CallError::Unauthorized { .. }
@@ -114,9 +137,32 @@ impl CallError {
         }
     }
 
+    /// True when this failure will fail every other call of the run the
+    /// same way, so the run should stop instead of spending retries on each
+    /// row: a TLS/certificate or DNS failure (to the API or the token
+    /// endpoint), and an authentication failure that a fresh token cannot
+    /// cure (the client secret or id refused, an unknown tenant or scope,
+    /// a rejected `MDE_TOKEN`, an unreadable token reply).
+    ///
+    /// A plain 401 ([`CallError::Unauthorized`]) is not: the client has
+    /// dropped the token it used and the next call presents a fresh one. A
+    /// 401 on that fresh token too is for the caller to judge, who knows it
+    /// re-authenticated.
+    pub fn is_fatal_for_run(&self) -> bool {
+        match self {
+            CallError::Transport { kind, .. } => kind.is_configuration(),
+            CallError::Auth(e) => e.is_fatal_for_run(),
+            CallError::Throttled { .. }
+            | CallError::Unauthorized { .. }
+            | CallError::Api { .. }
+            | CallError::Decode { .. } => false,
+        }
+    }
+
     /// Short code for results and logs: the API's error `code` when the reply
     /// had an envelope, else ours (`TooManyRequests`, `Unauthorized`, the
-    /// status name, `Timeout`, `ConnectionFailed`, `TransportError`,
+    /// status name, `Timeout`, `ConnectionFailed`, `TlsHandshakeFailed`,
+    /// `NameNotResolved`, `TransportError`,
     /// `DecodeError`, or the auth error's code).
     pub fn code(&self) -> &str {
         match self {
@@ -220,6 +266,8 @@ fn transport_code(kind: TransportKind) -> &'static str {
     match kind {
         TransportKind::Timeout => "Timeout",
         TransportKind::Connect => "ConnectionFailed",
+        TransportKind::Tls => "TlsHandshakeFailed",
+        TransportKind::Dns => "NameNotResolved",
         TransportKind::Other => "TransportError",
     }
 }
@@ -252,6 +300,76 @@ fn describe_retry_after(retry_after: Option<Duration>) -> String {
     match retry_after {
         Some(d) => format!(" (Retry-After {} s)", d.as_secs()),
         None => String::new(),
+    }
+}
+
+/// Classifies a reqwest failure. `after_headers`: the reply's status line
+/// had already arrived (a failure reading the body).
+///
+/// TLS is recognised by rustls's own error type in the chain of a connect
+/// failure (a refused certificate, or a handshake with a server that does
+/// not speak TLS), DNS by reqwest's marker for resolver errors; a timeout
+/// during either stays a timeout. rustls errors after the handshake (a
+/// corrupted record mid-exchange) are plain transport errors.
+pub(crate) fn transport_kind(e: &reqwest::Error, after_headers: bool) -> TransportKind {
+    if e.is_timeout() {
+        TransportKind::Timeout
+    } else if after_headers || !e.is_connect() {
+        TransportKind::Other
+    } else if e.is_dns() {
+        TransportKind::Dns
+    } else if tls_error(e).is_some() {
+        TransportKind::Tls
+    } else {
+        TransportKind::Connect
+    }
+}
+
+/// The rustls error in `err`'s chain, if any. An `io::Error`'s `source()`
+/// skips the error it wraps (it returns that error's source), and TLS
+/// errors reach reqwest wrapped in two of them, so each is looked inside.
+fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// The message of a transport failure of `kind`: `chain` (the error and its
+/// sources, already scrubbed), and for TLS and DNS failures the host and
+/// what to check, since those are set-up problems no retry cures.
+pub(crate) fn transport_message(e: &reqwest::Error, kind: TransportKind, chain: String) -> String {
+    let host = e.url().and_then(|u| {
+        let host = u.host_str()?;
+        Some(match u.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        })
+    });
+    let host = host.as_deref().unwrap_or("the server");
+    match kind {
+        TransportKind::Tls => {
+            let what = match tls_error(e) {
+                Some(rustls::Error::InvalidCertificate(_)) => "its certificate is not trusted",
+                _ => "the TLS handshake failed",
+            };
+            format!(
+                "certificate/TLS problem with {host} ({what}): {chain}; this is not transient and \
+                 no request was sent: check the URL, the system clock, and any TLS-inspecting \
+                 proxy (this machine must trust its CA)"
+            )
+        }
+        TransportKind::Dns => format!(
+            "cannot resolve the host name of {host}: {chain}; check the URL and this machine's DNS"
+        ),
+        TransportKind::Timeout | TransportKind::Connect | TransportKind::Other => chain,
     }
 }
 
@@ -527,8 +645,11 @@ mod tests {
         };
         assert_eq!(refused.code(), "ConnectionFailed");
         assert!(!refused.maybe_delivered());
-        let unreachable =
-            CallError::Auth(AuthError::Unreachable { url: "u".into(), message: "m".into() });
+        let unreachable = CallError::Auth(AuthError::Unreachable {
+            url: "u".into(),
+            message: "m".into(),
+            kind: TransportKind::Connect,
+        });
         assert!(unreachable.is_transient());
         assert!(!CallError::Auth(AuthError::BearerRejected).is_transient());
         assert_eq!(CallError::Unauthorized { error: None }.code(), "Unauthorized");
