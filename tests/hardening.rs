@@ -53,3 +53,82 @@ async fn a_retry_after_of_2_pow_64_is_capped_and_never_panics() {
     assert!(stats(&get_sim).throttled >= 1, "{all}");
     assert!(all.contains("waiting 3900 s instead"), "the cap is logged: {all}");
 }
+
+/// A client secret with the characters encodings change: `~` (form
+/// encoders escape it, common in Entra secrets), `+`, `/`, `"`, a space.
+const TRICKY_SECRET: &str = "Qx7~Lp2+Zr/8\"Mn 4kT~wY.c9_Hd";
+
+/// The forms `TRICKY_SECRET` can be quoted back in: raw, form-encoded (upper
+/// and lower hex), JSON-escaped, base64 (standard, URL-safe).
+fn tricky_encodings() -> Vec<String> {
+    let form = |hex: fn(u8) -> String| {
+        TRICKY_SECRET
+            .bytes()
+            .map(|b| match b {
+                b' ' => "+".to_string(),
+                b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*') => {
+                    (b as char).to_string()
+                }
+                b => hex(b),
+            })
+            .collect::<String>()
+    };
+    let json = serde_json::to_string(TRICKY_SECRET).unwrap();
+    vec![
+        TRICKY_SECRET.to_string(),
+        form(|b| format!("%{b:02X}")),
+        form(|b| format!("%{b:02x}")),
+        json[1..json.len() - 1].to_string(),
+        // base64 of the secret, padded or not (its URL-safe form is the
+        // same: no `+` or `/` in it); computed once, outside the tests.
+        "UXg3fkxwMitaci84Ik1uIDRrVH53WS5jOV9IZA==".to_string(),
+        "UXg3fkxwMitaci84Ik1uIDRrVH53WS5jOV9IZA".to_string(),
+        // Any long run of the raw secret, in case a copy was cut.
+        TRICKY_SECRET[..12].to_string(),
+        TRICKY_SECRET[12..].to_string(),
+    ]
+}
+
+/// The token endpoint quotes each refused request back (form-encoded and
+/// as JSON), and the secret is revoked after the first token: the refresh
+/// failure is logged, the rows after expiry are rejected with the
+/// endpoint's message. The secret appears, in no encoding, on stdout,
+/// stderr, in the results or in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoing_token_endpoint_never_gets_the_secret_printed_in_any_encoding() {
+    let sim = sim(SimConfig {
+        client_secret: Some(TRICKY_SECRET.into()),
+        echo_token_requests: true,
+        max_tokens: Some(1),
+        token_ttl: std::time::Duration::from_secs(1),
+        ..sim_config(&[])
+    })
+    .await;
+    let dir = TempDir::new("echo-secret");
+    let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 20)));
+    let results = dir.path("out.results.csv");
+    let mut cmd = isolate(
+        &sim,
+        &input,
+        &["-o", results.to_str().unwrap(), "--limit", "4/1s", "--no-progress", "-v"],
+    );
+    cmd.env("AZURE_CLIENT_SECRET", TRICKY_SECRET);
+    let out = output(cmd).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(stats(&sim).token_requests >= 2, "{all}");
+    let rows = read_results(&results);
+    let rejected: Vec<_> = rows.iter().filter(|r| r["status"] == "rejected").collect();
+    assert!(!rejected.is_empty(), "{:?}", status_counts(&rows));
+    assert!(rejected[0]["error_message"].contains("client_secret=[redacted]"), "{rejected:?}");
+    assert!(all.contains("client_secret=[redacted]"), "the echo was logged: {all}");
+
+    let results_text = std::fs::read_to_string(&results).unwrap();
+    let journal = std::fs::read_to_string(dir.path("out.results.csv.journal")).unwrap();
+    assert!(journal.contains("client_secret=[redacted]"), "{journal}");
+    for e in tricky_encodings() {
+        for (what, text) in [("output", &all), ("results", &results_text), ("journal", &journal)] {
+            assert!(!text.contains(&e), "{e:?} in the {what}:\n{text}");
+        }
+    }
+}

@@ -77,6 +77,14 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
 
+    /// Refuse token requests with invalid_client once this many tokens were issued (a secret revoked mid-run).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+
+    /// Quote the request body back in the token endpoint's errors, as some identity proxies do.
+    #[arg(long)]
+    pub echo_token_requests: bool,
+
     /// Permissions granted to tokens, comma-separated (default: the seven action permissions and Machine.Read.All).
     #[arg(long, value_delimiter = ',', value_name = "ROLE,...")]
     pub roles: Vec<String>,
@@ -144,6 +152,8 @@ impl SimulateArgs {
             client_id: self.client_id,
             client_secret: self.client_secret,
             tenant: self.tenant,
+            max_tokens: self.max_tokens,
+            echo_token_requests: self.echo_token_requests,
             roles,
             foreign_load: self.foreign_load,
             cpu_throttle_rate: self.cpu_throttle_rate,

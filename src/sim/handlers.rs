@@ -293,6 +293,29 @@ fn parse_cancel_body(body: &[u8]) -> Result<Option<String>, String> {
     }
 }
 
+/// An OAuth2 error reply with the request quoted back in its
+/// `error_description`: the body as sent (form-encoded) and its fields
+/// decoded, as JSON (so a secret appears escaped both ways).
+fn echo_request(mut reply: Reply, body: &[u8]) -> Reply {
+    let Ok(mut v) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply;
+    };
+    let text = String::from_utf8_lossy(body);
+    let fields: serde_json::Map<String, Value> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (odata::percent_decode(k, true), Value::String(odata::percent_decode(v, true)))
+        })
+        .collect();
+    let described = v.get("error_description").and_then(Value::as_str).unwrap_or("").to_string();
+    v["error_description"] =
+        Value::String(format!("{described} Request: {text} Fields: {}", Value::Object(fields)));
+    reply.body = v.to_string();
+    reply
+}
+
 /// Whole seconds to wait, rounded up, at least 1.
 fn whole_seconds(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(1_000_000_000) as u64).max(1)
@@ -364,7 +387,14 @@ impl State {
         }
         self.stats.requests += 1;
         match route {
-            Route::Token { tenant, v2 } => self.token(&tenant, v2, req, now),
+            Route::Token { tenant, v2 } => {
+                let reply = self.token(&tenant, v2, req, now);
+                if self.cfg.echo_token_requests && reply.status >= 400 {
+                    echo_request(reply, req.body)
+                } else {
+                    reply
+                }
+            }
             Route::Api(api, id) => {
                 let mut reply = self.api_call(api, id.unwrap_or_default(), req, now);
                 if reply.status == 429 {
@@ -494,6 +524,13 @@ impl State {
                 401,
                 "invalid_client",
                 "Invalid client credentials: unknown client id or wrong client secret.",
+            );
+        }
+        if self.cfg.max_tokens.is_some_and(|max| self.stats.tokens_issued >= max) {
+            return Reply::oauth(
+                401,
+                "invalid_client",
+                "AADSTS7000222: The provided client secret keys for app are expired or revoked.",
             );
         }
         let principal = self.principal(client_id, tenant);

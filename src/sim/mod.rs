@@ -101,6 +101,13 @@ pub struct SimConfig {
     pub client_secret: Option<String>,
     /// When set, the only tenant the token endpoint accepts.
     pub tenant: Option<String>,
+    /// When set, tokens issued after this many are refused with
+    /// `invalid_client`: a client secret revoked in the middle of a run.
+    pub max_tokens: Option<u64>,
+    /// Whether the token endpoint's errors quote the request body back, raw
+    /// and decoded as JSON, as some identity proxies do: the client must
+    /// scrub its secret in every encoding.
+    pub echo_token_requests: bool,
     /// Permissions granted to every token (`roles` claim).
     pub roles: Vec<String>,
     /// Fraction of every window (0 to 1) that another app of the tenant consumes.
@@ -138,6 +145,8 @@ impl Default for SimConfig {
             client_id: None,
             client_secret: None,
             tenant: None,
+            max_tokens: None,
+            echo_token_requests: false,
             roles: KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect(),
             foreign_load: 0.0,
             cpu_throttle_rate: 0.0,
@@ -167,6 +176,8 @@ impl fmt::Debug for SimConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("tenant", &self.tenant)
+            .field("max_tokens", &self.max_tokens)
+            .field("echo_token_requests", &self.echo_token_requests)
             .field("roles", &self.roles)
             .field("foreign_load", &self.foreign_load)
             .field("cpu_throttle_rate", &self.cpu_throttle_rate)
