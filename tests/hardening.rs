@@ -132,3 +132,43 @@ async fn an_echoing_token_endpoint_never_gets_the_secret_printed_in_any_encoding
         }
     }
 }
+
+/// The results, the journal and the undo results are owner-only (0600)
+/// like the stdin spool: they list the incident's devices. A results file
+/// left readable by an earlier run is narrowed when a resume takes it over.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_journal_and_undo_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode()
+            & 0o777
+    };
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("modes");
+    let input = dir.write("hosts.csv", ids_csv(&windows_online(&sim, 3)));
+    let results = dir.path("out.results.csv");
+    let journal = dir.path("out.results.csv.journal");
+    let cmd = isolate(&sim, &input, &["-o", results.to_str().unwrap(), "--limit", "none"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mode(&results), 0o600, "results");
+    assert_eq!(mode(&journal), 0o600, "journal");
+
+    // A journal made readable (as earlier versions left it) is narrowed
+    // when a resume opens it again.
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cmd =
+        isolate(&sim, &input, &["-o", results.to_str().unwrap(), "--limit", "none", "--resume"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mode(&journal), 0o600, "resumed journal");
+    assert_eq!(mode(&results), 0o600, "resumed results");
+
+    let undo = dir.path("out.results.undo.csv");
+    let mut cmd = mdebulk(&sim);
+    cmd.args(["undo", results.to_str().unwrap(), "--yes", "-o", undo.to_str().unwrap()]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mode(&undo), 0o600, "undo results");
+}
