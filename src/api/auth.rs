@@ -23,10 +23,18 @@ use reqwest::Url;
 use reqwest::header::ACCEPT;
 use tokio::time::Instant;
 
+use super::error::{TransportKind, transport_kind, transport_message};
 use super::model::TokenResponse;
 
 /// The longest a token is refreshed ahead of its expiry.
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The longest lifetime a token is trusted for, whatever its `expires_in`
+/// says: Entra ID tokens live 60 to 90 minutes, at most a day. The value
+/// comes from the server, so it is capped rather than added to the clock
+/// as is (2^64 - 1 seconds would overflow it); a token that dies earlier
+/// than announced is replaced after its first 401.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// After a failed refresh, while the old token is still valid, how long to
 /// keep using it before trying the login endpoint again.
@@ -124,6 +132,8 @@ pub enum AuthError {
         url: String,
         /// What went wrong on the way.
         message: String,
+        /// Which network failure: TLS and DNS failures are not transient.
+        kind: TransportKind,
     },
     /// The login endpoint refused the client id or secret (`invalid_client`).
     #[error(
@@ -183,11 +193,20 @@ impl AuthError {
         }
     }
 
+    /// True when no token will come of trying again: every failure that is
+    /// not transient (the secret or id refused, an unknown tenant or scope, a
+    /// rejected static token), and a TLS or DNS failure reaching the login
+    /// endpoint. Every call of a run shares the token, so all of them would
+    /// fail alike.
+    pub fn is_fatal_for_run(&self) -> bool {
+        !self.is_transient()
+    }
+
     /// True when trying again later may succeed: the endpoint was unreachable,
     /// throttled (429) or failing (5xx, `temporarily_unavailable`).
     pub fn is_transient(&self) -> bool {
         match self {
-            AuthError::Unreachable { .. } => true,
+            AuthError::Unreachable { kind, .. } => kind.is_transient(),
             AuthError::OAuth { status, error, .. } => {
                 *status == 429 || *status >= 500 || error == "temporarily_unavailable"
             }
@@ -432,7 +451,7 @@ impl TokenSource {
         st.attempts += 1;
         match result {
             Ok(reply) => {
-                let lifetime = Duration::from_secs(reply.expires_in);
+                let lifetime = Duration::from_secs(reply.expires_in).min(MAX_TOKEN_LIFETIME);
                 let token = Secret::new(reply.access_token);
                 // Lifetime counts from the moment the request left, not from
                 // the answer: errs on the early side.
@@ -484,9 +503,13 @@ impl TokenSource {
             ("client_secret", client_secret.expose()),
             ("scope", self.scope.as_str()),
         ];
-        let unreachable = |e: reqwest::Error| AuthError::Unreachable {
-            url: url.to_string(),
-            message: scrub(&error_chain(&e), &secrets),
+        let unreachable = |e: reqwest::Error, after_headers: bool| {
+            let kind = transport_kind(&e, after_headers);
+            AuthError::Unreachable {
+                url: url.to_string(),
+                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
+                kind,
+            }
         };
         let response = self
             .http
@@ -495,9 +518,9 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| unreachable(e, false))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(unreachable)?;
+        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
 
         if (200..300).contains(&status) {
             return parse_token_reply(status, &body);
@@ -585,16 +608,154 @@ fn parse_oauth_error(status: u16, body: &[u8], secrets: &[&str]) -> AuthError {
     AuthError::Malformed { status, message }
 }
 
-/// Replaces every occurrence of each non-empty secret in `text` with
-/// `[redacted]`.
+/// Replaces each non-empty secret in `text` with `[redacted]`, in every
+/// encoding it travels in, since a server echoing a request quotes it as
+/// sent, not as we hold it:
+///
+/// - raw, and URL or form encoded: `%7E` or `%7e` for `~`, `+` or `%20` for
+///   a space, in any mix of escaped and literal characters;
+/// - JSON-escaped: `\"`, `\\`, `\/`, `\u0022` and the other escapes;
+/// - base64, standard and URL-safe, at any offset (as inside
+///   `Basic base64(client_id:secret)`): the whole base64 run around it goes.
 pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(*s) {
-            out = out.replace(*s, "[redacted]");
+    let bytes = text.as_bytes();
+    let mut redact: Vec<(usize, usize)> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        find_all(bytes, secret.as_bytes(), false, &mut redact);
+        for core in base64_cores(secret.as_bytes()) {
+            find_all(bytes, &core, true, &mut redact);
         }
     }
-    out
+    if redact.is_empty() {
+        return text.to_string();
+    }
+    redact.sort_unstable();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for (start, end) in redact {
+        if end <= at {
+            continue;
+        }
+        if start >= at {
+            out.extend_from_slice(&bytes[at..start]);
+            out.extend_from_slice(b"[redacted]");
+        }
+        at = end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    // Matches begin and end on character boundaries (a secret is whole
+    // characters, escapes are ASCII), so this is UTF-8; lossy just in case.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Adds to `found` every span of `text` that spells `needle` in any of the
+/// encodings [`scrub`] knows; `base64` also widens each span to the whole
+/// run of base64 characters around it.
+fn find_all(text: &[u8], needle: &[u8], base64: bool, found: &mut Vec<(usize, usize)>) {
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+    let mut i = 0;
+    while i < text.len() {
+        match spelled_at(text, i, needle) {
+            Some(end) => {
+                let (mut start, mut end) = (i, end);
+                if base64 {
+                    while start > 0 && is_b64(text[start - 1]) {
+                        start -= 1;
+                    }
+                    while end < text.len() && (is_b64(text[end]) || text[end] == b'=') {
+                        end += 1;
+                    }
+                }
+                found.push((start, end));
+                i = end.max(i + 1);
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Where `needle`, spelt from `text[at..]` one byte at a time literally or
+/// escaped (URL, form or JSON), ends.
+fn spelled_at(text: &[u8], at: usize, needle: &[u8]) -> Option<usize> {
+    let Some((&want, rest)) = needle.split_first() else {
+        return Some(at);
+    };
+    let hex = |from: usize, len: usize| -> Option<u32> {
+        let digits = text.get(from..from + len)?;
+        let digits = std::str::from_utf8(digits).ok()?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let first = *text.get(at)?;
+    // Every way this byte may be spelt here, as the length it takes.
+    let mut ways: [Option<usize>; 3] = [None; 3];
+    if first == want {
+        ways[0] = Some(1);
+    }
+    match first {
+        b'+' if want == b' ' => ways[1] = Some(1),
+        b'%' if hex(at + 1, 2) == Some(u32::from(want)) => ways[1] = Some(3),
+        b'\\' => {
+            let escaped = match text.get(at + 1) {
+                Some(b'u') if want.is_ascii() && hex(at + 2, 4) == Some(u32::from(want)) => Some(6),
+                Some(b'n') if want == b'\n' => Some(2),
+                Some(b't') if want == b'\t' => Some(2),
+                Some(b'r') if want == b'\r' => Some(2),
+                Some(b'b') if want == 0x08 => Some(2),
+                Some(b'f') if want == 0x0c => Some(2),
+                Some(&c) if c == want && matches!(c, b'"' | b'\\' | b'/') => Some(2),
+                _ => None,
+            };
+            ways[2] = escaped;
+        }
+        _ => {}
+    }
+    ways.into_iter().flatten().find_map(|len| spelled_at(text, at + len, rest))
+}
+
+/// The parts of the base64 encodings (standard and URL-safe) of `secret`
+/// that do not depend on what surrounds it: for each of the three offsets
+/// it can start at inside a longer encoded text, the characters made of
+/// the secret's bits alone. Shorter than four characters, a part would
+/// match ordinary words, so none is made for tiny secrets.
+fn base64_cores(secret: &[u8]) -> Vec<Vec<u8>> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut cores = Vec::new();
+    for offset in 0..3usize {
+        let mut padded = vec![0u8; offset];
+        padded.extend_from_slice(secret);
+        // Character i holds bits 6i..6i+6; keep those inside the secret's
+        // bits 8 * offset .. 8 * (offset + len).
+        let first = (8 * offset).div_ceil(6);
+        let last = 8 * (offset + secret.len()) / 6;
+        if last < first + 4 {
+            continue;
+        }
+        let core: Vec<u8> = (first..last)
+            .map(|i| {
+                let bit = 6 * i;
+                let (byte, shift) = (bit / 8, bit % 8);
+                let hi = u16::from(padded[byte]) << 8;
+                let lo = u16::from(padded.get(byte + 1).copied().unwrap_or(0));
+                STD[usize::from(((hi | lo) >> (10 - shift)) & 0x3f)]
+            })
+            .collect();
+        let url_safe: Vec<u8> = core
+            .iter()
+            .map(|&c| match c {
+                b'+' => b'-',
+                b'/' => b'_',
+                c => c,
+            })
+            .collect();
+        if url_safe != core {
+            cores.push(url_safe);
+        }
+        cores.push(core);
+    }
+    cores
 }
 
 /// At most `max` characters of `text` on one line: control characters and
@@ -809,6 +970,19 @@ mod tests {
         assert_eq!(login.count.load(Ordering::SeqCst), 1);
     }
 
+    /// An absurd `expires_in` (2^64 - 1 s) is capped at a day instead of
+    /// overflowing the clock.
+    #[tokio::test]
+    async fn a_huge_expires_in_is_capped_not_an_overflow() {
+        for huge in [serde_json::json!(u64::MAX), serde_json::json!(u64::MAX.to_string())] {
+            let (base, login) = login_server(Duration::ZERO, huge).await;
+            let ts = source(&base, SECRET);
+            assert_eq!(ts.bearer().await.unwrap().expose(), "token-1");
+            assert_eq!(ts.bearer().await.unwrap().expose(), "token-1");
+            assert_eq!(login.count.load(Ordering::SeqCst), 1);
+        }
+    }
+
     #[tokio::test]
     async fn accepts_expires_in_as_a_string() {
         let (base, _login) = login_server(Duration::ZERO, serde_json::json!("3599")).await;
@@ -1006,6 +1180,7 @@ mod tests {
             AuthError::Unreachable {
                 url: "https://login.microsoftonline.com/t/oauth2/v2.0/token".to_string(),
                 message: scrub(&format!("connection reset while sending {SECRET}"), &secrets),
+                kind: TransportKind::Other,
             },
             parse_oauth_error(
                 401,
@@ -1034,6 +1209,127 @@ mod tests {
         for e in &errs {
             let text = format!("{e} | {e:?} | {}", e.code());
             assert!(!text.contains(SECRET), "{text}");
+        }
+    }
+
+    /// A secret with the characters that encodings change: `~` (form
+    /// encoders escape it), `+`, `/`, `"`, `\\` and a space.
+    const TRICKY: &str = "Ab3~Xy8+Qz/9\"Lm 0p\\Rs~Tu.Vw_42";
+
+    /// Every way `secret` may be quoted back: form and URL encoded (upper
+    /// and lower hex, `+` or `%20` for the space), JSON-escaped, base64 of
+    /// the secret and of a Basic credential (standard, URL-safe, padded).
+    fn encodings(secret: &str) -> Vec<String> {
+        let form = |lower: bool| {
+            let mut out = String::new();
+            for b in secret.bytes() {
+                match b {
+                    b' ' => out.push('+'),
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*') => {
+                        out.push(b as char)
+                    }
+                    b if lower => out.push_str(&format!("%{b:02x}")),
+                    b => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            out
+        };
+        let json = serde_json::to_string(secret).unwrap();
+        let json = json[1..json.len() - 1].to_string();
+        let basic = format!("11111111-2222-3333-4444-555555555555:{secret}");
+        let mut all = vec![
+            secret.to_string(),
+            form(false),
+            form(true),
+            crate::api::client::percent_encode(secret),
+            json.clone(),
+            json.replace('/', "\\/"),
+        ];
+        for raw in [secret, basic.as_str()] {
+            let std = base64_padded(raw.as_bytes());
+            all.push(std.replace('+', "-").replace('/', "_").trim_end_matches('=').to_string());
+            all.push(std);
+        }
+        all
+    }
+
+    /// Plain base64 with padding, for the tests (checked against RFC 4648).
+    fn base64_padded(bytes: &[u8]) -> String {
+        const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(STD[(n >> (18 - 6 * i) & 0x3f) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn scrub_removes_the_secret_in_every_encoding() {
+        assert_eq!(base64_padded(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_padded(b"fooba"), "Zm9vYmE=");
+        assert_eq!(base64_padded(b"foob"), "Zm9vYg==");
+        let all = encodings(TRICKY);
+        assert!(all.iter().any(|e| e.contains("%7E")) && all.iter().any(|e| e.contains("%7e")));
+        assert!(all.iter().any(|e| e.contains("\\\"")));
+        for e in &all {
+            for text in [
+                e.clone(),
+                format!("client_secret={e}&scope=x"),
+                format!("Authorization: Basic {e}\r\n"),
+                format!("{{\"error_description\":\"bad {e}\"}}"),
+                format!("é{e}é"),
+            ] {
+                let out = scrub(&text, &[TRICKY]);
+                assert!(out.contains("[redacted]"), "{e:?} not found in {text:?}: {out}");
+                for other in &all {
+                    assert!(!out.contains(other.as_str()), "{other:?} left in {out:?}");
+                }
+            }
+        }
+        // A mix of escaped and literal characters is still the secret.
+        let mixed = "Ab3%7eXy8%2BQz%2F9\"Lm+0p\\Rs~Tu.Vw_42";
+        assert_eq!(scrub(&format!("x {mixed} y"), &[TRICKY]), "x [redacted] y");
+        // The whole Basic credential goes, not only the secret's part of it.
+        let basic = base64_padded(format!("app:{TRICKY}").as_bytes());
+        assert_eq!(scrub(&format!("Basic {basic};"), &[TRICKY]), "Basic [redacted];");
+        // Text without the secret is left alone.
+        let plain = "HTTP 401 invalid_client: AADSTS7000215 100% sure \\u0041 %zz + Zm9v";
+        assert_eq!(scrub(plain, &[TRICKY, "tok-1"]), plain);
+    }
+
+    /// A token endpoint that quotes the request back in its error, raw
+    /// (form-encoded) and as JSON: neither copy survives in the error.
+    #[tokio::test]
+    async fn an_echoing_token_endpoint_never_gets_the_secret_printed() {
+        async fn echo(body: String) -> Response {
+            let quoted = serde_json::json!({ "client_secret": TRICKY });
+            let b = serde_json::json!({
+                "error": "invalid_client",
+                "error_description": format!("AADSTS7000215: bad request {body}; as JSON {quoted}"),
+            });
+            (StatusCode::UNAUTHORIZED, axum::Json(b)).into_response()
+        }
+        let router = Router::new().route("/{tenant}/oauth2/v2.0/token", post(echo));
+        let base = serve(router).await;
+        let err = source(&base, TRICKY).bearer().await.unwrap_err();
+        let text = format!("{err} | {err:?}");
+        assert!(matches!(err, AuthError::InvalidClient { .. }), "{text}");
+        assert!(text.contains("client_secret=[redacted]&scope="), "{text}");
+        assert!(
+            text.contains(r#"{\"client_secret\":\"[redacted]\"}"#)
+                || text.contains(r#"{"client_secret":"[redacted]"}"#),
+            "{text}"
+        );
+        for e in encodings(TRICKY) {
+            assert!(!text.contains(&e), "{e:?} in {text}");
         }
     }
 

@@ -31,8 +31,9 @@ use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataLis
 use super::route::Api;
 
 pub use super::error::{
-    CallError, ConfigError, TransportKind, parse_retry_after, status_code_name,
+    CallError, ConfigError, MAX_RETRY_AFTER, TransportKind, parse_retry_after, status_code_name,
 };
+use super::error::{transport_kind, transport_message};
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
@@ -492,16 +493,11 @@ fn error_body(status: u16, body: &[u8], token: &Secret) -> Option<ApiErrorBody> 
     })
 }
 
-/// Classifies a reqwest failure. `after_headers`: the reply's status line
-/// had already arrived, so the request certainly reached the server.
+/// Classifies a reqwest failure ([`transport_kind`]). `after_headers`: the
+/// reply's status line had already arrived, so the request certainly
+/// reached the server.
 fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> CallError {
-    let kind = if e.is_timeout() {
-        TransportKind::Timeout
-    } else if e.is_connect() {
-        TransportKind::Connect
-    } else {
-        TransportKind::Other
-    };
+    let kind = transport_kind(e, after_headers);
     // Connect errors (refused, DNS, TLS handshake, connect timeout) and
     // requests that could not even be built never left this machine; any
     // other failure may have happened after the server got the request.
@@ -509,7 +505,7 @@ fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> C
     CallError::Transport {
         kind,
         maybe_delivered: !never_sent,
-        message: scrub(&error_chain(e), &[token.expose()]),
+        message: transport_message(e, kind, scrub(&error_chain(e), &[token.expose()])),
     }
 }
 
@@ -1213,8 +1209,185 @@ mod tests {
             "{e:?}"
         );
         assert!(e.is_transient());
+        assert!(!e.is_fatal_for_run(), "a refused connection may be a restart");
         assert_eq!(e.code(), "ConnectionFailed");
         assert!(!e.to_string().contains("tok-refused"));
+    }
+
+    /// A TLS server on loopback with the self-signed certificate of
+    /// tests/fixtures, which no client trusts. Returns `https://127.0.0.1:PORT`.
+    async fn untrusted_tls_server() -> String {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+        let cert = CertificateDer::from_pem_file(format!("{dir}/selfsigned-cert.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/selfsigned-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                // The client aborts the handshake; the server side just ends.
+                tokio::spawn(async move { drop(acceptor.accept(socket).await) });
+            }
+        });
+        format!("https://{addr}")
+    }
+
+    /// A loopback listener that answers anything with bytes that are not TLS.
+    async fn garbage_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"\x00\x01garbage, not a TLS record\r\n\r\n").await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        format!("https://{addr}")
+    }
+
+    #[track_caller]
+    fn assert_tls(e: &CallError, host: &str, what: &str) {
+        assert!(
+            matches!(
+                e,
+                CallError::Transport { kind: TransportKind::Tls, maybe_delivered: false, .. }
+            ),
+            "{e:?}"
+        );
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.is_fatal_for_run(), "{e}");
+        assert_eq!(e.code(), "TlsHandshakeFailed");
+        let text = e.to_string();
+        assert!(text.contains(&format!("certificate/TLS problem with {host} ({what})")), "{text}");
+        assert!(text.contains("not transient"), "{text}");
+    }
+
+    /// `MDE_TOKEN` against a server whose certificate is refused, or that
+    /// does not speak TLS at all: a TLS error, not transient, fatal for the
+    /// run, naming the host; not the five retries of a network fault.
+    #[tokio::test]
+    async fn tls_failures_are_configuration_errors_not_transient_ones() {
+        let body = ActionBody::new("c");
+
+        let base = untrusted_tls_server().await;
+        let c = Client::new(bearer_config(&base)).unwrap();
+        let e = c.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap_err();
+        let host = base.trim_start_matches("https://");
+        assert_tls(&e, host, "its certificate is not trusted");
+        assert!(e.to_string().contains("certificate"), "{e}");
+
+        // A plain HTTP server on an https:// URL.
+        let plain = serve(Server::default()).await.replace("http://", "https://");
+        let c = Client::new(bearer_config(&plain)).unwrap();
+        let e = c.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap_err();
+        assert_tls(&e, plain.trim_start_matches("https://"), "the TLS handshake failed");
+
+        let garbage = garbage_server().await;
+        let c = Client::new(bearer_config(&garbage)).unwrap();
+        let e = c.list_actions(&ListQuery::default()).await.unwrap_err();
+        assert_tls(&e, garbage.trim_start_matches("https://"), "the TLS handshake failed");
+
+        // The same at the token endpoint: an auth error that no retry cures.
+        let plain_login = serve(Server::default()).await.replace("http://", "https://");
+        let config = ClientConfig::new(&base, &plain_login, "s", secret_creds(SECRET));
+        let e = Client::new(config)
+            .unwrap()
+            .submit(MACHINE, ActionKind::Isolate, &body)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CallError::Auth(AuthError::Unreachable { kind: TransportKind::Tls, .. })),
+            "{e:?}"
+        );
+        assert!(!e.is_transient() && e.is_fatal_for_run(), "{e}");
+        assert!(e.to_string().contains("certificate/TLS problem with 127.0.0.1:"), "{e}");
+        assert!(!e.to_string().contains(SECRET));
+    }
+
+    /// A resolver that knows no name, so DNS failures are tested without
+    /// sending a query anywhere.
+    struct NoNames;
+
+    impl reqwest::dns::Resolve for NoNames {
+        fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let err = std::io::Error::other(format!("no such host: {}", name.as_str()));
+            Box::pin(std::future::ready(Err(err.into())))
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_failures_are_configuration_errors_not_transient_ones() {
+        let http = reqwest::Client::builder().dns_resolver(Arc::new(NoNames)).build().unwrap();
+        let e = http.get("https://mde.invalid/api/machines").send().await.unwrap_err();
+        let e = transport_error(&e, false, &Secret::new("tok-dns"));
+        assert!(
+            matches!(
+                &e,
+                CallError::Transport { kind: TransportKind::Dns, maybe_delivered: false, .. }
+            ),
+            "{e:?}"
+        );
+        assert!(!e.is_transient() && e.is_fatal_for_run(), "{e}");
+        assert_eq!(e.code(), "NameNotResolved");
+        assert!(e.to_string().contains("cannot resolve the host name of mde.invalid:443"), "{e}");
+    }
+
+    #[test]
+    fn which_errors_stop_the_run() {
+        let transport =
+            |kind| CallError::Transport { kind, maybe_delivered: false, message: "m".into() };
+        assert!(transport(TransportKind::Tls).is_fatal_for_run());
+        assert!(transport(TransportKind::Dns).is_fatal_for_run());
+        for kind in [TransportKind::Timeout, TransportKind::Connect, TransportKind::Other] {
+            assert!(
+                !transport(kind).is_fatal_for_run() && transport(kind).is_transient(),
+                "{kind:?}"
+            );
+        }
+        let unreachable =
+            |kind| AuthError::Unreachable { url: "u".into(), message: "m".into(), kind };
+        assert!(CallError::Auth(unreachable(TransportKind::Tls)).is_fatal_for_run());
+        assert!(CallError::Auth(unreachable(TransportKind::Dns)).is_fatal_for_run());
+        assert!(!CallError::Auth(unreachable(TransportKind::Connect)).is_fatal_for_run());
+        for fatal in [
+            AuthError::BearerRejected,
+            AuthError::InvalidClient { description: "d".into() },
+            AuthError::OAuth {
+                status: 400,
+                error: "invalid_scope".into(),
+                description: "d".into(),
+            },
+            AuthError::Malformed { status: 200, message: "m".into() },
+            AuthError::InvalidEndpoint { url: "u".into(), reason: "r".into() },
+        ] {
+            assert!(CallError::Auth(fatal.clone()).is_fatal_for_run(), "{fatal:?}");
+        }
+        for passing in [
+            AuthError::OAuth { status: 503, error: "x".into(), description: "d".into() },
+            AuthError::OAuth {
+                status: 400,
+                error: "temporarily_unavailable".into(),
+                description: "d".into(),
+            },
+            AuthError::Malformed { status: 502, message: "m".into() },
+        ] {
+            assert!(!CallError::Auth(passing.clone()).is_fatal_for_run(), "{passing:?}");
+        }
+        assert!(
+            !CallError::Unauthorized { error: None }.is_fatal_for_run(),
+            "a fresh token may cure it"
+        );
+        assert!(!CallError::Throttled { retry_after: None, error: None }.is_fatal_for_run());
+        let api = |status| CallError::Api { status, error: None, retry_after: None };
+        assert!(!api(503).is_fatal_for_run() && !api(403).is_fatal_for_run());
     }
 
     #[tokio::test]
@@ -1306,8 +1479,11 @@ mod tests {
         let (bad, _s) = client_with("", secret_creds("an0ther-Secret-789")).await;
         errors.push(bad.submit(MACHINE, ActionKind::Isolate, &body).await.unwrap_err());
         errors.push(CallError::Auth(AuthError::BearerRejected));
-        errors
-            .push(CallError::Auth(AuthError::Unreachable { url: "u".into(), message: "m".into() }));
+        errors.push(CallError::Auth(AuthError::Unreachable {
+            url: "u".into(),
+            message: "m".into(),
+            kind: TransportKind::Connect,
+        }));
         errors.push(CallError::Transport {
             kind: TransportKind::Timeout,
             maybe_delivered: true,

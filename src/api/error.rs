@@ -18,8 +18,17 @@ use super::model::ApiErrorBody;
 pub enum TransportKind {
     /// The connection or the whole call ran out of time.
     Timeout,
-    /// No connection could be made (refused, DNS, TLS handshake).
+    /// No connection could be made (refused, reset, unreachable network).
     Connect,
+    /// The TLS handshake failed: the server's certificate was refused
+    /// (unknown issuer, expired, another name) or the server does not speak
+    /// TLS. A configuration problem (system clock, a TLS-inspecting proxy
+    /// whose CA this machine does not trust, a wrong URL) that every call
+    /// shares and no retry cures. Nothing was sent.
+    Tls,
+    /// The host name could not be resolved: a wrong URL or a broken DNS
+    /// set-up, shared by every call. Nothing was sent.
+    Dns,
     /// Anything else: connection reset or closed mid-exchange, a body that
     /// could not be read.
     Other,
@@ -100,17 +109,31 @@ pub enum CallError {
     Stopped,
 }
 
+impl TransportKind {
+    /// True when trying again may succeed: timeouts, refused or broken
+    /// connections. False for TLS and DNS failures, which are configuration.
+    pub fn is_transient(self) -> bool {
+        !self.is_configuration()
+    }
+
+    /// True for failures of this machine's set-up rather than of one
+    /// call: TLS (certificates) and DNS. They fail every call alike.
+    pub fn is_configuration(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::Dns)
+    }
+}
+
 impl CallError {
     /// True for failures worth retrying with backoff: HTTP 500, 502, 503 and
-    /// 504, every transport failure, and an auth failure that is itself
-    /// transient (login endpoint unreachable or failing).
+    /// 504, transport failures other than TLS and DNS, and an auth failure
+    /// that is itself transient (login endpoint unreachable or failing).
     ///
     /// 429 is not counted here: it has its own handling (wait for
     /// `Retry-After`, pause the whole API, no attempt burnt).
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Api { status, .. } => matches!(status, 500 | 502 | 503 | 504),
-            CallError::Transport { .. } => true,
+            CallError::Transport { kind, .. } => kind.is_transient(),
             CallError::Auth(e) => e.is_transient(),
             CallError::Throttled { .. }
             | CallError::Unauthorized { .. }
@@ -119,9 +142,33 @@ impl CallError {
         }
     }
 
+    /// True when this failure will fail every other call of the run the
+    /// same way, so the run should stop instead of spending retries on each
+    /// row: a TLS/certificate or DNS failure (to the API or the token
+    /// endpoint), and an authentication failure that a fresh token cannot
+    /// cure (the client secret or id refused, an unknown tenant or scope,
+    /// a rejected `MDE_TOKEN`, an unreadable token reply).
+    ///
+    /// A plain 401 ([`CallError::Unauthorized`]) is not: the client has
+    /// dropped the token it used and the next call presents a fresh one. A
+    /// 401 on that fresh token too is for the caller to judge, who knows it
+    /// re-authenticated.
+    pub fn is_fatal_for_run(&self) -> bool {
+        match self {
+            CallError::Transport { kind, .. } => kind.is_configuration(),
+            CallError::Auth(e) => e.is_fatal_for_run(),
+            CallError::Throttled { .. }
+            | CallError::Unauthorized { .. }
+            | CallError::Api { .. }
+            | CallError::Decode { .. }
+            | CallError::Stopped => false,
+        }
+    }
+
     /// Short code for results and logs: the API's error `code` when the reply
     /// had an envelope, else ours (`TooManyRequests`, `Unauthorized`, the
-    /// status name, `Timeout`, `ConnectionFailed`, `TransportError`,
+    /// status name, `Timeout`, `ConnectionFailed`, `TlsHandshakeFailed`,
+    /// `NameNotResolved`, `TransportError`,
     /// `DecodeError`, or the auth error's code).
     pub fn code(&self) -> &str {
         match self {
@@ -226,6 +273,8 @@ fn transport_code(kind: TransportKind) -> &'static str {
     match kind {
         TransportKind::Timeout => "Timeout",
         TransportKind::Connect => "ConnectionFailed",
+        TransportKind::Tls => "TlsHandshakeFailed",
+        TransportKind::Dns => "NameNotResolved",
         TransportKind::Other => "TransportError",
     }
 }
@@ -258,6 +307,76 @@ fn describe_retry_after(retry_after: Option<Duration>) -> String {
     match retry_after {
         Some(d) => format!(" (Retry-After {} s)", d.as_secs()),
         None => String::new(),
+    }
+}
+
+/// Classifies a reqwest failure. `after_headers`: the reply's status line
+/// had already arrived (a failure reading the body).
+///
+/// TLS is recognised by rustls's own error type in the chain of a connect
+/// failure (a refused certificate, or a handshake with a server that does
+/// not speak TLS), DNS by reqwest's marker for resolver errors; a timeout
+/// during either stays a timeout. rustls errors after the handshake (a
+/// corrupted record mid-exchange) are plain transport errors.
+pub(crate) fn transport_kind(e: &reqwest::Error, after_headers: bool) -> TransportKind {
+    if e.is_timeout() {
+        TransportKind::Timeout
+    } else if after_headers || !e.is_connect() {
+        TransportKind::Other
+    } else if e.is_dns() {
+        TransportKind::Dns
+    } else if tls_error(e).is_some() {
+        TransportKind::Tls
+    } else {
+        TransportKind::Connect
+    }
+}
+
+/// The rustls error in `err`'s chain, if any. An `io::Error`'s `source()`
+/// skips the error it wraps (it returns that error's source), and TLS
+/// errors reach reqwest wrapped in two of them, so each is looked inside.
+fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// The message of a transport failure of `kind`: `chain` (the error and its
+/// sources, already scrubbed), and for TLS and DNS failures the host and
+/// what to check, since those are set-up problems no retry cures.
+pub(crate) fn transport_message(e: &reqwest::Error, kind: TransportKind, chain: String) -> String {
+    let host = e.url().and_then(|u| {
+        let host = u.host_str()?;
+        Some(match u.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        })
+    });
+    let host = host.as_deref().unwrap_or("the server");
+    match kind {
+        TransportKind::Tls => {
+            let what = match tls_error(e) {
+                Some(rustls::Error::InvalidCertificate(_)) => "its certificate is not trusted",
+                _ => "the TLS handshake failed",
+            };
+            format!(
+                "certificate/TLS problem with {host} ({what}): {chain}; this is not transient and \
+                 no request was sent: check the URL, the system clock, and any TLS-inspecting \
+                 proxy (this machine must trust its CA)"
+            )
+        }
+        TransportKind::Dns => format!(
+            "cannot resolve the host name of {host}: {chain}; check the URL and this machine's DNS"
+        ),
+        TransportKind::Timeout | TransportKind::Connect | TransportKind::Other => chain,
     }
 }
 
@@ -322,19 +441,49 @@ pub enum ConfigError {
     Http(String),
 }
 
+/// The longest wait a `Retry-After` is obeyed for: the longest default quota
+/// window (1500 calls per 3600 s) plus five minutes.
+///
+/// A 429 from the quota never needs more: once the hour has passed, the
+/// calls that filled the window have left it. A larger value is a server or
+/// proxy fault, and obeying it would stall the run silently for days, or
+/// overflow the clock (`2^64 - 1` seconds). Waiting this long and asking
+/// again is always safe: a quota still spent simply answers another 429.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 300);
+
 /// The wait a reply asks for in its `Retry-After` header: delta-seconds, or
 /// an HTTP-date taken relative to the reply's `Date` header when present
 /// (server clocks differ from ours), else to `now`. A date in the past gives
-/// zero; an absent or unreadable header gives `None`.
+/// zero; an absent or unreadable header gives `None` (a negative or
+/// fractional number is unreadable). A wait longer than
+/// [`MAX_RETRY_AFTER`] (including numbers too large for any clock) gives
+/// [`MAX_RETRY_AFTER`], with a warning.
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if value.is_empty() {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let asked = requested_wait(headers, raw, now)?;
+    if asked <= MAX_RETRY_AFTER {
+        return Some(asked);
+    }
+    tracing::warn!(
+        capped_s = MAX_RETRY_AFTER.as_secs(),
+        "the server asked to wait longer than any quota window (Retry-After: {}); waiting {} s instead, then asking again",
+        super::auth::excerpt(raw, 40),
+        MAX_RETRY_AFTER.as_secs()
+    );
+    Some(MAX_RETRY_AFTER)
+}
+
+/// The wait `raw` (a `Retry-After` value) asks for, uncapped; a number too
+/// large for a `u64` gives `Duration::MAX`.
+fn requested_wait(headers: &HeaderMap, raw: &str, now: SystemTime) -> Option<Duration> {
+    if raw.is_empty() {
         return None;
     }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
+    if raw.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits, so the only way to fail is overflow: "very long".
+        return Some(raw.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
     }
-    let at = httpdate::parse_http_date(value).ok()?;
+    let at = httpdate::parse_http_date(raw).ok()?;
     let reference = headers
         .get(DATE)
         .and_then(|d| d.to_str().ok())
@@ -393,7 +542,8 @@ mod tests {
             parse_retry_after(&headers(&[("retry-after", &past)]), now),
             Some(Duration::ZERO)
         );
-        for garbage in ["soon", "-5", "1.5", "", "99999999999999999999999", "Mon, 99 Foo 2024"] {
+        for garbage in ["soon", "-5", "-18446744073709551615", "1.5", "+5", "", "Mon, 99 Foo 2024"]
+        {
             assert_eq!(
                 parse_retry_after(&headers(&[("retry-after", garbage)]), now),
                 None,
@@ -401,6 +551,52 @@ mod tests {
             );
         }
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
+    }
+
+    /// Values a faulty server or proxy may send are capped, never obeyed
+    /// for days and never an overflow: 2^63, 2^64 - 1, numbers past any
+    /// integer type, a day, a year, the year 9999.
+    #[test]
+    fn retry_after_is_capped_at_the_longest_window_plus_a_margin() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let parse = |v: &str| parse_retry_after(&headers(&[("retry-after", v)]), now);
+        assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(3900));
+        assert_eq!(parse("3900"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("3899"), Some(Duration::from_secs(3899)));
+        for huge in [
+            "3901",
+            "86400",
+            "31536000",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999999",
+        ] {
+            assert_eq!(parse(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        let in_a_day = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
+        assert_eq!(parse(&in_a_day), Some(MAX_RETRY_AFTER));
+        for far in ["Fri, 31 Dec 9999 23:59:59 GMT", "Thu, 01 Jan 2099 00:00:00 GMT"] {
+            assert_eq!(parse(far), Some(MAX_RETRY_AFTER), "{far}");
+            // Even against a server clock far in the past.
+            let with_date =
+                headers(&[("retry-after", far), ("date", "Thu, 01 Jan 1970 00:00:00 GMT")]);
+            assert_eq!(parse_retry_after(&with_date, now), Some(MAX_RETRY_AFTER), "{far}");
+        }
+        // Past dates, however far, mean "now".
+        for past in ["Thu, 01 Jan 1970 00:00:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT"] {
+            assert_eq!(parse(past), Some(Duration::ZERO), "{past}");
+        }
+        let far_date = headers(&[
+            ("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("date", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ]);
+        assert_eq!(parse_retry_after(&far_date, now), Some(Duration::ZERO));
+        // The cap holds for every status that carries the header.
+        let e =
+            CallError::Api { status: 503, error: None, retry_after: parse("18446744073709551615") };
+        assert_eq!(e.retry_after(), Some(MAX_RETRY_AFTER));
+        assert!(e.to_string().ends_with("(Retry-After 3900 s)"), "{e}");
     }
 
     fn body(code: &str) -> ApiErrorBody {
@@ -456,8 +652,11 @@ mod tests {
         };
         assert_eq!(refused.code(), "ConnectionFailed");
         assert!(!refused.maybe_delivered());
-        let unreachable =
-            CallError::Auth(AuthError::Unreachable { url: "u".into(), message: "m".into() });
+        let unreachable = CallError::Auth(AuthError::Unreachable {
+            url: "u".into(),
+            message: "m".into(),
+            kind: TransportKind::Connect,
+        });
         assert!(unreachable.is_transient());
         assert!(!CallError::Auth(AuthError::BearerRejected).is_transient());
         assert_eq!(CallError::Unauthorized { error: None }.code(), "Unauthorized");

@@ -78,14 +78,7 @@ impl Drop for Spool {
 /// Creates `path`, failing if it exists, with owner-only permissions where
 /// the platform has them (the list of devices is sensitive).
 fn create_private(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
+    crate::output::private::open(OpenOptions::new().write(true).create_new(true), path)
 }
 
 #[cfg(test)]

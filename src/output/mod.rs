@@ -6,6 +6,7 @@
 //! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
 //! - [`parse`]: rebuilding a [`ResultRow`] from a results file read back
 //!   (replay, resume, status).
+//! - [`private`]: creating the runner's files owner-only.
 //! - [`rewrite`]: reading a results file row by row, and updating its
 //!   runner columns in place (`--wait`, `status`).
 
@@ -13,6 +14,7 @@ pub mod cell;
 pub mod csv;
 pub mod jsonl;
 pub mod parse;
+pub mod private;
 pub mod rewrite;
 pub mod row;
 

@@ -41,6 +41,12 @@ use crate::api::route::Api;
 /// between our clock and the server's counting point.
 const MAX_MARGIN: Duration = Duration::from_millis(250);
 
+/// The longest hold [`Pacer::pause_for`] sets: thirty years, as tokio's
+/// timers treat "never". Callers cap server-asked waits far below this
+/// ([`crate::api::error::MAX_RETRY_AFTER`]); this only keeps the clock
+/// arithmetic from overflowing.
+pub const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// The default safety margin for a window: 1% of it, at most 250 ms.
 pub fn default_margin(window: Duration) -> Duration {
     (window / 100).min(MAX_MARGIN)
@@ -211,6 +217,20 @@ impl Pacer {
         });
         drop(st);
         lane.recounted.notify_waiters();
+    }
+
+    /// Holds every call to `api` for `wait` from now (a 429's Retry-After).
+    /// A wait too long for the clock is held as [`FAR_FUTURE`] instead of
+    /// overflowing: the value comes from a server, and no server may panic
+    /// a worker. The gate only ever moves forward.
+    pub fn pause_for(&self, api: Api, wait: Duration) {
+        let now = Instant::now();
+        let until = now
+            .checked_add(wait.min(FAR_FUTURE))
+            // Unreachable in practice: tokio's own timers rely on `now` plus
+            // thirty years being representable; no hold is better than a panic.
+            .unwrap_or(now);
+        self.pause(api, until);
     }
 
     /// Holds every call to `api` until `until` (a 429's Retry-After). The
@@ -400,6 +420,32 @@ mod tests {
         }
         // Another API is not held.
         assert_eq!(pacer.acquire(Api::GetAction).await, t0 + Duration::from_secs(30));
+    }
+
+    /// A pause of 2^64 - 1 seconds (or `Duration::MAX`) neither panics nor
+    /// moves the gate back; other APIs go on.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_pause_does_not_panic() {
+        let pacer = Arc::new(Pacer::new(&[lim(100, 1000)], Some(Duration::ZERO)));
+        let api = Api::Action(crate::api::action::ActionKind::Isolate);
+        let t0 = Instant::now();
+        pacer.pause_for(api, Duration::from_secs(u64::MAX));
+        pacer.pause_for(api, Duration::MAX);
+        pacer.pause_for(api, Duration::from_secs(5)); // never moves back
+        let waiter = {
+            let p = pacer.clone();
+            tokio::spawn(async move { p.acquire(api).await })
+        };
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let hold = pacer.holds()[0];
+        assert_eq!(hold.reason, WaitReason::RetryAfter);
+        assert_eq!(hold.until, t0 + FAR_FUTURE);
+        assert!(!waiter.is_finished());
+        waiter.abort();
+        assert_eq!(pacer.acquire(Api::GetAction).await - t0, Duration::from_secs(3600));
+        // A plain pause still holds for exactly its wait.
+        pacer.pause_for(Api::GetAction, Duration::from_secs(90));
+        assert_eq!(pacer.acquire(Api::GetAction).await - t0, Duration::from_secs(3690));
     }
 
     #[test]

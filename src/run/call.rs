@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::journal::Journal;
 use super::stop::{Stop, StopReason};
+use crate::api::auth::AuthError;
 use crate::api::client::{CallError, Reply};
 use crate::api::route::Api;
 use crate::api::time::format_utc;
@@ -134,12 +135,11 @@ impl<T> Ctx<T> {
     /// others of the same burst only count.
     pub(crate) fn throttle(&self, api: Api, wait: Duration) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
+        self.pacer.pause_for(api, wait);
         let now = Instant::now();
-        let Some(until) = now.checked_add(wait) else {
-            // Beyond what the clock can hold: nothing the service can mean.
-            return;
-        };
-        self.pacer.pause(api, until);
+        // The wait is capped where it is parsed; a clock that cannot hold it
+        // at all holds the log's bookkeeping at now.
+        let until = now.checked_add(wait).unwrap_or(now);
         let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
         let already = paused.get(&api).is_some_and(|&p| p > now);
         if !already || paused.get(&api).is_some_and(|&p| until > p + Duration::from_secs(1)) {
@@ -186,8 +186,17 @@ pub(crate) fn verdict(err: &CallError) -> Verdict {
     match err {
         CallError::Throttled { retry_after, .. } => Verdict::Throttled(throttle_wait(*retry_after)),
         CallError::Unauthorized { .. } => Verdict::Unauthorized,
+        // The certificate is not trusted, TLS cannot be negotiated, the
+        // name does not resolve (the API's or the login endpoint's host):
+        // every call would fail the same way.
+        CallError::Transport { kind, .. } if kind.is_configuration() => {
+            Verdict::Fatal(StopReason::Connection)
+        }
+        CallError::Auth(AuthError::Unreachable { kind, .. }) if kind.is_configuration() => {
+            Verdict::Fatal(StopReason::Connection)
+        }
         // No token could be had, and trying again will not change that.
-        CallError::Auth(e) if !e.is_transient() => Verdict::Fatal(StopReason::AuthLost),
+        CallError::Auth(e) if e.is_fatal_for_run() => Verdict::Fatal(StopReason::AuthLost),
         e if e.is_transient() => Verdict::Transient(e.retry_after()),
         _ => Verdict::Final,
     }

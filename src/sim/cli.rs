@@ -77,6 +77,14 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
 
+    /// Refuse token requests with invalid_client once this many tokens were issued (a secret revoked mid-run).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+
+    /// Quote the request body back in the token endpoint's errors, as some identity proxies do.
+    #[arg(long)]
+    pub echo_token_requests: bool,
+
     /// Permissions granted to tokens, comma-separated (default: the seven action permissions and Machine.Read.All).
     #[arg(long, value_delimiter = ',', value_name = "ROLE,...")]
     pub roles: Vec<String>,
@@ -88,6 +96,10 @@ pub struct SimulateArgs {
     /// Fraction of API calls refused with 429 whatever the counts (the service's CPU quota).
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub cpu_throttle_rate: f64,
+
+    /// Send this Retry-After, verbatim, with every 429 instead of the real wait (a faulty server: e.g. 18446744073709551615).
+    #[arg(long, value_name = "VALUE")]
+    pub throttle_retry_after: Option<String>,
 
     /// Display name of the calling app, reported as `requestor` of its actions.
     #[arg(long, default_value = "mdebulk simulator", value_name = "NAME")]
@@ -140,9 +152,12 @@ impl SimulateArgs {
             client_id: self.client_id,
             client_secret: self.client_secret,
             tenant: self.tenant,
+            max_tokens: self.max_tokens,
+            echo_token_requests: self.echo_token_requests,
             roles,
             foreign_load: self.foreign_load,
             cpu_throttle_rate: self.cpu_throttle_rate,
+            throttle_retry_after: self.throttle_retry_after,
             app_name: self.app_name,
             page_size: self.page_size,
             accept_security_audience: self.accept_security_audience,

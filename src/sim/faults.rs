@@ -7,6 +7,10 @@
 //! a connection dropped before the call is processed, and a connection
 //! dropped after it was processed: the action exists but the client never
 //! sees the answer, which leaves its POST "in doubt".
+//!
+//! One fault is not drawn: `throttle_retry_after` replaces the `Retry-After`
+//! of every 429 with a fixed text (2^64 - 1 seconds, a date in the year
+//! 9999), the faulty server a client must not obey for days or overflow on.
 
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,6 +75,9 @@ pub struct Reply {
     pub content_type: &'static str,
     /// `Retry-After` in whole seconds, on 429s and some 503s.
     pub retry_after: Option<u64>,
+    /// A `Retry-After` sent verbatim in place of `retry_after` (the
+    /// `throttle_retry_after` fault).
+    pub retry_after_text: Option<String>,
     /// Whether to send `WWW-Authenticate: Bearer` (401s).
     pub www_authenticate: bool,
     /// Set when the client must see a closed connection instead of this reply.
@@ -83,7 +86,15 @@ pub struct Reply {
 
 impl Reply {
     fn json(status: u16, body: String, content_type: &'static str) -> Reply {
-        Reply { status, body, content_type, retry_after: None, www_authenticate: false, drop: None }
+        Reply {
+            status,
+            body,
+            content_type,
+            retry_after: None,
+            retry_after_text: None,
+            www_authenticate: false,
+            drop: None,
+        }
     }
 
     /// An error in the API's envelope, with a fresh `target`.
@@ -282,6 +293,29 @@ fn parse_cancel_body(body: &[u8]) -> Result<Option<String>, String> {
     }
 }
 
+/// An OAuth2 error reply with the request quoted back in its
+/// `error_description`: the body as sent (form-encoded) and its fields
+/// decoded, as JSON (so a secret appears escaped both ways).
+fn echo_request(mut reply: Reply, body: &[u8]) -> Reply {
+    let Ok(mut v) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply;
+    };
+    let text = String::from_utf8_lossy(body);
+    let fields: serde_json::Map<String, Value> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (odata::percent_decode(k, true), Value::String(odata::percent_decode(v, true)))
+        })
+        .collect();
+    let described = v.get("error_description").and_then(Value::as_str).unwrap_or("").to_string();
+    v["error_description"] =
+        Value::String(format!("{described} Request: {text} Fields: {}", Value::Object(fields)));
+    reply.body = v.to_string();
+    reply
+}
+
 /// Whole seconds to wait, rounded up, at least 1.
 fn whole_seconds(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(1_000_000_000) as u64).max(1)
@@ -353,8 +387,21 @@ impl State {
         }
         self.stats.requests += 1;
         match route {
-            Route::Token { tenant, v2 } => self.token(&tenant, v2, req, now),
-            Route::Api(api, id) => self.api_call(api, id.unwrap_or_default(), req, now),
+            Route::Token { tenant, v2 } => {
+                let reply = self.token(&tenant, v2, req, now);
+                if self.cfg.echo_token_requests && reply.status >= 400 {
+                    echo_request(reply, req.body)
+                } else {
+                    reply
+                }
+            }
+            Route::Api(api, id) => {
+                let mut reply = self.api_call(api, id.unwrap_or_default(), req, now);
+                if reply.status == 429 {
+                    reply.retry_after_text = self.cfg.throttle_retry_after.clone();
+                }
+                reply
+            }
             Route::Admin | Route::Unknown => {
                 self.stats.not_found += 1;
                 Reply::error(
@@ -501,6 +548,13 @@ impl State {
                 401,
                 "invalid_client",
                 "Invalid client credentials: unknown client id or wrong client secret.",
+            );
+        }
+        if self.cfg.max_tokens.is_some_and(|max| self.stats.tokens_issued >= max) {
+            return Reply::oauth(
+                401,
+                "invalid_client",
+                "AADSTS7000222: The provided client secret keys for app are expired or revoked.",
             );
         }
         let principal = self.principal(client_id, tenant);

@@ -101,12 +101,23 @@ pub struct SimConfig {
     pub client_secret: Option<String>,
     /// When set, the only tenant the token endpoint accepts.
     pub tenant: Option<String>,
+    /// When set, tokens issued after this many are refused with
+    /// `invalid_client`: a client secret revoked in the middle of a run.
+    pub max_tokens: Option<u64>,
+    /// Whether the token endpoint's errors quote the request body back, raw
+    /// and decoded as JSON, as some identity proxies do: the client must
+    /// scrub its secret in every encoding.
+    pub echo_token_requests: bool,
     /// Permissions granted to every token (`roles` claim).
     pub roles: Vec<String>,
     /// Fraction of every window (0 to 1) that another app of the tenant consumes.
     pub foreign_load: f64,
     /// Fraction of API calls (0 to 1) refused with 429 whatever the counts (CPU quota).
     pub cpu_throttle_rate: f64,
+    /// When set, the `Retry-After` of every 429, verbatim, in place of the
+    /// real wait: a faulty server or proxy (`18446744073709551615`, a date in
+    /// the year 9999) that a client must survive.
+    pub throttle_retry_after: Option<String>,
     /// The app's display name, reported as `requestor` of its actions.
     pub app_name: String,
     /// Entities per list reply before an `@odata.nextLink`; `None` never pages.
@@ -134,9 +145,12 @@ impl Default for SimConfig {
             client_id: None,
             client_secret: None,
             tenant: None,
+            max_tokens: None,
+            echo_token_requests: false,
             roles: KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect(),
             foreign_load: 0.0,
             cpu_throttle_rate: 0.0,
+            throttle_retry_after: None,
             app_name: "mdebulk simulator".to_string(),
             page_size: None,
             accept_security_audience: false,
@@ -162,9 +176,12 @@ impl fmt::Debug for SimConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("tenant", &self.tenant)
+            .field("max_tokens", &self.max_tokens)
+            .field("echo_token_requests", &self.echo_token_requests)
             .field("roles", &self.roles)
             .field("foreign_load", &self.foreign_load)
             .field("cpu_throttle_rate", &self.cpu_throttle_rate)
+            .field("throttle_retry_after", &self.throttle_retry_after)
             .field("app_name", &self.app_name)
             .field("page_size", &self.page_size)
             .field("accept_security_audience", &self.accept_security_audience)
@@ -190,6 +207,14 @@ impl SimConfig {
                     why: format!("{v} is not a fraction between 0 and 1"),
                 });
             }
+        }
+        if let Some(v) = &self.throttle_retry_after
+            && (v.trim().is_empty() || !v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()))
+        {
+            return Err(SimError::Invalid {
+                flag: "--throttle-retry-after",
+                why: format!("{v:?} is not a header value (printable ASCII)"),
+            });
         }
         if self.page_size == Some(0) {
             return Err(SimError::Invalid {

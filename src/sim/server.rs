@@ -224,8 +224,17 @@ fn to_response(reply: Reply) -> hyper::Response<Full> {
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
-    if let Some(secs) = reply.retry_after {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    // The configured text was checked to be a header value; one that is not
+    // falls back to the real wait rather than dropping the header.
+    match reply.retry_after_text.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+        Some(text) => {
+            headers.insert(RETRY_AFTER, text);
+        }
+        None => {
+            if let Some(secs) = reply.retry_after {
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+        }
     }
     if reply.www_authenticate {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
