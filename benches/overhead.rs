@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mdebulk::output::Status;
+use mdebulk::results::Status;
 use mdebulk::run::ResultsTarget;
 use mdebulk::sim::{FleetSpec, SimConfig};
 

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mdebulk::api::client::{Client, ListQuery};
 use mdebulk::api::time::parse_utc;
-use mdebulk::output::Status;
 use mdebulk::pace::{Limit, WindowModel, format_duration, minimum_time, parse_duration};
+use mdebulk::results::Status;
 use mdebulk::run::ResultsTarget;
 use mdebulk::sim::{FleetSpec, SimConfig};
 

@@ -9,7 +9,8 @@
 //! - [`pace`]: quota windows and the pacer (shared with the simulator).
 //! - [`api`]: the MDE API: actions, wire types, client, auth, clouds.
 //! - [`run`]: the pipeline: survey, journal, execution, retries, summary.
-//! - [`output`]: result rows and their writers.
+//! - [`results`]: the ground floor: a result row, its statuses, its cells.
+//! - [`output`]: the results writers.
 //! - [`sim`]: a faithful local simulator of the API, beside the rest.
 //! - [`text`]: user text quoted in messages, bounded and escaped.
 //!
@@ -23,6 +24,7 @@ pub mod input;
 pub mod logging;
 pub mod output;
 pub mod pace;
+pub mod results;
 pub mod run;
 pub mod sim;
 pub mod text;

@@ -100,6 +100,27 @@ impl fmt::Display for Clip<'_> {
     }
 }
 
+/// At most `max` characters of `text` on one line: control characters and
+/// runs of whitespace become one space, and a cut is marked with `...`.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut last_space = true;
+    for c in text.chars() {
+        let c = if c.is_whitespace() || c.is_control() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        if count == max {
+            return format!("{}...", out.trim_end());
+        }
+        last_space = c == ' ';
+        out.push(c);
+        count += 1;
+    }
+    out.trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +159,12 @@ mod tests {
         // Escapes cannot make the result much wider than the limit.
         let escapes = "\x1b".repeat(10_000);
         assert!(clip(&escapes).to_string().len() < 200);
+    }
+
+    #[test]
+    fn an_excerpt_is_one_line_and_marks_its_cut() {
+        assert_eq!(excerpt("a\n\n b\tc  ", 10), "a b c");
+        assert_eq!(excerpt("abcdefghijkl", 5), "abcde...");
+        assert_eq!(excerpt("ééééé", 3), "ééé...");
     }
 }

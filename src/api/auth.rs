@@ -23,8 +23,9 @@ use reqwest::Url;
 use reqwest::header::ACCEPT;
 use tokio::time::Instant;
 
-use super::error::{TransportKind, transport_kind, transport_message};
 use super::model::TokenResponse;
+use super::net::{TransportKind, transport_kind, transport_message};
+use crate::text::excerpt;
 
 /// The longest a token is refreshed ahead of its expiry.
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -758,27 +759,6 @@ fn base64_cores(secret: &[u8]) -> Vec<Vec<u8>> {
     cores
 }
 
-/// At most `max` characters of `text` on one line: control characters and
-/// runs of whitespace become one space, and a cut is marked with `...`.
-pub(crate) fn excerpt(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut count = 0;
-    let mut last_space = true;
-    for c in text.chars() {
-        let c = if c.is_whitespace() || c.is_control() { ' ' } else { c };
-        if c == ' ' && last_space {
-            continue;
-        }
-        if count == max {
-            return format!("{}...", out.trim_end());
-        }
-        last_space = c == ' ';
-        out.push(c);
-        count += 1;
-    }
-    out.trim_end().to_string()
-}
-
 /// A reqwest error and its sources, joined with `: ` (reqwest's own
 /// `Display` stops at the outermost layer, which rarely says what failed).
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -1334,10 +1314,7 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_and_scrub() {
-        assert_eq!(excerpt("a\n\n b\tc  ", 10), "a b c");
-        assert_eq!(excerpt("abcdefghijkl", 5), "abcde...");
-        assert_eq!(excerpt("ééééé", 3), "ééé...");
+    fn scrub_replaces_every_secret() {
         assert_eq!(scrub("x=abc;y=abc", &["abc", ""]), "x=[redacted];y=[redacted]");
     }
 }

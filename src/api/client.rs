@@ -25,15 +25,16 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 
 use super::action::{ActionKind, IsolationType, ScanType};
-use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, excerpt, scrub};
+use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, scrub};
 use super::cloud::Cloud;
 use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataList};
 use super::route::Api;
+use crate::text::excerpt;
 
 pub use super::error::{
     CallError, ConfigError, MAX_RETRY_AFTER, TransportKind, parse_retry_after, status_code_name,
 };
-use super::error::{transport_kind, transport_message};
+use super::net::{transport_kind, transport_message};
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));

@@ -7,5 +7,6 @@ pub mod client;
 pub mod cloud;
 pub mod error;
 pub mod model;
+pub mod net;
 pub mod route;
 pub mod time;

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::api::action::fold_name;
-use crate::output::RUNNER_COLUMNS;
+use crate::results::RUNNER_COLUMNS;
 
 /// What a column means to the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

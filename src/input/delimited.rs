@@ -32,11 +32,11 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use super::Record;
-use super::error::{InputError, Unclosed};
+use super::error::{InputError, MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES, Unclosed};
 use super::format::{InputFormat, skip_bom, sniff_delimiter};
 use super::plan::RowProblem;
 use super::spool::Source;
-use crate::output::cell::restore_owned;
+use crate::results::cell::restore_owned;
 
 /// How to read a delimited file, found by [`inspect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +46,6 @@ pub(crate) struct Layout {
     /// Byte offset of the header (past the BOM, if any).
     pub(crate) start: u64,
 }
-
-/// The most line breaks one quoted field may hold: Excel's own limit per
-/// cell ("line feeds per cell: 253"), so no spreadsheet export comes near it.
-/// A quote still open after that many is a closing quote gone missing, and
-/// refusing it here stops it swallowing the rest of the file into one cell.
-pub(crate) const MAX_QUOTED_BREAKS: u64 = 253;
-
-/// The most bytes one quoted field may hold: 128 KiB, above Excel's 32,767
-/// characters per cell even at 4 UTF-8 bytes each. Also bounds the memory a
-/// runaway quote can take before it is refused.
-pub(crate) const MAX_QUOTED_BYTES: u64 = 128 * 1024;
 
 /// Where the quote scan is within a record; the same states as the `csv`
 /// parser's for RFC 4180 quoting with `""` escapes and no escape character.

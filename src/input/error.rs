@@ -5,10 +5,20 @@ use std::fmt;
 use std::io;
 
 use super::columns::Role;
-use super::delimited::{MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES};
 use super::format::WideEncoding;
 use super::plan::RowProblem;
 use crate::text::{clip, quote};
+
+/// The most line breaks one quoted field may hold: Excel's own limit per
+/// cell ("line feeds per cell: 253"), so no spreadsheet export comes near it.
+/// A quote still open after that many is a closing quote gone missing, and
+/// refusing it here stops it swallowing the rest of the file into one cell.
+pub(crate) const MAX_QUOTED_BREAKS: u64 = 253;
+
+/// The most bytes one quoted field may hold: 128 KiB, above Excel's 32,767
+/// characters per cell even at 4 UTF-8 bytes each. Also bounds the memory a
+/// runaway quote can take before it is refused.
+pub(crate) const MAX_QUOTED_BYTES: u64 = 128 * 1024;
 
 /// Why an input cannot be read or used.
 #[derive(Debug, thiserror::Error)]

@@ -144,7 +144,7 @@ impl Input {
                 let (layout, mut header) = delimited::inspect(&source, &name, format)?;
                 let mut columns = Columns::new(header.clone());
                 if columns.is_results_file() {
-                    header.iter_mut().for_each(crate::output::cell::restore_owned);
+                    header.iter_mut().for_each(crate::results::cell::restore_owned);
                     columns = Columns::new(header);
                 }
                 (Shape::Delimited(layout), columns)

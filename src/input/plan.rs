@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use super::Record;
 use super::columns::{Columns, Role};
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
-use crate::output::{ResultRow, Status, parse_result_row};
+use crate::results::{ResultRow, Status, parse_result_row};
 use crate::text::{clip, quote};
 
 /// Values from the command-line flags that apply to every row whose own cell

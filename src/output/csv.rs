@@ -5,9 +5,9 @@
 use std::borrow::Cow;
 use std::io::{self, Write};
 
-use super::cell::neutralize;
-use super::row::{RUNNER_COLUMNS, ResultRow};
 use super::{ResultSink, width_mismatch};
+use crate::results::cell::neutralize;
+use crate::results::{RUNNER_COLUMNS, ResultRow};
 
 /// A [`ResultSink`] writing CSV.
 struct CsvSink<W: Write> {
@@ -83,9 +83,9 @@ fn csv_to_io(e: csv::Error) -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::super::row::Status;
     use super::super::test_support::SharedBuf;
     use super::*;
+    use crate::results::Status;
 
     #[test]
     fn header_is_written_at_once_and_rows_are_quoted_and_neutralised() {

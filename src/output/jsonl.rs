@@ -5,8 +5,8 @@
 
 use std::io::{self, BufWriter, Write};
 
-use super::row::{RUNNER_COLUMNS, ResultRow};
 use super::{ResultSink, width_mismatch};
+use crate::results::{RUNNER_COLUMNS, ResultRow};
 
 /// A [`ResultSink`] writing JSON lines.
 struct JsonlSink<W: Write> {
@@ -83,9 +83,9 @@ impl<W: Write + Send> ResultSink for JsonlSink<W> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::row::Status;
     use super::super::test_support::SharedBuf;
     use super::*;
+    use crate::results::Status;
 
     #[test]
     fn one_object_per_line_with_numbers_and_null() {

@@ -1,31 +1,22 @@
-//! Results files: one row per input row, the user's columns followed by the
-//! runner's ([`row::RUNNER_COLUMNS`]).
+//! Results files written: one row per input row, the user's columns
+//! followed by the runner's ([`crate::results::RUNNER_COLUMNS`]). The rows themselves live
+//! on the ground floor ([`crate::results`]); this room only writes them.
 //!
-//! - [`row`]: the runner's half of a row and the status vocabulary.
-//! - [`cell`]: formula neutralisation of CSV cells, and its exact inverse.
 //! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
-//! - [`parse`]: rebuilding a [`ResultRow`] from a results file read back
-//!   (replay, resume, status).
 //! - [`private`]: creating the runner's files owner-only.
-//! - [`rewrite`]: reading a results file row by row, and updating its
-//!   runner columns in place (`--wait`, `status`).
 
-pub mod cell;
 pub mod csv;
 pub mod jsonl;
-pub mod parse;
 pub mod private;
-pub mod rewrite;
-pub mod row;
 
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::results::ResultRow;
+
 pub use self::csv::csv_sink;
 pub use self::jsonl::jsonl_sink;
-pub use parse::{FieldError, parse_result_row};
-pub use row::{RUNNER_COLUMNS, ResultRow, Status};
 
 /// The format of a results file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +126,7 @@ mod tests {
     use super::*;
     use crate::api::action::ActionKind;
     use crate::input::{Input, InputFormat, RowDefaults, Target, plan_row};
+    use crate::results::{RUNNER_COLUMNS, Status, parse_result_row};
 
     #[test]
     fn format_follows_the_extension() {

@@ -55,7 +55,8 @@ use tokio::sync::oneshot;
 use super::identity::{RowKey, RunParams};
 use crate::api::action::ActionKind;
 use crate::api::time::format_utc;
-use crate::output::{ResultRow, Status};
+use crate::results::encode::{self, push_str, push_str_fields, push_u64};
+use crate::results::{ResultRow, Status};
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,73 +484,13 @@ fn encode_intent(
 }
 
 /// One journal line for a settled row: exactly what `serde_json` writes for
-/// [`Record::Row`].
-///
-/// Written by hand because it runs for every row: `serde_json` checks
-/// every byte of every string for escapes one at a time, and that made
-/// encoding the journal's two records most of the runner's cost of
-/// durability. A test holds the two encodings equal.
+/// [`Record::Row`] (the row's own fields are [`encode::row_fields`]).
 fn encode_row(out: &mut Vec<u8>, key: &str, row: &ResultRow) {
     out.extend_from_slice(b"{\"row\":{\"key\":");
     push_str(out, key);
-    out.extend_from_slice(b",\"line\":");
-    push_u64(out, row.line);
-    push_str_fields(out, &[("machine_id", &row.machine_id), ("action", &row.action)]);
-    out.extend_from_slice(b",\"status\":");
-    match row.status {
-        Some(status) => push_str(out, status.as_str()),
-        None => out.extend_from_slice(b"null"),
-    }
-    push_str_fields(out, &[("action_id", &row.action_id), ("action_status", &row.action_status)]);
-    out.extend_from_slice(b",\"http_status\":");
-    match row.http_status {
-        Some(code) => push_u64(out, u64::from(code)),
-        None => out.extend_from_slice(b"null"),
-    }
-    push_str_fields(out, &[("error_code", &row.error_code), ("error_message", &row.error_message)]);
-    out.extend_from_slice(b",\"attempts\":");
-    push_u64(out, u64::from(row.attempts));
-    push_str_fields(out, &[("requested_at", &row.requested_at), ("finished_at", &row.finished_at)]);
+    out.push(b',');
+    encode::row_fields(out, row);
     out.extend_from_slice(b"}}\n");
-}
-
-/// Appends `,"key":"value"` for each field (keys are plain identifiers).
-fn push_str_fields(out: &mut Vec<u8>, fields: &[(&str, &str)]) {
-    for (key, value) in fields {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        push_str(out, value);
-    }
-}
-
-/// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// Appends `s` as a JSON string: as is between quotes when nothing in it
-/// needs escaping (ids, names, times: nearly always), else as `serde_json`
-/// escapes it.
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        // Invariant: writing a string into a Vec cannot fail.
-        serde_json::to_writer(&mut *out, s).expect("a string serialises");
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    }
 }
 
 /// The syncer thread: group commit until the journal closes. Each commit

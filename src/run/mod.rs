@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod resolve;
+pub mod rewrite;
 pub mod status;
 pub mod stop;
 pub mod submit;
@@ -37,8 +38,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::input::{InputSpec, RowDefaults};
-use crate::output::Status;
 use crate::pace::Limit;
+use crate::results::Status;
 
 pub use call::RetryPolicy;
 pub use stop::{Stop, StopReason};
@@ -187,7 +188,7 @@ pub enum RunError {
     Internal(String),
     /// A results file (`status`, `undo`, `--wait`) cannot be read or rewritten.
     #[error(transparent)]
-    Results(#[from] crate::output::rewrite::RewriteError),
+    Results(#[from] crate::run::rewrite::RewriteError),
     /// Looking the run's actions up failed, so nothing could be decided.
     #[error("looking up the actions failed: {0}")]
     Lookup(crate::api::client::CallError),

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::call::Ctx;
 use super::identity::{RowKey, RunParams};
 use super::journal::{Intent, Journal, Recovered, journal_path};
-use super::plan::{Survey, selected, survey};
+use super::plan::{Survey, previous_status, selected, survey};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
@@ -35,8 +35,9 @@ use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
-use crate::output::{self, ResultFormat, ResultRow, ResultSink, Status};
+use crate::output::{self, ResultFormat, ResultSink};
 use crate::pace::Pacer;
+use crate::results::{ResultRow, Status};
 
 /// Longest time a settled row waits in the results writer's buffer.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -733,12 +734,6 @@ impl Reader<'_> {
 /// A role's cell of a record, as text (empty when absent).
 fn cell(columns: &Columns, role: Role, record: &Record) -> String {
     columns.cell(role, &record.values).map(|(_, v)| v.to_string()).unwrap_or_default()
-}
-
-/// The earlier `status` of a row of a results file, even when the row is
-/// otherwise invalid.
-pub fn previous_status(columns: &Columns, record: &Record) -> Option<Status> {
-    columns.cell(Role::Status, &record.values).and_then(|(_, v)| v.parse().ok())
 }
 
 /// 128-bit hash of a row's key on its machine (machine + action +

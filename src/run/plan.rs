@@ -11,8 +11,10 @@ use super::journal::Intent;
 use super::resolve::Lookups;
 
 use crate::api::action::ActionKind;
-use crate::input::{Input, InputError, Record, RowDefaults, RowPlan, RowProblem, plan_row};
-use crate::output::Status;
+use crate::input::{
+    Columns, Input, InputError, Record, Role, RowDefaults, RowPlan, RowProblem, plan_row,
+};
+use crate::results::Status;
 
 /// Problems kept for the report; beyond this only the count grows.
 const MAX_PROBLEMS_KEPT: usize = 10_000;
@@ -55,6 +57,12 @@ pub fn selected(record_status: Option<Status>, only: Option<&[Status]>) -> bool 
     }
 }
 
+/// The earlier `status` of a row of a results file, even when the row is
+/// otherwise invalid.
+pub fn previous_status(columns: &Columns, record: &Record) -> Option<Status> {
+    columns.cell(Role::Status, &record.values).and_then(|(_, v)| v.parse().ok())
+}
+
 /// Reads every record once and validates it.
 pub fn survey(
     input: &Input,
@@ -69,7 +77,7 @@ pub fn survey(
         let plan = plan_row(&record, columns, defaults);
         let previous = match &plan {
             Ok(p) => p.previous_status,
-            Err(_) => super::pipeline::previous_status(columns, &record),
+            Err(_) => previous_status(columns, &record),
         };
         if !selected(previous, only) {
             s.not_selected += 1;

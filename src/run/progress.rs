@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::api::time::format_utc;
-use crate::output::ResultRow;
 use crate::pace::{Hold, Pacer, WaitReason};
+use crate::results::ResultRow;
 
 /// How often the off-terminal progress line is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);

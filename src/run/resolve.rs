@@ -48,8 +48,8 @@ use crate::api::model::{Machine, ODataList, is_final_status};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{RowPlan, Target};
-use crate::output::{ResultRow, Status};
 use crate::pace::Pacer;
+use crate::results::{ResultRow, Status};
 
 /// Keys OR'ed into one `$filter` at most.
 pub const MAX_KEYS_PER_FILTER: usize = 20;

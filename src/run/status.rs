@@ -22,9 +22,9 @@ use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{Open, apply_tracked, follow};
 use super::{RunError, WaitOptions};
-use crate::output::ResultRow;
-use crate::output::rewrite::ResultsFile;
 use crate::pace::{Limit, Pacer};
+use crate::results::ResultRow;
+use crate::run::rewrite::ResultsFile;
 
 /// Everything `status` needs, validated.
 #[derive(Debug, Clone)]

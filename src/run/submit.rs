@@ -24,7 +24,7 @@ use crate::api::client::{ActionBody, CallError, ListQuery, any_of};
 use crate::api::model::{MachineAction, ODataList};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
-use crate::output::{ResultRow, Status};
+use crate::results::{ResultRow, Status};
 
 /// How far apart our clock and the server's may be when matching an action
 /// the server created against the time we sent the request.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::progress::human;
 use super::stop::StopReason;
-use crate::output::{ResultRow, Status};
+use crate::results::{ResultRow, Status};
 
 /// Counts and facts of a finished (or stopped) run.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ pub struct Summary {
     /// What the first line calls the command (`None`: run or dry run).
     pub heading: Option<&'static str>,
     /// The wait for final states (`--wait`, `status`), when there was one.
-    pub waited: Option<super::wait::WaitStats>,
+    pub waited: Option<WaitStats>,
 }
 
 impl Summary {
@@ -180,7 +180,7 @@ impl Summary {
 }
 
 /// The summary lines of a wait.
-fn render_wait(out: &mut String, w: &super::wait::WaitStats, results: Option<&std::path::Path>) {
+fn render_wait(out: &mut String, w: &WaitStats, results: Option<&std::path::Path>) {
     let _ = writeln!(
         out,
         "  followed {} action(s) for {}: {} poll(s), {} list call(s)",
@@ -207,6 +207,23 @@ fn render_wait(out: &mut String, w: &super::wait::WaitStats, results: Option<&st
             w.unseen
         );
     }
+}
+
+/// Facts about a wait, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    /// Rows tracked.
+    pub rows: u64,
+    /// Polls made.
+    pub polls: u32,
+    /// `GET machineactions` calls made (pages and by-id look-ups, retries included).
+    pub list_calls: u64,
+    /// Rows whose action was still pending or in progress when waiting ended.
+    pub still_open: u64,
+    /// Rows whose action the service never listed (left as they were).
+    pub unseen: u64,
+    /// Time spent waiting.
+    pub elapsed: Duration,
 }
 
 #[cfg(test)]
@@ -264,7 +281,7 @@ mod tests {
         assert_eq!(s.rows(), 3);
         assert_eq!(s.get(Status::Submitted), 0);
         assert_eq!(s.exit_code(), 0);
-        s.waited = Some(super::super::wait::WaitStats {
+        s.waited = Some(super::WaitStats {
             rows: 3,
             polls: 2,
             list_calls: 2,

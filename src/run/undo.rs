@@ -50,9 +50,10 @@ use crate::api::client::{ActionBody, CallError, any_of};
 use crate::api::model::MachineAction;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
-use crate::output::rewrite::{ResultsEntry, ResultsFile, RewriteError};
-use crate::output::{ResultFormat, ResultRow, Status, sink};
+use crate::output::{ResultFormat, sink};
 use crate::pace::{Limit, Pacer};
+use crate::results::{ResultRow, Status};
+use crate::run::rewrite::{ResultsEntry, ResultsFile, RewriteError};
 
 /// Everything `undo` needs, validated.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -26,14 +26,16 @@ use super::call::Ctx;
 use super::stop::Stop;
 use super::submit::{CLOCK_SKEW, list_all_actions};
 use super::summary::Summary;
+use super::summary::WaitStats;
 use super::transport::Transport;
 use super::{RunError, WaitOptions};
 use crate::api::client::any_of;
 use crate::api::model::MachineAction;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
-use crate::output::rewrite::{Patch, RewriteError, rewrite_with};
-use crate::output::{ResultFormat, ResultRow, Status};
+use crate::output::ResultFormat;
+use crate::results::{ResultRow, Status};
+use crate::run::rewrite::{Patch, RewriteError, rewrite_with};
 
 /// Action ids per by-id look-up call (keeps the URL short).
 pub const ID_CHUNK: usize = 40;
@@ -104,23 +106,6 @@ impl Tracked {
             ..Patch::default()
         }
     }
-}
-
-/// Facts about a wait, for the summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WaitStats {
-    /// Rows tracked.
-    pub rows: u64,
-    /// Polls made.
-    pub polls: u32,
-    /// `GET machineactions` calls made (pages and by-id look-ups, retries included).
-    pub list_calls: u64,
-    /// Rows whose action was still pending or in progress when waiting ended.
-    pub still_open: u64,
-    /// Rows whose action the service never listed (left as they were).
-    pub unseen: u64,
-    /// Time spent waiting.
-    pub elapsed: Duration,
 }
 
 /// The row status a MachineAction status stands for: the four final
@@ -441,6 +426,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
 
     use crate::api::action::ActionKind;
     use crate::api::client::{ActionBody, CallError, ListQuery, Reply};
@@ -651,7 +637,7 @@ mod tests {
         assert_eq!(applied.counts.get(Status::Succeeded), 1);
         assert_eq!(applied.counts.get(Status::Failed), 1);
         assert_eq!(applied.counts.get(Status::Rejected), 1);
-        let file = crate::output::rewrite::ResultsFile::open(&path).unwrap();
+        let file = crate::run::rewrite::ResultsFile::open(&path).unwrap();
         let back: Vec<_> = file.entries().unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(back[0].row.status, Some(Status::Succeeded));
         assert_eq!(back[0].row.finished_at, format_utc(parse_utc(&format_utc(t0)).unwrap()));

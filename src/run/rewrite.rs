@@ -12,8 +12,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{ResultFormat, ResultRow, Status, parse_result_row, sink};
 use crate::input::{Input, InputError, InputFormat, InputSpec, Records};
+use crate::output::{ResultFormat, sink};
+use crate::results::{ResultRow, Status, parse_result_row};
 
 /// Why a results file could not be read or rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +211,7 @@ where
     let file = ResultsFile::open_as(path, format)?;
     let aside = aside_path(path);
     let io = |source| RewriteError::Io { path: aside.clone(), source };
-    let out = super::private::create(&aside).map_err(io)?;
+    let out = crate::output::private::create(&aside).map_err(io)?;
     let result = (|| {
         let durable = out.try_clone().map_err(io)?;
         let mut sink = sink(format, out, file.user_columns());
