@@ -14,12 +14,12 @@
 //! - [`sim`]: a faithful local simulator of the API, beside the rest.
 //! - [`text`]: user text quoted in messages, bounded and escaped.
 //!
-//! [`cli`] turns flags into a validated [`run::RunConfig`]; [`app`] is the
-//! entry point `main` calls.
+//! [`cli`] turns flags into a validated [`run::RunConfig`]; [`cmd`] holds
+//! one file per command above the engine, and the entry point `main` calls.
 
 pub mod api;
-pub mod app;
 pub mod cli;
+pub mod cmd;
 pub mod input;
 pub mod logging;
 pub mod output;

@@ -11,8 +11,8 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(mdebulk::app::EXIT_USAGE);
+            return ExitCode::from(mdebulk::cmd::EXIT_USAGE);
         }
     };
-    runtime.block_on(mdebulk::app::main(cli))
+    runtime.block_on(mdebulk::cmd::main(cli))
 }

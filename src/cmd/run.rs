@@ -1,0 +1,59 @@
+//! `mdebulk run`: the flags become a [`crate::run::RunConfig`], the client
+//! connects (to a simulator started in-process with `--simulate`), the
+//! pipeline runs, and the summary says how it ended and how to continue.
+
+use crate::api::auth::{Credentials, Secret};
+use crate::api::client::ClientConfig;
+use crate::cli::{Endpoint, RunArgs, run_config};
+
+use super::{connect, finish, resume_command};
+
+/// `mdebulk run`.
+pub(crate) async fn run(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<u8> {
+    let (config, endpoint) = run_config(args, env)?;
+    // Keeps an in-process simulator alive for the whole run.
+    let mut _simulator = None;
+    let client_config = match endpoint {
+        Endpoint::Remote(c) => c,
+        Endpoint::Simulated { request_timeout } => {
+            let sim_config = crate::sim::SimConfig {
+                listen: "127.0.0.1:0".into(),
+                ..crate::sim::SimConfig::default()
+            };
+            let sim = crate::sim::Sim::start(sim_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the simulator: {e}"))?;
+            tracing::info!(url = %sim.url(), "simulator started in-process");
+            let c = simulated_client(&sim, request_timeout);
+            _simulator = Some(sim);
+            c
+        }
+    };
+    let (client, stop) = connect(client_config)?;
+    let summary = crate::run::pipeline::run(&config, client, stop).await?;
+    // The summary goes to stdout, unless the results do.
+    let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
+    Ok(finish(&summary, to_stderr, || {
+        format!("to continue: {}", resume_command(&config.command_line))
+    }))
+}
+
+/// Client settings for a simulator started in-process (it accepts any
+/// credentials).
+fn simulated_client(sim: &crate::sim::Sim, request_timeout: std::time::Duration) -> ClientConfig {
+    ClientConfig {
+        api_base: sim.url(),
+        login_base: sim.url(),
+        scope: crate::api::cloud::Cloud::Global.scope().to_string(),
+        credentials: Credentials::ClientSecret {
+            tenant_id: "simulated-tenant".into(),
+            client_id: "mdebulk".into(),
+            client_secret: Secret::new("simulated".to_string()),
+        },
+        request_timeout,
+        connect_timeout: std::time::Duration::from_secs(5),
+    }
+}
