@@ -342,6 +342,8 @@ mod tests {
         created: Mutex<Vec<MachineAction>>,
         submits: AtomicU64,
         lists: AtomicU64,
+        /// List calls answered 429 (Retry-After one hour) before any page.
+        lists_throttled: AtomicU64,
     }
 
     fn action(created: SystemTime) -> MachineAction {
@@ -423,6 +425,14 @@ mod tests {
             _q: &ListQuery,
         ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
             self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let throttled = self.lists_throttled.load(std::sync::atomic::Ordering::SeqCst);
+            if throttled > 0 {
+                self.lists_throttled.store(throttled - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(CallError::Throttled {
+                    retry_after: Some(Duration::from_secs(3600)),
+                    error: None,
+                });
+            }
             let value = self.created.lock().unwrap().clone();
             Ok(Reply { status: 200, value: ODataList { context: None, value, next_link: None } })
         }
@@ -567,6 +577,56 @@ mod tests {
         });
         assert_eq!(execute(&ctx, &job()).await, None);
         assert_eq!(submits(&ctx), 1);
+    }
+
+    /// Stops `ctx` after `after` of virtual time.
+    fn stop_after(ctx: &Ctx<Script>, after: Duration) {
+        let stop = ctx.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            stop.trigger(StopReason::Interrupted);
+        });
+    }
+
+    /// Every wait of the POST path ends at the stop: its turn under the
+    /// quota (the next slot an hour away) and a transient error's backoff.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_post_waiting_for_its_slot_or_a_backoff() {
+        let ctx = ctx(vec![], 5);
+        // Spend the hour's quota of isolations, so the next waits an hour.
+        for _ in 0..Limit::PER_HOUR.calls {
+            let _ = ctx.pacer.acquire(Api::Action(ActionKind::Isolate)).await;
+        }
+        stop_after(&ctx, Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(execute(&ctx, &job()).await, None);
+        assert!(Instant::now() - t0 < Duration::from_secs(2));
+        assert_eq!(submits(&ctx), 0);
+
+        let ctx = ctx_backoff();
+        stop_after(&ctx, Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(execute(&ctx, &job()).await, None);
+        assert!(Instant::now() - t0 < Duration::from_secs(2));
+        assert_eq!(submits(&ctx), 1, "one attempt, then the stop during its backoff");
+    }
+
+    fn ctx_backoff() -> Ctx<Script> {
+        ctx(vec![Answer::Status(503, "ServiceUnavailable", Some(600))], 5)
+    }
+
+    /// A paged listing (the look-up of an unanswered POST, the pre-flight,
+    /// `--wait`) waiting out a one-hour Retry-After ends at the stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_paged_listing_in_its_retry_after() {
+        let ctx = ctx(vec![], 5);
+        ctx.transport.lists_throttled.store(1, std::sync::atomic::Ordering::SeqCst);
+        stop_after(&ctx, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let found = list_all_actions(&ctx, "type eq 'Isolate'").await;
+        assert!(matches!(found, Err(CallError::Stopped)), "{found:?}");
+        assert!(Instant::now() - t0 < Duration::from_secs(2));
+        assert_eq!(ctx.transport.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
