@@ -32,7 +32,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ProcSample, SimHost, Scratch};
+use common::{ProcSample, Scratch, SimHost};
 use mdebulk::sim::fleet::{host_name, twin_count};
 use mdebulk::sim::{FleetSpec, SimConfig};
 
@@ -232,10 +232,8 @@ fn names_path(names: usize) {
 fn main() {
     let args = common::args();
     let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let mut names: Vec<usize> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("names=").and_then(|n| n.parse().ok()))
-        .collect();
+    let mut names: Vec<usize> =
+        args.iter().filter_map(|a| a.strip_prefix("names=").and_then(|n| n.parse().ok())).collect();
     if sizes.is_empty() && names.is_empty() {
         sizes = vec![100_000, 1_000_000];
         names = vec![100_000];
