@@ -347,6 +347,9 @@ fn error_line(e: &InputError) -> Option<u64> {
 struct Lines {
     /// Physical lines (line feeds + 1).
     count: u64,
+    /// Items a pass may yield at most: one per line end of either kind
+    /// (a CSV record may end at a bare CR), plus an error at the end.
+    max_items: u64,
     /// Whether records must start on distinct lines. Not with a bare CR
     /// (old Mac line ends): the CSV reader ends records there, but lines
     /// are counted by line feeds, so every record of a CR-only file is
@@ -359,13 +362,14 @@ impl Lines {
     fn of(bytes: &[u8]) -> Lines {
         let bare_cr =
             bytes.iter().enumerate().any(|(i, b)| *b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
-        Lines { count: physical_lines(bytes), distinct: !bare_cr }
+        let ends = bytes.iter().filter(|b| matches!(b, b'\n' | b'\r')).count() as u64;
+        Lines { count: physical_lines(bytes), max_items: ends + 2, distinct: !bare_cr }
     }
 }
 
 /// Reads every record of `input` once, checking each.
 fn read_pass(input: &Input, lines: Lines) -> Result<Vec<Item>, String> {
-    let Lines { count: lines, distinct } = lines;
+    let Lines { count: lines, max_items, distinct } = lines;
     let columns = input.columns();
     let width = columns.names().len();
     let defaults = RowDefaults {
@@ -377,10 +381,9 @@ fn read_pass(input: &Input, lines: Lines) -> Result<Vec<Item>, String> {
     let mut last_line = 0;
     let records = input.records().map_err(|e| format!("records() failed: {e}"))?;
     for item in records {
-        // A pass makes progress: at most one item per physical line, plus
-        // an error at the end.
-        if items.len() as u64 > lines + 1 {
-            return Err(format!("{} items from {lines} lines", items.len()));
+        // A pass makes progress: a bounded number of items.
+        if items.len() as u64 >= max_items {
+            return Err(format!("more than {max_items} items from {lines} lines"));
         }
         match item {
             Ok(record) => {
@@ -717,12 +720,18 @@ fn retry_headers(case: &RetryCase) -> Option<HeaderMap> {
     Some(headers)
 }
 
+/// A header value as text: only when it is visible ASCII (or tabs), as
+/// the HTTP stack reads headers; anything else is unreadable.
+fn header_text(bytes: &[u8]) -> Option<&str> {
+    let visible = bytes.iter().all(|b| (32..127).contains(b) || *b == b'\t');
+    if visible { std::str::from_utf8(bytes).ok() } else { None }
+}
+
 fn check_retry(case: &RetryCase) -> Result<(), String> {
     let Some(headers) = retry_headers(case) else { return Ok(()) };
     let got = parse_retry_after(&headers, case.now);
     // A header value is text only when it is visible ASCII (or tabs).
-    let visible = case.retry_after.iter().all(|b| (32..127).contains(b) || *b == b'\t');
-    let value = if visible { std::str::from_utf8(&case.retry_after).ok() } else { None };
+    let value = header_text(&case.retry_after);
     let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return match got {
             None => Ok(()),
@@ -737,7 +746,7 @@ fn check_retry(case: &RetryCase) -> Result<(), String> {
         let reference = case
             .date
             .as_deref()
-            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(header_text)
             .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
             .unwrap_or(case.now);
         Some(at.duration_since(reference).unwrap_or(Duration::ZERO))
