@@ -35,11 +35,12 @@
 //! used, nothing else), matched, and only a [`MachineRef`] of each match is
 //! kept (its id as 20 bytes, `lastSeen` read, and `osPlatform` and
 //! `healthStatus` shared between machines), plus one hash per machine of
-//! the tenant, to settle unknown ids `not_found`. The answers per key live in one sorted vector
-//! ([`ByKey`]) allocated once from the survey's keys and filled in place as
-//! pages arrive: there is no second map of candidates to convert at the
-//! end, so the largest structure exists once: 64 bytes per name found,
-//! plus the name, plus one listing page in flight.
+//! the tenant, to settle unknown ids `not_found`. The answers live in one
+//! sorted vector per kind of key ([`ByKey`]), allocated once from the
+//! survey's keys and filled in place as pages arrive: there is no second
+//! map of candidates to convert at the end, so the largest structure exists
+//! once. 64 bytes per key looked up plus the key's text, and one listing
+//! page in flight.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -250,11 +251,6 @@ impl ByKey {
     /// True when no key was looked up.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// Every key and what it resolved to, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Resolution)> {
-        self.0.iter().map(|(k, r)| (&**k, r))
     }
 
     /// What every key resolved to, in key order.
