@@ -14,16 +14,27 @@
 //! a high-water mark, so only growth in the last 2 ms before exit could be
 //! missed) and `/proc/<pid>/stat` (utime + stime).
 //!
-//! `cargo bench --bench scale [-- ROWS...]` (default 100000 1000000).
+//! The names path: `names=N` resolves N distinct device names against an
+//! N-machine simulated tenant (a simulator on its own runtime in this
+//! process, so only the runner's memory is read), through the paged
+//! `GET machines` listing. What grows there is what the look-up keeps per
+//! name and per machine, and one listing page at a time. Target for
+//! 100,000 names: at most 60 MB.
+//!
+//! `cargo bench --bench scale [-- ROWS... names=N...]` (default 100000
+//! 1000000 names=100000; `names=0` skips the names path).
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ProcSample, Scratch};
+use common::{ProcSample, Scratch, SimHost};
+use mdebulk::sim::fleet::{host_name, twin_count};
+use mdebulk::sim::{FleetSpec, SimConfig};
 
 /// Time between two samples of the child.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
@@ -31,6 +42,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 const WALL_TARGET: Duration = Duration::from_secs(10);
 /// Peak-RSS target for the largest input, in MB (10^6 bytes).
 const RSS_TARGET_MB: f64 = 100.0;
+/// Peak-RSS target of the names path for 100,000 names, in MB.
+const NAMES_RSS_TARGET_MB: f64 = 60.0;
 
 /// Bytes of the runner's duplicate map for `rows` valid rows: hashbrown
 /// gives a table sized for `n` entries the next power of two of `8n/7`
@@ -55,6 +68,17 @@ fn generate(path: &Path, rows: usize) {
     out.flush().expect("write input");
 }
 
+/// Writes one `device_name` row per generated device name `host_name(i)`,
+/// `i < names`: every name distinct.
+fn generate_names(path: &Path, names: usize) {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("input"));
+    writeln!(out, "device_name,owner").expect("write input");
+    for i in 0..names {
+        writeln!(out, "{},owner-{}", host_name(i), i % 997).expect("write input");
+    }
+    out.flush().expect("write input");
+}
+
 /// What one dry run measured.
 struct Outcome {
     /// From spawn to exit.
@@ -65,16 +89,38 @@ struct Outcome {
     rows_out: usize,
     /// Of those, rows with status `planned`.
     planned: usize,
+    /// Data rows per status.
+    statuses: BTreeMap<String, usize>,
 }
 
-fn dry_run(input: &Path, results: &Path) -> Outcome {
+/// Where the dry run's read calls go.
+enum Api<'a> {
+    /// `--simulate`: a default simulator inside the runner.
+    InProcess,
+    /// A simulator at this URL, without quotas (`--limit none`).
+    At(&'a str),
+}
+
+fn dry_run(input: &Path, results: &Path, api: Api<'_>) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdebulk"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        // A dry run sends no action but makes its read calls (the pre-flight
-        // look-up of pending actions): against the simulator, in-process.
-        .args(["run", "--dry-run", "--simulate", "--action", "isolate", "--comment", "bench"])
-        .arg("--no-progress")
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    // A dry run sends no action but makes its read calls (the device
+    // look-ups, the pre-flight look-up of pending actions).
+    cmd.args(["run", "--dry-run", "--action", "isolate", "--comment", "bench"]);
+    match &api {
+        Api::InProcess => {
+            cmd.arg("--simulate");
+        }
+        Api::At(url) => {
+            cmd.env("AZURE_TENANT_ID", "bench-tenant")
+                .env("AZURE_CLIENT_ID", "mdebulk-bench")
+                .env("AZURE_CLIENT_SECRET", "bench")
+                .env("MDE_API_URL", *url)
+                .env("MDE_LOGIN_URL", *url)
+                .args(["--limit", "none"]);
+        }
+    }
+    cmd.arg("--no-progress")
         .arg("--force")
         .arg("-o")
         .arg(results)
@@ -108,7 +154,13 @@ fn dry_run(input: &Path, results: &Path) -> Outcome {
             s
         })
         .unwrap_or_default();
-    assert!(status.success(), "mdebulk --dry-run failed ({status}): {stderr}");
+    // Exit 1 says some rows failed: the names path has ambiguous and
+    // unknown names on purpose (counted below).
+    let failed_rows_expected = matches!(api, Api::At(_));
+    assert!(
+        status.success() || (failed_rows_expected && status.code() == Some(1)),
+        "mdebulk --dry-run failed ({status}): {stderr}"
+    );
     let mut reader = csv::Reader::from_path(results).expect("results file");
     let column = reader
         .headers()
@@ -116,21 +168,82 @@ fn dry_run(input: &Path, results: &Path) -> Outcome {
         .iter()
         .position(|h| h == "status")
         .expect("status column");
-    let (mut rows_out, mut planned) = (0, 0);
+    let mut statuses = BTreeMap::new();
     for record in reader.records() {
         let record = record.expect("results row");
-        rows_out += 1;
-        if record.get(column) == Some("planned") {
-            planned += 1;
-        }
+        *statuses.entry(record.get(column).unwrap_or_default().to_string()).or_insert(0) += 1;
     }
-    Outcome { wall, last, rows_out, planned }
+    let rows_out = statuses.values().sum();
+    let planned = statuses.get("planned").copied().unwrap_or(0);
+    Outcome { wall, last, rows_out, planned, statuses }
+}
+
+/// The names path: `names` distinct device names against a `names`-machine
+/// tenant. The generated fleet's last `twin_count` records repeat the name
+/// of an earlier device under a new id, so that many names are
+/// `ambiguous`, and as many of the input's names (those of the last
+/// indices) match nothing: every other name is `planned`.
+fn names_path(names: usize) {
+    let dir = Scratch::new(&format!("names-{names}"));
+    let input = dir.path("names.csv");
+    generate_names(&input, names);
+    let host = SimHost::start(SimConfig {
+        fleet: FleetSpec::Generate { machines: names },
+        limits: Vec::new(),
+        ..SimConfig::default()
+    });
+    let o = dry_run(&input, &dir.path("names.results.csv"), Api::At(&host.url()));
+    let listing_calls = host.stats().by_api.get("GET machines").map_or(0, |a| a.calls);
+    host.shutdown();
+    let rss_mb = o.last.peak_rss_kib as f64 * 1024.0 / 1e6;
+    let twins = twin_count(names);
+    let count = |s: &str| o.statuses.get(s).copied().unwrap_or(0);
+    let expected = count("planned") == names - 2 * twins
+        && count("ambiguous") == twins
+        && count("not_found") == twins
+        && o.rows_out == names;
+    println!(
+        "{names:>9} names in a {names}-machine tenant: wall {:.2} s, CPU {:.2} s, peak RSS {rss_mb:.1} MB, {listing_calls} listing calls, statuses {:?}",
+        o.wall.as_secs_f64(),
+        o.last.cpu.as_secs_f64(),
+        o.statuses
+    );
+    let (target, ok) = if names == 100_000 {
+        (format!("≤ {NAMES_RSS_TARGET_MB:.0} MB"), expected && rss_mb <= NAMES_RSS_TARGET_MB)
+    } else {
+        ("-".to_string(), expected)
+    };
+    common::table_row(
+        "scale",
+        &format!("names path: {names} names in a {names}-machine tenant (--dry-run)"),
+        &format!(
+            "wall {:.2} s, CPU {:.2} s, peak RSS {rss_mb:.1} MB, {listing_calls} listing calls; {} planned, {} ambiguous, {} not_found",
+            o.wall.as_secs_f64(),
+            o.last.cpu.as_secs_f64(),
+            count("planned"),
+            count("ambiguous"),
+            count("not_found")
+        ),
+        &target,
+        ok,
+    );
 }
 
 fn main() {
-    let mut sizes: Vec<usize> = common::args().iter().filter_map(|a| a.parse().ok()).collect();
-    if sizes.is_empty() {
+    let args = common::args();
+    let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let mut names: Vec<usize> =
+        args.iter().filter_map(|a| a.strip_prefix("names=").and_then(|n| n.parse().ok())).collect();
+    if sizes.is_empty() && names.is_empty() {
         sizes = vec![100_000, 1_000_000];
+        names = vec![100_000];
+    }
+    names.retain(|&n| n > 0);
+    for &n in &names {
+        names_path(n);
+    }
+    if sizes.is_empty() {
+        return;
     }
     sizes.sort_unstable();
     println!(
@@ -144,7 +257,7 @@ fn main() {
         let input = dir.path("hosts.csv");
         generate(&input, rows);
         let size_mb = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
-        let o = dry_run(&input, &dir.path("hosts.results.csv"));
+        let o = dry_run(&input, &dir.path("hosts.results.csv"), Api::InProcess);
         let rss_mb = o.last.peak_rss_kib as f64 * 1024.0 / 1e6;
         let all_planned = o.rows_out == rows && o.planned == rows;
         println!(

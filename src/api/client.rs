@@ -27,7 +27,9 @@ use serde::de::DeserializeOwned;
 use super::action::{ActionKind, IsolationType, ScanType};
 use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, scrub};
 use super::cloud::Cloud;
-use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataList};
+use super::model::{
+    ApiErrorBody, ErrorEnvelope, Machine, MachineAction, MachineSummary, ODataList,
+};
 use super::route::Api;
 use crate::text::excerpt;
 
@@ -326,6 +328,16 @@ impl Client {
         self.call(Api::ListMachines, Method::GET, url, None).await
     }
 
+    /// `GET machines` with OData options, each entity read into the keys a
+    /// device look-up uses (see [`MachineSummary`]).
+    pub async fn list_machine_summaries(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Reply<ODataList<MachineSummary>>, CallError> {
+        let url = self.url(&["machines"], query.to_query_string());
+        self.call(Api::ListMachines, Method::GET, url, None).await
+    }
+
     /// `GET machines/{id}`: by machine id or by computer name.
     pub async fn get_machine(&self, id_or_name: &str) -> Result<Reply<Machine>, CallError> {
         let url = self.url(&["machines", id_or_name], None);
@@ -430,11 +442,22 @@ impl Client {
         request: reqwest::RequestBuilder,
         token: &Secret,
     ) -> Result<(u16, Response), CallError> {
-        let response = request.send().await.map_err(|e| transport_error(&e, false, token))?;
+        let mut response = request.send().await.map_err(|e| transport_error(&e, false, token))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(|e| transport_error(&e, true, token))?;
-        Ok((status, Response { headers, bytes: bytes.to_vec() }))
+        // Chunk by chunk into one buffer sized from Content-Length: reading
+        // the body whole would gather its chunks and then concatenate them
+        // (and `to_vec` copy that again), holding a 10,000-machine listing
+        // page two or three times over. The announced length only sizes the
+        // first allocation, capped, so a hostile header cannot reserve more.
+        let announced = response.content_length().unwrap_or(0).min(MAX_PREALLOCATED_BODY);
+        let mut bytes = Vec::with_capacity(announced as usize);
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| transport_error(&e, true, token))?
+        {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((status, Response { headers, bytes }))
     }
 
     /// The error for a non-2xx reply. A 401 also invalidates the token used.
@@ -461,6 +484,11 @@ impl Client {
         }
     }
 }
+
+/// Bytes of a reply body reserved up front from its Content-Length at most
+/// (a listing page of 10,000 machines is about 8 MB); a longer body grows
+/// the buffer as it arrives.
+const MAX_PREALLOCATED_BODY: u64 = 32 << 20;
 
 /// A reply read to the end.
 struct Response {

@@ -1,5 +1,6 @@
-//! Wire types of the API: the MachineAction and Machine entities, OData list
-//! replies, and the error envelope.
+//! Wire types of the API: the MachineAction and Machine entities (and the
+//! slim [`MachineSummary`] that device look-ups read), OData list replies,
+//! and the error envelope.
 //!
 //! They are written to read what the real service sends (documentation
 //! subsets, nulls nearly everywhere, unknown extra keys, `lastUpdateTimeUtc` as
@@ -139,6 +140,53 @@ impl Machine {
     }
 }
 
+/// The keys of a Machine entity a device look-up reads, and no others:
+/// what `GET machines` listing pages are read into.
+///
+/// A page holds up to 10,000 entities. Read as [`Machine`], each would
+/// first buffer every key (serde's `flatten` collects the whole object to
+/// fill `extra`) and then keep the unused ones, only for the look-up to
+/// drop them; here the parser skips unknown keys as it meets them, straight
+/// from the reply's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSummary {
+    /// Machine id, 40 hex digits: what an action is sent to.
+    pub id: String,
+    /// Matched against device names.
+    #[serde(default)]
+    pub computer_dns_name: Option<String>,
+    /// Orders re-imaged twins (most recently seen first).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// Decides whether Windows-only actions can be sent.
+    #[serde(default)]
+    pub os_platform: Option<String>,
+    /// Shown beside each candidate of an ambiguous name.
+    #[serde(default)]
+    pub health_status: Option<String>,
+    /// Matched against Entra ID device ids.
+    #[serde(default)]
+    pub aad_device_id: Option<String>,
+    /// Matched against IP addresses.
+    #[serde(default)]
+    pub last_ip_address: Option<String>,
+}
+
+impl From<Machine> for MachineSummary {
+    fn from(m: Machine) -> Self {
+        MachineSummary {
+            id: m.id,
+            computer_dns_name: m.computer_dns_name,
+            last_seen: m.last_seen,
+            os_platform: m.os_platform,
+            health_status: m.health_status,
+            aad_device_id: m.aad_device_id,
+            last_ip_address: m.last_ip_address,
+        }
+    }
+}
+
 /// An OData collection reply: `{"@odata.context": ..., "value": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ODataList<T> {
@@ -275,6 +323,10 @@ mod tests {
             serde_json::from_str(&fixture("machines-list.json")).unwrap();
         assert_eq!(machines.value[0].computer_dns_name.as_deref(), Some("mymachine1.contoso.com"));
         assert_eq!(machines.value[0].extra["rbacGroupId"], 140);
+        let summaries: ODataList<MachineSummary> =
+            serde_json::from_str(&fixture("machines-list.json")).unwrap();
+        assert_eq!(summaries.value.len(), machines.value.len());
+        assert_eq!(summaries.value[0], MachineSummary::from(machines.value[0].clone()));
         let err: ErrorEnvelope =
             serde_json::from_str(&fixture("error-resourcenotfound.json")).unwrap();
         assert_eq!(err.error.code, "ResourceNotFound");

@@ -31,12 +31,21 @@
 //! only as fresh as that report.
 //!
 //! Memory is bounded by the distinct keys and machines, never by rows: the
-//! listing is matched page by page and only the matches are kept (plus
-//! one hash per machine of the tenant, to settle unknown ids `not_found`).
+//! listing is read page by page into [`MachineSummary`]s (the seven keys
+//! used, nothing else), matched, and only a [`MachineRef`] of each match is
+//! kept (its id as 20 bytes, `lastSeen` read, and `osPlatform` and
+//! `healthStatus` shared between machines), plus one hash per machine of
+//! the tenant, to settle unknown ids `not_found`. The answers live in one
+//! sorted vector per kind of key ([`ByKey`]), allocated once from the
+//! survey's keys and filled in place as pages arrive: there is no second
+//! map of candidates to convert at the end, so the largest structure exists
+//! once. 64 bytes per key looked up plus the key's text, and one listing
+//! page in flight.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::call::{Ctx, read};
@@ -44,7 +53,7 @@ use super::submit::{PAGE, list_all_actions, next_skip};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{CallError, ListQuery, odata_string};
-use crate::api::model::{Machine, ODataList, is_final_status};
+use crate::api::model::{MachineSummary, ODataList, is_final_status};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::input::{RowPlan, Target};
@@ -61,15 +70,206 @@ pub const MAX_FILTER_CHARS: usize = 1_800;
 /// Candidates spelled out in an `ambiguous` row's message at most.
 const MAX_CANDIDATES_LISTED: usize = 10;
 
+/// What a look-up keeps of a machine it matched: what a row needs to act
+/// on it and to explain a choice between twins, in 48 bytes (one is kept
+/// per name found, so 100,000 names keep 100,000 of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRef {
+    /// The machine id: what the action is sent to.
+    pub id: MachineId,
+    /// `lastSeen`, read: orders twins (most recently seen first) and is
+    /// shown beside each. `None` when absent or unreadable, which sorts
+    /// as never seen.
+    pub last_seen: Option<SystemTime>,
+    /// `osPlatform` and `healthStatus`, one copy per distinct pair (a fleet
+    /// has a few dozen) shared by every machine that has it.
+    traits: Arc<Traits>,
+}
+
+/// The keys of a machine that many machines share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Traits {
+    /// Decides whether Windows-only actions can be sent.
+    os_platform: Option<String>,
+    /// Shown beside each twin of an ambiguous name.
+    health_status: Option<String>,
+}
+
+impl MachineRef {
+    /// `osPlatform`: `Windows11`, `Linux`, `macOS`, ...
+    pub fn os_platform(&self) -> Option<&str> {
+        self.traits.os_platform.as_deref()
+    }
+
+    /// `healthStatus`: `Active`, `Inactive`, ...
+    pub fn health_status(&self) -> Option<&str> {
+        self.traits.health_status.as_deref()
+    }
+
+    /// True when the API refuses Windows-only actions on this device.
+    pub fn is_linux_or_macos(&self) -> bool {
+        let os = self.os_platform().unwrap_or("").to_ascii_lowercase();
+        os.starts_with("linux") || os.starts_with("macos")
+    }
+}
+
+/// A machine id. The service's ids are 40 hex digits: those are kept as
+/// their 20 bytes (no allocation; case does not matter and they are shown
+/// in lowercase, as the service writes them). Any other spelling is kept
+/// verbatim, so an id of a shape the tool does not expect still works.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MachineId {
+    /// 40 hex digits, as bytes.
+    Hex([u8; 20]),
+    /// Anything else, as received.
+    Text(Box<str>),
+}
+
+impl MachineId {
+    /// Reads an id as the API sent it.
+    pub fn new(id: String) -> MachineId {
+        let digits = id.as_bytes();
+        if digits.len() != 40 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return MachineId::Text(id.into_boxed_str());
+        }
+        let value = |c: u8| match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            // Only A-F are left: every byte is a hex digit (checked above).
+            _ => c - b'A' + 10,
+        };
+        let mut bytes = [0u8; 20];
+        for (b, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *b = (value(pair[0]) << 4) | value(pair[1]);
+        }
+        MachineId::Hex(bytes)
+    }
+
+    /// True when both name the same machine (ids compare case-insensitively).
+    pub fn same(&self, other: &MachineId) -> bool {
+        match (self, other) {
+            (MachineId::Text(a), MachineId::Text(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        }
+    }
+
+    /// The id in lowercase, as rows and requests carry it.
+    pub fn lowercase(&self) -> String {
+        match self {
+            MachineId::Hex(_) => self.to_string(),
+            MachineId::Text(t) => t.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl std::fmt::Display for MachineId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MachineId::Hex(bytes) => bytes.iter().try_for_each(|b| write!(f, "{b:02x}")),
+            MachineId::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 /// What one device key (name, Entra ID device id, IP address) resolved to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// Exactly one machine (or the most recently seen one, with `--pick latest`).
-    Found(Box<Machine>),
+    Found(MachineRef),
     /// No machine of the tenant matches.
     NotFound,
     /// Several distinct machines match, most recently seen first.
-    Ambiguous(Vec<Machine>),
+    Ambiguous(Vec<MachineRef>),
+}
+
+impl Resolution {
+    /// Counts `m` as a candidate, once per machine id.
+    fn add(&mut self, m: &MachineRef) {
+        match self {
+            Resolution::NotFound => *self = Resolution::Found(m.clone()),
+            Resolution::Found(first) if first.id.same(&m.id) => {}
+            Resolution::Found(first) => {
+                let first = first.clone();
+                *self = Resolution::Ambiguous(vec![first, m.clone()]);
+            }
+            Resolution::Ambiguous(candidates) => {
+                if !candidates.iter().any(|c| c.id.same(&m.id)) {
+                    candidates.push(m.clone());
+                }
+            }
+        }
+    }
+
+    /// Orders the candidates, most recently seen first, and with
+    /// `pick_latest` takes the first. Returns how many there were when
+    /// `--pick latest` chose between several.
+    fn settle(&mut self, pick_latest: bool) -> Option<usize> {
+        let Resolution::Ambiguous(candidates) = self else { return None };
+        candidates.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+        if !pick_latest {
+            return None;
+        }
+        let n = candidates.len();
+        let latest = candidates.swap_remove(0);
+        *self = Resolution::Found(latest);
+        Some(n)
+    }
+}
+
+/// Per key (a lowercased device name, Entra ID device id or address), what
+/// it resolved to: one entry per distinct key of the input, sorted by key,
+/// found by binary search.
+///
+/// A vector rather than a hash map: it is built once, in order, from the
+/// survey's sorted set and never grows, so it costs exactly its entries (a
+/// hash map of 100,000 names would keep 131,072 buckets, and twice that
+/// while growing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByKey(Vec<(Box<str>, Resolution)>);
+
+impl ByKey {
+    /// Every key of `keys`, not found yet.
+    fn new(keys: &BTreeSet<String>) -> ByKey {
+        // A BTreeSet iterates in order: the vector is sorted as built.
+        ByKey(keys.iter().map(|k| (k.as_str().into(), Resolution::NotFound)).collect())
+    }
+
+    /// What `key` resolved to, if it was looked up.
+    pub fn get(&self, key: &str) -> Option<&Resolution> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The entry of `key`, when it is one of the keys looked up.
+    fn get_mut(&mut self, key: &str) -> Option<&mut Resolution> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Keys looked up.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no key was looked up.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What every key resolved to, in key order.
+    pub fn values(&self) -> impl Iterator<Item = &Resolution> {
+        self.0.iter().map(|(_, r)| r)
+    }
+}
+
+impl std::ops::Index<&str> for ByKey {
+    type Output = Resolution;
+
+    /// What `key` resolved to; panics when it was not looked up (like a map).
+    fn index(&self, key: &str) -> &Resolution {
+        match self.get(key) {
+            Some(r) => r,
+            None => panic!("{key:?} was not looked up"),
+        }
+    }
 }
 
 /// What the input needs looked up, collected by the survey: one entry per
@@ -132,14 +332,14 @@ impl Lookups {
 #[derive(Debug, Clone, Default)]
 pub struct Found {
     /// Per device name (lowercased), what it resolved to.
-    pub names: HashMap<String, Resolution>,
+    pub names: ByKey,
     /// Per Entra ID device id (lowercased), what it resolved to.
-    pub aad_device_ids: HashMap<String, Resolution>,
+    pub aad_device_ids: ByKey,
     /// Per IP address, what it resolved to.
-    pub ips: HashMap<String, Resolution>,
+    pub ips: ByKey,
     /// The machines of [`Lookups::os_ids`] that exist, by id: an id looked
     /// up and absent here is not in the tenant.
-    pub os: HashMap<String, Machine>,
+    pub os: HashMap<String, MachineRef>,
     /// Hashes ([`id_hash`]) of every machine id of the tenant, when the full
     /// listing was read; `None` after filters.
     pub fleet: Option<HashSet<u64>>,
@@ -250,7 +450,7 @@ pub async fn resolve_names<T: Transport>(
     ctx: &Ctx<T>,
     names: &BTreeSet<String>,
     pick_latest: bool,
-) -> Result<HashMap<String, Resolution>, CallError> {
+) -> Result<ByKey, CallError> {
     let lookups =
         Lookups { names: names.iter().map(|n| n.to_lowercase()).collect(), ..Lookups::default() };
     Ok(look_up(ctx, &lookups, pick_latest).await?.names)
@@ -263,10 +463,11 @@ pub async fn look_up<T: Transport>(
     lookups: &Lookups,
     pick_latest: bool,
 ) -> Result<Found, CallError> {
-    let batches = filters(lookups, &HashSet::new());
+    let no_ids = HashSet::new();
+    let batches = filter_batches(lookups, &no_ids).count() as u64;
     let mut calls = 0u64;
-    let mut matches = Matches::default();
-    if batches.len() > 1 {
+    let mut matches = Matches::new(lookups);
+    if batches > 1 {
         let mut skip = 0u32;
         loop {
             let page = machines_page(ctx, None, skip).await?;
@@ -276,10 +477,10 @@ pub async fn look_up<T: Transport>(
                 matches.ingest(lookups, m, true);
             }
             match next {
-                None => return Ok(matches.finish(lookups, pick_latest, true, calls)),
+                None => return Ok(matches.finish(pick_latest, true, calls)),
                 Some(s) => skip = s,
             }
-            if calls >= batches.len() as u64 {
+            if calls >= batches {
                 break;
             }
         }
@@ -289,16 +490,16 @@ pub async fn look_up<T: Transport>(
         // asked again.
         let known: HashSet<String> = matches.os.keys().cloned().collect();
         tracing::debug!(pages = calls, "listing stopped: filters are cheaper for the rest");
-        matches = Matches { os: std::mem::take(&mut matches.os), ..Matches::default() };
-        for filter in filters(lookups, &known) {
+        matches.forget_keys(lookups);
+        for filter in filter_batches(lookups, &known) {
             calls += run_filter(ctx, lookups, &filter, &mut matches).await?;
         }
-        return Ok(matches.finish(lookups, pick_latest, false, calls));
+        return Ok(matches.finish(pick_latest, false, calls));
     }
-    for filter in batches {
+    for filter in filter_batches(lookups, &no_ids) {
         calls += run_filter(ctx, lookups, &filter, &mut matches).await?;
     }
-    Ok(matches.finish(lookups, pick_latest, false, calls))
+    Ok(matches.finish(pick_latest, false, calls))
 }
 
 /// Runs one `$filter` on `GET machines` to its last page; returns the calls made.
@@ -330,13 +531,13 @@ async fn machines_page<T: Transport>(
     ctx: &Ctx<T>,
     filter: Option<&str>,
     skip: u32,
-) -> Result<ODataList<Machine>, CallError> {
+) -> Result<ODataList<MachineSummary>, CallError> {
     let query = ListQuery {
         filter: filter.map(str::to_string),
         top: Some(PAGE),
         skip: (skip > 0).then_some(skip),
     };
-    match read(ctx, Api::ListMachines, || ctx.transport.list_machines(&query)).await {
+    match read(ctx, Api::ListMachines, || ctx.transport.list_machine_summaries(&query)).await {
         Err(CallError::Api { status: 404, .. }) => {
             Ok(ODataList { context: None, value: Vec::new(), next_link: None })
         }
@@ -348,7 +549,16 @@ async fn machines_page<T: Transport>(
 /// ids in `known`: each ORs at most [`MAX_KEYS_PER_FILTER`] keys and
 /// [`MAX_FILTER_CHARS`] characters.
 pub fn filters(lookups: &Lookups, known: &HashSet<String>) -> Vec<String> {
-    let clauses = lookups
+    filter_batches(lookups, known).collect()
+}
+
+/// [`filters`], one at a time: the cost rule only counts them, and 100,000
+/// names make 5,000 filters (7 MB of text) that a listing never sends.
+fn filter_batches<'a>(
+    lookups: &'a Lookups,
+    known: &'a HashSet<String>,
+) -> impl Iterator<Item = String> + Send + 'a {
+    let mut clauses = lookups
         .names
         .iter()
         .map(|n| {
@@ -370,27 +580,22 @@ pub fn filters(lookups: &Lookups, known: &HashSet<String>) -> Vec<String> {
                 .iter()
                 .filter(|id| !known.contains(*id))
                 .map(|id| format!("id eq {}", odata_string(id))),
-        );
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut keys = 0;
-    for clause in clauses {
-        if keys > 0
-            && (keys >= MAX_KEYS_PER_FILTER || current.len() + 4 + clause.len() > MAX_FILTER_CHARS)
+        )
+        .peekable();
+    std::iter::from_fn(move || {
+        // A clause longer than the limit on its own still goes, alone.
+        let mut current = clauses.next()?;
+        let mut keys = 1;
+        while keys < MAX_KEYS_PER_FILTER
+            && let Some(clause) =
+                clauses.next_if(|c| current.len() + 4 + c.len() <= MAX_FILTER_CHARS)
         {
-            out.push(std::mem::take(&mut current));
-            keys = 0;
-        }
-        if keys > 0 {
             current.push_str(" or ");
+            current.push_str(&clause);
+            keys += 1;
         }
-        current.push_str(&clause);
-        keys += 1;
-    }
-    if keys > 0 {
-        out.push(current);
-    }
-    out
+        Some(current)
+    })
 }
 
 /// A machine id's 64-bit hash, for the set of the tenant's ids. A collision
@@ -407,20 +612,54 @@ fn normal_ip(s: &str) -> String {
     s.trim().parse::<IpAddr>().map_or_else(|_| s.trim().to_string(), |ip| ip.to_string())
 }
 
-/// Machines matched so far, per key.
-#[derive(Debug, Default)]
+/// Machines matched so far, per key: the answers themselves, filled in
+/// place (see the module documentation).
+#[derive(Debug)]
 struct Matches {
-    names: HashMap<String, Vec<Machine>>,
-    aad_device_ids: HashMap<String, Vec<Machine>>,
-    ips: HashMap<String, Vec<Machine>>,
-    os: HashMap<String, Machine>,
+    names: ByKey,
+    aad_device_ids: ByKey,
+    ips: ByKey,
+    os: HashMap<String, MachineRef>,
     fleet: HashSet<u64>,
+    /// One copy of each distinct pair of `osPlatform` and `healthStatus`.
+    shared: HashSet<Arc<Traits>>,
 }
 
 impl Matches {
+    /// Nothing matched yet: every key of `lookups` not found.
+    fn new(lookups: &Lookups) -> Matches {
+        Matches {
+            names: ByKey::new(&lookups.names),
+            aad_device_ids: ByKey::new(&lookups.aad_device_ids),
+            ips: ByKey::new(&lookups.ips),
+            os: HashMap::new(),
+            fleet: HashSet::new(),
+            shared: HashSet::new(),
+        }
+    }
+
+    /// Forgets what the names, Entra ids and addresses matched (when a
+    /// listing stops part-way and filters ask for them again); machines
+    /// already found by id stay known, ids being unique.
+    fn forget_keys(&mut self, lookups: &Lookups) {
+        let os = std::mem::take(&mut self.os);
+        let shared = std::mem::take(&mut self.shared);
+        *self = Matches { os, shared, ..Matches::new(lookups) };
+    }
+
+    /// The shared copy of these traits.
+    fn share(&mut self, traits: Traits) -> Arc<Traits> {
+        if let Some(known) = self.shared.get(&traits) {
+            return Arc::clone(known);
+        }
+        let new = Arc::new(traits);
+        self.shared.insert(Arc::clone(&new));
+        new
+    }
+
     /// Matches one machine against every key; `listing` records its id in
     /// the fleet set too.
-    fn ingest(&mut self, lookups: &Lookups, mut m: Machine, listing: bool) {
+    fn ingest(&mut self, lookups: &Lookups, m: MachineSummary, listing: bool) {
         if listing {
             self.fleet.insert(id_hash(&m.id));
         }
@@ -429,79 +668,64 @@ impl Matches {
         let aad = m.aad_device_id.as_deref().map(str::to_ascii_lowercase);
         let ip = m.last_ip_address.as_deref().map(normal_ip);
         let id = m.id.to_ascii_lowercase();
-        fn wanted<'k>(set: &BTreeSet<String>, key: Option<&'k str>) -> Option<&'k str> {
-            key.filter(|k| set.contains(*k))
+        fn wanted<'k>(keys: &ByKey, key: Option<&'k str>) -> Option<&'k str> {
+            key.filter(|k| keys.get(k).is_some())
         }
-        let name_key = wanted(&lookups.names, name.as_deref());
-        let short_key = wanted(&lookups.names, short);
-        let aad_key = wanted(&lookups.aad_device_ids, aad.as_deref());
-        let ip_key = wanted(&lookups.ips, ip.as_deref());
+        let name_key = wanted(&self.names, name.as_deref());
+        let short_key = wanted(&self.names, short);
+        let aad_key = wanted(&self.aad_device_ids, aad.as_deref());
+        let ip_key = wanted(&self.ips, ip.as_deref());
         let os = lookups.os_ids.contains(&id);
         if name_key.is_none() && short_key.is_none() && aad_key.is_none() && ip_key.is_none() && !os
         {
             return;
         }
-        // Only the fields this run uses are kept.
-        m.extra = serde_json::Map::new();
-        add_candidate(&mut self.names, name_key, &m);
-        add_candidate(&mut self.names, short_key, &m);
-        add_candidate(&mut self.aad_device_ids, aad_key, &m);
-        add_candidate(&mut self.ips, ip_key, &m);
+        let found = MachineRef {
+            id: MachineId::new(m.id),
+            last_seen: m.last_seen.as_deref().and_then(parse_utc),
+            traits: self
+                .share(Traits { os_platform: m.os_platform, health_status: m.health_status }),
+        };
+        for key in [name_key, short_key].into_iter().flatten() {
+            if let Some(slot) = self.names.get_mut(key) {
+                slot.add(&found);
+            }
+        }
+        if let Some(slot) = aad_key.and_then(|k| self.aad_device_ids.get_mut(k)) {
+            slot.add(&found);
+        }
+        if let Some(slot) = ip_key.and_then(|k| self.ips.get_mut(k)) {
+            slot.add(&found);
+        }
         if os {
-            self.os.insert(id, m);
+            self.os.insert(id, found);
         }
     }
 
-    /// Turns the matches into one [`Resolution`] per key.
-    fn finish(self, lookups: &Lookups, pick_latest: bool, complete: bool, calls: u64) -> Found {
-        let resolve = |keys: &BTreeSet<String>, mut found: HashMap<String, Vec<Machine>>| {
-            keys.iter()
-                .map(|k| {
-                    let candidates = found.remove(k).unwrap_or_default();
-                    let n = candidates.len();
-                    let r = resolution(candidates, pick_latest);
-                    if let (true, Resolution::Found(m)) = (n > 1, &r) {
-                        tracing::info!(
-                            key = %k,
-                            machine_id = %m.id,
-                            candidates = n,
-                            "several machines match; --pick latest took the most recently seen"
-                        );
-                    }
-                    (k.clone(), r)
-                })
-                .collect::<HashMap<_, _>>()
-        };
+    /// Settles every key: candidates ordered, `--pick latest` applied.
+    fn finish(mut self, pick_latest: bool, complete: bool, calls: u64) -> Found {
+        for keys in [&mut self.names, &mut self.aad_device_ids, &mut self.ips] {
+            for (key, r) in &mut keys.0 {
+                if let Some(n) = r.settle(pick_latest)
+                    && let Resolution::Found(m) = r
+                {
+                    tracing::info!(
+                        key = %key,
+                        machine_id = %m.id,
+                        candidates = n,
+                        "several machines match; --pick latest took the most recently seen"
+                    );
+                }
+            }
+        }
         Found {
-            names: resolve(&lookups.names, self.names),
-            aad_device_ids: resolve(&lookups.aad_device_ids, self.aad_device_ids),
-            ips: resolve(&lookups.ips, self.ips),
+            names: self.names,
+            aad_device_ids: self.aad_device_ids,
+            ips: self.ips,
             os: self.os,
             fleet: complete.then_some(self.fleet),
             calls,
         }
-    }
-}
-
-/// Adds `m` to the candidates of `key` (when the machine matched one), once per machine id.
-fn add_candidate(map: &mut HashMap<String, Vec<Machine>>, key: Option<&str>, m: &Machine) {
-    let Some(key) = key else { return };
-    let candidates = map.entry(key.to_string()).or_default();
-    if !candidates.iter().any(|c| c.id.eq_ignore_ascii_case(&m.id)) {
-        candidates.push(m.clone());
-    }
-}
-
-/// One key's candidates (distinct machines) as a [`Resolution`]: most
-/// recently seen first; with `pick_latest`, that one.
-pub fn resolution(mut candidates: Vec<Machine>, pick_latest: bool) -> Resolution {
-    let seen = |m: &Machine| m.last_seen.as_deref().and_then(parse_utc);
-    candidates.sort_by(|a, b| seen(b).cmp(&seen(a)).then_with(|| a.id.cmp(&b.id)));
-    match candidates.len() {
-        0 => Resolution::NotFound,
-        1 => Resolution::Found(Box::new(candidates.swap_remove(0))),
-        _ if pick_latest => Resolution::Found(Box::new(candidates.swap_remove(0))),
-        _ => Resolution::Ambiguous(candidates),
     }
 }
 
@@ -541,7 +765,7 @@ impl Prepared {
     pub fn target<'a>(
         &'a self,
         plan: &RowPlan,
-    ) -> Result<(String, Option<&'a Machine>), Box<ResultRow>> {
+    ) -> Result<(String, Option<&'a MachineRef>), Box<ResultRow>> {
         let (map, key, what) = match &plan.target {
             Target::Id(id) => return Ok((id.clone(), self.found.os.get(id))),
             Target::Name(n) => (&self.found.names, n.to_lowercase(), "device name"),
@@ -553,8 +777,8 @@ impl Prepared {
         let settle = |status, code: &str, message: String| {
             Box::new(settled(plan, String::new(), status, code, message))
         };
-        match map.get(&key) {
-            Some(Resolution::Found(m)) => Ok((m.id.to_ascii_lowercase(), Some(m))),
+        match map.get(key.as_str()) {
+            Some(Resolution::Found(m)) => Ok((m.id.lowercase(), Some(m))),
             Some(Resolution::NotFound) => Err(settle(
                 Status::NotFound,
                 "NotFound",
@@ -599,7 +823,7 @@ impl Prepared {
         &self,
         plan: &RowPlan,
         machine_id: &str,
-        machine: Option<&Machine>,
+        machine: Option<&MachineRef>,
     ) -> Option<ResultRow> {
         let by_id = matches!(plan.target, Target::Id(_));
         let absent_from_listing =
@@ -618,7 +842,7 @@ impl Prepared {
         if plan.action.windows_only()
             && let Some(m) = machine.filter(|m| m.is_linux_or_macos())
         {
-            let os = m.os_platform.as_deref().unwrap_or_default();
+            let os = m.os_platform().unwrap_or_default();
             return Some(settled(
                 plan,
                 machine_id.to_string(),
@@ -671,7 +895,7 @@ fn settled(
 
 /// The message of an `ambiguous` row: every candidate (id, lastSeen,
 /// healthStatus), most recently seen first, and the ways out.
-fn ambiguous_message(what: &str, target: &Target, candidates: &[Machine]) -> String {
+fn ambiguous_message(what: &str, target: &Target, candidates: &[MachineRef]) -> String {
     let listed: Vec<String> = candidates
         .iter()
         .take(MAX_CANDIDATES_LISTED)
@@ -679,8 +903,8 @@ fn ambiguous_message(what: &str, target: &Target, candidates: &[Machine]) -> Str
             format!(
                 "{} (lastSeen {}, {})",
                 m.id,
-                m.last_seen.as_deref().unwrap_or("unknown"),
-                m.health_status.as_deref().unwrap_or("health unknown")
+                m.last_seen.map_or_else(|| "unknown".to_string(), format_utc),
+                m.health_status().unwrap_or("health unknown")
             )
         })
         .collect();
@@ -707,7 +931,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use crate::api::client::{ActionBody, Reply};
-    use crate::api::model::MachineAction;
+    use crate::api::model::{Machine, MachineAction};
     use crate::pace::Limit;
     use crate::run::{RetryPolicy, Stop};
     use crate::sim::fleet::{generate, host_name, twin_count, twin_of};
@@ -847,9 +1071,9 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
-    fn found_id(r: &Resolution) -> &str {
+    fn found_id(r: &Resolution) -> String {
         match r {
-            Resolution::Found(m) => &m.id,
+            Resolution::Found(m) => m.id.to_string(),
             other => panic!("expected a machine, got {other:?}"),
         }
     }
@@ -879,10 +1103,12 @@ mod tests {
         assert_eq!(got["nothing-here"], Resolution::NotFound);
         let twin_record = &fleet[1000 - twin_count(1000)];
         for key in [host_name(t), host_name(t)[..10].to_string()] {
-            let Resolution::Ambiguous(c) = &got[&key] else { panic!("{key}: {:?}", got[&key]) };
-            let ids: Vec<&str> = c.iter().map(|m| m.id.as_str()).collect();
+            let Resolution::Ambiguous(c) = &got[key.as_str()] else {
+                panic!("{key}: {:?}", got[key.as_str()])
+            };
+            let ids: Vec<String> = c.iter().map(|m| m.id.to_string()).collect();
             assert_eq!(ids, [fleet[t].id.as_str(), twin_record.id.as_str()], "newest first");
-            assert!(c.iter().all(|m| m.extra.is_empty()), "only the fields used are kept");
+            assert!(c.iter().all(|m| m.last_seen.is_some() && m.health_status().is_some()));
         }
         // One call: eight names fit one filter.
         let calls = c.transport.calls("GET machines");
@@ -894,8 +1120,8 @@ mod tests {
                 .unwrap()
                 .contains("startswith(computerDnsName,'host-00002.')")
         );
-        let latest = resolve_names(&c, &set(&[&host_name(t)]), true).await.unwrap();
-        assert_eq!(found_id(&latest[&host_name(t)]), fleet[t].id);
+        let latest = resolve_names(&c, &set(&[host_name(t).as_str()]), true).await.unwrap();
+        assert_eq!(found_id(&latest[host_name(t).as_str()]), fleet[t].id);
     }
 
     #[tokio::test]
@@ -910,8 +1136,8 @@ mod tests {
         assert_eq!(calls[0].top, Some(10_000));
         for i in 100..400 {
             let twinned = (0..twin_count(1000)).any(|k| twin_of(1000, k) == i);
-            match &got[&host_name(i)] {
-                Resolution::Found(m) => assert!(!twinned && m.id == fleet[i].id),
+            match &got[host_name(i).as_str()] {
+                Resolution::Found(m) => assert!(!twinned && m.id.to_string() == fleet[i].id),
                 Resolution::Ambiguous(c) => assert!(twinned && c.len() == 2),
                 Resolution::NotFound => panic!("{i}"),
             }
@@ -931,7 +1157,7 @@ mod tests {
             [None, Some(10_000), Some(20_000)]
         );
         assert!(calls.iter().all(|q| q.filter.is_none()));
-        assert_eq!(found_id(&got[&host_name(80)]), fleet[80].id);
+        assert_eq!(found_id(&got[host_name(80).as_str()]), fleet[80].id);
         // 30 names: 2 filter calls; the listing stops after 2 pages and the
         // filters answer (2 + 2 calls, never more than twice the filters).
         let c = ctx(Tenant::new(fleet.clone()));
@@ -943,14 +1169,14 @@ mod tests {
         assert!(calls[2..].iter().all(|q| q.filter.is_some()));
         for i in 0..30 {
             let i = i * 800 + 1;
-            assert_eq!(found_id(&got[&host_name(i)]), fleet[i].id, "{i}");
+            assert_eq!(found_id(&got[host_name(i).as_str()]), fleet[i].id, "{i}");
         }
         // The twin of device 5 is the last record: on a page never listed.
         let c = ctx(Tenant::new(fleet.clone()));
         let mut names: BTreeSet<String> = (0..30).map(|i| host_name(i * 800 + 1)).collect();
         names.insert(host_name(5));
         let got = resolve_names(&c, &names, false).await.unwrap();
-        let Resolution::Ambiguous(c) = &got[&host_name(5)] else { panic!() };
+        let Resolution::Ambiguous(c) = &got[host_name(5).as_str()] else { panic!() };
         assert_eq!(c.len(), 2);
     }
 
@@ -967,7 +1193,7 @@ mod tests {
             calls.iter().map(|q| q.skip).collect::<Vec<_>>(),
             [None, Some(300), Some(600), Some(900)]
         );
-        assert_eq!(found_id(&got[&host_name(989)]), fleet[989].id);
+        assert_eq!(found_id(&got[host_name(989).as_str()]), fleet[989].id);
     }
 
     #[tokio::test]
@@ -989,11 +1215,33 @@ mod tests {
         assert_eq!(c.transport.calls("GET machines").len(), 1, "six keys, one filter");
         assert_eq!(found_id(&found.names["host-00010"]), fleet[10].id);
         assert_eq!(found_id(found.aad_device_ids.values().next().unwrap()), with_aad[0].id);
-        assert_eq!(found_id(&found.ips[fleet[20].last_ip_address.as_ref().unwrap()]), fleet[20].id);
+        assert_eq!(
+            found_id(&found.ips[fleet[20].last_ip_address.as_deref().unwrap()]),
+            fleet[20].id
+        );
         assert_eq!(found.ips["192.0.2.1"], Resolution::NotFound);
-        assert_eq!(found.os[&fleet[7].id].os_platform.as_deref(), Some("Linux"));
+        assert_eq!(found.os[&fleet[7].id].os_platform(), Some("Linux"));
         assert!(!found.os.contains_key(&"0".repeat(40)));
         assert!(found.fleet.is_none(), "filters do not see the whole tenant");
+    }
+
+    #[test]
+    fn machine_ids_of_the_service_shape_are_kept_as_bytes_and_others_verbatim() {
+        let id = "0123456789abcdefABCDEF0123456789abcdef01";
+        let hex = MachineId::new(id.to_string());
+        assert!(matches!(hex, MachineId::Hex(_)));
+        assert_eq!(hex.to_string(), id.to_ascii_lowercase());
+        assert!(hex.same(&MachineId::new(id.to_ascii_lowercase())));
+        let odd = MachineId::new("Machine-7".to_string());
+        assert_eq!((odd.to_string(), odd.lowercase()), ("Machine-7".into(), "machine-7".into()));
+        assert!(odd.same(&MachineId::new("MACHINE-7".to_string())));
+        assert!(!odd.same(&hex));
+        // 40 characters that are not all hex digits stay text.
+        let near = format!("{}g", &id[..39]);
+        assert_eq!(MachineId::new(near.clone()), MachineId::Text(near.into()));
+        // What one found name costs, whatever the fleet: see the module docs.
+        assert!(std::mem::size_of::<MachineRef>() <= 48);
+        assert!(std::mem::size_of::<Resolution>() <= 48);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError, Client, ListQuery, Reply};
-use crate::api::model::{Machine, MachineAction, ODataList};
+use crate::api::model::{Machine, MachineAction, MachineSummary, ODataList};
 
 /// What the pipeline needs from the API: one attempt per call, no retries,
 /// no pacing (the pipeline owns both).
@@ -34,6 +34,22 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         query: &ListQuery,
     ) -> impl Future<Output = Result<Reply<ODataList<Machine>>, CallError>> + Send;
+
+    /// `GET machines` with a query, each entity read into the keys a device
+    /// look-up uses. The default cuts [`Transport::list_machines`] down;
+    /// the real client parses the reply into summaries directly, so a page
+    /// of 10,000 machines never exists as whole entities.
+    fn list_machine_summaries(
+        &self,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Reply<ODataList<MachineSummary>>, CallError>> + Send {
+        async move {
+            let reply = self.list_machines(query).await?;
+            let ODataList { context, value, next_link } = reply.value;
+            let value = value.into_iter().map(MachineSummary::from).collect();
+            Ok(Reply { status: reply.status, value: ODataList { context, value, next_link } })
+        }
+    }
 
     /// `POST machineactions/{id}/cancel`.
     fn cancel_action(
@@ -69,6 +85,13 @@ impl Transport for Client {
         query: &ListQuery,
     ) -> Result<Reply<ODataList<Machine>>, CallError> {
         Client::list_machines(self, query).await
+    }
+
+    async fn list_machine_summaries(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Reply<ODataList<MachineSummary>>, CallError> {
+        Client::list_machine_summaries(self, query).await
     }
 
     async fn cancel_action(
