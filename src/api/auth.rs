@@ -1241,7 +1241,7 @@ mod tests {
             secret.to_string(),
             form(false),
             form(true),
-            crate::api::client::percent_encode(secret),
+            crate::api::odata::encode(secret),
             json.clone(),
             json.replace('/', "\\/"),
         ];

@@ -28,6 +28,7 @@ use super::action::{ActionKind, IsolationType, ScanType};
 use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, excerpt, scrub};
 use super::cloud::Cloud;
 use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataList};
+use super::odata::ListQuery;
 use super::route::Api;
 
 pub use super::error::{
@@ -142,71 +143,6 @@ impl ActionBody {
             _ => None,
         }
     }
-}
-
-/// An OData string literal: the value in single quotes, quotes doubled
-/// (`it's` → `'it''s'`).
-pub fn odata_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// An OData condition true when `field` equals any of `values`:
-/// `field eq 'a' or field eq 'b'`.
-pub fn any_of<S: AsRef<str>>(field: &str, values: impl IntoIterator<Item = S>) -> String {
-    values
-        .into_iter()
-        .map(|v| format!("{field} eq {}", odata_string(v.as_ref())))
-        .collect::<Vec<_>>()
-        .join(" or ")
-}
-
-/// OData query options of a list call.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListQuery {
-    /// `$filter`, e.g. `machineId eq '<id>' and type eq 'Isolate'`.
-    pub filter: Option<String>,
-    /// `$top`: page size (the API allows up to 10000).
-    pub top: Option<u32>,
-    /// `$skip`: entities to skip, for paging.
-    pub skip: Option<u32>,
-}
-
-impl ListQuery {
-    /// A query with only a `$filter`.
-    pub fn filter(filter: impl Into<String>) -> ListQuery {
-        ListQuery { filter: Some(filter.into()), ..ListQuery::default() }
-    }
-
-    /// The query string, or `None` when no option is set. The `$` of the
-    /// option names stays literal; values are percent-encoded (RFC 3986
-    /// unreserved characters kept, space as `%20`, quote as `%27`).
-    pub fn to_query_string(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(f) = &self.filter {
-            parts.push(format!("$filter={}", percent_encode(f)));
-        }
-        if let Some(t) = self.top {
-            parts.push(format!("$top={t}"));
-        }
-        if let Some(s) = self.skip {
-            parts.push(format!("$skip={s}"));
-        }
-        if parts.is_empty() { None } else { Some(parts.join("&")) }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (query
-/// values, path segments).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A successful reply: the 2xx status (200 and 201 both occur for actions)
@@ -948,28 +884,6 @@ mod tests {
         assert_eq!(plain.missing_parameter(ActionKind::StopAndQuarantineFile), Some("Sha1"));
         assert_eq!(plain.missing_parameter(ActionKind::RunAntiVirusScan), Some("ScanType"));
         assert_eq!(ActionBody::new(" ").missing_parameter(ActionKind::Offboard), Some("Comment"));
-    }
-
-    #[test]
-    fn list_query_encoding() {
-        assert_eq!(ListQuery::default().to_query_string(), None);
-        let q = ListQuery {
-            filter: Some("machineId eq '1e5b' and type eq 'Isolate'".to_string()),
-            top: Some(2),
-            skip: Some(10),
-        };
-        assert_eq!(
-            q.to_query_string().unwrap(),
-            "$filter=machineId%20eq%20%271e5b%27%20and%20type%20eq%20%27Isolate%27&$top=2&$skip=10"
-        );
-        assert_eq!(
-            ListQuery::filter("startswith(computerDnsName,'ws-') & x=ü").to_query_string().unwrap(),
-            "$filter=startswith%28computerDnsName%2C%27ws-%27%29%20%26%20x%3D%C3%BC"
-        );
-        assert_eq!(
-            ListQuery { top: Some(10000), ..ListQuery::default() }.to_query_string().unwrap(),
-            "$top=10000"
-        );
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::api::odata::decode_form;
 use crate::api::time::parse_utc;
 
 /// The largest `$top` the service accepts, and the page size without one.
@@ -247,8 +248,8 @@ pub fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataErr
     let (mut seen_top, mut seen_skip) = (false, false);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(k, true);
-        let value = percent_decode(v, true);
+        let key = decode_form(k);
+        let value = decode_form(v);
         match key.as_str() {
             "$filter" => {
                 if q.filter_text.is_some() {
@@ -298,48 +299,6 @@ fn parse_count(key: &str, value: &str) -> Result<usize, ODataError> {
     // All digits: only an overflow can fail, and such a number is too big anyway.
     Ok(v.parse().unwrap_or(usize::MAX))
 }
-
-/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`), keeping
-/// invalid escapes verbatim.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => match hex2(b, i + 1) {
-                Some(v) => {
-                    out.push(v);
-                    i += 3;
-                }
-                None => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex2(b: &[u8], i: usize) -> Option<u8> {
-    let h = |c: u8| (c as char).to_digit(16);
-    let hi = h(*b.get(i)?)?;
-    let lo = h(*b.get(i + 1)?)?;
-    Some((hi * 16 + lo) as u8)
-}
-
-/// Percent-encoding is shared with the client, which must encode exactly as
-/// the simulator decodes.
-pub use crate::api::client::percent_encode;
 
 /// A lexical token of `$filter`.
 #[derive(Debug, Clone, PartialEq)]
@@ -763,13 +722,5 @@ mod tests {
         assert!(parse_query(Some("$orderby=lastSeen"), &MACHINES).is_err());
         assert!(parse_query(Some("$top=1&$top=2"), &MACHINES).is_err());
         assert_eq!(parse_query(None, &MACHINES).unwrap(), Query::default());
-    }
-
-    #[test]
-    fn percent_coding_round_trips() {
-        let s = "computerDnsName eq 'a b+c''d' and lastSeen gt 2024-05-01T08:00:00+00:00";
-        assert_eq!(percent_decode(&percent_encode(s), true), s);
-        assert_eq!(percent_decode("a+b%2", true), "a b%2");
-        assert_eq!(percent_decode("%zz%41", false), "%zzA");
     }
 }
