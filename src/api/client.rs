@@ -31,19 +31,18 @@ use super::model::{ApiErrorBody, ErrorEnvelope, Machine, MachineAction, ODataLis
 use super::odata::ListQuery;
 use super::route::Api;
 
-pub use super::error::{
-    CallError, ConfigError, MAX_RETRY_AFTER, TransportKind, parse_retry_after, status_code_name,
-};
-use super::error::{transport_kind, transport_message};
+// The error types every caller of the client matches on, at the client's path.
+pub use super::error::{CallError, ConfigError, TransportKind};
+use super::error::{parse_retry_after, status_code_name, transport_kind, transport_message};
 
 /// `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
 
 /// Default limit for a whole call (connect, send, answer).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default limit for opening a connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest excerpt of a non-JSON error body kept in an error.
 const EXCERPT_CHARS: usize = 200;
@@ -113,7 +112,7 @@ impl ActionBody {
     /// The JSON object for `action`: keys in the order of
     /// [`ActionKind::allowed_keys`], `Comment` always, the others only when
     /// set; values the action does not take are left out.
-    pub fn to_json(&self, action: ActionKind) -> serde_json::Value {
+    pub(crate) fn to_json(&self, action: ActionKind) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for key in action.allowed_keys() {
             let value = match *key {
@@ -470,7 +469,7 @@ fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
 
 /// Parses a base URL and applies the safety rules: `https`, or `http` to a
 /// loopback host; no credentials, query or fragment.
-pub fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
+fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let shown = mask_userinfo(raw.trim());
     let url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidUrl {
         what,
@@ -506,7 +505,7 @@ pub fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError>
 
 /// True when the URL's host is a loopback address: 127.0.0.0/8, ::1 (also
 /// IPv4-mapped), or the name `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
+fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };

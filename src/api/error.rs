@@ -196,7 +196,7 @@ impl CallError {
     }
 
     /// The error envelope of the reply, when it had one.
-    pub fn error_body(&self) -> Option<&ApiErrorBody> {
+    pub(crate) fn error_body(&self) -> Option<&ApiErrorBody> {
         match self {
             CallError::Throttled { error, .. }
             | CallError::Unauthorized { error }
@@ -242,7 +242,7 @@ impl CallError {
 
 /// Our code for a status whose reply had no error envelope: the API's code
 /// for that status where the API documents one (§9), else the HTTP reason.
-pub fn status_code_name(status: u16) -> &'static str {
+pub(crate) fn status_code_name(status: u16) -> &'static str {
     let exact = match status {
         400 => Some("BadRequest"),
         401 => Some("Unauthorized"),
@@ -458,7 +458,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600 + 300);
 /// fractional number is unreadable). A wait longer than
 /// [`MAX_RETRY_AFTER`] (including numbers too large for any clock) gives
 /// [`MAX_RETRY_AFTER`], with a warning.
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let asked = requested_wait(headers, raw, now)?;
     if asked <= MAX_RETRY_AFTER {

@@ -14,25 +14,25 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 /// RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`). Stricter than a
 /// URL needs (a quote becomes `%27`, a space `%20`), because the service's
 /// front end and proxies on the way agree on nothing looser.
-pub const COMPONENT: &AsciiSet =
+pub(crate) const COMPONENT: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// `s` percent-encoded with [`COMPONENT`] (UTF-8 bytes as `%XX`, upper-case
 /// hex).
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 /// Decodes `%XX` escapes of a path segment, keeping invalid escapes
 /// verbatim (`%zz` stays `%zz`) and invalid UTF-8 as U+FFFD: the simulator
 /// must answer whatever a client sends, not fail on it.
-pub fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// [`decode`] for a query or `application/x-www-form-urlencoded` value,
 /// where a literal `+` means a space (an escaped `%2B` stays a plus).
-pub fn decode_form(s: &str) -> String {
+pub(crate) fn decode_form(s: &str) -> String {
     let spaced: Cow<'_, str> =
         if s.contains('+') { Cow::Owned(s.replace('+', " ")) } else { Cow::Borrowed(s) };
     decode(&spaced)
@@ -74,7 +74,7 @@ impl ListQuery {
     /// The query string, or `None` when no option is set. The `$` of the
     /// option names stays literal; values are percent-encoded with
     /// [`COMPONENT`] (space as `%20`, quote as `%27`).
-    pub fn to_query_string(&self) -> Option<String> {
+    pub(crate) fn to_query_string(&self) -> Option<String> {
         let mut parts = Vec::new();
         if let Some(f) = &self.filter {
             parts.push(format!("$filter={}", encode(f)));

@@ -23,16 +23,16 @@ use crate::api::odata::decode_form;
 use crate::api::time::parse_utc;
 
 /// The largest `$top` the service accepts, and the page size without one.
-pub const MAX_TOP: usize = 10_000;
+pub(crate) const MAX_TOP: usize = 10_000;
 
 /// A query the service refuses: the message of its 400 `ODataError`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ODataError(pub String);
+pub(crate) struct ODataError(pub String);
 
 /// The type of a filterable field, which decides the literals it may be compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
+pub(crate) enum FieldType {
     /// Text, compared ordinally and case-sensitively.
     Str,
     /// A timestamp, compared with unquoted ISO-8601 literals.
@@ -45,15 +45,15 @@ pub enum FieldType {
 
 /// The filterable fields of one entity set.
 #[derive(Debug, Clone, Copy)]
-pub struct Schema {
+pub(crate) struct Schema {
     /// The OData type name quoted in error messages.
-    pub type_name: &'static str,
+    pub(crate) type_name: &'static str,
     /// Field name (camelCase, exact) and type.
-    pub fields: &'static [(&'static str, FieldType)],
+    pub(crate) fields: &'static [(&'static str, FieldType)],
 }
 
 /// `GET machines`: the fields the documentation lists for `$filter`.
-pub const MACHINES: Schema = Schema {
+pub(crate) const MACHINES: Schema = Schema {
     type_name: "microsoft.windowsDefenderATP.api.PublicMachine",
     fields: &[
         ("computerDnsName", FieldType::Str),
@@ -74,7 +74,7 @@ pub const MACHINES: Schema = Schema {
 };
 
 /// `GET machineactions`: the fields the documentation lists for `$filter`.
-pub const MACHINE_ACTIONS: Schema = Schema {
+pub(crate) const MACHINE_ACTIONS: Schema = Schema {
     type_name: "microsoft.windowsDefenderATP.api.PublicMachineAction",
     fields: &[
         ("id", FieldType::Str),
@@ -88,7 +88,7 @@ pub const MACHINE_ACTIONS: Schema = Schema {
 
 /// A literal on the right of a comparison.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Literal {
+pub(crate) enum Literal {
     /// `'text'`.
     Str(String),
     /// An unquoted ISO-8601 timestamp.
@@ -103,7 +103,7 @@ pub enum Literal {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
+pub(crate) enum CmpOp {
     /// `eq`
     Eq,
     /// `ne`
@@ -145,7 +145,7 @@ impl CmpOp {
 
 /// A parsed `$filter` expression.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// Both sides hold.
     And(Box<Filter>, Box<Filter>),
     /// Either side holds.
@@ -170,7 +170,7 @@ pub enum Filter {
 
 /// The value of a field of one entity, as a filter sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// Text (timestamps stored as text are parsed when compared with a datetime literal).
     Str(&'a str),
     /// A timestamp.
@@ -187,7 +187,7 @@ pub enum Value<'a> {
 
 impl Filter {
     /// Whether an entity whose fields `get` returns matches the filter.
-    pub fn matches<'a>(&self, get: &impl Fn(&str) -> Value<'a>) -> bool {
+    pub(crate) fn matches<'a>(&self, get: &impl Fn(&str) -> Value<'a>) -> bool {
         match self {
             Filter::And(a, b) => a.matches(get) && b.matches(get),
             Filter::Or(a, b) => a.matches(get) || b.matches(get),
@@ -229,21 +229,21 @@ fn compare(field: &Value<'_>, op: CmpOp, lit: &Literal) -> bool {
 
 /// The query options of one list request.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Query {
+pub(crate) struct Query {
     /// `$filter`, parsed.
-    pub filter: Option<Filter>,
+    pub(crate) filter: Option<Filter>,
     /// `$filter` as sent, for `@odata.nextLink`.
-    pub filter_text: Option<String>,
+    pub(crate) filter_text: Option<String>,
     /// `$top`: at most this many entities in all.
-    pub top: Option<usize>,
+    pub(crate) top: Option<usize>,
     /// `$skip`: entities to leave out first.
-    pub skip: usize,
+    pub(crate) skip: usize,
 }
 
 /// Reads the raw query string of a list request against `schema`.
 /// Options other than `$filter`, `$top` and `$skip` (such as `$orderby`) are
 /// refused; parameters without a `$` are ignored.
-pub fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataError> {
+pub(crate) fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataError> {
     let mut q = Query::default();
     let (mut seen_top, mut seen_skip) = (false, false);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -402,7 +402,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, ODataError> {
 }
 
 /// Parses `$filter` text against the fields of `schema`.
-pub fn parse_filter(text: &str, schema: &Schema) -> Result<Filter, ODataError> {
+pub(crate) fn parse_filter(text: &str, schema: &Schema) -> Result<Filter, ODataError> {
     let toks = lex(text)?;
     if toks.is_empty() {
         return Err(ODataError("The $filter expression must not be empty.".to_string()));

@@ -38,30 +38,30 @@ use crate::api::odata::decode;
 use crate::api::route::Api;
 
 /// `Content-Type` of OData replies, as the service sends it.
-pub const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
+pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
 /// `Content-Type` of error, token and `/_sim` replies.
-pub const PLAIN_JSON: &str = "application/json; charset=utf-8";
+pub(crate) const PLAIN_JSON: &str = "application/json; charset=utf-8";
 
 /// The parts of an HTTP request the handlers look at.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The method.
-    pub method: &'a Method,
+    pub(crate) method: &'a Method,
     /// The path, still percent-encoded.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// The raw query string.
-    pub query: Option<&'a str>,
+    pub(crate) query: Option<&'a str>,
     /// The `Host` header (or the bound address), for `@odata.context` and links.
-    pub host: &'a str,
+    pub(crate) host: &'a str,
     /// The `Authorization` header.
-    pub authorization: Option<&'a str>,
+    pub(crate) authorization: Option<&'a str>,
     /// The whole body.
-    pub body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 /// What to do with a connection instead of answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disconnect {
+pub(crate) enum Disconnect {
     /// Close it at once: the call was not processed.
     Before,
     /// Close it after the latency: the call was processed.
@@ -70,22 +70,22 @@ pub enum Disconnect {
 
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body.
-    pub body: String,
+    pub(crate) body: String,
     /// `Content-Type`.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// `Retry-After` in whole seconds, on 429s and some 503s.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// A `Retry-After` sent verbatim in place of `retry_after` (the
     /// `throttle_retry_after` fault).
-    pub retry_after_text: Option<String>,
+    pub(crate) retry_after_text: Option<String>,
     /// Whether to send `WWW-Authenticate: Bearer` (401s).
-    pub www_authenticate: bool,
+    pub(crate) www_authenticate: bool,
     /// Set when the client must see a closed connection instead of this reply.
-    pub drop: Option<Disconnect>,
+    pub(crate) drop: Option<Disconnect>,
 }
 
 impl Reply {
@@ -105,7 +105,7 @@ impl Reply {
     }
 
     /// An error in the API's envelope, with a fresh `target`.
-    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+    pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
         let body = serde_json::to_string(&ErrorEnvelope::new(code, message))
             .unwrap_or_else(|_| String::from("{}"));
         Reply::json(status, body, PLAIN_JSON)
@@ -114,7 +114,7 @@ impl Reply {
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// The token endpoint: v2 (`scope`) or v1 (`resource`) form.
     Token {
         /// The tenant path segment.
@@ -132,7 +132,7 @@ pub enum Route {
 
 /// Routes a request. Path segments are matched exactly (reference P2), under
 /// `/api/` or `/api/v1.0/`; one trailing slash is tolerated.
-pub fn route(method: &Method, path: &str) -> Route {
+pub(crate) fn route(method: &Method, path: &str) -> Route {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     let segs: Vec<&str> = trimmed.split('/').collect();
@@ -177,7 +177,7 @@ pub fn route(method: &Method, path: &str) -> Route {
 impl State {
     /// Answers one request at `now` (taken under the lock, so calls are
     /// counted in the order they are served).
-    pub fn handle(&mut self, req: &Request<'_>, now: Instant) -> Reply {
+    pub(crate) fn handle(&mut self, req: &Request<'_>, now: Instant) -> Reply {
         let route = route(req.method, req.path);
         if route == Route::Admin {
             return self.admin(req, now);
