@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::handlers::{Disconnect, Reply, Request};
+use super::handlers::reply::{Disconnect, Reply, Request};
 use super::lifecycle::Clock;
 use super::state::State;
 use super::{SimConfig, lock};

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Reply, Request};
+use super::reply::{Reply, Request};
 use crate::api::action::{ActionKind, is_sha1};
 use crate::api::model::new_guid;
 use crate::sim::lifecycle::{ActionRecord, Cancellation};

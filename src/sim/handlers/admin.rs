@@ -6,7 +6,7 @@ use hyper::Method;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{PLAIN_JSON, Reply, Request};
+use super::reply::{PLAIN_JSON, Reply, Request};
 use crate::api::odata::decode;
 use crate::sim::state::State;
 

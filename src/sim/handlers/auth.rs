@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::Reply;
+use super::reply::Reply;
 use crate::api::route::Api;
 use crate::sim::state::{State, TokenInfo, role_bit};
 

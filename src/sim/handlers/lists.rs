@@ -6,7 +6,7 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{ODATA_JSON, Reply, Request};
+use super::reply::{ODATA_JSON, Reply, Request};
 use crate::api::model::{Entity, ODataList};
 use crate::api::odata::encode;
 use crate::sim::odata::{self, MAX_TOP, Query};

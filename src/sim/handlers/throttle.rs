@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Reply;
+use super::reply::Reply;
 use crate::api::route::Api;
 use crate::pace::limit::{Limit, format_timespan};
 use crate::sim::faults;

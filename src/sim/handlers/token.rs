@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{PLAIN_JSON, Reply, Request};
+use super::reply::{PLAIN_JSON, Reply, Request};
 use crate::api::odata::decode_form;
 use crate::sim::state::{State, TokenInfo};
 
