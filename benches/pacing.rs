@@ -33,7 +33,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use mdebulk::api::client::{Client, ListQuery};
+use mdebulk::api::client::Client;
+use mdebulk::api::odata::ListQuery;
 use mdebulk::api::time::parse_utc;
 use mdebulk::pace::{Limit, WindowModel, format_duration, minimum_time, parse_duration};
 use mdebulk::results::Status;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use mdebulk::api::auth::{Credentials, Secret};
-use mdebulk::api::client::{Client, ClientConfig, ListQuery};
+use mdebulk::api::client::{Client, ClientConfig};
 use mdebulk::api::cloud::Cloud;
 use mdebulk::api::model::{Machine, MachineAction};
+use mdebulk::api::odata::ListQuery;
 use mdebulk::sim::{FleetSpec, Sim, SimConfig};
 
 const LIST: &str = "GET machineactions";

@@ -28,14 +28,14 @@ use super::net::{TransportKind, transport_kind, transport_message};
 use crate::text::excerpt;
 
 /// The longest a token is refreshed ahead of its expiry.
-pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+pub(crate) const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// The longest lifetime a token is trusted for, whatever its `expires_in`
 /// says: Entra ID tokens live 60 to 90 minutes, at most a day. The value
 /// comes from the server, so it is capped rather than added to the clock
 /// as is (2^64 - 1 seconds would overflow it); a token that dies earlier
 /// than announced is replaced after its first 401.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// After a failed refresh, while the old token is still valid, how long to
 /// keep using it before trying the login endpoint again.
@@ -58,7 +58,7 @@ impl Secret {
     }
 
     /// The secret text, for the one place it belongs: a request header or form.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
@@ -270,7 +270,7 @@ impl State {
 
 /// How long before expiry a token of this lifetime is refreshed:
 /// `min(300 s, lifetime / 4)`.
-pub fn refresh_margin(lifetime: Duration) -> Duration {
+pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
     MAX_REFRESH_MARGIN.min(lifetime / 4)
 }
 
@@ -406,7 +406,7 @@ impl TokenSource {
     ///
     /// For a static bearer, marks it rejected: later calls fail with
     /// [`AuthError::BearerRejected`].
-    pub fn invalidate(&self, token: &Secret) {
+    pub(crate) fn invalidate(&self, token: &Secret) {
         let mut st = self.state();
         match &self.credentials {
             Credentials::Bearer(own) => {
@@ -427,12 +427,12 @@ impl TokenSource {
     }
 
     /// Requests sent to the token endpoint so far.
-    pub fn token_fetches(&self) -> u64 {
+    pub(crate) fn token_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
 
     /// True when the credentials are a static bearer token.
-    pub fn is_static(&self) -> bool {
+    pub(crate) fn is_static(&self) -> bool {
         matches!(self.credentials, Credentials::Bearer(_))
     }
 
@@ -1221,7 +1221,7 @@ mod tests {
             secret.to_string(),
             form(false),
             form(true),
-            crate::api::client::percent_encode(secret),
+            crate::api::odata::encode(secret),
             json.clone(),
             json.replace('/', "\\/"),
         ];

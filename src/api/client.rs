@@ -30,22 +30,23 @@ use super::cloud::Cloud;
 use super::model::{
     ApiErrorBody, ErrorEnvelope, Machine, MachineAction, MachineSummary, ODataList,
 };
+use super::odata::ListQuery;
 use super::route::Api;
 use crate::text::excerpt;
 
-pub use super::error::{
-    CallError, ConfigError, MAX_RETRY_AFTER, TransportKind, parse_retry_after, status_code_name,
-};
+// The error types every caller of the client matches on, at the client's path.
+pub use super::error::{CallError, ConfigError, TransportKind};
+use super::error::{parse_retry_after, status_code_name};
 use super::net::{transport_kind, transport_message};
 
 /// `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("mdebulk/", env!("CARGO_PKG_VERSION"));
 
 /// Default limit for a whole call (connect, send, answer).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default limit for opening a connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest excerpt of a non-JSON error body kept in an error.
 const EXCERPT_CHARS: usize = 200;
@@ -115,7 +116,7 @@ impl ActionBody {
     /// The JSON object for `action`: keys in the order of
     /// [`ActionKind::allowed_keys`], `Comment` always, the others only when
     /// set; values the action does not take are left out.
-    pub fn to_json(&self, action: ActionKind) -> serde_json::Value {
+    pub(crate) fn to_json(&self, action: ActionKind) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for key in action.allowed_keys() {
             let value = match *key {
@@ -145,71 +146,6 @@ impl ActionBody {
             _ => None,
         }
     }
-}
-
-/// An OData string literal: the value in single quotes, quotes doubled
-/// (`it's` → `'it''s'`).
-pub fn odata_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// An OData condition true when `field` equals any of `values`:
-/// `field eq 'a' or field eq 'b'`.
-pub fn any_of<S: AsRef<str>>(field: &str, values: impl IntoIterator<Item = S>) -> String {
-    values
-        .into_iter()
-        .map(|v| format!("{field} eq {}", odata_string(v.as_ref())))
-        .collect::<Vec<_>>()
-        .join(" or ")
-}
-
-/// OData query options of a list call.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListQuery {
-    /// `$filter`, e.g. `machineId eq '<id>' and type eq 'Isolate'`.
-    pub filter: Option<String>,
-    /// `$top`: page size (the API allows up to 10000).
-    pub top: Option<u32>,
-    /// `$skip`: entities to skip, for paging.
-    pub skip: Option<u32>,
-}
-
-impl ListQuery {
-    /// A query with only a `$filter`.
-    pub fn filter(filter: impl Into<String>) -> ListQuery {
-        ListQuery { filter: Some(filter.into()), ..ListQuery::default() }
-    }
-
-    /// The query string, or `None` when no option is set. The `$` of the
-    /// option names stays literal; values are percent-encoded (RFC 3986
-    /// unreserved characters kept, space as `%20`, quote as `%27`).
-    pub fn to_query_string(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(f) = &self.filter {
-            parts.push(format!("$filter={}", percent_encode(f)));
-        }
-        if let Some(t) = self.top {
-            parts.push(format!("$top={t}"));
-        }
-        if let Some(s) = self.skip {
-            parts.push(format!("$skip={s}"));
-        }
-        if parts.is_empty() { None } else { Some(parts.join("&")) }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (query
-/// values, path segments).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A successful reply: the 2xx status (200 and 201 both occur for actions)
@@ -563,7 +499,7 @@ fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
 
 /// Parses a base URL and applies the safety rules: `https`, or `http` to a
 /// loopback host; no credentials, query or fragment.
-pub fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
+fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
     let shown = mask_userinfo(raw.trim());
     let url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidUrl {
         what,
@@ -599,7 +535,7 @@ pub fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError>
 
 /// True when the URL's host is a loopback address: 127.0.0.0/8, ::1 (also
 /// IPv4-mapped), or the name `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
+fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
@@ -977,28 +913,6 @@ mod tests {
         assert_eq!(plain.missing_parameter(ActionKind::StopAndQuarantineFile), Some("Sha1"));
         assert_eq!(plain.missing_parameter(ActionKind::RunAntiVirusScan), Some("ScanType"));
         assert_eq!(ActionBody::new(" ").missing_parameter(ActionKind::Offboard), Some("Comment"));
-    }
-
-    #[test]
-    fn list_query_encoding() {
-        assert_eq!(ListQuery::default().to_query_string(), None);
-        let q = ListQuery {
-            filter: Some("machineId eq '1e5b' and type eq 'Isolate'".to_string()),
-            top: Some(2),
-            skip: Some(10),
-        };
-        assert_eq!(
-            q.to_query_string().unwrap(),
-            "$filter=machineId%20eq%20%271e5b%27%20and%20type%20eq%20%27Isolate%27&$top=2&$skip=10"
-        );
-        assert_eq!(
-            ListQuery::filter("startswith(computerDnsName,'ws-') & x=ü").to_query_string().unwrap(),
-            "$filter=startswith%28computerDnsName%2C%27ws-%27%29%20%26%20x%3D%C3%BC"
-        );
-        assert_eq!(
-            ListQuery { top: Some(10000), ..ListQuery::default() }.to_query_string().unwrap(),
-            "$top=10000"
-        );
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use super::action::fold_name;
 
 /// Token scope for every commercial cloud: Microsoft's pages request this
 /// audience even when calling the newer `api.security.microsoft.com` hosts.
-pub const COMMERCIAL_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+pub(crate) const COMMERCIAL_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 
 /// Where an MDE tenant lives: the commercial geography or a US government cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

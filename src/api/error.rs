@@ -162,7 +162,7 @@ impl CallError {
     }
 
     /// The error envelope of the reply, when it had one.
-    pub fn error_body(&self) -> Option<&ApiErrorBody> {
+    pub(crate) fn error_body(&self) -> Option<&ApiErrorBody> {
         match self {
             CallError::Throttled { error, .. }
             | CallError::Unauthorized { error }
@@ -208,7 +208,7 @@ impl CallError {
 
 /// Our code for a status whose reply had no error envelope: the API's code
 /// for that status where the API documents one (§9), else the HTTP reason.
-pub fn status_code_name(status: u16) -> &'static str {
+pub(crate) fn status_code_name(status: u16) -> &'static str {
     let exact = match status {
         400 => Some("BadRequest"),
         401 => Some("Unauthorized"),

@@ -1,5 +1,6 @@
 //! Everything about the MDE API itself: the actions and their rules, the wire
-//! types, timestamps, the clouds, and the client that calls it (auth, errors).
+//! types, OData query text, timestamps, the clouds, and the client that calls
+//! it (auth, errors).
 
 pub mod action;
 pub mod auth;
@@ -8,5 +9,6 @@ pub mod cloud;
 pub mod error;
 pub mod model;
 pub mod net;
+pub mod odata;
 pub mod route;
 pub mod time;

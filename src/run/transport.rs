@@ -5,8 +5,9 @@
 use std::future::Future;
 
 use crate::api::action::ActionKind;
-use crate::api::client::{ActionBody, CallError, Client, ListQuery, Reply};
+use crate::api::client::{ActionBody, CallError, Client, Reply};
 use crate::api::model::{Machine, MachineAction, MachineSummary, ODataList};
+use crate::api::odata::ListQuery;
 
 /// What the pipeline needs from the API: one attempt per call, no retries,
 /// no pacing (the pipeline owns both).

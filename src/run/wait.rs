@@ -29,8 +29,8 @@ use super::summary::Summary;
 use super::summary::WaitStats;
 use super::transport::Transport;
 use super::{RunError, WaitOptions};
-use crate::api::client::any_of;
 use crate::api::model::MachineAction;
+use crate::api::odata::any_of;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::output::ResultFormat;
@@ -429,8 +429,9 @@ mod tests {
     use std::time::Duration;
 
     use crate::api::action::ActionKind;
-    use crate::api::client::{ActionBody, CallError, ListQuery, Reply};
+    use crate::api::client::{ActionBody, CallError, Reply};
     use crate::api::model::{Machine, ODataList};
+    use crate::api::odata::ListQuery;
     use crate::pace::{Limit, Pacer};
     use crate::run::RetryPolicy;
 

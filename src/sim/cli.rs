@@ -124,7 +124,7 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, SimError> {
 
 impl SimulateArgs {
     /// Checks every flag and builds the configuration, loading `--fleet`.
-    pub fn into_config(self) -> Result<SimConfig, SimError> {
+    pub(crate) fn into_config(self) -> Result<SimConfig, SimError> {
         let limits = parse_limits(&self.limits)?;
         let window: WindowModel =
             self.window.parse().map_err(|why| SimError::Invalid { flag: "--window", why })?;

@@ -14,7 +14,7 @@
 
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Reply 500 `InternalServerError`.
     InternalError,
     /// Reply 503, with `Retry-After` seconds when set.
@@ -31,7 +31,7 @@ pub enum Fault {
 /// Draws whether a call gets a fault at `rate` (0 to 1), and which.
 /// Draws nothing from `rng` when `rate` is 0, so a fault-free run's other
 /// random choices do not depend on it.
-pub fn draw(rng: &mut fastrand::Rng, rate: f64) -> Option<Fault> {
+pub(crate) fn draw(rng: &mut fastrand::Rng, rate: f64) -> Option<Fault> {
     if rate <= 0.0 || rng.f64() >= rate {
         return None;
     }
@@ -45,7 +45,7 @@ pub fn draw(rng: &mut fastrand::Rng, rate: f64) -> Option<Fault> {
 
 /// Draws whether a call is refused by the CPU quota at `rate`, and if so the
 /// `Retry-After` to send (1 to 60 s).
-pub fn draw_cpu_throttle(rng: &mut fastrand::Rng, rate: f64) -> Option<u64> {
+pub(crate) fn draw_cpu_throttle(rng: &mut fastrand::Rng, rate: f64) -> Option<u64> {
     if rate <= 0.0 || rng.f64() >= rate {
         return None;
     }

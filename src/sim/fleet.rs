@@ -46,7 +46,7 @@ use crate::api::model::Machine;
 use crate::api::time::format_utc;
 
 /// The date generated timestamps are relative to: 2025-06-01T00:00:00Z.
-pub const REFERENCE_UNIX_SECS: u64 = 1_748_736_000;
+pub(crate) const REFERENCE_UNIX_SECS: u64 = 1_748_736_000;
 
 /// Keys of the Machine entity in the order the service sends them; keys not
 /// listed here follow in the order they were loaded.
@@ -98,19 +98,19 @@ pub fn host_name(i: usize) -> String {
 
 /// Whether device `i` of a generated fleet is offline at `offline_rate`
 /// (the rule in the module documentation).
-pub fn offline_index(i: usize, offline_rate: f64) -> bool {
+pub(crate) fn offline_index(i: usize, offline_rate: f64) -> bool {
     let ppm = (offline_rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u128;
     let i = i as u128;
     ((i + 1) * ppm) / 1_000_000 > (i * ppm) / 1_000_000
 }
 
 /// Whether a machine counts as offline: `healthStatus` present and not `Active`.
-pub fn is_offline(m: &Machine) -> bool {
+pub(crate) fn is_offline(m: &Machine) -> bool {
     m.health_status.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case("active"))
 }
 
 /// Builds the deterministic fleet of `n` records described in the module documentation.
-pub fn generate(n: usize, seed: u64, offline_rate: f64) -> Vec<Machine> {
+pub(crate) fn generate(n: usize, seed: u64, offline_rate: f64) -> Vec<Machine> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let t = twin_count(n);
     let b = n - t;
@@ -242,7 +242,7 @@ pub enum FleetError {
 
 /// Loads a fleet from a JSON file: an array of Machine objects, or an OData
 /// reply `{"value":[...]}`. Every machine needs a non-empty, unique `id`.
-pub fn load(path: &Path) -> Result<Vec<Machine>, FleetError> {
+pub(crate) fn load(path: &Path) -> Result<Vec<Machine>, FleetError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| FleetError::Read { path: shown.clone(), why: io_reason(&e) })?;
@@ -305,7 +305,7 @@ pub fn parse(text: &str) -> Result<Vec<Machine>, String> {
 }
 
 /// The machine as the service sends it: every key, the known ones in the real order.
-pub fn render(m: &Machine) -> Map<String, Value> {
+pub(crate) fn render(m: &Machine) -> Map<String, Value> {
     let mut all = match serde_json::to_value(m) {
         Ok(Value::Object(o)) => o,
         // A Machine always serialises to an object (plain fields and a flattened map).
@@ -322,7 +322,7 @@ pub fn render(m: &Machine) -> Map<String, Value> {
 }
 
 /// `lastSeen` as a time, for choosing between twins (missing or unreadable sorts first).
-pub fn last_seen(m: &Machine) -> Option<SystemTime> {
+pub(crate) fn last_seen(m: &Machine) -> Option<SystemTime> {
     m.last_seen.as_deref().and_then(crate::api::time::parse_utc)
 }
 

@@ -17,7 +17,7 @@ use crate::api::model::{MachineAction, RelatedFileInfo};
 use crate::api::time::format_utc;
 
 /// `errorHResult` of a Failed action: E_FAIL, as a signed 32-bit value.
-pub const FAILED_HRESULT: i64 = -2_147_467_259;
+pub(crate) const FAILED_HRESULT: i64 = -2_147_467_259;
 
 /// Seven 100 ns ticks: a new action's `lastUpdateDateTimeUtc` follows its
 /// `creationDateTimeUtc` by a few ticks, as in captured replies.
@@ -26,41 +26,41 @@ const FIRST_UPDATE: Duration = Duration::from_nanos(700);
 /// The simulator's clock: a monotonic origin (for quota counters) tied to
 /// the wall-clock time it stood for (for timestamps in replies).
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     /// The simulator's start, on tokio's clock.
-    pub origin: Instant,
+    pub(crate) origin: Instant,
     /// Wall-clock time at `origin`.
-    pub wall_origin: SystemTime,
+    pub(crate) wall_origin: SystemTime,
 }
 
 impl Clock {
     /// A clock starting now.
-    pub fn start() -> Clock {
+    pub(crate) fn start() -> Clock {
         Clock { origin: Instant::now(), wall_origin: SystemTime::now() }
     }
 
     /// Time since the start, as the offset actions record.
-    pub fn offset(&self, at: Instant) -> Duration {
+    pub(crate) fn offset(&self, at: Instant) -> Duration {
         at.saturating_duration_since(self.origin)
     }
 
     /// Wall-clock time of an offset, cut to whole 100 ns ticks like the
     /// timestamps in replies (so filters compare what clients see).
-    pub fn tick_time(&self, offset: Duration) -> SystemTime {
+    pub(crate) fn tick_time(&self, offset: Duration) -> SystemTime {
         let t = self.wall_origin + offset;
         let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         std::time::UNIX_EPOCH + since - Duration::from_nanos(u64::from(since.subsec_nanos() % 100))
     }
 
     /// The service's timestamp text for an offset.
-    pub fn stamp(&self, offset: Duration) -> String {
+    pub(crate) fn stamp(&self, offset: Duration) -> String {
         format_utc(self.wall_origin + offset)
     }
 }
 
 /// The status of an action, as the API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// Not started (the device has not picked it up).
     Pending,
     /// The device is working on it.
@@ -77,7 +77,7 @@ pub enum Status {
 
 impl Status {
     /// The `status` value in the MachineAction entity.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "Pending",
             Status::InProgress => "InProgress",
@@ -89,66 +89,66 @@ impl Status {
     }
 
     /// True once the status can no longer change.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         !matches!(self, Status::Pending | Status::InProgress)
     }
 }
 
 /// The timing knobs of the lifecycle.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// From the start of the settle clock to the final status.
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// How long an action on an offline machine stays Pending before TimeOut.
-    pub action_timeout: Duration,
+    pub(crate) action_timeout: Duration,
 }
 
 /// A cancel request that was granted.
 #[derive(Debug, Clone)]
-pub struct Cancellation {
+pub(crate) struct Cancellation {
     /// When (offset from the simulator's start).
-    pub at: Duration,
+    pub(crate) at: Duration,
     /// Display name of the app that cancelled.
-    pub requestor: String,
+    pub(crate) requestor: String,
     /// The cancel request's `Comment`, when it had one.
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 /// One action the simulator accepted.
 #[derive(Debug, Clone)]
-pub struct ActionRecord {
+pub(crate) struct ActionRecord {
     /// Action id (lowercase GUID).
-    pub id: String,
+    pub(crate) id: String,
     /// What was asked.
-    pub kind: ActionKind,
+    pub(crate) kind: ActionKind,
     /// Index of the target in the fleet.
-    pub machine: usize,
+    pub(crate) machine: usize,
     /// The target's id, as the entity reports it.
-    pub machine_id: String,
+    pub(crate) machine_id: String,
     /// The target's name when the action was created.
-    pub computer_dns_name: Option<String>,
+    pub(crate) computer_dns_name: Option<String>,
     /// Display name of the requesting app.
-    pub requestor: String,
+    pub(crate) requestor: String,
     /// The request's `Comment`.
-    pub comment: String,
+    pub(crate) comment: String,
     /// IsolationType or ScanType, when the action has one.
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
     /// The Sha1 of a StopAndQuarantineFile action, as sent.
     pub sha1: Option<String>,
     /// When it was created (offset from the simulator's start).
-    pub created: Duration,
+    pub(crate) created: Duration,
     /// Whether it ends Failed instead of Succeeded (drawn at creation).
-    pub fails: bool,
+    pub(crate) fails: bool,
     /// When its settle clock started: at creation on an online machine, when
     /// the machine came back online otherwise, `None` while it is offline.
-    pub settle_from: Option<Duration>,
+    pub(crate) settle_from: Option<Duration>,
     /// Set once cancelled.
-    pub cancel: Option<Cancellation>,
+    pub(crate) cancel: Option<Cancellation>,
 }
 
 impl ActionRecord {
     /// Status at offset `now`, and when it last changed.
-    pub fn status_at(&self, now: Duration, t: &Timing) -> (Status, Duration) {
+    pub(crate) fn status_at(&self, now: Duration, t: &Timing) -> (Status, Duration) {
         let first = self.created + FIRST_UPDATE;
         if let Some(c) = &self.cancel {
             return (Status::Cancelled, c.at);
@@ -176,13 +176,13 @@ impl ActionRecord {
     }
 
     /// The entity as it stands at offset `now`.
-    pub fn view(&self, now: Duration, t: &Timing, clock: &Clock) -> MachineAction {
+    pub(crate) fn view(&self, now: Duration, t: &Timing, clock: &Clock) -> MachineAction {
         let (status, updated) = self.status_at(now, t);
         self.entity(status, updated, clock)
     }
 
     /// The entity as it was when created: what the 201 reply carries.
-    pub fn as_created(&self, clock: &Clock) -> MachineAction {
+    pub(crate) fn as_created(&self, clock: &Clock) -> MachineAction {
         self.entity(Status::Pending, self.created + FIRST_UPDATE, clock)
     }
 

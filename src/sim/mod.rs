@@ -16,15 +16,15 @@
 //! - [`faults`]: injected errors.
 //! - [`cli`]: the `simulate` subcommand.
 
-pub mod cli;
-pub mod faults;
+pub(crate) mod cli;
+pub(crate) mod faults;
 pub mod fleet;
-pub mod handlers;
-pub mod lifecycle;
-pub mod odata;
-pub mod quota;
-pub mod server;
-pub mod state;
+pub(crate) mod handlers;
+pub(crate) mod lifecycle;
+pub(crate) mod odata;
+pub(crate) mod quota;
+pub(crate) mod server;
+pub(crate) mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,7 +45,7 @@ pub use fleet::FleetError;
 
 /// The application permissions (`roles` claim) the simulator knows: the seven
 /// action permissions, then the two read permissions.
-pub const KNOWN_ROLES: [&str; 9] = [
+pub(crate) const KNOWN_ROLES: [&str; 9] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -193,7 +193,7 @@ impl fmt::Debug for SimConfig {
 impl SimConfig {
     /// Checks the ranges of the knobs: rates between 0 and 1, a page size of
     /// at least 1, known roles.
-    pub fn validate(&self) -> Result<(), SimError> {
+    pub(crate) fn validate(&self) -> Result<(), SimError> {
         for (flag, v) in [
             ("--error-rate", self.error_rate),
             ("--fail-rate", self.fail_rate),

@@ -19,19 +19,20 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::api::odata::decode_form;
 use crate::api::time::parse_utc;
 
 /// The largest `$top` the service accepts, and the page size without one.
-pub const MAX_TOP: usize = 10_000;
+pub(crate) const MAX_TOP: usize = 10_000;
 
 /// A query the service refuses: the message of its 400 `ODataError`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ODataError(pub String);
+pub(crate) struct ODataError(pub String);
 
 /// The type of a filterable field, which decides the literals it may be compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
+pub(crate) enum FieldType {
     /// Text, compared ordinally and case-sensitively.
     Str,
     /// A timestamp, compared with unquoted ISO-8601 literals.
@@ -44,15 +45,15 @@ pub enum FieldType {
 
 /// The filterable fields of one entity set.
 #[derive(Debug, Clone, Copy)]
-pub struct Schema {
+pub(crate) struct Schema {
     /// The OData type name quoted in error messages.
-    pub type_name: &'static str,
+    pub(crate) type_name: &'static str,
     /// Field name (camelCase, exact) and type.
-    pub fields: &'static [(&'static str, FieldType)],
+    pub(crate) fields: &'static [(&'static str, FieldType)],
 }
 
 /// `GET machines`: the fields the documentation lists for `$filter`.
-pub const MACHINES: Schema = Schema {
+pub(crate) const MACHINES: Schema = Schema {
     type_name: "microsoft.windowsDefenderATP.api.PublicMachine",
     fields: &[
         ("computerDnsName", FieldType::Str),
@@ -73,7 +74,7 @@ pub const MACHINES: Schema = Schema {
 };
 
 /// `GET machineactions`: the fields the documentation lists for `$filter`.
-pub const MACHINE_ACTIONS: Schema = Schema {
+pub(crate) const MACHINE_ACTIONS: Schema = Schema {
     type_name: "microsoft.windowsDefenderATP.api.PublicMachineAction",
     fields: &[
         ("id", FieldType::Str),
@@ -87,7 +88,7 @@ pub const MACHINE_ACTIONS: Schema = Schema {
 
 /// A literal on the right of a comparison.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Literal {
+pub(crate) enum Literal {
     /// `'text'`.
     Str(String),
     /// An unquoted ISO-8601 timestamp.
@@ -102,7 +103,7 @@ pub enum Literal {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
+pub(crate) enum CmpOp {
     /// `eq`
     Eq,
     /// `ne`
@@ -144,7 +145,7 @@ impl CmpOp {
 
 /// A parsed `$filter` expression.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// Both sides hold.
     And(Box<Filter>, Box<Filter>),
     /// Either side holds.
@@ -169,7 +170,7 @@ pub enum Filter {
 
 /// The value of a field of one entity, as a filter sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// Text (timestamps stored as text are parsed when compared with a datetime literal).
     Str(&'a str),
     /// A timestamp.
@@ -186,7 +187,7 @@ pub enum Value<'a> {
 
 impl Filter {
     /// Whether an entity whose fields `get` returns matches the filter.
-    pub fn matches<'a>(&self, get: &impl Fn(&str) -> Value<'a>) -> bool {
+    pub(crate) fn matches<'a>(&self, get: &impl Fn(&str) -> Value<'a>) -> bool {
         match self {
             Filter::And(a, b) => a.matches(get) && b.matches(get),
             Filter::Or(a, b) => a.matches(get) || b.matches(get),
@@ -228,27 +229,27 @@ fn compare(field: &Value<'_>, op: CmpOp, lit: &Literal) -> bool {
 
 /// The query options of one list request.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Query {
+pub(crate) struct Query {
     /// `$filter`, parsed.
-    pub filter: Option<Filter>,
+    pub(crate) filter: Option<Filter>,
     /// `$filter` as sent, for `@odata.nextLink`.
-    pub filter_text: Option<String>,
+    pub(crate) filter_text: Option<String>,
     /// `$top`: at most this many entities in all.
-    pub top: Option<usize>,
+    pub(crate) top: Option<usize>,
     /// `$skip`: entities to leave out first.
-    pub skip: usize,
+    pub(crate) skip: usize,
 }
 
 /// Reads the raw query string of a list request against `schema`.
 /// Options other than `$filter`, `$top` and `$skip` (such as `$orderby`) are
 /// refused; parameters without a `$` are ignored.
-pub fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataError> {
+pub(crate) fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataError> {
     let mut q = Query::default();
     let (mut seen_top, mut seen_skip) = (false, false);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(k, true);
-        let value = percent_decode(v, true);
+        let key = decode_form(k);
+        let value = decode_form(v);
         match key.as_str() {
             "$filter" => {
                 if q.filter_text.is_some() {
@@ -298,48 +299,6 @@ fn parse_count(key: &str, value: &str) -> Result<usize, ODataError> {
     // All digits: only an overflow can fail, and such a number is too big anyway.
     Ok(v.parse().unwrap_or(usize::MAX))
 }
-
-/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`), keeping
-/// invalid escapes verbatim.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => match hex2(b, i + 1) {
-                Some(v) => {
-                    out.push(v);
-                    i += 3;
-                }
-                None => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex2(b: &[u8], i: usize) -> Option<u8> {
-    let h = |c: u8| (c as char).to_digit(16);
-    let hi = h(*b.get(i)?)?;
-    let lo = h(*b.get(i + 1)?)?;
-    Some((hi * 16 + lo) as u8)
-}
-
-/// Percent-encoding is shared with the client, which must encode exactly as
-/// the simulator decodes.
-pub use crate::api::client::percent_encode;
 
 /// A lexical token of `$filter`.
 #[derive(Debug, Clone, PartialEq)]
@@ -443,7 +402,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, ODataError> {
 }
 
 /// Parses `$filter` text against the fields of `schema`.
-pub fn parse_filter(text: &str, schema: &Schema) -> Result<Filter, ODataError> {
+pub(crate) fn parse_filter(text: &str, schema: &Schema) -> Result<Filter, ODataError> {
     let toks = lex(text)?;
     if toks.is_empty() {
         return Err(ODataError("The $filter expression must not be empty.".to_string()));
@@ -763,13 +722,5 @@ mod tests {
         assert!(parse_query(Some("$orderby=lastSeen"), &MACHINES).is_err());
         assert!(parse_query(Some("$top=1&$top=2"), &MACHINES).is_err());
         assert_eq!(parse_query(None, &MACHINES).unwrap(), Query::default());
-    }
-
-    #[test]
-    fn percent_coding_round_trips() {
-        let s = "computerDnsName eq 'a b+c''d' and lastSeen gt 2024-05-01T08:00:00+00:00";
-        assert_eq!(percent_decode(&percent_encode(s), true), s);
-        assert_eq!(percent_decode("a+b%2", true), "a b%2");
-        assert_eq!(percent_decode("%zz%41", false), "%zzA");
     }
 }

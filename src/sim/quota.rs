@@ -22,11 +22,11 @@ use crate::pace::limit::Limit;
 use crate::pace::window::{Throttle, WindowModel, Windows};
 
 /// Who a quota belongs to: an index into the simulator's (app, tenant) table.
-pub type Principal = usize;
+pub(crate) type Principal = usize;
 
 /// Every quota counter of the simulator.
 #[derive(Debug)]
-pub struct Quotas {
+pub(crate) struct Quotas {
     /// How calls are counted.
     model: WindowModel,
     /// The limits every key gets; empty means no quota at all.
@@ -55,7 +55,12 @@ struct LimitCounter {
 impl Quotas {
     /// Counters for `limits` under `model`, anchored at `origin`, with another
     /// app consuming `foreign_load` (0 to 1) of every window.
-    pub fn new(model: WindowModel, limits: &[Limit], origin: Instant, foreign_load: f64) -> Quotas {
+    pub(crate) fn new(
+        model: WindowModel,
+        limits: &[Limit],
+        origin: Instant,
+        foreign_load: f64,
+    ) -> Quotas {
         Quotas {
             model,
             limits: limits.to_vec(),
@@ -65,15 +70,22 @@ impl Quotas {
         }
     }
 
-    /// Whether any quota is enforced.
-    pub fn enabled(&self) -> bool {
+    /// Whether any quota is enforced. Only the tests ask: the server never
+    /// needs to, since [`Quotas::admit`] admits everything without limits.
+    #[cfg(test)]
+    pub(crate) fn enabled(&self) -> bool {
         !self.limits.is_empty()
     }
 
     /// Admits a call of `principal` to `api` at `now`, counting it against
     /// every limit, or refuses it (counting it against none) with the wait
     /// until every limit would admit it and the limit that blocks longest.
-    pub fn admit(&mut self, principal: Principal, api: Api, now: Instant) -> Result<(), Throttle> {
+    pub(crate) fn admit(
+        &mut self,
+        principal: Principal,
+        api: Api,
+        now: Instant,
+    ) -> Result<(), Throttle> {
         if self.limits.is_empty() {
             return Ok(());
         }

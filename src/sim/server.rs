@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::handlers::{Disconnect, Reply, Request};
+use super::handlers::reply::{Disconnect, Reply, Request};
 use super::lifecycle::Clock;
 use super::state::State;
 use super::{SimConfig, lock};
@@ -34,18 +34,18 @@ const MAX_BODY: usize = 1 << 20;
 
 /// What the server task and the [`super::Sim`] handle share.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// Everything the simulator remembers.
-    pub state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
     /// The configured latency; half is slept before handling, half after.
-    pub latency: Duration,
+    pub(crate) latency: Duration,
     /// The bound address, used when a request has no `Host` header.
-    pub local: String,
+    pub(crate) local: String,
 }
 
 impl Shared {
     /// Builds the state for `config`, bound at `addr`; the clock starts now.
-    pub fn new(config: SimConfig, addr: SocketAddr) -> Shared {
+    pub(crate) fn new(config: SimConfig, addr: SocketAddr) -> Shared {
         let latency = config.latency;
         Shared {
             state: Mutex::new(State::new(config, Clock::start())),
@@ -58,7 +58,7 @@ impl Shared {
 /// The error a request handler returns to make hyper close the connection
 /// without answering.
 #[derive(Debug)]
-pub struct Dropped;
+pub(crate) struct Dropped;
 
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,7 +70,7 @@ impl std::error::Error for Dropped {}
 
 /// A response body sent in one piece.
 #[derive(Debug)]
-pub struct Full(
+pub(crate) struct Full(
     /// The bytes not sent yet.
     Option<Bytes>,
 );
@@ -98,7 +98,7 @@ impl Body for Full {
 /// Accepts connections until `stop` turns true (or its sender goes away),
 /// then lets open connections finish their current request for up to a
 /// second before cutting them.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,

@@ -18,20 +18,20 @@ use crate::api::route::Api;
 
 /// One machine of the fleet, with what replies and look-ups need ready.
 #[derive(Debug, Clone)]
-pub struct MachineEntry {
+pub(crate) struct MachineEntry {
     /// The entity.
-    pub machine: Machine,
+    pub(crate) machine: Machine,
     /// The entity as JSON, keys in the real order, rendered once.
-    pub json: Arc<str>,
+    pub(crate) json: Arc<str>,
     /// Whether actions on it stay Pending (see [`fleet::is_offline`]).
-    pub offline: bool,
+    pub(crate) offline: bool,
     /// `lastSeen`, parsed, to choose between machines sharing a name.
-    pub last_seen: Option<SystemTime>,
+    pub(crate) last_seen: Option<SystemTime>,
 }
 
 impl MachineEntry {
     /// Wraps a machine, rendering its JSON.
-    pub fn new(machine: Machine) -> MachineEntry {
+    pub(crate) fn new(machine: Machine) -> MachineEntry {
         let json = serde_json::Value::Object(fleet::render(&machine)).to_string();
         MachineEntry {
             offline: fleet::is_offline(&machine),
@@ -44,72 +44,72 @@ impl MachineEntry {
 
 /// What the simulator knows about an access token it issued.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// The (app, tenant) pair it was issued to: the quota key.
-    pub principal: Principal,
+    pub(crate) principal: Principal,
     /// Granted permissions, one bit per [`KNOWN_ROLES`] entry.
-    pub roles: u16,
+    pub(crate) roles: u16,
     /// When it stops being accepted.
-    pub expires: Instant,
+    pub(crate) expires: Instant,
 }
 
 /// Identity of a (machine, type, parameters) submission, for `duplicate_submissions`.
-pub type SubmissionKey = (usize, ActionKind, Option<String>);
+pub(crate) type SubmissionKey = (usize, ActionKind, Option<String>);
 
 /// The simulator's whole state.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// The configuration (its fleet replaced by the machine count once built).
-    pub cfg: SimConfig,
+    pub(crate) cfg: SimConfig,
     /// Start time, for timestamps and quota counters.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// Settle time and action timeout.
-    pub timing: Timing,
+    pub(crate) timing: Timing,
     /// The fleet, in seed (or file) order.
-    pub machines: Vec<MachineEntry>,
+    pub(crate) machines: Vec<MachineEntry>,
     /// Lowercase machine id → index.
     by_id: HashMap<String, usize>,
     /// Lowercase computer name → indexes (several for re-imaged devices).
     by_name: HashMap<String, Vec<usize>>,
     /// Every accepted action, oldest first.
-    pub actions: Vec<ActionRecord>,
+    pub(crate) actions: Vec<ActionRecord>,
     /// Action id → index in `actions`.
     action_by_id: HashMap<String, usize>,
     /// Newest action per (machine, type): the only one that can still be active.
-    pub latest: HashMap<(usize, ActionKind), usize>,
+    pub(crate) latest: HashMap<(usize, ActionKind), usize>,
     /// Every (machine, type, parameters) that had an action accepted.
-    pub accepted: HashSet<SubmissionKey>,
+    pub(crate) accepted: HashSet<SubmissionKey>,
     /// Issued access tokens.
-    pub tokens: HashMap<String, TokenInfo>,
+    pub(crate) tokens: HashMap<String, TokenInfo>,
     /// (client id, tenant) → principal number.
     principals: HashMap<(String, String), Principal>,
     /// Quota counters.
-    pub quotas: Quotas,
+    pub(crate) quotas: Quotas,
     /// Global counters (`by_api` is filled from `api_stats` on snapshot).
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     /// Counters per API.
-    pub api_stats: HashMap<Api, ApiStats>,
+    pub(crate) api_stats: HashMap<Api, ApiStats>,
     /// Draws which actions fail.
-    pub fail_rng: fastrand::Rng,
+    pub(crate) fail_rng: fastrand::Rng,
     /// Draws injected faults.
-    pub fault_rng: fastrand::Rng,
+    pub(crate) fault_rng: fastrand::Rng,
     /// Draws CPU-quota refusals.
-    pub cpu_rng: fastrand::Rng,
+    pub(crate) cpu_rng: fastrand::Rng,
     /// The configured roles, one bit per [`KNOWN_ROLES`] entry.
-    pub roles_mask: u16,
+    pub(crate) roles_mask: u16,
     /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
     /// their tokens are refused and no new one is issued.
-    pub revoked: HashSet<String>,
+    pub(crate) revoked: HashSet<String>,
 }
 
 /// Bit of a role in a roles mask (0 for an unknown role).
-pub fn role_bit(role: &str) -> u16 {
+pub(crate) fn role_bit(role: &str) -> u16 {
     KNOWN_ROLES.iter().position(|r| *r == role).map_or(0, |i| 1 << i)
 }
 
 impl State {
     /// Builds the fleet and empty counters for `cfg`, starting the clock at `clock`.
-    pub fn new(mut cfg: SimConfig, clock: Clock) -> State {
+    pub(crate) fn new(mut cfg: SimConfig, clock: Clock) -> State {
         let fleet = match std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new())) {
             FleetSpec::Generate { machines } => {
                 fleet::generate(machines, cfg.seed, cfg.offline_rate)
@@ -153,7 +153,7 @@ impl State {
     }
 
     /// A snapshot of the counters.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.by_api = self
             .api_stats
@@ -164,23 +164,23 @@ impl State {
     }
 
     /// The machines as they stand now.
-    pub fn machines(&self) -> Vec<Machine> {
+    pub(crate) fn machines(&self) -> Vec<Machine> {
         self.machines.iter().map(|m| m.machine.clone()).collect()
     }
 
     /// The counters of `api`.
-    pub fn api(&mut self, api: Api) -> &mut ApiStats {
+    pub(crate) fn api(&mut self, api: Api) -> &mut ApiStats {
         self.api_stats.entry(api).or_default()
     }
 
     /// A machine by id (case-insensitive), as action POSTs take it.
-    pub fn machine_by_id(&self, id: &str) -> Option<usize> {
+    pub(crate) fn machine_by_id(&self, id: &str) -> Option<usize> {
         self.by_id.get(&id.to_ascii_lowercase()).copied()
     }
 
     /// A machine by id or computer name (case-insensitive); several machines
     /// with that name → the one seen last.
-    pub fn machine_by_id_or_name(&self, key: &str) -> Option<usize> {
+    pub(crate) fn machine_by_id_or_name(&self, key: &str) -> Option<usize> {
         let key = key.to_ascii_lowercase();
         if let Some(&i) = self.by_id.get(&key) {
             return Some(i);
@@ -189,12 +189,12 @@ impl State {
     }
 
     /// An action by id (case-insensitive).
-    pub fn action_by_id(&self, id: &str) -> Option<usize> {
+    pub(crate) fn action_by_id(&self, id: &str) -> Option<usize> {
         self.action_by_id.get(&id.to_ascii_lowercase()).copied()
     }
 
     /// Stores a new action and indexes it.
-    pub fn push_action(&mut self, record: ActionRecord) -> usize {
+    pub(crate) fn push_action(&mut self, record: ActionRecord) -> usize {
         let idx = self.actions.len();
         self.action_by_id.insert(record.id.clone(), idx);
         self.latest.insert((record.machine, record.kind), idx);
@@ -203,14 +203,14 @@ impl State {
     }
 
     /// The principal number of (client id, tenant), allocating one on first use.
-    pub fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
+    pub(crate) fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
         let next = self.principals.len();
         *self.principals.entry((client_id.to_string(), tenant.to_ascii_lowercase())).or_insert(next)
     }
 
     /// Revokes a client's credentials, as deleting its secret or disabling
     /// the app does: every token issued to it stops working at once.
-    pub fn revoke_client(&mut self, client_id: &str) {
+    pub(crate) fn revoke_client(&mut self, client_id: &str) {
         let client = client_id.to_ascii_lowercase();
         let principals: HashSet<Principal> = self
             .principals
@@ -223,12 +223,12 @@ impl State {
     }
 
     /// Gives a revoked client working credentials again (new tokens only).
-    pub fn restore_client(&mut self, client_id: &str) {
+    pub(crate) fn restore_client(&mut self, client_id: &str) {
         self.revoked.remove(&client_id.to_ascii_lowercase());
     }
 
     /// How many actions each (machine id, action type) has had accepted.
-    pub fn action_counts(&self) -> BTreeMap<(String, String), u64> {
+    pub(crate) fn action_counts(&self) -> BTreeMap<(String, String), u64> {
         let mut counts = BTreeMap::new();
         for a in &self.actions {
             *counts
@@ -241,7 +241,7 @@ impl State {
     /// Marks a machine online or offline at `now`. Coming back online starts
     /// the settle clock of its actions that are still waiting (not timed out,
     /// not cancelled).
-    pub fn set_online(&mut self, idx: usize, online: bool, now: Instant) {
+    pub(crate) fn set_online(&mut self, idx: usize, online: bool, now: Instant) {
         let offset = self.clock.offset(now);
         let entry = &mut self.machines[idx];
         entry.machine.health_status = Some(if online { "Active" } else { "Inactive" }.to_string());

@@ -1,0 +1,84 @@
+//! The bearer check and the permission check of every API call: who is
+//! calling (401 when nobody we know) and whether its token carries one of the
+//! roles the API demands (403).
+
+use tokio::time::Instant;
+
+use super::reply::Reply;
+use crate::api::route::Api;
+use crate::sim::state::{State, TokenInfo, role_bit};
+
+/// The permissions (any one suffices) an API demands (reference §4, D3).
+fn required_roles(api: Api) -> u16 {
+    match api {
+        Api::Action(kind) => role_bit(kind.permission()),
+        // Any of the seven action permissions.
+        Api::CancelAction => (1 << 7) - 1,
+        _ => role_bit("Machine.Read.All") | role_bit("Machine.ReadWrite.All"),
+    }
+}
+
+/// The permissions of [`required_roles`] in words, for the 403's message:
+/// the caller must learn which role to grant the app.
+fn required_roles_text(api: Api) -> String {
+    match api {
+        Api::Action(kind) => kind.permission().to_string(),
+        Api::CancelAction => "one of the machine action permissions".to_string(),
+        _ => "Machine.Read.All or Machine.ReadWrite.All".to_string(),
+    }
+}
+
+impl State {
+    /// The 401 and 403 steps of an API call, counted in the stats: the
+    /// token of the call when it may go on, else the reply that ends it.
+    pub(super) fn authorize(
+        &mut self,
+        api: Api,
+        header: Option<&str>,
+        now: Instant,
+    ) -> Result<TokenInfo, Reply> {
+        let token = match self.authenticate(header, now) {
+            Ok(t) => t,
+            Err(reply) => {
+                self.stats.unauthorized += 1;
+                return Err(reply);
+            }
+        };
+        if token.roles & required_roles(api) == 0 {
+            self.stats.forbidden += 1;
+            return Err(Reply::error(
+                403,
+                "Forbidden",
+                format!(
+                    "The application does not have the permission this API requires: {}",
+                    required_roles_text(api)
+                ),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// The bearer check (reference D3): 401 for a missing header, another
+    /// scheme, an unknown token or an expired one.
+    fn authenticate(&self, header: Option<&str>, now: Instant) -> Result<TokenInfo, Reply> {
+        let unauthorized = |msg: &str| {
+            let mut r = Reply::error(401, "Unauthorized", msg);
+            r.www_authenticate = true;
+            r
+        };
+        let Some(h) = header else {
+            return Err(unauthorized("Authorization header is missing"));
+        };
+        let (scheme, token) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(unauthorized("Authorization header is not a Bearer token"));
+        }
+        let Some(info) = self.tokens.get(token.trim()) else {
+            return Err(unauthorized("The access token is invalid"));
+        };
+        if now >= info.expires {
+            return Err(unauthorized("The access token has expired"));
+        }
+        Ok(*info)
+    }
+}

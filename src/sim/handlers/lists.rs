@@ -1,0 +1,210 @@
+//! Look-ups and lists: `GET machines/{id-or-name}`, `GET machines`,
+//! `GET machineactions/{id}` and `GET machineactions`, with `$filter`, `$top`
+//! and `$skip` (parsed by [`crate::sim::odata`]) and `@odata.nextLink` paging,
+//! and the `@odata.context` every entity reply carries.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::reply::{ODATA_JSON, Reply, Request};
+use crate::api::model::{Entity, ODataList};
+use crate::api::odata::encode;
+use crate::sim::odata::{self, MAX_TOP, Query};
+use crate::sim::state::State;
+
+/// Field values of a machine for `$filter`.
+fn machine_field<'a>(m: &'a crate::api::model::Machine, name: &str) -> odata::Value<'a> {
+    let opt = |v: &'a Option<String>| v.as_deref().map_or(odata::Value::Null, odata::Value::Str);
+    match name {
+        "id" => odata::Value::Str(&m.id),
+        "computerDnsName" => opt(&m.computer_dns_name),
+        "lastSeen" => opt(&m.last_seen),
+        "osPlatform" => opt(&m.os_platform),
+        "healthStatus" => opt(&m.health_status),
+        "aadDeviceId" => opt(&m.aad_device_id),
+        "lastIpAddress" => opt(&m.last_ip_address),
+        other => m.extra.get(other).map_or(odata::Value::Null, json_field),
+    }
+}
+
+/// A field a machine keeps only as JSON (fleet files may carry any), as a
+/// filter sees it; objects compare as null, as the service cannot filter them.
+fn json_field(v: &Value) -> odata::Value<'_> {
+    match v {
+        Value::String(s) => odata::Value::Str(s),
+        Value::Number(n) => n.as_f64().map_or(odata::Value::Null, odata::Value::Num),
+        Value::Bool(b) => odata::Value::Bool(*b),
+        Value::Array(items) => odata::Value::List(items.iter().filter_map(Value::as_str).collect()),
+        Value::Null | Value::Object(_) => odata::Value::Null,
+    }
+}
+
+/// `@odata.nextLink` for the page after `page_len` entities.
+fn next_link(req: &Request<'_>, q: &Query, page_len: usize) -> String {
+    let mut parts = Vec::new();
+    if let Some(f) = &q.filter_text {
+        parts.push(format!("$filter={}", encode(f)));
+    }
+    if let Some(top) = q.top {
+        parts.push(format!("$top={}", top - page_len));
+    }
+    parts.push(format!("$skip={}", q.skip + page_len));
+    format!("http://{}{}?{}", req.host, req.path, parts.join("&"))
+}
+
+impl State {
+    /// The `@odata.context` of a reply: the service names the entity set
+    /// (`#Machines`, `#MachineActions/$entity`) under the host called.
+    pub(super) fn context(req: &Request<'_>, fragment: &str) -> String {
+        format!("http://{}/api/$metadata#{fragment}", req.host)
+    }
+
+    /// One entity with its `@odata.context` first, as the service sends it;
+    /// shared by look-ups and by action and cancel replies.
+    pub(super) fn entity_reply<T: serde::Serialize>(
+        status: u16,
+        req: &Request<'_>,
+        fragment: &str,
+        value: T,
+    ) -> Reply {
+        let e = Entity { context: Some(State::context(req, fragment)), value };
+        let body = serde_json::to_string(&e).unwrap_or_default();
+        Reply::json(status, body, ODATA_JSON)
+    }
+
+    /// `GET machines/{id-or-name}`.
+    pub(super) fn get_machine(&self, key: &str, req: &Request<'_>) -> Reply {
+        let Some(i) = self.machine_by_id_or_name(key) else {
+            return Reply::error(404, "ResourceNotFound", format!("Machine {key} was not found"));
+        };
+        let json = &self.machines[i].json;
+        let ctx = Value::String(State::context(req, "Machines/$entity")).to_string();
+        // The rendered machine is a non-empty JSON object: it always has an id.
+        let body = format!("{{\"@odata.context\":{ctx},{}", &json[1..]);
+        Reply::json(200, body, ODATA_JSON)
+    }
+
+    /// `GET machines` with `$filter`, `$top` and `$skip`, in fleet order.
+    pub(super) fn list_machines(&self, req: &Request<'_>) -> Reply {
+        let q = match odata::parse_query(req.query, &odata::MACHINES) {
+            Ok(q) => q,
+            Err(e) => return Reply::error(400, "ODataError", e.0),
+        };
+        let top = q.top.unwrap_or(MAX_TOP);
+        let page = self.cfg.page_size.unwrap_or(usize::MAX).min(top);
+        let mut items = self
+            .machines
+            .iter()
+            .filter(|m| {
+                q.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&|name: &str| machine_field(&m.machine, name)))
+            })
+            .skip(q.skip)
+            .take(top.min(page.saturating_add(1)))
+            .map(|m| &*m.json)
+            .collect::<Vec<&str>>();
+        let next = if items.len() > page {
+            items.truncate(page);
+            let link = Value::String(next_link(req, &q, page)).to_string();
+            format!(",\"@odata.nextLink\":{link}")
+        } else {
+            String::new()
+        };
+        let ctx = Value::String(State::context(req, "Machines")).to_string();
+        let mut body = String::with_capacity(64 + items.iter().map(|s| s.len() + 1).sum::<usize>());
+        body.push_str("{\"@odata.context\":");
+        body.push_str(&ctx);
+        body.push_str(",\"value\":[");
+        body.push_str(&items.join(","));
+        body.push(']');
+        body.push_str(&next);
+        body.push('}');
+        Reply::json(200, body, ODATA_JSON)
+    }
+
+    /// `GET machineactions/{id}`.
+    pub(super) fn get_action(&self, id: &str, req: &Request<'_>, now: Instant) -> Reply {
+        let Some(idx) = self.action_by_id(id) else {
+            return Reply::error(
+                404,
+                "ResourceNotFound",
+                format!("Machine action {id} was not found"),
+            );
+        };
+        let entity = self.actions[idx].view(self.clock.offset(now), &self.timing, &self.clock);
+        State::entity_reply(200, req, "MachineActions/$entity", entity)
+    }
+
+    /// `GET machineactions` with `$filter`, `$top` and `$skip`, newest first.
+    pub(super) fn list_actions(&self, req: &Request<'_>, now: Instant) -> Reply {
+        let q = match odata::parse_query(req.query, &odata::MACHINE_ACTIONS) {
+            Ok(q) => q,
+            Err(e) => return Reply::error(400, "ODataError", e.0),
+        };
+        let offset = self.clock.offset(now);
+        let top = q.top.unwrap_or(MAX_TOP);
+        let page = self.cfg.page_size.unwrap_or(usize::MAX).min(top);
+        let mut items: Vec<_> = self
+            .actions
+            .iter()
+            .rev()
+            .filter(|a| {
+                let Some(f) = &q.filter else { return true };
+                let status = a.status_at(offset, &self.timing).0;
+                let created = self.clock.tick_time(a.created);
+                f.matches(&|name: &str| match name {
+                    "id" => odata::Value::Str(&a.id),
+                    "status" => odata::Value::Str(status.as_str()),
+                    "machineId" => odata::Value::Str(&a.machine_id),
+                    "type" => odata::Value::Str(a.kind.type_name()),
+                    "requestor" => odata::Value::Str(&a.requestor),
+                    "creationDateTimeUtc" => odata::Value::Time(created),
+                    _ => odata::Value::Null,
+                })
+            })
+            .skip(q.skip)
+            .take(top.min(page.saturating_add(1)))
+            .collect();
+        let next_link = if items.len() > page {
+            items.truncate(page);
+            Some(next_link(req, &q, page))
+        } else {
+            None
+        };
+        let list = ODataList {
+            context: Some(State::context(req, "MachineActions")),
+            value: items.into_iter().map(|a| a.view(offset, &self.timing, &self.clock)).collect(),
+            next_link,
+        };
+        Reply::json(200, serde_json::to_string(&list).unwrap_or_default(), ODATA_JSON)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_splice_is_valid_json() {
+        let cfg = crate::sim::SimConfig {
+            fleet: crate::sim::FleetSpec::Generate { machines: 3 },
+            ..Default::default()
+        };
+        let s = State::new(cfg, crate::sim::lifecycle::Clock::start());
+        let req = Request {
+            method: &hyper::Method::GET,
+            path: "/api/machines/host-00001.contoso.test",
+            query: None,
+            host: "h:1",
+            authorization: None,
+            body: b"",
+        };
+        let r = s.get_machine("host-00001.contoso.test", &req);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys[0], "@odata.context");
+        assert_eq!(keys[1], "id");
+        assert_eq!(v["@odata.context"], "http://h:1/api/$metadata#Machines/$entity");
+    }
+}

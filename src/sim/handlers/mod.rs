@@ -1,0 +1,262 @@
+//! Every endpoint of the simulated service, as plain functions of the state.
+//! This file holds the routing table ([`Route`], [`route`]) and the dispatch
+//! that takes an API call through the service's checks in order. Each
+//! concern has its own file:
+//!
+//! - [`reply`]: the request and reply types every handler shares.
+//! - [`token`]: the login endpoint (`/{tenant}/oauth2/...`).
+//! - [`auth`]: the bearer check and the permission each API demands.
+//! - [`throttle`]: CPU throttling and quota admission (the 429s).
+//! - [`actions`]: action POSTs, their body validation, and cancel.
+//! - [`lists`]: `machines` and `machineactions`, listed and looked up.
+//! - [`admin`]: the `/_sim` hooks.
+//!
+//! Injected faults are drawn by [`super::faults`]. Nothing here does I/O;
+//! [`super::server`] feeds it requests.
+//!
+//! Check order of an API call (reference P9): route → 401 → 403 → 429 →
+//! injected fault → body (InvalidRequestBody, then MissingRequiredParameter,
+//! then InvalidHashValue) → 404 machine → OS → duplicate → 201. Calls refused
+//! with 401/403/429 consume no quota; calls that fail later do.
+
+// Private but `reply`: each adds `State` methods or helpers that only the
+// dispatch below calls; the server builds requests and sends replies.
+mod actions;
+mod admin;
+mod auth;
+mod lists;
+pub(crate) mod reply;
+mod throttle;
+mod token;
+
+use hyper::Method;
+use tokio::time::Instant;
+
+use self::reply::{Disconnect, Reply, Request};
+use super::faults::{self, Fault};
+use super::state::State;
+use crate::api::action::ActionKind;
+use crate::api::odata::decode;
+use crate::api::route::Api;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The token endpoint: v2 (`scope`) or v1 (`resource`) form.
+    Token {
+        /// The tenant path segment.
+        tenant: String,
+        /// Whether this is `/oauth2/v2.0/token`.
+        v2: bool,
+    },
+    /// An API call, with the id path segment (percent-decoded) when the route has one.
+    Api(Api, Option<String>),
+    /// A `/_sim` hook.
+    Admin,
+    /// Nothing matches.
+    Unknown,
+}
+
+/// Routes a request. Path segments are matched exactly (reference P2), under
+/// `/api/` or `/api/v1.0/`; one trailing slash is tolerated.
+pub(crate) fn route(method: &Method, path: &str) -> Route {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let segs: Vec<&str> = trimmed.split('/').collect();
+    if segs.first() == Some(&"_sim") {
+        return Route::Admin;
+    }
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    match segs.as_slice() {
+        [tenant, "oauth2", "v2.0", "token"] if post && !tenant.is_empty() => {
+            return Route::Token { tenant: decode(tenant), v2: true };
+        }
+        [tenant, "oauth2", "token"] if post && !tenant.is_empty() => {
+            return Route::Token { tenant: decode(tenant), v2: false };
+        }
+        _ => {}
+    }
+    let rest = match segs.as_slice() {
+        ["api", "v1.0", rest @ ..] => rest,
+        ["api", rest @ ..] => rest,
+        _ => return Route::Unknown,
+    };
+    let id = |s: &str| Some(decode(s));
+    match rest {
+        ["machines"] if get => Route::Api(Api::ListMachines, None),
+        ["machines", m] if get && !m.is_empty() => Route::Api(Api::GetMachine, id(m)),
+        ["machines", m, seg] if post && !m.is_empty() => {
+            match ActionKind::ALL.into_iter().find(|k| k.path_segment() == *seg) {
+                Some(kind) => Route::Api(Api::Action(kind), id(m)),
+                None => Route::Unknown,
+            }
+        }
+        ["machineactions"] if get => Route::Api(Api::ListActions, None),
+        ["machineactions", a] if get && !a.is_empty() => Route::Api(Api::GetAction, id(a)),
+        ["machineactions", a, "cancel"] if post && !a.is_empty() => {
+            Route::Api(Api::CancelAction, id(a))
+        }
+        _ => Route::Unknown,
+    }
+}
+
+impl State {
+    /// Answers one request at `now` (taken under the lock, so calls are
+    /// counted in the order they are served).
+    pub(crate) fn handle(&mut self, req: &Request<'_>, now: Instant) -> Reply {
+        let route = route(req.method, req.path);
+        if route == Route::Admin {
+            return self.admin(req, now);
+        }
+        self.stats.requests += 1;
+        match route {
+            Route::Token { tenant, v2 } => {
+                let reply = self.token(&tenant, v2, req, now);
+                if self.cfg.echo_token_requests && reply.status >= 400 {
+                    token::echo_request(reply, req.body)
+                } else {
+                    reply
+                }
+            }
+            Route::Api(api, id) => {
+                let mut reply = self.api_call(api, id.unwrap_or_default(), req, now);
+                if reply.status == 429 {
+                    reply.retry_after_text = self.cfg.throttle_retry_after.clone();
+                }
+                reply
+            }
+            Route::Admin | Route::Unknown => {
+                self.stats.not_found += 1;
+                Reply::error(
+                    404,
+                    "NotFound",
+                    format!(
+                        "No HTTP resource was found that matches the request URI '{}'.",
+                        req.path
+                    ),
+                )
+            }
+        }
+    }
+
+    /// One API call, through every check in the reference's order.
+    fn api_call(&mut self, api: Api, id: String, req: &Request<'_>, now: Instant) -> Reply {
+        self.api(api).calls += 1;
+        // Action bodies are read once: for duplicate-submission accounting
+        // (whatever the answer) and, later, for validation.
+        let action = match api {
+            Api::Action(kind) => {
+                let body = actions::parse_action_body(kind, req.body);
+                if let (Ok(b), Some(m)) = (&body, self.machine_by_id(&id))
+                    && self.accepted.contains(&(m, kind, b.param()))
+                {
+                    self.stats.duplicate_submissions += 1;
+                }
+                Some((kind, body))
+            }
+            _ => None,
+        };
+        let token = match self.authorize(api, req.authorization, now) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = self.throttle(api, token.principal, now) {
+            return reply;
+        }
+        self.api(api).admitted += 1;
+        let fault = faults::draw(&mut self.fault_rng, self.cfg.error_rate);
+        if fault.is_some() {
+            self.stats.errors_injected += 1;
+        }
+        match fault {
+            Some(Fault::InternalError) => {
+                self.stats.injected_500 += 1;
+                return Reply::error(500, "InternalServerError", "An unexpected error occurred");
+            }
+            Some(Fault::Unavailable { retry_after }) => {
+                self.stats.injected_503 += 1;
+                let mut r = Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable; retry later",
+                );
+                r.retry_after = retry_after;
+                return r;
+            }
+            Some(Fault::DropBefore) => {
+                self.stats.dropped_before += 1;
+                let mut r = Reply::error(500, "InternalServerError", "connection dropped");
+                r.drop = Some(Disconnect::Before);
+                return r;
+            }
+            Some(Fault::DropAfter) => self.stats.dropped_after += 1,
+            None => {}
+        }
+        let mut reply = match (api, action) {
+            (Api::Action(_), Some((kind, body))) => self.create_action(kind, &id, body, req, now),
+            (Api::CancelAction, _) => self.cancel(&id, req, now),
+            (Api::GetMachine, _) => self.get_machine(&id, req),
+            (Api::ListMachines, _) => self.list_machines(req),
+            (Api::GetAction, _) => self.get_action(&id, req, now),
+            (Api::ListActions, _) => self.list_actions(req, now),
+            // Action calls always carry their parsed body (built above).
+            (Api::Action(_), None) => Reply::error(500, "InternalServerError", "unreachable"),
+        };
+        match reply.status {
+            400 => self.stats.bad_request += 1,
+            404 => self.stats.not_found += 1,
+            _ => {}
+        }
+        if fault == Some(Fault::DropAfter) {
+            reply.drop = Some(Disconnect::After);
+        }
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let g = &Method::GET;
+        let p = &Method::POST;
+        let m = "1e5bc9d7e413ddd7902c2932e418702b84d0cc07";
+        assert_eq!(route(g, "/api/machines"), Route::Api(Api::ListMachines, None));
+        assert_eq!(route(g, "/api/v1.0/machines/"), Route::Api(Api::ListMachines, None));
+        assert_eq!(
+            route(g, &format!("/api/machines/{m}")),
+            Route::Api(Api::GetMachine, Some(m.into()))
+        );
+        assert_eq!(
+            route(g, "/api/machines/host%2D1.contoso.test"),
+            Route::Api(Api::GetMachine, Some("host-1.contoso.test".into()))
+        );
+        for k in ActionKind::ALL {
+            let path = format!("/api/machines/{m}/{}", k.path_segment());
+            assert_eq!(route(p, &path), Route::Api(Api::Action(k), Some(m.into())));
+            assert_eq!(route(g, &path), Route::Unknown);
+        }
+        assert_eq!(route(p, &format!("/api/machines/{m}/Isolate")), Route::Unknown);
+        assert_eq!(route(p, &format!("/api/machines/{m}/runliveresponse")), Route::Unknown);
+        assert_eq!(
+            route(p, "/api/machineactions/abc/cancel"),
+            Route::Api(Api::CancelAction, Some("abc".into()))
+        );
+        assert_eq!(
+            route(g, "/api/machineactions/abc"),
+            Route::Api(Api::GetAction, Some("abc".into()))
+        );
+        assert_eq!(route(g, "/api/v2.0/machines"), Route::Unknown);
+        assert_eq!(route(g, "/machines"), Route::Unknown);
+        assert_eq!(
+            route(p, "/t1/oauth2/v2.0/token"),
+            Route::Token { tenant: "t1".into(), v2: true }
+        );
+        assert_eq!(route(p, "/t1/oauth2/token"), Route::Token { tenant: "t1".into(), v2: false });
+        assert_eq!(route(g, "/t1/oauth2/token"), Route::Unknown);
+        assert_eq!(route(g, "/_sim/stats"), Route::Admin);
+    }
+}

@@ -1,0 +1,83 @@
+//! What the handlers read and write: the parts of a request they look at,
+//! the reply they build (status, body, the headers that vary), and what to do
+//! with the connection instead. Its own file so that every handler can use
+//! these without importing the dispatch that calls it.
+
+use hyper::Method;
+
+use crate::api::model::ErrorEnvelope;
+
+/// `Content-Type` of OData replies, as the service sends it.
+pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
+/// `Content-Type` of error, token and `/_sim` replies.
+pub(crate) const PLAIN_JSON: &str = "application/json; charset=utf-8";
+
+/// The parts of an HTTP request the handlers look at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    /// The method.
+    pub(crate) method: &'a Method,
+    /// The path, still percent-encoded.
+    pub(crate) path: &'a str,
+    /// The raw query string.
+    pub(crate) query: Option<&'a str>,
+    /// The `Host` header (or the bound address), for `@odata.context` and links.
+    pub(crate) host: &'a str,
+    /// The `Authorization` header.
+    pub(crate) authorization: Option<&'a str>,
+    /// The whole body.
+    pub(crate) body: &'a [u8],
+}
+
+/// What to do with a connection instead of answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disconnect {
+    /// Close it at once: the call was not processed.
+    Before,
+    /// Close it after the latency: the call was processed.
+    After,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// JSON body.
+    pub(crate) body: String,
+    /// `Content-Type`.
+    pub(crate) content_type: &'static str,
+    /// `Retry-After` in whole seconds, on 429s and some 503s.
+    pub(crate) retry_after: Option<u64>,
+    /// A `Retry-After` sent verbatim in place of `retry_after` (the
+    /// `throttle_retry_after` fault).
+    pub(crate) retry_after_text: Option<String>,
+    /// Whether to send `WWW-Authenticate: Bearer` (401s).
+    pub(crate) www_authenticate: bool,
+    /// Set when the client must see a closed connection instead of this reply.
+    pub(crate) drop: Option<Disconnect>,
+}
+
+impl Reply {
+    /// A reply with only a status and a body: no `Retry-After`, no
+    /// challenge, no dropped connection; the other fields are set by the
+    /// few replies that need them.
+    pub(crate) fn json(status: u16, body: String, content_type: &'static str) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type,
+            retry_after: None,
+            retry_after_text: None,
+            www_authenticate: false,
+            drop: None,
+        }
+    }
+
+    /// An error in the API's envelope, with a fresh `target`.
+    pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+        let body = serde_json::to_string(&ErrorEnvelope::new(code, message))
+            .unwrap_or_else(|_| String::from("{}"));
+        Reply::json(status, body, PLAIN_JSON)
+    }
+}
