@@ -1,4 +1,9 @@
-//! Phases 2–5 of a run (see the module above): prepare, execute, wait, finish.
+//! A run, phase by phase, each a function of its own that [`run`] calls in
+//! order: [`survey_input`] (read and validate everything once), [`set_up`]
+//! (results target, credentials, journal and its parameters, the call
+//! engine), [`settle_earlier`] (rows an earlier run left in doubt, looked
+//! up), the look-ups of `resolve`, [`execute`] (send, record, write),
+//! [`wait_for_outcomes`] (`--wait`) and [`finish`].
 //!
 //! Execution shape: a reader thread streams the input a second time and
 //! turns each selected row into an [`Item`]: settled at once, or a [`Job`] to
@@ -26,7 +31,7 @@ use super::plan::{Survey, previous_status, selected, survey};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
-use super::submit::{Job, execute, lookup_actions, pick_match};
+use super::submit::{Job, execute as execute_row, lookup_actions, pick_match};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{Open, finish_run};
@@ -74,17 +79,34 @@ struct Done {
     row: ResultRow,
 }
 
-/// Runs the whole thing against `transport`.
+/// Runs the whole thing against `transport`: the phases below, in order.
 pub async fn run<T: Transport>(
     config: &RunConfig,
     transport: Arc<T>,
     stop: Stop,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let input = Input::open(&config.input)?;
-    let input = Arc::new(input);
+    let (input, survey) = survey_input(config).await?;
+    let mut setup = set_up(config, transport, &stop).await?;
+    let mut summary = Summary::new(setup.results.clone(), config.dry_run);
+    summary.not_selected = survey.not_selected;
+    let recovered = std::mem::take(&mut setup.recovered);
+    let earlier = settle_earlier(&setup.ctx, recovered, &survey, config, &mut summary).await;
+    // Look devices up, pre-flight, OS check (read calls only).
+    let prepared = resolve::prepare(&setup.ctx, &survey.lookups, config.pick_latest).await;
+    let executed =
+        execute(config, &setup, input, &survey, prepared, earlier, &mut summary, started).await?;
+    wait_for_outcomes(config, &setup, executed.open, &mut summary).await?;
+    finish(setup, executed.results_whole, &mut summary).await?;
+    summary.stamp(started, &stop);
+    Ok(summary)
+}
 
-    // Phase 1: survey.
+/// Phase 1, the survey: reads the whole input once and validates every row
+/// (a file with invalid rows sends nothing, unless `--skip-invalid`), then
+/// asks for the confirmation irreversible actions need.
+async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunError> {
+    let input = Arc::new(Input::open(&config.input)?);
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
         super::blocking(move || survey(&input, &defaults, only.as_deref())).await?
@@ -96,19 +118,41 @@ pub async fn run<T: Transport>(
         });
     }
     confirm_irreversible(config, &survey)?;
+    Ok((input, survey))
+}
 
-    // Phase 2: results target, credentials, journal — in that order, so a
-    // refused run leaves nothing behind and sends nothing.
-    let (results_path, partial_path) = match &config.results {
+/// What the phases after the set-up share.
+struct Setup<T> {
+    /// The call engine: transport, pacer, journal, retries, stop.
+    ctx: Arc<Ctx<T>>,
+    /// The run's journal (runs with a results file, not dry runs).
+    journal: Option<Arc<Journal>>,
+    /// What an earlier invocation left in the journal (taken by phase 2b).
+    recovered: Recovered,
+    /// The results file (`None`: stdout).
+    results: Option<std::path::PathBuf>,
+    /// Where the results are written until the run ends.
+    partial: Option<std::path::PathBuf>,
+}
+
+/// Phase 2, the set-up: the results target, credentials, the journal and
+/// its parameters — in that order, so a refused run leaves nothing behind
+/// and sends nothing — then the pacer, the call engine and the deadline.
+async fn set_up<T: Transport>(
+    config: &RunConfig,
+    transport: Arc<T>,
+    stop: &Stop,
+) -> Result<Setup<T>, RunError> {
+    let (results, partial) = match &config.results {
         ResultsTarget::File(p) => (Some(p.clone()), Some(super::partial_path(p))),
         ResultsTarget::Stdout => (None, None),
     };
-    if let Some(path) = &results_path {
+    if let Some(path) = &results {
         check_existing(config, path)?;
     }
     // A dry run makes the read calls too (look-ups, pre-flight).
     transport.authenticate().await.map_err(RunError::Auth)?;
-    let (journal, recovered) = match &results_path {
+    let (journal, recovered) = match &results {
         Some(path) if !config.dry_run => {
             let (j, rec) = Journal::open(&journal_path(path), config.existing != Existing::Resume)?;
             check_params(config, &j, &rec).await?;
@@ -117,15 +161,8 @@ pub async fn run<T: Transport>(
         _ => (None, Recovered::default()),
     };
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
-    let ctx = Arc::new(Ctx::new(
-        transport,
-        pacer.clone(),
-        journal.clone(),
-        config.policy.clone(),
-        stop.clone(),
-    ));
-    let mut summary = Summary::new(results_path.clone(), config.dry_run);
-    summary.not_selected = survey.not_selected;
+    let ctx =
+        Arc::new(Ctx::new(transport, pacer, journal.clone(), config.policy.clone(), stop.clone()));
     if let Some(limit) = config.max_runtime {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -133,26 +170,66 @@ pub async fn run<T: Transport>(
             stop.trigger(StopReason::Deadline);
         });
     }
+    Ok(Setup { ctx, journal, recovered, results, partial })
+}
 
-    // Requests an earlier run (or the results file being replayed) left in
-    // doubt are looked up before anything is sent for them.
-    let mut earlier = Earlier::new(recovered.rows);
+/// What earlier invocations settled, with the rows they left in doubt
+/// looked up first: the journal's, and those of a results file replayed.
+struct EarlierRows {
+    rows: Earlier,
+    /// Rows in doubt a stop kept from being looked up: never sent.
+    unsettled: HashSet<RowKey>,
+}
+
+/// Phase 2b: requests an earlier run (or the results file being replayed)
+/// left in doubt are looked up before anything is sent for them.
+async fn settle_earlier<T: Transport>(
+    ctx: &Ctx<T>,
+    recovered: Recovered,
+    survey: &Survey,
+    config: &RunConfig,
+    summary: &mut Summary,
+) -> EarlierRows {
+    let mut rows = Earlier::new(recovered.rows);
     let mut in_doubt = recovered.in_doubt;
-    for (key, intent) in survey.replayed_in_doubt {
-        in_doubt.entry(key).or_insert(intent);
+    for (key, intent) in &survey.replayed_in_doubt {
+        in_doubt.entry(key.clone()).or_insert_with(|| intent.clone());
     }
-    let settled = settle_in_doubt(&ctx, in_doubt, config.in_flight_grace).await;
+    let settled = settle_in_doubt(ctx, in_doubt, config.in_flight_grace).await;
     summary.reconciled = settled.found;
     for (key, row) in settled.rows {
-        earlier.insert(key, row);
+        rows.insert(key, row);
     }
+    EarlierRows { rows, unsettled: settled.unsettled }
+}
 
-    // Phase 2b: look devices up, pre-flight, OS check (read calls only).
-    let prepared = Arc::new(resolve::prepare(&ctx, &survey.lookups, config.pick_latest).await);
+/// What execution leaves for the phases after it.
+struct Executed {
+    /// Rows whose actions `--wait` follows.
+    open: Vec<Open>,
+    /// Whether every row reached the results file.
+    results_whole: bool,
+}
 
-    // Phase 3: execute.
-    let sink = open_sink(partial_path.as_deref(), results_path.as_deref(), input.columns())?;
-    let progress = Progress::new(survey.rows, config.progress, pacer.clone());
+/// Phase 3, execution: streams the input again; each row is settled at
+/// once (invalid, duplicate, done earlier) or sent through the pacer by a
+/// bounded pool of tasks; results are written in input order as they
+/// settle, each once its journal record is durable.
+#[allow(clippy::too_many_arguments)]
+async fn execute<T: Transport>(
+    config: &RunConfig,
+    setup: &Setup<T>,
+    input: Arc<Input>,
+    survey: &Survey,
+    prepared: Prepared,
+    earlier: EarlierRows,
+    summary: &mut Summary,
+    started: Instant,
+) -> Result<Executed, RunError> {
+    let ctx = &setup.ctx;
+    let stop = &ctx.stop;
+    let sink = open_sink(setup.partial.as_deref(), setup.results.as_deref(), input.columns())?;
+    let progress = Progress::new(survey.rows, config.progress, ctx.pacer.clone());
 
     let (tx, mut rx) = mpsc::channel::<Item>(config.concurrency * 2 + 16);
     let reader = {
@@ -160,13 +237,12 @@ pub async fn run<T: Transport>(
         let config = config.clone();
         let stop = stop.clone();
         let valid_rows = survey.rows.saturating_sub(survey.invalid_rows) as usize;
-        let unsettled = settled.unsettled;
         tokio::task::spawn_blocking(move || {
             let mut reader = Reader {
                 config: &config,
                 prepared: &prepared,
-                earlier,
-                unsettled,
+                earlier: earlier.rows,
+                unsettled: earlier.unsettled,
                 seen: HashMap::with_capacity(valid_rows),
             };
             reader.read(&input, &stop, &tx).map(|()| reader.earlier.left())
@@ -185,45 +261,18 @@ pub async fn run<T: Transport>(
                         }
                         Done { seq, user, row }
                     }
-                    Item::Send { seq, user, job } => {
-                        let (line, machine_id, action) =
-                            (job.line, job.machine_id.clone(), job.action);
-                        let task = tokio::spawn(async move {
-                            let row = execute(&ctx, &job).await;
-                            // Written now; made durable by the next group
-                            // commit, before the row is counted (below).
-                            if let (Some(row), Some(j)) = (&row, &ctx.journal) {
-                                j.row_nowait(&job.key, row);
-                            }
-                            row
-                        });
-                        let row = match task.await {
-                            Ok(Some(row)) => row,
-                            Ok(None) => not_sent(line, &machine_id, action.cli_name()),
-                            // Never lose a row: it is recorded with the cause
-                            // (not in the journal, whose intent, if any, has a
-                            // resume look it up).
-                            Err(e) => {
-                                let mut row = not_sent(line, &machine_id, action.cli_name());
-                                row.status = Some(Status::Error);
-                                row.error_code = "InternalError".into();
-                                row.error_message = format!("the row's task failed: {e}");
-                                row
-                            }
-                        };
-                        Done { seq, user, row }
-                    }
+                    Item::Send { seq, user, job } => Done { seq, user, row: send(ctx, job).await },
                 }
             }
         })
         .buffer_unordered(config.concurrency);
 
     let mut order = Reorder::default();
-    let mut writer = Writer { sink, path: partial_path.clone().unwrap_or_default(), failed: false };
+    let mut writer =
+        Writer { sink, path: setup.partial.clone().unwrap_or_default(), failed: false };
     // Results reach the file promptly (a person may be watching it), but
     // without a flush per row when thousands settle each second.
     let mut last_flush = Instant::now();
-    // Rows whose actions `--wait` follows (phase 4).
     let mut open: Vec<Open> = Vec::new();
     let run_began =
         SystemTime::now().checked_sub(started.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
@@ -236,7 +285,7 @@ pub async fn run<T: Transport>(
     let mut stream_done = false;
     loop {
         if committing.is_none() && !ready.is_empty() {
-            committing = Some((std::mem::take(&mut ready), commit(journal.clone())));
+            committing = Some((std::mem::take(&mut ready), commit(setup.journal.clone())));
         }
         if stream_done && committing.is_none() {
             break;
@@ -257,52 +306,98 @@ pub async fn run<T: Transport>(
                 for (user, row) in batch {
                     summary.count(&row);
                     progress.row_done(&row);
-                    writer.write(&user, &row, &stop);
+                    writer.write(&user, &row, stop);
                     open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
                 }
                 if last_flush.elapsed() >= FLUSH_EVERY {
-                    writer.flush(&stop);
+                    writer.flush(stop);
                     last_flush = Instant::now();
                 }
             }
         }
     }
     if config.dry_run {
-        summary.estimate = Some(resolve::estimate(&pacer, summary.planned.values()));
+        summary.estimate = Some(resolve::estimate(&ctx.pacer, summary.planned.values()));
     }
     summary.no_longer_in_input =
         reader.await.map_err(|e| RunError::Internal(e.to_string()))?? as u64;
-    writer.flush(&stop);
-    let results_whole = !writer.failed;
-    drop(writer);
+    writer.flush(stop);
     progress.finish();
+    Ok(Executed { open, results_whole: !writer.failed })
+}
 
-    // Phase 4: wait for the actions and rewrite their rows (see `wait`).
-    if let (Some(options), Some(partial)) = (config.wait, &partial_path)
-        && !stop.is_set()
+/// Sends one row in a task of its own (so a slow row never stalls the
+/// others) and journals its result; never loses the row: unsent, it is
+/// `not_sent`; a task that failed records the cause.
+async fn send<T: Transport>(ctx: Arc<Ctx<T>>, job: Job) -> ResultRow {
+    let (line, machine_id, action) = (job.line, job.machine_id.clone(), job.action);
+    let task = tokio::spawn(async move {
+        let row = execute_row(&ctx, &job).await;
+        // Written now; made durable by the next group commit, before the
+        // row is counted.
+        if let (Some(row), Some(j)) = (&row, &ctx.journal) {
+            j.row_nowait(&job.key, row);
+        }
+        row
+    });
+    match task.await {
+        Ok(Some(row)) => row,
+        Ok(None) => not_sent(line, &machine_id, action.cli_name()),
+        // Not journaled: its intent, if any, has a resume look it up.
+        Err(e) => {
+            let mut row = not_sent(line, &machine_id, action.cli_name());
+            row.status = Some(Status::Error);
+            row.error_code = "InternalError".into();
+            row.error_message = format!("the row's task failed: {e}");
+            row
+        }
+    }
+}
+
+/// Phase 4 (`--wait`): follows the actions and rewrites their rows.
+async fn wait_for_outcomes<T: Transport>(
+    config: &RunConfig,
+    setup: &Setup<T>,
+    open: Vec<Open>,
+    summary: &mut Summary,
+) -> Result<(), RunError> {
+    if let (Some(options), Some(partial)) = (config.wait, &setup.partial)
+        && !setup.ctx.stop.is_set()
         && !open.is_empty()
     {
-        let format = results_path.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
-        finish_run(&ctx, open, options, &stop, partial, format, &mut summary).await?;
+        let format = setup.results.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
+        let stop = setup.ctx.stop.clone();
+        finish_run(&setup.ctx, open, options, &stop, partial, format, summary).await?;
     }
+    Ok(())
+}
 
-    // Phase 5: finish. A results file that could not be written whole stays
-    // `.partial`: the journal knows what happened, and a resume rewrites it.
-    if let (Some(results), Some(partial), true) = (&results_path, &partial_path, results_whole) {
+/// Phase 5: renames the results into place and closes the journal (its
+/// lock released once the last record is durable). A results file that
+/// could not be written whole stays `.partial`: the journal knows what
+/// happened, and a resume rewrites it.
+async fn finish<T: Transport>(
+    setup: Setup<T>,
+    results_whole: bool,
+    summary: &mut Summary,
+) -> Result<(), RunError> {
+    let Setup { ctx, journal, results, partial, .. } = setup;
+    if let (Some(results), Some(partial), true) = (&results, &partial, results_whole) {
         std::fs::rename(partial, results)
             .map_err(|source| RunError::Io { path: results.clone(), source })?;
     }
+    summary.throttled = ctx.throttled.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(j) = journal {
         if let Err(e) = j.flush().await {
-            stop.fail(StopReason::Storage, e.to_string());
+            ctx.stop.fail(StopReason::Storage, e.to_string());
         }
+        // The engine holds the other reference; every row task has ended.
+        drop(ctx);
         if let Ok(j) = Arc::try_unwrap(j) {
             j.close().await;
         }
     }
-    summary.throttled = ctx.throttled.load(std::sync::atomic::Ordering::Relaxed);
-    summary.stamp(started, &stop);
-    Ok(summary)
+    Ok(())
 }
 
 /// The results writer of a run: after its first failure (disk full, I/O
