@@ -207,6 +207,46 @@ pub struct ResultRow {
 }
 
 impl ResultRow {
+    /// A row of `line` about to be decided: the machine and action it is
+    /// for, nothing said yet.
+    pub fn new(line: u64, machine_id: impl Into<String>, action: impl Into<String>) -> ResultRow {
+        ResultRow {
+            line,
+            machine_id: machine_id.into(),
+            action: action.into(),
+            ..ResultRow::default()
+        }
+    }
+
+    /// A row of `line` settled now, without a request, with `status` and
+    /// why (`finished_at` stamped).
+    pub fn settled(
+        line: u64,
+        machine_id: impl Into<String>,
+        action: impl Into<String>,
+        status: Status,
+        why: impl Into<String>,
+    ) -> ResultRow {
+        ResultRow {
+            status: Some(status),
+            error_message: why.into(),
+            ..ResultRow::new(line, machine_id, action)
+        }
+        .finished_now()
+    }
+
+    /// The same row with `error_code` set.
+    pub fn with_code(mut self, code: impl Into<String>) -> ResultRow {
+        self.error_code = code.into();
+        self
+    }
+
+    /// The same row stamped as finished now.
+    pub fn finished_now(mut self) -> ResultRow {
+        self.finished_at = crate::api::time::format_utc(std::time::SystemTime::now());
+        self
+    }
+
     /// The runner's columns as text, in [`RUNNER_COLUMNS`] order.
     pub fn to_fields(&self) -> [String; 12] {
         [

@@ -438,15 +438,13 @@ impl Writer {
 
 /// A row a stop left unsent: nothing was done to the device.
 fn not_sent(line: u64, machine_id: &str, action: &str) -> ResultRow {
-    ResultRow {
+    ResultRow::settled(
         line,
-        machine_id: machine_id.to_string(),
-        action: action.to_string(),
-        status: Some(Status::NotSent),
-        error_message: "the run stopped before this row was sent; --resume sends it".into(),
-        finished_at: format_utc(SystemTime::now()),
-        ..ResultRow::default()
-    }
+        machine_id,
+        action,
+        Status::NotSent,
+        "the run stopped before this row was sent; --resume sends it",
+    )
 }
 
 /// Checks the journal of a resumed run against this invocation (same
@@ -716,20 +714,16 @@ impl Reader<'_> {
             }
             let item = match plan {
                 Err(problems) => {
-                    let row = ResultRow {
-                        line: record.line,
-                        machine_id: cell(columns, Role::MachineId, &record),
-                        action: cell(columns, Role::Action, &record),
-                        status: Some(Status::Invalid),
-                        error_code: "InvalidRow".to_string(),
-                        error_message: problems
-                            .iter()
-                            .map(|p| format!("{}: {}", p.column, p.why))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        finished_at: format_utc(SystemTime::now()),
-                        ..ResultRow::default()
-                    };
+                    let why: Vec<String> =
+                        problems.iter().map(|p| format!("{}: {}", p.column, p.why)).collect();
+                    let row = ResultRow::settled(
+                        record.line,
+                        cell(columns, Role::MachineId, &record),
+                        cell(columns, Role::Action, &record),
+                        Status::Invalid,
+                        why.join("; "),
+                    )
+                    .with_code("InvalidRow");
                     // Validation is redone on every run: no journal record.
                     Item::Settled { seq, user, row, journal: None }
                 }
@@ -770,18 +764,12 @@ impl Reader<'_> {
         if let Some(row) = self.earlier.take_machine(&on_machine) {
             return self.restored(&key, plan.line, row, seq, user);
         }
-        let mut row = ResultRow {
-            line: plan.line,
-            machine_id: machine_id.clone(),
-            action: plan.action.cli_name().to_string(),
-            ..ResultRow::default()
-        };
+        let mut row = ResultRow::new(plan.line, machine_id.clone(), plan.action.cli_name());
         let dedupe = dedupe_key(&on_machine);
         if let Some(first) = self.seen.get(&dedupe) {
-            row.status = Some(Status::Duplicate);
-            row.error_message =
-                format!("same machine, action and parameters as line {first}; sent once");
-            row.finished_at = format_utc(SystemTime::now());
+            let why = format!("same machine, action and parameters as line {first}; sent once");
+            let row =
+                ResultRow::settled(row.line, row.machine_id, row.action, Status::Duplicate, why);
             return Item::Settled { seq, user, row, journal: None };
         }
         self.seen.insert(dedupe, plan.line);
@@ -888,18 +876,17 @@ async fn reconcile<T: Transport>(
                     for (key, intent) in chunk {
                         if let Some(a) = pick_match(&found, &intent.machine_id, None) {
                             let row = ResultRow {
-                                line: intent.line,
-                                machine_id: intent.machine_id.clone(),
-                                action: action.cli_name().to_string(),
-                                status: Some(Status::Submitted),
                                 action_id: a.id.clone(),
                                 action_status: a.status.clone(),
                                 attempts: 1,
                                 requested_at: intent.at.clone(),
-                                finished_at: format_utc(SystemTime::now()),
-                                error_message: "found on the server after an interrupted run"
-                                    .to_string(),
-                                ..ResultRow::default()
+                                ..ResultRow::settled(
+                                    intent.line,
+                                    intent.machine_id.clone(),
+                                    action.cli_name(),
+                                    Status::Submitted,
+                                    "found on the server after an interrupted run",
+                                )
                             };
                             settled.push((key.clone(), row));
                         }
@@ -910,18 +897,19 @@ async fn reconcile<T: Transport>(
                 }
                 Err(e) => {
                     for (key, intent) in chunk {
+                        let why = format!(
+                            "sent by an interrupted run, and looking it up failed ({e}); --resume looks again; check the device before sending it any other way"
+                        );
                         let row = ResultRow {
-                            line: intent.line,
-                            machine_id: intent.machine_id.clone(),
-                            action: action.cli_name().to_string(),
-                            status: Some(Status::InDoubt),
                             requested_at: intent.at.clone(),
-                            finished_at: format_utc(SystemTime::now()),
-                            error_code: e.code().to_string(),
-                            error_message: format!(
-                                "sent by an interrupted run, and looking it up failed ({e}); --resume looks again; check the device before sending it any other way"
-                            ),
-                            ..ResultRow::default()
+                            ..ResultRow::settled(
+                                intent.line,
+                                intent.machine_id.clone(),
+                                action.cli_name(),
+                                Status::InDoubt,
+                                why,
+                            )
+                            .with_code(e.code())
                         };
                         settled.push((key.clone(), row));
                     }

@@ -882,16 +882,8 @@ fn settled(
     code: &str,
     message: String,
 ) -> ResultRow {
-    ResultRow {
-        line: plan.line,
-        machine_id,
-        action: plan.action.cli_name().to_string(),
-        status: Some(status),
-        error_code: code.to_string(),
-        error_message: message,
-        finished_at: format_utc(SystemTime::now()),
-        ..ResultRow::default()
-    }
+    ResultRow::settled(plan.line, machine_id, plan.action.cli_name(), status, message)
+        .with_code(code)
 }
 
 /// The message of an `ambiguous` row: every candidate (id, lastSeen,

@@ -63,12 +63,7 @@ enum Next {
 /// sent, and `--resume` looks before sending again).
 pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow> {
     let api = Api::Action(job.action);
-    let mut row = ResultRow {
-        line: job.line,
-        machine_id: job.machine_id.clone(),
-        action: job.action.cli_name().to_string(),
-        ..ResultRow::default()
-    };
+    let mut row = ResultRow::new(job.line, job.machine_id.clone(), job.action.cli_name());
     let mut retry = RetryState::default();
     // Earliest send time of this row: the window in which an in-doubt
     // request could have created an action.
@@ -169,9 +164,8 @@ fn final_status(err: &CallError) -> Status {
 }
 
 /// Stamps the row as finished now.
-fn finish(mut row: ResultRow) -> ResultRow {
-    row.finished_at = format_utc(SystemTime::now());
-    row
+fn finish(row: ResultRow) -> ResultRow {
+    row.finished_now()
 }
 
 /// Copies a MachineAction's identity into the row.

@@ -545,13 +545,7 @@ fn by_cancel(a: &MachineAction) -> String {
 
 /// An undo row settled without a request.
 fn settled(original: &ResultRow, status: Status, why: String) -> ResultRow {
-    finish(ResultRow {
-        line: original.line,
-        machine_id: original.machine_id.clone(),
-        status: Some(status),
-        error_message: why,
-        ..ResultRow::default()
-    })
+    ResultRow::settled(original.line, original.machine_id.clone(), "", status, why)
 }
 
 /// Stamps the row as finished now.
@@ -615,11 +609,8 @@ enum Cancel {
 /// The undo row of a cancel of `of`.
 fn cancel_row(original: &ResultRow, of: &MachineAction) -> ResultRow {
     ResultRow {
-        line: original.line,
-        machine_id: original.machine_id.clone(),
-        action: "cancel".into(),
         action_id: of.id.clone(),
-        ..ResultRow::default()
+        ..ResultRow::new(original.line, original.machine_id.clone(), "cancel")
     }
 }
 
