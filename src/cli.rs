@@ -637,8 +637,8 @@ mod tests {
         let err = status_config(&args, &creds).unwrap_err().to_string();
         assert!(err.contains("AZURE_CLIENT_SECRET") && !err.contains("hunter2"), "{err}");
 
-        let dir = std::env::temp_dir().join(format!("mdebulk-cli-undo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("mdebulk-cli-undo-").tempdir().unwrap();
+        let dir = tmp.path();
         let results = dir.join("r.results.csv");
         let cli =
             Cli::try_parse_from(["mdebulk", "undo", results.to_str().unwrap(), "--yes"]).unwrap();
@@ -659,7 +659,6 @@ mod tests {
         .unwrap();
         let Command::Undo(args) = cli.command else { unreachable!() };
         assert!(undo_config(&args, &creds).unwrap_err().to_string().contains("overwrite"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
