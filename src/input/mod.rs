@@ -2,7 +2,8 @@
 //!
 //! One place owns all the reading set-up:
 //!
-//! - [`format`]: which format a file is, its BOM, its delimiter.
+//! - [`format`]: which format a file is (its CSV dialect, BOM and
+//!   delimiter, is [`crate::results::dialect`]'s).
 //! - [`columns`]: header names, their roles and aliases, the user columns.
 //! - `delimited` and `jsonl`: the streaming readers behind [`Records`].
 //! - [`plan`]: a record checked against the flags, into a [`RowPlan`] or
