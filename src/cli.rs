@@ -118,8 +118,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "latest")]
     pub pick: Option<Pick>,
     /// Stop gracefully after this long (resumable, exit 75).
-    #[arg(long, value_name = "DURATION")]
-    pub max_runtime: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_runtime: Option<Duration>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -133,17 +133,17 @@ pub struct ApiArgs {
     #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
     pub limits: Vec<String>,
     /// Safety margin added to each quota window (default: 1% of it, at most 250ms).
-    #[arg(long, value_name = "DURATION")]
-    pub pace_margin: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub pace_margin: Option<Duration>,
     /// Attempts per request for transient errors (5xx, timeouts, connection errors).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// First backoff step after a transient error (doubles each attempt, with jitter, up to 60s).
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
-    pub backoff: String,
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub backoff: Duration,
     /// Time limit for one request.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub request_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    pub request_timeout: Duration,
     /// Cloud whose API and login hosts to use.
     #[arg(long, default_value = "global")]
     pub cloud: Cloud,
@@ -187,19 +187,15 @@ impl ApiArgs {
             );
         }
         let limits = parse_limits(&self.limits)?;
-        let pace_margin =
-            self.pace_margin.as_deref().map(|v| duration("--pace-margin", v)).transpose()?;
-        let request_timeout = duration("--request-timeout", &self.request_timeout)?;
-        let backoff = duration("--backoff", &self.backoff)?;
         Ok(ApiSettings {
             limits,
-            pace_margin,
+            pace_margin: self.pace_margin,
             policy: RetryPolicy {
                 max_attempts: self.max_attempts,
-                backoff_base: backoff,
+                backoff_base: self.backoff,
                 ..RetryPolicy::default()
             },
-            request_timeout,
+            request_timeout: self.request_timeout,
         })
     }
 }
@@ -211,11 +207,11 @@ pub struct WaitArgs {
     #[arg(long)]
     pub wait: bool,
     /// With --wait: time between two polls of the action list.
-    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "wait")]
-    pub poll_interval: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "wait", value_parser = parse_duration_arg)]
+    pub poll_interval: Duration,
     /// With --wait: give up waiting after this long; rows still open stay pending/in_progress.
-    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait")]
-    pub wait_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait", value_parser = parse_duration_arg)]
+    pub wait_timeout: Duration,
 }
 
 impl WaitArgs {
@@ -224,12 +220,12 @@ impl WaitArgs {
         if !self.wait {
             return Ok(None);
         }
-        let poll_interval = duration("--poll-interval", &self.poll_interval)?;
-        if poll_interval.is_zero() {
+        // A zero interval parses (`0` is a duration) but would poll in a
+        // busy loop; refused here, where `--wait` is known to be on.
+        if self.poll_interval.is_zero() {
             bail!("--poll-interval must be longer than zero");
         }
-        let timeout = duration("--wait-timeout", &self.wait_timeout)?;
-        Ok(Some(WaitOptions { poll_interval, timeout }))
+        Ok(Some(WaitOptions { poll_interval: self.poll_interval, timeout: self.wait_timeout }))
     }
 }
 
@@ -294,9 +290,12 @@ undone or nothing to undo; 1 some rows could not be undone; 2 usage, file or
 auth error (nothing sent); 130 interrupted (run it again: what is undone is
 skipped).";
 
-/// Parses a duration flag, naming the flag in the error.
-fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
-    parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+/// The value parser of every `DURATION` flag: [`parse_duration`]'s
+/// spellings (`500ms`, `60s`, `30m`, `1h30m`, `0`). Its reason becomes the
+/// tail of clap's own `invalid value '…' for '--flag <DURATION>': …` error,
+/// so a bad value is a usage error (exit 2) before any configuration is built.
+pub fn parse_duration_arg(v: &str) -> Result<Duration, String> {
+    parse_duration(v)
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -346,8 +345,6 @@ pub fn run_config(
     if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
         bail!("--comment must not be empty: the API requires a comment on every action");
     }
-    let max_runtime =
-        args.max_runtime.as_deref().map(|v| duration("--max-runtime", v)).transpose()?;
     let request_timeout = api.request_timeout;
 
     let input_path = (args.input != "-").then(|| PathBuf::from(&args.input));
@@ -401,7 +398,7 @@ pub fn run_config(
         yes: args.yes,
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         progress: !args.no_progress,
-        max_runtime,
+        max_runtime: args.max_runtime,
         pick_latest: args.pick == Some(Pick::Latest),
         wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
@@ -612,6 +609,60 @@ mod tests {
     }
 
     #[test]
+    fn duration_flags_are_parsed_by_clap() {
+        let Command::Run(args) = Cli::try_parse_from([
+            "mdebulk",
+            "run",
+            "in.csv",
+            "--max-runtime",
+            "1h30m",
+            "--pace-margin",
+            "0",
+            "--backoff",
+            "2.5s",
+            "--request-timeout",
+            "500ms",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!()
+        };
+        assert_eq!(args.max_runtime, Some(Duration::from_secs(5400)));
+        let api = args.api.settings().unwrap();
+        assert_eq!(api.pace_margin, Some(Duration::ZERO));
+        assert_eq!(api.policy.backoff_base, Duration::from_millis(2500));
+        assert_eq!(api.request_timeout, Duration::from_millis(500));
+        let Command::Run(args) = Cli::try_parse_from(["mdebulk", "run", "in.csv"]).unwrap().command
+        else {
+            unreachable!()
+        };
+        assert_eq!((args.max_runtime, args.api.pace_margin), (None, None));
+        assert_eq!(args.api.backoff, Duration::from_secs(1));
+        assert_eq!(args.api.request_timeout, Duration::from_secs(30));
+
+        for flag in [
+            "--max-runtime",
+            "--pace-margin",
+            "--backoff",
+            "--request-timeout",
+            "--poll-interval",
+            "--wait-timeout",
+        ] {
+            let err = Cli::try_parse_from(["mdebulk", "run", "in.csv", "--wait", flag, "5x"])
+                .unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert_eq!(err.exit_code(), 2, "{flag}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("error: invalid value '5x' for '{flag} <DURATION>': ")),
+                "{text}"
+            );
+            assert!(text.contains("no unit"), "{text}");
+        }
+    }
+
+    #[test]
     fn status_and_undo_share_the_api_flags() {
         let cli = Cli::try_parse_from([
             "mdebulk",
@@ -637,8 +688,8 @@ mod tests {
         let err = status_config(&args, &creds).unwrap_err().to_string();
         assert!(err.contains("AZURE_CLIENT_SECRET") && !err.contains("hunter2"), "{err}");
 
-        let dir = std::env::temp_dir().join(format!("mdebulk-cli-undo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("mdebulk-cli-undo-").tempdir().unwrap();
+        let dir = tmp.path();
         let results = dir.join("r.results.csv");
         let cli =
             Cli::try_parse_from(["mdebulk", "undo", results.to_str().unwrap(), "--yes"]).unwrap();
@@ -659,7 +710,6 @@ mod tests {
         .unwrap();
         let Command::Undo(args) = cli.command else { unreachable!() };
         assert!(undo_config(&args, &creds).unwrap_err().to_string().contains("overwrite"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

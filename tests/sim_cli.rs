@@ -84,13 +84,11 @@ fn unreadable_or_invalid_fleet_file() {
     assert_eq!(code, Some(2));
     assert_eq!(lines, ["error: cannot read fleet file /nonexistent/fleet.json: no such file"]);
 
-    let path = std::env::temp_dir().join(format!("sim-cli-bad-fleet-{}.json", std::process::id()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(b"{\"value\": [{\"computerDnsName\": \"x\"}]}")
-        .unwrap();
+    let mut file =
+        tempfile::Builder::new().prefix("sim-cli-bad-fleet-").suffix(".json").tempfile().unwrap();
+    file.write_all(b"{\"value\": [{\"computerDnsName\": \"x\"}]}").unwrap();
+    let path = file.into_temp_path();
     let (code, lines) = fails(&["--listen", "127.0.0.1:0", "--fleet", path.to_str().unwrap()]);
-    std::fs::remove_file(&path).unwrap();
     assert_eq!(code, Some(2));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(

@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -188,32 +187,23 @@ pub fn ids_csv(path: &Path, ids: &[String]) {
     std::fs::write(path, s).expect("write input");
 }
 
-/// A scratch directory under the system temporary directory, removed on drop.
-pub struct Scratch(PathBuf);
+/// A scratch directory under the system temporary directory, removed on
+/// drop (a `tempfile::TempDir` under the benches' name).
+pub struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    /// Creates `mdebulk-bench-<pid>-<n>-<name>`.
+    /// Creates `mdebulk-bench-<name>-<random>`.
     pub fn new(name: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mdebulk-bench-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mdebulk-bench-{name}-"))
+            .tempdir()
+            .expect("scratch directory");
         Scratch(dir)
     }
 
     /// A path inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(name)
     }
 }
 

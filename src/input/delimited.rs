@@ -1,4 +1,4 @@
-//! CSV and TSV reading: the one place that sets up the `csv` crate.
+//! CSV and TSV reading, in the dialect of [`crate::results::dialect`].
 //!
 //! Files are read as spreadsheets export them: an optional UTF-8 BOM, a
 //! header row, a comma, semicolon or tab delimiter (sniffed from the header
@@ -33,16 +33,17 @@ use std::sync::Arc;
 
 use super::Record;
 use super::error::{InputError, MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES, Unclosed};
-use super::format::{InputFormat, skip_bom, sniff_delimiter};
+use super::format::InputFormat;
 use super::plan::RowProblem;
 use super::spool::Source;
 use crate::results::cell::restore_owned;
+use crate::results::dialect::{Dialect, skip_bom};
 
 /// How to read a delimited file, found by [`inspect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// The field delimiter.
-    pub(crate) delimiter: u8,
+    /// The dialect (its delimiter sniffed, or a tab for TSV).
+    pub(crate) dialect: Dialect,
     /// Byte offset of the header (past the BOM, if any).
     pub(crate) start: u64,
 }
@@ -272,21 +273,10 @@ impl LineReader {
             pending: Vec::with_capacity(128 * 1024),
             start: 0,
             after_cr: false,
-            scan: QuoteScan::new(layout.delimiter),
+            scan: QuoteScan::new(layout.dialect.delimiter()),
             runaway: None,
         };
-        let reader = csv::ReaderBuilder::new()
-            .delimiter(layout.delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .quoting(true)
-            .double_quote(true)
-            .escape(None)
-            .comment(None)
-            .trim(csv::Trim::None)
-            .terminator(csv::Terminator::CRLF)
-            .buffer_capacity(64 * 1024)
-            .from_reader(tap);
+        let reader = layout.dialect.reader().buffer_capacity(64 * 1024).from_reader(tap);
         Ok(LineReader { reader, consumed: 0, line: 1 })
     }
 
@@ -361,11 +351,11 @@ pub(crate) fn inspect(
     let io_err = |error| InputError::Io { file: file.to_string(), error };
     let mut r = BufReader::new(source.open().map_err(io_err)?);
     let start = skip_bom(&mut r).map_err(io_err)?;
-    let delimiter = match format {
-        InputFormat::Tsv => b'\t',
-        _ => sniff_delimiter(&mut r).map_err(io_err)?,
+    let dialect = match format {
+        InputFormat::Tsv => Dialect::TAB,
+        _ => Dialect::sniff(&mut r).map_err(io_err)?,
     };
-    let layout = Layout { delimiter, start };
+    let layout = Layout { dialect, start };
     let mut reader = LineReader::open(source, layout).map_err(io_err)?;
     let mut record = csv::ByteRecord::new();
     let Some(line) = reader.read_header(&mut record, file)? else {

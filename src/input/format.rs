@@ -1,11 +1,10 @@
 //! Which reader a file needs: the input format from the extension or
-//! `--input-format`, the UTF-8 BOM, the delimiter of a CSV file sniffed
-//! from its header line, and the UTF-16 and UTF-32 files that cannot be read
+//! `--input-format`, and the UTF-16 and UTF-32 files that cannot be read
 //! (yet) recognised as such, so the user is told what to do instead of
-//! "no id column".
+//! "no id column". The CSV dialect itself (the UTF-8 BOM, the delimiter
+//! sniffed from the header line) is [`crate::results::dialect`]'s.
 
 use std::fmt;
-use std::io::{self, BufRead};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -70,22 +69,6 @@ impl FromStr for InputFormat {
             _ => Err(UnknownInputFormat(s.to_string())),
         }
     }
-}
-
-/// The UTF-8 byte order mark some spreadsheets write in front of CSV files.
-pub const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Consumes a leading UTF-8 BOM, if any, and returns how many bytes it took
-/// (0 or 3).
-pub fn skip_bom(r: &mut impl BufRead) -> io::Result<u64> {
-    let head = r.fill_buf()?;
-    if head.starts_with(BOM) {
-        r.consume(BOM.len());
-        return Ok(BOM.len() as u64);
-    }
-    // A buffer shorter than the BOM holds the whole file (or a pipe's first
-    // bytes); a BOM split across reads is not worth handling for files.
-    Ok(0)
 }
 
 /// A Unicode encoding other than UTF-8, which inputs may not (yet) use.
@@ -158,64 +141,9 @@ pub fn sniff_wide_encoding(head: &[u8]) -> Option<(WideEncoding, bool)> {
     None
 }
 
-/// The most bytes scanned for the header line when sniffing. A header longer
-/// than this is judged on its first megabyte.
-const SNIFF_LIMIT: usize = 1 << 20;
-
-/// Sniffs the delimiter of a CSV file from its header line: the one of comma,
-/// semicolon and tab that occurs most often outside quotes (ties go to comma,
-/// then semicolon). Blank lines before the header are skipped; quoted fields
-/// may span lines; the header ends at `\n`, `\r\n` or a lone `\r`. A header with none of them (a single column) is comma
-/// separated.
-pub fn sniff_delimiter(r: &mut impl BufRead) -> io::Result<u8> {
-    let mut counts = [0usize; 3];
-    let mut in_quotes = false;
-    let mut started = false;
-    let mut scanned = 0usize;
-    'scan: loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            break;
-        }
-        let n = buf.len();
-        for &b in buf {
-            scanned += 1;
-            if in_quotes {
-                // `""` inside quotes closes and reopens: same effect.
-                in_quotes = b != b'"';
-                continue;
-            }
-            match b {
-                // A lone `\r` ends the line too (Excel's "CSV (Macintosh)").
-                b'\n' | b'\r' if started => break 'scan,
-                b'\n' | b'\r' | b' ' => {}
-                b'"' => in_quotes = true,
-                b',' => counts[0] += 1,
-                b';' => counts[1] += 1,
-                b'\t' => counts[2] += 1,
-                _ => {}
-            }
-            if !matches!(b, b'\n' | b'\r' | b' ') {
-                started = true;
-            }
-        }
-        r.consume(n);
-        if scanned >= SNIFF_LIMIT {
-            break;
-        }
-    }
-    let delimiters = [b',', b';', b'\t'];
-    let best = (0..3).fold(0, |best, i| if counts[i] > counts[best] { i } else { best });
-    Ok(delimiters[best])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sniff(text: &str) -> u8 {
-        sniff_delimiter(&mut text.as_bytes()).unwrap()
-    }
 
     #[test]
     fn format_names_and_extensions() {
@@ -245,25 +173,6 @@ mod tests {
         ] {
             assert_eq!(InputFormat::from_extension(Path::new(p)), f, "{p}");
         }
-    }
-
-    #[test]
-    fn delimiter_is_sniffed_from_the_header_line_only() {
-        assert_eq!(sniff("machine_id,comment\nx;y;z;w\n"), b',');
-        assert_eq!(sniff("machine_id;comment;owner\r\na,b,c,d,e\n"), b';');
-        assert_eq!(sniff("machine_id\tcomment\n"), b'\t');
-        assert_eq!(sniff("single\n"), b',');
-        assert_eq!(sniff(""), b',');
-        // Quoted delimiters do not count, even across lines.
-        assert_eq!(sniff("\"a,b,c\nd,e\";x;y\n"), b';');
-        // Blank lines before the header are skipped.
-        assert_eq!(sniff("\r\n\nhost;comment\n"), b';');
-        // Ties prefer comma.
-        assert_eq!(sniff("a,b;c\n"), b',');
-        // A lone CR ends the header: the rows' delimiters do not count.
-        assert_eq!(sniff("host;comment\ra,b,c,d\re,f,g,h\r"), b';');
-        assert_eq!(sniff("\r\rhost\ra,b\r"), b',');
-        assert_eq!(sniff("\r\rhost;x\ra,b,c\r"), b';');
     }
 
     #[test]
@@ -305,15 +214,5 @@ mod tests {
         ] {
             assert_eq!(sniff_wide_encoding(utf8), None, "{utf8:?}");
         }
-    }
-
-    #[test]
-    fn bom_is_skipped_once() {
-        let data = b"\xEF\xBB\xBFa,b\n";
-        let mut r = &data[..];
-        assert_eq!(skip_bom(&mut r).unwrap(), 3);
-        assert_eq!(r, b"a,b\n");
-        let mut r = &b"a,b\n"[..];
-        assert_eq!(skip_bom(&mut r).unwrap(), 0);
     }
 }

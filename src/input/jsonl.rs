@@ -33,9 +33,9 @@ use serde_json::Value;
 
 use super::Record;
 use super::error::InputError;
-use super::format::BOM;
 use super::plan::RowProblem;
 use super::spool::Source;
+use crate::results::dialect::BOM;
 use crate::text::clip;
 
 /// The most distinct keys a JSONL input may have (its columns): far more

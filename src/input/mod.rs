@@ -2,7 +2,8 @@
 //!
 //! One place owns all the reading set-up:
 //!
-//! - [`format`]: which format a file is, its BOM, its delimiter.
+//! - [`format`]: which format a file is (its CSV dialect, BOM and
+//!   delimiter, is [`crate::results::dialect`]'s).
 //! - [`columns`]: header names, their roles and aliases, the user columns.
 //! - `delimited` and `jsonl`: the streaming readers behind [`Records`].
 //! - [`plan`]: a record checked against the flags, into a [`RowPlan`] or
@@ -280,32 +281,23 @@ mod tests {
     use crate::api::action::ActionKind;
     use std::io::Write;
     use std::path::Path;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A scratch directory removed at the end of the test.
-    struct TestDir(PathBuf);
-
-    static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
+    struct TestDir(tempfile::TempDir);
 
     impl TestDir {
         fn new() -> TestDir {
-            let seq = DIR_SEQ.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("mdebulk-input-test-{}-{seq}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            TestDir(p)
+            TestDir(tempfile::Builder::new().prefix("mdebulk-input-test-").tempdir().unwrap())
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.path().join(name)
         }
 
         fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let p = self.0.join(name);
+            let p = self.path(name);
             std::fs::write(&p, bytes).unwrap();
             p
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -461,7 +453,7 @@ mod tests {
     #[test]
     fn missing_empty_and_headerless_inputs_are_file_errors() {
         let dir = TestDir::new();
-        let missing = dir.0.join("nope.csv");
+        let missing = dir.path("nope.csv");
         let e = open_path(&missing, None).unwrap_err();
         assert!(matches!(e, InputError::Io { .. }), "{e}");
         assert!(e.to_string().starts_with(&missing.display().to_string()), "{e}");
@@ -860,8 +852,8 @@ mod tests {
     fn a_200k_row_file_streams_in_constant_memory() {
         const ROWS: u64 = 200_000;
         let dir = TestDir::new();
-        let csv_path = dir.0.join("big.csv");
-        let jsonl_path = dir.0.join("big.jsonl");
+        let csv_path = dir.path("big.csv");
+        let jsonl_path = dir.path("big.jsonl");
         {
             let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path).unwrap());
             let mut jsonl = std::io::BufWriter::new(std::fs::File::create(&jsonl_path).unwrap());

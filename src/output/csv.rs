@@ -1,12 +1,14 @@
-//! The CSV results writer: comma-delimited, one header row, RFC 4180 quoting,
-//! `\n` line ends, UTF-8 without BOM, every cell formula-neutralised
-//! ([`super::cell`]).
+//! The CSV results writer: one header row, then one record per row, in the
+//! results dialect ([`Dialect::COMMA`]: comma-delimited, RFC 4180 quoting,
+//! `\n` line ends, UTF-8 without BOM), every cell formula-neutralised
+//! ([`crate::results::cell`]).
 
 use std::borrow::Cow;
 use std::io::{self, Write};
 
 use super::{ResultSink, width_mismatch};
 use crate::results::cell::neutralize;
+use crate::results::dialect::Dialect;
 use crate::results::{RUNNER_COLUMNS, ResultRow};
 
 /// A [`ResultSink`] writing CSV.
@@ -25,13 +27,7 @@ struct CsvSink<W: Write> {
 /// valid results file; a failure doing so is returned by the first
 /// `write_row` or `flush`.
 pub fn csv_sink<W: Write + Send + 'static>(w: W, user_columns: &[String]) -> Box<dyn ResultSink> {
-    let writer = csv::WriterBuilder::new()
-        .delimiter(b',')
-        .terminator(csv::Terminator::Any(b'\n'))
-        .quote_style(csv::QuoteStyle::Necessary)
-        .double_quote(true)
-        .has_headers(false)
-        .from_writer(w);
+    let writer = Dialect::COMMA.writer(w);
     let mut sink = CsvSink { writer, user_width: user_columns.len(), pending: None };
     let header = user_columns
         .iter()

@@ -58,10 +58,9 @@ mod tests {
 
     #[test]
     fn new_files_are_owner_only_and_old_ones_are_narrowed() {
-        let dir = std::env::temp_dir().join(format!("mdebulk-private-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("mdebulk-private-").tempdir().unwrap();
+        let dir = tmp.path();
         let fresh = dir.join("fresh");
-        let _ = std::fs::remove_file(&fresh);
         create(&fresh).unwrap();
         assert_eq!(mode(&fresh), 0o600);
 
@@ -73,6 +72,6 @@ mod tests {
         open(&mut append, &old).unwrap();
         assert_eq!(mode(&old), 0o600);
         assert_eq!(std::fs::read(&old).unwrap(), b"kept", "appending keeps the content");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

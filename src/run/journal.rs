@@ -679,23 +679,14 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    /// A journal path in a fresh directory, removed when the guard drops.
-    struct Temp(PathBuf);
-
-    impl Drop for Temp {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
+    /// A journal path in a fresh directory; the directory (the second
+    /// field) is removed when the guard drops.
+    struct Temp(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
     fn temp(name: &str) -> Temp {
         let dir =
-            std::env::temp_dir().join(format!("mdebulk-journal-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Temp(dir.join("r.csv.journal"))
+            tempfile::Builder::new().prefix(&format!("mdebulk-journal-{name}-")).tempdir().unwrap();
+        Temp(dir.path().join("r.csv.journal"), dir)
     }
 
     fn row(line: u64, status: Status) -> ResultRow {

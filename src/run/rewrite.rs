@@ -273,28 +273,6 @@ fn aside_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct TestDir(PathBuf);
-
-    impl TestDir {
-        fn new() -> TestDir {
-            static SEQ: AtomicU64 = AtomicU64::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "mdebulk-rewrite-test-{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TestDir(p)
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// User cells that stress quoting, neutralisation and encodings.
     fn nasty() -> Vec<&'static str> {
@@ -351,8 +329,8 @@ mod tests {
     }
 
     fn check_patched(format: ResultFormat) {
-        let dir = TestDir::new();
-        let path = dir.0.join(format!("r.{}", format.extension()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("r.{}", format.extension()));
         let written = write_results(&path, format);
         let mut patches = HashMap::new();
         patches.insert(
@@ -403,8 +381,8 @@ mod tests {
 
     #[test]
     fn a_rewrite_without_changes_leaves_the_file_untouched() {
-        let dir = TestDir::new();
-        let path = dir.0.join("r.csv");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
         write_results(&path, ResultFormat::Csv);
         let before = std::fs::read(&path).unwrap();
         let done = rewrite_with(&path, ResultFormat::Csv, |_| false).unwrap();
@@ -415,8 +393,8 @@ mod tests {
 
     #[test]
     fn the_line_column_cannot_be_changed_by_an_update() {
-        let dir = TestDir::new();
-        let path = dir.0.join("r.csv");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
         let written = write_results(&path, ResultFormat::Csv);
         rewrite_with(&path, ResultFormat::Csv, |r| {
             r.line += 100;
@@ -433,13 +411,13 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_results_or_has_a_bad_row_is_refused_and_kept() {
-        let dir = TestDir::new();
-        let plain = dir.0.join("in.csv");
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("in.csv");
         std::fs::write(&plain, "machine_id,comment\nab,c\n").unwrap();
         let e = rewrite_with(&plain, ResultFormat::Csv, |_| true).unwrap_err();
         assert!(matches!(e, RewriteError::NotResults { .. }), "{e}");
 
-        let bad = dir.0.join("bad.csv");
+        let bad = dir.path().join("bad.csv");
         let text = "machine_id,line,status,action_id\nab,2,submitted,x\nab,3,great,y\n";
         std::fs::write(&bad, text).unwrap();
         let e = rewrite_with(&bad, ResultFormat::Csv, |_| true).unwrap_err();

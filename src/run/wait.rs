@@ -599,9 +599,8 @@ mod tests {
 
     #[test]
     fn tracked_outcomes_are_written_and_already_pending_rows_stay_marked() {
-        let dir = std::env::temp_dir().join(format!("mdebulk-wait-apply-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.csv");
+        let dir = tempfile::Builder::new().prefix("mdebulk-wait-apply-").tempdir().unwrap();
+        let path = dir.path().join("r.csv");
         let rows = [
             (Status::Submitted, "a-1", ""),
             (Status::AlreadyPending, "a-2", ""),
@@ -647,7 +646,6 @@ mod tests {
         assert_eq!(back[1].row.error_message, "the device reported a failure");
         assert_eq!(back[2].row.error_code, "InvalidRequestBody");
         assert_eq!(back[2].user, ["=owner 2"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,41 +7,33 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use mdebulk::api::model::Machine;
 use mdebulk::sim::{Sim, SimConfig, Stats};
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A temporary directory removed on drop: a thin wrapper over
+/// `tempfile::TempDir` that keeps the tests' `new`/`path`/`write` calls.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
+    /// A fresh directory named `mdebulk-test-<name>-<random>`; the name is
+    /// there to tell a leftover directory's test.
     pub fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mdebulk-test-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(
+            tempfile::Builder::new().prefix(&format!("mdebulk-test-{name}-")).tempdir().unwrap(),
+        )
     }
 
+    /// A path inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
 
+    /// Writes `content` to `name` inside the directory and returns its path.
     pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, content).unwrap();
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
