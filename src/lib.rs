@@ -13,6 +13,7 @@
 //! - [`output`]: the results writers.
 //! - [`sim`]: a faithful local simulator of the API, beside the rest.
 //! - [`text`]: user text quoted in messages, bounded and escaped.
+//! - [`private`]: the runner's files (results, journal, spool) made owner-only.
 //!
 //! [`cli`] turns flags into a validated [`run::RunConfig`]; [`cmd`] holds
 //! one file per command above the engine, and the entry point `main` calls.
@@ -24,6 +25,7 @@ pub mod input;
 pub mod logging;
 pub mod output;
 pub mod pace;
+pub mod private;
 pub mod results;
 pub mod run;
 pub mod sim;

@@ -33,13 +33,19 @@ fn sources() -> Vec<PathBuf> {
     out.into_iter().map(|p| p.strip_prefix(root()).unwrap().to_path_buf()).collect()
 }
 
-/// A file's library code: up to its test module, without comments.
+/// A file's library code: up to its test module (a `#[cfg(test)]` on a
+/// `mod`; one on any other item does not end the library code), without
+/// comments.
 fn library_code(path: &Path) -> String {
     let text = std::fs::read_to_string(root().join(path)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
     let mut out = String::new();
-    for line in text.lines() {
+    for (i, line) in lines.iter().enumerate() {
         if line.trim_start().starts_with("#[cfg(test)]") {
-            break;
+            let next = lines[i + 1..].iter().map(|l| l.trim_start()).find(|l| !l.is_empty());
+            if next.is_some_and(|l| l.starts_with("mod ") || l.starts_with("pub(crate) mod ")) {
+                break;
+            }
         }
         out.push_str(line.split("//").next().unwrap_or(""));
         out.push('\n');

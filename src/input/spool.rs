@@ -78,7 +78,7 @@ impl Drop for Spool {
 /// Creates `path`, failing if it exists, with owner-only permissions where
 /// the platform has them (the list of devices is sensitive).
 fn create_private(path: &Path) -> io::Result<File> {
-    crate::output::private::open(OpenOptions::new().write(true).create_new(true), path)
+    crate::private::open(OpenOptions::new().write(true).create_new(true), path)
 }
 
 #[cfg(test)]

@@ -3,11 +3,9 @@
 //! on the ground floor ([`crate::results`]); this room only writes them.
 //!
 //! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
-//! - [`private`]: creating the runner's files owner-only.
 
 pub mod csv;
 pub mod jsonl;
-pub mod private;
 
 use std::fmt;
 use std::io::{self, Write};

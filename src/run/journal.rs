@@ -294,11 +294,9 @@ impl Journal {
     pub fn open(path: &Path, fresh: bool) -> Result<(Journal, Recovered), JournalError> {
         let io = |source| JournalError::Io { path: path.to_path_buf(), source };
         let existed = path.exists();
-        let mut file = crate::output::private::open(
-            OpenOptions::new().read(true).append(true).create(true),
-            path,
-        )
-        .map_err(io)?;
+        let mut file =
+            crate::private::open(OpenOptions::new().read(true).append(true).create(true), path)
+                .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

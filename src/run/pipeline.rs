@@ -539,7 +539,7 @@ fn open_sink(
     let target: Box<dyn Write + Send> = match partial {
         Some(p) => Box::new(BufWriter::with_capacity(
             256 * 1024,
-            crate::output::private::create(p)
+            crate::private::create(p)
                 .map_err(|source| RunError::Io { path: p.to_path_buf(), source })?,
         )),
         None => Box::new(BufWriter::new(std::io::stdout())),

@@ -211,7 +211,7 @@ where
     let file = ResultsFile::open_as(path, format)?;
     let aside = aside_path(path);
     let io = |source| RewriteError::Io { path: aside.clone(), source };
-    let out = crate::output::private::create(&aside).map_err(io)?;
+    let out = crate::private::create(&aside).map_err(io)?;
     let result = (|| {
         let durable = out.try_clone().map_err(io)?;
         let mut sink = sink(format, out, file.user_columns());

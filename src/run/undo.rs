@@ -410,7 +410,7 @@ async fn undo_locked<T: Transport>(
 
     let partial = super::partial_path(&config.output);
     let io = |source| RunError::Io { path: partial.clone(), source };
-    let out = crate::output::private::create(&partial).map_err(io)?;
+    let out = crate::private::create(&partial).map_err(io)?;
     let format = ResultFormat::for_path(&config.output);
     let mut sink = sink(format, BufWriter::with_capacity(256 * 1024, out), &first.user_columns);
 
