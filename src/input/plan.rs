@@ -113,6 +113,25 @@ pub const MAX_WORD_CHARS: usize = 64;
 /// and escaped like the value itself.
 const WHY_CHARS: usize = 400;
 
+impl RowPlan {
+    /// A plan of `line` for `action` on `target`, with a comment and no
+    /// parameters: what tests of the rooms above build their rows from.
+    #[cfg(test)]
+    pub(crate) fn sample(line: u64, target: Target, action: ActionKind) -> RowPlan {
+        RowPlan {
+            line,
+            target,
+            action,
+            comment: "c".into(),
+            isolation_type: None,
+            sha1: None,
+            scan_type: None,
+            previous_status: None,
+            previous: None,
+        }
+    }
+}
+
 /// One thing wrong with a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowProblem {

@@ -167,17 +167,7 @@ mod tests {
     use crate::api::action::{ActionKind, IsolationType};
 
     fn plan(target: Target, action: ActionKind) -> RowPlan {
-        RowPlan {
-            line: 7,
-            target,
-            action,
-            comment: "c".into(),
-            isolation_type: None,
-            sha1: None,
-            scan_type: None,
-            previous_status: None,
-            previous: None,
-        }
+        RowPlan::sample(7, target, action)
     }
 
     #[test]

@@ -1320,17 +1320,7 @@ mod tests {
     }
 
     fn plan(target: Target, action: ActionKind) -> RowPlan {
-        RowPlan {
-            line: 4,
-            target,
-            action,
-            comment: "c".into(),
-            isolation_type: None,
-            sha1: None,
-            scan_type: None,
-            previous_status: None,
-            previous: None,
-        }
+        RowPlan::sample(4, target, action)
     }
 
     #[tokio::test]
