@@ -20,12 +20,12 @@
 //! formula-neutralised when written ([`crate::output::cell`]); reading undoes
 //! exactly that, so the user's columns come back byte for byte.
 
-pub mod columns;
+pub(crate) mod columns;
 mod delimited;
-pub mod error;
-pub mod format;
+pub(crate) mod error;
+pub(crate) mod format;
 mod jsonl;
-pub mod plan;
+pub(crate) mod plan;
 mod spool;
 
 use std::io::Read;

@@ -4,8 +4,8 @@
 //!
 //! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
 
-pub mod csv;
-pub mod jsonl;
+pub(crate) mod csv;
+pub(crate) mod jsonl;
 
 use std::fmt;
 use std::io::{self, Write};

@@ -34,12 +34,8 @@ pub fn neutralize(cell: &str) -> Cow<'_, str> {
     }
 }
 
-/// Undoes [`neutralize`]: strips exactly one leading `'`, if there is one.
-pub fn restore(cell: &str) -> &str {
-    cell.strip_prefix(GUARD).unwrap_or(cell)
-}
-
-/// [`restore`] in place, for readers that own their cells.
+/// Undoes [`neutralize`] in place: strips exactly one leading `'`, if there
+/// is one.
 pub fn restore_owned(cell: &mut String) {
     if cell.starts_with(GUARD) {
         cell.remove(0);
@@ -49,6 +45,12 @@ pub fn restore_owned(cell: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn restore(cell: &str) -> String {
+        let mut owned = cell.to_string();
+        restore_owned(&mut owned);
+        owned
+    }
 
     #[test]
     fn formula_triggers_and_the_guard_itself_are_prefixed() {

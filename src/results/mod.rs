@@ -9,11 +9,11 @@
 //! journal all stand on this room; it stands on nothing of theirs (only on
 //! the API's action names and timestamp format).
 
-pub mod cell;
-pub mod dialect;
-pub mod encode;
-pub mod parse;
-pub mod row;
+pub(crate) mod cell;
+pub(crate) mod dialect;
+pub(crate) mod encode;
+pub(crate) mod parse;
+pub(crate) mod row;
 
 pub use parse::{FieldError, parse_result_row};
 pub use row::{RUNNER_COLUMNS, ResultRow, Status};

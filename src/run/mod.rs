@@ -18,21 +18,21 @@
 //! Beside a run: [`status`] follows the actions of an earlier results file,
 //! and [`undo`] reverses what an earlier run did.
 
-pub mod call;
+pub(crate) mod call;
 pub mod identity;
 pub mod journal;
 pub mod pipeline;
-pub mod plan;
-pub mod progress;
-pub mod resolve;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod resolve;
 pub mod rewrite;
-pub mod status;
-pub mod stop;
-pub mod submit;
-pub mod summary;
-pub mod transport;
-pub mod undo;
-pub mod wait;
+pub(crate) mod status;
+pub(crate) mod stop;
+pub(crate) mod submit;
+pub(crate) mod summary;
+pub(crate) mod transport;
+pub(crate) mod undo;
+pub(crate) mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -246,13 +246,9 @@ impl ByKey {
     }
 
     /// Keys looked up.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// True when no key was looked up.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// What every key resolved to, in key order.
@@ -447,6 +443,7 @@ pub async fn prepare<T: Transport>(ctx: &Ctx<T>, lookups: &Lookups, pick_latest:
 
 /// Resolves device names (lowercased in the answer's keys) to machines, by
 /// whichever of the listing and batched filters takes fewer calls.
+#[cfg(test)]
 pub async fn resolve_names<T: Transport>(
     ctx: &Ctx<T>,
     names: &BTreeSet<String>,
@@ -549,6 +546,7 @@ async fn machines_page<T: Transport>(
 /// The `$filter`s that look up every key of `lookups` except the machine
 /// ids in `known`: each ORs at most [`MAX_KEYS_PER_FILTER`] keys and
 /// [`MAX_FILTER_CHARS`] characters.
+#[cfg(test)]
 pub fn filters(lookups: &Lookups, known: &HashSet<String>) -> Vec<String> {
     filter_batches(lookups, known).collect()
 }

@@ -265,18 +265,9 @@ impl Tracker {
 }
 
 /// Follows the actions of `open` until all are final, `options.timeout` has
-/// passed, or a stop is asked for. Returns, per row `line`, what was learnt;
-/// a row whose action was never listed is absent (it stays as it was).
-pub async fn track<T: Transport>(
-    ctx: &Ctx<T>,
-    open: &[Open],
-    options: WaitOptions,
-    stop: &Stop,
-) -> HashMap<u64, Tracked> {
-    follow(ctx, open, options, stop).await.0
-}
-
-/// [`track`], with the facts of the wait for the summary.
+/// passed, or a stop is asked for. Returns, per row `line`, what was learnt
+/// (a row whose action was never listed is absent: it stays as it was), and
+/// the facts of the wait for the summary.
 pub async fn follow<T: Transport>(
     ctx: &Ctx<T>,
     open: &[Open],
