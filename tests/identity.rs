@@ -196,8 +196,14 @@ async fn sigint_during_a_paced_read_wait_exits_at_once() {
 /// 429) and during a `--wait` poll interval ends the run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_a_retry_after_or_a_poll_interval_exits_at_once() {
-    // Names need a look-up; the simulator refuses every call with 429.
-    let sim = sim(SimConfig { cpu_throttle_rate: 1.0, ..sim_config(&[]) }).await;
+    // Names need a look-up; the simulator refuses every call with 429 and
+    // asks for ten minutes.
+    let sim = sim(SimConfig {
+        cpu_throttle_rate: 1.0,
+        throttle_retry_after: Some("600".into()),
+        ..sim_config(&[])
+    })
+    .await;
     let dir = TempDir::new("retry-after");
     let names: String = windows_online(&sim, 3)
         .iter()
@@ -211,6 +217,7 @@ async fn sigint_during_a_retry_after_or_a_poll_interval_exits_at_once() {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(sent.elapsed() < Duration::from_secs(20), "{:?}", sent.elapsed());
+    assert!(text(&out).contains("wait_s=600"), "the pause was logged: {}", text(&out));
     assert_eq!(stats(&sim).actions_created, 0);
     let rows = read_results(&dir.path("names.results.csv"));
     assert_eq!(status_counts(&rows).get("not_sent"), Some(&3), "{rows:?}");
