@@ -258,6 +258,103 @@ impl RetryState {
     }
 }
 
+/// How a call ended without an answer its caller can use.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// A stop came while the call waited: nothing more was sent.
+    Stopped,
+    /// A fault no call can survive: the run is stopping (see [`Stop`]).
+    Fatal(CallError),
+    /// The error is the call's answer: final, or its retries used up.
+    GaveUp(CallError),
+}
+
+impl Ended {
+    /// The error to hand on ([`CallError::Stopped`] for a stop).
+    pub(crate) fn into_error(self) -> CallError {
+        match self {
+            Ended::Stopped => CallError::Stopped,
+            Ended::Fatal(e) | Ended::GaveUp(e) => e,
+        }
+    }
+}
+
+/// The one retry loop's state, for one call: every caller — reads, pages,
+/// action POSTs, cancels — runs the same three steps per attempt:
+///
+/// ```text
+/// loop {
+///     let started = attempts.turn().await?;   // the pacer's slot, raced with the stop
+///     let answer = send().await;
+///     attempts.answered(started);             // frees the slot a window after now
+///     match answer { Ok(v) => return v, Err(e) => attempts.after(e).await? }
+/// }
+/// ```
+///
+/// [`Attempts::after`] is where every error answer is decided and waited
+/// out; a caller only adds what its own answers mean (an unanswered POST is
+/// looked up before it is sent again, a refused cancel is looked up too).
+pub(crate) struct Attempts<'c, T> {
+    ctx: &'c Ctx<T>,
+    api: Api,
+    state: RetryState,
+}
+
+impl<'c, T> Attempts<'c, T> {
+    /// A call to `api` through `ctx`, nothing used up yet.
+    pub(crate) fn new(ctx: &'c Ctx<T>, api: Api) -> Attempts<'c, T> {
+        Attempts { ctx, api, state: RetryState::default() }
+    }
+
+    /// Waits for the next attempt's turn under the quota.
+    pub(crate) async fn turn(&self) -> Result<Instant, Ended> {
+        self.ctx.acquire_or_stop(self.api).await.ok_or(Ended::Stopped)
+    }
+
+    /// The attempt that started at `started` got its answer now.
+    pub(crate) fn answered(&self, started: Instant) {
+        self.ctx.pacer.finished(self.api, started);
+    }
+
+    /// Decides on an error answer and waits what it asks (a 429's
+    /// Retry-After closes the API's lane; a transient error backs off);
+    /// `Ok` means try again.
+    pub(crate) async fn after(&mut self, err: CallError) -> Result<(), Ended> {
+        match self.state.next(&err, &self.ctx.policy) {
+            Step::Throttled(wait) => self.ctx.throttle(self.api, wait),
+            // The client already dropped the refused token; the next
+            // attempt fetches a fresh one.
+            Step::Reauth => {}
+            Step::Backoff(wait) => {
+                tracing::debug!(
+                    api = %self.api,
+                    failures = self.state.transient,
+                    wait_ms = wait.as_millis() as u64,
+                    "transient error, backing off"
+                );
+                self.ctx.sleep_or_stop(wait).await.ok_or(Ended::Stopped)?;
+            }
+            Step::Fatal(reason) => {
+                self.ctx.fail_run(reason, &err);
+                return Err(Ended::Fatal(err));
+            }
+            Step::GiveUp => return Err(Ended::GaveUp(err)),
+        }
+        Ok(())
+    }
+
+    /// An attempt went unanswered (it may have reached the service): counts
+    /// it as a transient failure and waits its backoff, giving a request
+    /// still being processed time to land before the caller looks it up.
+    /// `Ok(true)` while the policy allows another attempt.
+    pub(crate) async fn unanswered(&mut self) -> Result<bool, Ended> {
+        self.state.transient += 1;
+        let wait = self.ctx.policy.backoff(self.state.transient, None);
+        self.ctx.sleep_or_stop(wait).await.ok_or(Ended::Stopped)?;
+        Ok(self.state.transient < self.ctx.policy.max_attempts)
+    }
+}
+
 /// Makes one read call through the pacer to its end: 429s wait for their
 /// Retry-After (free), a 401 fetches a fresh token once, transient errors
 /// back off up to the policy's attempts. Reads are safe to repeat, so an
@@ -268,26 +365,14 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Reply<R>, CallError>>,
 {
-    let mut state = RetryState::default();
+    let mut attempts = Attempts::new(ctx, api);
     loop {
-        let started = ctx.acquire_or_stop(api).await.ok_or(CallError::Stopped)?;
-        let result = call().await;
-        ctx.pacer.finished(api, started);
-        let err = match result {
+        let started = attempts.turn().await.map_err(Ended::into_error)?;
+        let answer = call().await;
+        attempts.answered(started);
+        match answer {
             Ok(reply) => return Ok(reply.value),
-            Err(e) => e,
-        };
-        match state.next(&err, &ctx.policy) {
-            Step::Throttled(wait) => ctx.throttle(api, wait),
-            Step::Reauth => {}
-            Step::Backoff(wait) => {
-                ctx.sleep_or_stop(wait).await.ok_or(CallError::Stopped)?;
-            }
-            Step::Fatal(reason) => {
-                ctx.fail_run(reason, &err);
-                return Err(err);
-            }
-            Step::GiveUp => return Err(err),
+            Err(e) => attempts.after(e).await.map_err(Ended::into_error)?,
         }
     }
 }

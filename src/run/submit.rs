@@ -17,7 +17,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::call::{Ctx, RetryState, Step, read};
+use super::call::{Attempts, Ctx, Ended, read};
 use super::transport::Transport;
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
@@ -52,7 +52,7 @@ enum Next {
     Done(ResultRow),
     /// The request may have been processed: look before sending again.
     InDoubt,
-    /// Any other error: the call engine decides ([`RetryState::next`]).
+    /// Any other error: the call engine decides ([`Attempts::after`]).
     Engine(CallError),
 }
 
@@ -64,12 +64,12 @@ enum Next {
 pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow> {
     let api = Api::Action(job.action);
     let mut row = ResultRow::new(job.line, job.machine_id.clone(), job.action.cli_name());
-    let mut retry = RetryState::default();
+    let mut attempts = Attempts::new(ctx, api);
     // Earliest send time of this row: the window in which an in-doubt
     // request could have created an action.
     let mut first_sent: Option<SystemTime> = None;
     loop {
-        let started = ctx.acquire_or_stop(api).await?;
+        let started = attempts.turn().await.ok()?;
         let sent_at = SystemTime::now();
         let sent_at_text = format_utc(sent_at);
         if let Some(j) = &ctx.journal {
@@ -78,7 +78,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
             if let Err(e) =
                 j.intent(&job.key, job.line, &job.machine_id, job.action, &sent_at_text).await
             {
-                ctx.pacer.finished(api, started);
+                attempts.answered(started);
                 ctx.stop.fail(super::StopReason::Storage, e.to_string());
                 return None;
             }
@@ -89,15 +89,12 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
         }
         row.attempts += 1;
         let result = ctx.transport.submit(&job.machine_id, job.action, &job.body).await;
-        ctx.pacer.finished(api, started);
+        attempts.answered(started);
         let err = match classify(&mut row, result, sent_at) {
             Next::Done(r) => return Some(finish(r)),
             Next::Engine(err) => err,
             Next::InDoubt => {
-                retry.transient += 1;
-                // Give a request that is still being processed time to land
-                // before looking for it.
-                ctx.sleep_or_stop(ctx.policy.backoff(retry.transient, None)).await?;
+                let may_retry = attempts.unanswered().await.ok()?;
                 let since = first_sent.unwrap_or(sent_at);
                 match reconcile_one(ctx, job, since).await {
                     Ok(Some(found)) => {
@@ -108,7 +105,7 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
                         return Some(finish(row));
                     }
                     // The server never got it: sending again is safe.
-                    Ok(None) if retry.transient < ctx.policy.max_attempts => continue,
+                    Ok(None) if may_retry => continue,
                     Ok(None) => {
                         row.status = Some(Status::Error);
                         return Some(finish(row));
@@ -126,27 +123,13 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
                 }
             }
         };
-        match retry.next(&err, &ctx.policy) {
-            Step::Throttled(wait) => ctx.throttle(api, wait),
-            // The client already dropped the refused token; the next
-            // attempt fetches a fresh one.
-            Step::Reauth => {}
-            Step::Backoff(wait) => {
-                tracing::debug!(
-                    line = job.line,
-                    attempt = row.attempts,
-                    wait_ms = wait.as_millis() as u64,
-                    "transient error, backing off"
-                );
-                ctx.sleep_or_stop(wait).await?;
-            }
-            // The server refused the request (or no request could be made):
+        match attempts.after(err).await {
+            Ok(()) => {}
+            // Stopped while waiting, or the server refused the request (or
+            // no request could be made) for a fault that stops the run:
             // nothing happened to the device, and the row is not sent.
-            Step::Fatal(reason) => {
-                ctx.fail_run(reason, &err);
-                return None;
-            }
-            Step::GiveUp => {
+            Err(Ended::Stopped | Ended::Fatal(_)) => return None,
+            Err(Ended::GaveUp(err)) => {
                 row.status = Some(final_status(&err));
                 return Some(finish(row));
             }

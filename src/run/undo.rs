@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::RunError;
-use super::call::{Ctx, RetryPolicy, RetryState, Step as CallStep};
+use super::call::{Attempts, Ctx, Ended, RetryPolicy};
 use super::status::ResultsLock;
 use super::stop::Stop;
 use super::submit::{CLOCK_SKEW, Job, execute, list_all_actions};
@@ -627,9 +627,9 @@ async fn cancel<T: Transport>(
 ) -> Cancel {
     let api = Api::CancelAction;
     let mut row = cancel_row(original, of);
-    let mut retry = RetryState::default();
+    let mut attempts = Attempts::new(ctx, api);
     loop {
-        let Some(started) = ctx.acquire_or_stop(api).await else {
+        let Ok(started) = attempts.turn().await else {
             return Cancel::Done(Box::new(interrupted(original)));
         };
         if row.requested_at.is_empty() {
@@ -637,7 +637,7 @@ async fn cancel<T: Transport>(
         }
         row.attempts += 1;
         let result = ctx.transport.cancel_action(&of.id, Some(comment)).await;
-        ctx.pacer.finished(api, started);
+        attempts.answered(started);
         let err = match result {
             Ok(reply) => {
                 row.http_status = Some(reply.status);
@@ -661,37 +661,14 @@ async fn cancel<T: Transport>(
         row.error_code = err.code().to_string();
         row.error_message = err.to_string();
         if let CallError::Api { status: 400, .. } = err {
-            let filter = any_of("id", [&of.id]);
-            return match list_all_actions(ctx, &filter).await {
-                Ok(found) => match found.into_iter().find(|a| a.id.eq_ignore_ascii_case(&of.id)) {
-                    Some(now) if now.is_final() => Cancel::Final(Box::new(now)),
-                    _ => {
-                        row.status = Some(Status::Rejected);
-                        Cancel::Done(Box::new(finish(row)))
-                    }
-                },
-                Err(CallError::Stopped) => Cancel::Done(Box::new(interrupted(original))),
-                Err(e) => {
-                    row.status = Some(Status::Error);
-                    row.error_message =
-                        format!("{}; looking the action up failed too ({e})", row.error_message);
-                    Cancel::Done(Box::new(finish(row)))
-                }
-            };
+            return refused_cancel(ctx, original, of, row).await;
         }
-        match retry.next(&err, &ctx.policy) {
-            CallStep::Throttled(wait) => ctx.throttle(api, wait),
-            CallStep::Reauth => {}
-            CallStep::Backoff(wait) => {
-                if ctx.sleep_or_stop(wait).await.is_none() {
-                    return Cancel::Done(Box::new(interrupted(original)));
-                }
-            }
-            CallStep::Fatal(reason) => {
-                ctx.fail_run(reason, &err);
+        match attempts.after(err).await {
+            Ok(()) => {}
+            Err(Ended::Stopped | Ended::Fatal(_)) => {
                 return Cancel::Done(Box::new(interrupted(original)));
             }
-            CallStep::GiveUp => {
+            Err(Ended::GaveUp(err)) => {
                 row.status = Some(match err {
                     CallError::Api { status: 404, .. } => Status::NotFound,
                     e if e.is_transient() => Status::Error,
@@ -699,6 +676,34 @@ async fn cancel<T: Transport>(
                 });
                 return Cancel::Done(Box::new(finish(row)));
             }
+        }
+    }
+}
+
+/// A cancel the service refused (400): a repeat of a cancel that went
+/// through, or an action already final. The action is looked up to see
+/// where it stands.
+async fn refused_cancel<T: Transport>(
+    ctx: &Ctx<T>,
+    original: &ResultRow,
+    of: &MachineAction,
+    mut row: ResultRow,
+) -> Cancel {
+    let filter = any_of("id", [&of.id]);
+    match list_all_actions(ctx, &filter).await {
+        Ok(found) => match found.into_iter().find(|a| a.id.eq_ignore_ascii_case(&of.id)) {
+            Some(now) if now.is_final() => Cancel::Final(Box::new(now)),
+            _ => {
+                row.status = Some(Status::Rejected);
+                Cancel::Done(Box::new(finish(row)))
+            }
+        },
+        Err(CallError::Stopped) => Cancel::Done(Box::new(interrupted(original))),
+        Err(e) => {
+            row.status = Some(Status::Error);
+            row.error_message =
+                format!("{}; looking the action up failed too ({e})", row.error_message);
+            Cancel::Done(Box::new(finish(row)))
         }
     }
 }
@@ -864,5 +869,90 @@ mod tests {
             PathBuf::from("d/hosts.results.undo.csv")
         );
         assert_eq!(default_undo_path(Path::new("run.jsonl")), PathBuf::from("run.undo.jsonl"));
+    }
+
+    /// A service whose cancels are answered with one error, forever.
+    struct Refusing {
+        answer: fn() -> CallError,
+        cancels: std::sync::atomic::AtomicU64,
+    }
+
+    impl Transport for Refusing {
+        async fn authenticate(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn submit(
+            &self,
+            _machine_id: &str,
+            _action: ActionKind,
+            _body: &ActionBody,
+        ) -> Result<crate::api::client::Reply<MachineAction>, CallError> {
+            Err((self.answer)())
+        }
+
+        async fn list_actions(
+            &self,
+            _query: &crate::api::odata::ListQuery,
+        ) -> Result<crate::api::client::Reply<crate::api::model::ODataList<MachineAction>>, CallError>
+        {
+            Err((self.answer)())
+        }
+
+        async fn list_machines(
+            &self,
+            _query: &crate::api::odata::ListQuery,
+        ) -> Result<
+            crate::api::client::Reply<crate::api::model::ODataList<crate::api::model::Machine>>,
+            CallError,
+        > {
+            Err((self.answer)())
+        }
+
+        async fn cancel_action(
+            &self,
+            _action_id: &str,
+            _comment: Option<&str>,
+        ) -> Result<crate::api::client::Reply<MachineAction>, CallError> {
+            self.cancels.fetch_add(1, Ordering::SeqCst);
+            Err((self.answer)())
+        }
+    }
+
+    /// A cancel waiting out a one-hour Retry-After, or a transient error's
+    /// backoff, ends at the stop: the undo row says it was not sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_cancel_in_its_retry_after_or_its_backoff() {
+        let answers: [fn() -> CallError; 2] = [
+            || CallError::Throttled { retry_after: Some(Duration::from_secs(3600)), error: None },
+            || CallError::Api {
+                status: 503,
+                error: None,
+                retry_after: Some(Duration::from_secs(600)),
+            },
+        ];
+        for answer in answers {
+            let ctx = Ctx::new(
+                std::sync::Arc::new(Refusing { answer, cancels: Default::default() }),
+                std::sync::Arc::new(crate::pace::Pacer::new(&[], None)),
+                None,
+                RetryPolicy::default(),
+                Stop::new(),
+            );
+            let stop = ctx.stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stop.trigger(crate::run::StopReason::Interrupted);
+            });
+            let original = row("isolate", Status::Submitted);
+            let of = action("a1", M1, "Isolate", "Pending", 0);
+            let t0 = tokio::time::Instant::now();
+            let Cancel::Done(done) = cancel(&ctx, &original, &of, "undo").await else {
+                panic!("a cancel cut short is settled")
+            };
+            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+            assert_eq!(done.status, Some(Status::NotSent));
+            assert_eq!(ctx.transport.cancels.load(Ordering::SeqCst), 1);
+        }
     }
 }
