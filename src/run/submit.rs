@@ -295,9 +295,10 @@ mod tests {
 
     use super::*;
     use crate::api::client::{Reply, TransportKind};
-    use crate::api::model::{ApiErrorBody, Machine, ODataList};
+    use crate::api::model::{ApiErrorBody, ODataList};
     use crate::pace::Limit;
     use crate::pace::Pacer;
+    use crate::run::transport::scripted::{Scripted, page};
     use crate::run::{RetryPolicy, Stop, StopReason};
 
     /// What the scripted server answers to the next submit.
@@ -314,13 +315,12 @@ mod tests {
         OldAction,
     }
 
+    /// What the scripted server has done: the actions it created, and how
+    /// many list calls it still answers 429 (Retry-After one hour).
     #[derive(Default)]
-    struct Script {
+    struct Server {
         answers: Mutex<VecDeque<Answer>>,
         created: Mutex<Vec<MachineAction>>,
-        submits: AtomicU64,
-        lists: AtomicU64,
-        /// List calls answered 429 (Retry-After one hour) before any page.
         lists_throttled: AtomicU64,
     }
 
@@ -349,99 +349,74 @@ mod tests {
         }
     }
 
-    impl Transport for Script {
-        async fn authenticate(&self) -> Result<(), String> {
-            Ok(())
-        }
-
-        async fn submit(
-            &self,
-            _machine_id: &str,
-            _action: ActionKind,
-            _body: &ActionBody,
-        ) -> Result<Reply<MachineAction>, CallError> {
-            self.submits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let next = self.answers.lock().unwrap().pop_front().unwrap_or(Answer::Ok);
-            let err = |code: &str| {
-                Some(ApiErrorBody { code: code.into(), message: "m".into(), target: None })
-            };
-            match next {
-                Answer::Ok => {
-                    let a = action(SystemTime::now());
-                    self.created.lock().unwrap().push(a.clone());
-                    Ok(Reply { status: 201, value: a })
-                }
-                Answer::OldAction => Ok(Reply {
-                    status: 201,
-                    value: action(SystemTime::now() - Duration::from_secs(3600)),
-                }),
-                Answer::Status(status, code, retry) => Err(CallError::Api {
-                    status,
-                    error: err(code),
-                    retry_after: retry.map(Duration::from_secs),
-                }),
-                Answer::Throttle(ra) => Err(CallError::Throttled {
-                    retry_after: ra.map(Duration::from_secs),
-                    error: None,
-                }),
-                Answer::Unauthorized => Err(CallError::Unauthorized { error: None }),
-                Answer::Dropped { processed } => {
-                    if processed {
-                        self.created.lock().unwrap().push(action(SystemTime::now()));
-                    }
-                    Err(CallError::Transport {
-                        kind: TransportKind::Other,
-                        maybe_delivered: true,
-                        message: "connection closed".into(),
-                    })
-                }
+    /// The next scripted answer to a submit (`Ok` once the script is spent).
+    fn answer(server: &Server) -> Result<Reply<MachineAction>, CallError> {
+        let next = server.answers.lock().unwrap().pop_front().unwrap_or(Answer::Ok);
+        let err = |code: &str| {
+            Some(ApiErrorBody { code: code.into(), message: "m".into(), target: None })
+        };
+        match next {
+            Answer::Ok => {
+                let a = action(SystemTime::now());
+                server.created.lock().unwrap().push(a.clone());
+                Ok(Reply { status: 201, value: a })
             }
-        }
-
-        async fn list_actions(
-            &self,
-            _q: &ListQuery,
-        ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
-            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let throttled = self.lists_throttled.load(std::sync::atomic::Ordering::SeqCst);
-            if throttled > 0 {
-                self.lists_throttled.store(throttled - 1, std::sync::atomic::Ordering::SeqCst);
-                return Err(CallError::Throttled {
-                    retry_after: Some(Duration::from_secs(3600)),
-                    error: None,
-                });
+            Answer::OldAction => Ok(Reply {
+                status: 201,
+                value: action(SystemTime::now() - Duration::from_secs(3600)),
+            }),
+            Answer::Status(status, code, retry) => Err(CallError::Api {
+                status,
+                error: err(code),
+                retry_after: retry.map(Duration::from_secs),
+            }),
+            Answer::Throttle(ra) => {
+                Err(CallError::Throttled { retry_after: ra.map(Duration::from_secs), error: None })
             }
-            let value = self.created.lock().unwrap().clone();
-            Ok(Reply { status: 200, value: ODataList { context: None, value, next_link: None } })
-        }
-
-        async fn list_machines(
-            &self,
-            _q: &ListQuery,
-        ) -> Result<Reply<ODataList<Machine>>, CallError> {
-            Ok(Reply {
-                status: 200,
-                value: ODataList { context: None, value: vec![], next_link: None },
-            })
-        }
-
-        async fn cancel_action(
-            &self,
-            _id: &str,
-            _c: Option<&str>,
-        ) -> Result<Reply<MachineAction>, CallError> {
-            Ok(Reply { status: 200, value: action(SystemTime::now()) })
+            Answer::Unauthorized => Err(CallError::Unauthorized { error: None }),
+            Answer::Dropped { processed } => {
+                if processed {
+                    server.created.lock().unwrap().push(action(SystemTime::now()));
+                }
+                Err(CallError::Transport {
+                    kind: TransportKind::Other,
+                    maybe_delivered: true,
+                    message: "connection closed".into(),
+                })
+            }
         }
     }
 
-    fn ctx(answers: Vec<Answer>, max_attempts: u32) -> Ctx<Script> {
-        Ctx::new(
-            Arc::new(Script { answers: Mutex::new(answers.into()), ..Script::default() }),
+    /// The created actions as one page, unless a 429 is still scripted.
+    fn list(server: &Server) -> Result<Reply<ODataList<MachineAction>>, CallError> {
+        let throttled = server.lists_throttled.load(std::sync::atomic::Ordering::SeqCst);
+        if throttled > 0 {
+            server.lists_throttled.store(throttled - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(CallError::Throttled {
+                retry_after: Some(Duration::from_secs(3600)),
+                error: None,
+            });
+        }
+        page(server.created.lock().unwrap().clone())
+    }
+
+    fn ctx_with(answers: Vec<Answer>, max_attempts: u32) -> (Ctx<Scripted>, Arc<Server>) {
+        let server = Arc::new(Server { answers: Mutex::new(answers.into()), ..Server::default() });
+        let (s1, s2) = (server.clone(), server.clone());
+        let service =
+            Scripted::new().on_submit(move |_, _| answer(&s1)).on_list_actions(move |_| list(&s2));
+        let ctx = Ctx::new(
+            Arc::new(service),
             Arc::new(Pacer::new(&[Limit::PER_MINUTE, Limit::PER_HOUR], Some(Duration::ZERO))),
             None,
             RetryPolicy { max_attempts, ..RetryPolicy::default() },
             Stop::new(),
-        )
+        );
+        (ctx, server)
+    }
+
+    fn ctx(answers: Vec<Answer>, max_attempts: u32) -> Ctx<Scripted> {
+        ctx_with(answers, max_attempts).0
     }
 
     fn job() -> Job {
@@ -459,8 +434,8 @@ mod tests {
         }
     }
 
-    fn submits(ctx: &Ctx<Script>) -> u64 {
-        ctx.transport.submits.load(std::sync::atomic::Ordering::SeqCst)
+    fn submits(ctx: &Ctx<Scripted>) -> u64 {
+        ctx.transport.count("submit")
     }
 
     #[tokio::test(start_paused = true)]
@@ -558,7 +533,7 @@ mod tests {
     }
 
     /// Stops `ctx` after `after` of virtual time.
-    fn stop_after(ctx: &Ctx<Script>, after: Duration) {
+    fn stop_after(ctx: &Ctx<Scripted>, after: Duration) {
         let stop = ctx.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -589,7 +564,7 @@ mod tests {
         assert_eq!(submits(&ctx), 1, "one attempt, then the stop during its backoff");
     }
 
-    fn ctx_backoff() -> Ctx<Script> {
+    fn ctx_backoff() -> Ctx<Scripted> {
         ctx(vec![Answer::Status(503, "ServiceUnavailable", Some(600))], 5)
     }
 
@@ -597,14 +572,14 @@ mod tests {
     /// `--wait`) waiting out a one-hour Retry-After ends at the stop.
     #[tokio::test(start_paused = true)]
     async fn a_stop_ends_a_paged_listing_in_its_retry_after() {
-        let ctx = ctx(vec![], 5);
-        ctx.transport.lists_throttled.store(1, std::sync::atomic::Ordering::SeqCst);
+        let (ctx, server) = ctx_with(vec![], 5);
+        server.lists_throttled.store(1, std::sync::atomic::Ordering::SeqCst);
         stop_after(&ctx, Duration::from_secs(1));
         let t0 = Instant::now();
         let found = list_all_actions(&ctx, "type eq 'Isolate'").await;
         assert!(matches!(found, Err(CallError::Stopped)), "{found:?}");
         assert!(Instant::now() - t0 < Duration::from_secs(2));
-        assert_eq!(ctx.transport.lists.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(ctx.transport.count("list_actions"), 1);
     }
 
     #[test]

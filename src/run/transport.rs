@@ -103,3 +103,141 @@ impl Transport for Client {
         Client::cancel_action(self, action_id, comment).await
     }
 }
+
+/// One scripted [`Transport`] for the engine's unit tests, as hyperfine's
+/// `MockExecutor` is for its benchmarks: each kind of call answers from a
+/// handler the test sets (a closure over whatever state it scripts), every
+/// call is counted by kind, and a call of a kind the test did not expect
+/// fails the test. No sockets: the tests run in tokio's paused time.
+#[cfg(test)]
+pub(crate) mod scripted {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A handler for one kind of call.
+    type Handler<A, R> = Box<dyn Fn(A) -> Result<Reply<R>, CallError> + Send + Sync>;
+
+    /// The scripted service.
+    #[derive(Default)]
+    pub(crate) struct Scripted {
+        submit: Option<Handler<(String, ActionKind), MachineAction>>,
+        list_actions: Option<Handler<ListQuery, ODataList<MachineAction>>>,
+        cancel: Option<Handler<String, MachineAction>>,
+        /// Every call, in order: its kind and, for lists, the filter.
+        calls: Mutex<Vec<(&'static str, String)>>,
+    }
+
+    impl Scripted {
+        /// A service that expects no call at all.
+        pub(crate) fn new() -> Scripted {
+            Scripted::default()
+        }
+
+        /// Answers `POST machines/{id}/{action}` with `f(machine_id, action)`.
+        pub(crate) fn on_submit(
+            mut self,
+            f: impl Fn(&str, ActionKind) -> Result<Reply<MachineAction>, CallError>
+            + Send
+            + Sync
+            + 'static,
+        ) -> Scripted {
+            self.submit = Some(Box::new(move |(m, a)| f(&m, a)));
+            self
+        }
+
+        /// Answers `GET machineactions` with `f(query)`.
+        pub(crate) fn on_list_actions(
+            mut self,
+            f: impl Fn(ListQuery) -> Result<Reply<ODataList<MachineAction>>, CallError>
+            + Send
+            + Sync
+            + 'static,
+        ) -> Scripted {
+            self.list_actions = Some(Box::new(f));
+            self
+        }
+
+        /// Answers `POST machineactions/{id}/cancel` with `f(action_id)`.
+        pub(crate) fn on_cancel(
+            mut self,
+            f: impl Fn(&str) -> Result<Reply<MachineAction>, CallError> + Send + Sync + 'static,
+        ) -> Scripted {
+            self.cancel = Some(Box::new(move |id: String| f(&id)));
+            self
+        }
+
+        /// Calls of `kind` (`submit`, `list_actions`,
+        /// `cancel`) made so far.
+        pub(crate) fn count(&self, kind: &str) -> u64 {
+            self.calls.lock().unwrap().iter().filter(|(k, _)| *k == kind).count() as u64
+        }
+
+        /// The filters of the list calls of `kind`, in order.
+        pub(crate) fn filters(&self, kind: &str) -> Vec<String> {
+            let calls = self.calls.lock().unwrap();
+            calls.iter().filter(|(k, _)| *k == kind).map(|(_, f)| f.clone()).collect()
+        }
+
+        fn called(&self, kind: &'static str, detail: String) {
+            self.calls.lock().unwrap().push((kind, detail));
+        }
+    }
+
+    /// The handler of a call, or a failed test naming the call.
+    fn handler<'a, A, R>(h: &'a Option<Handler<A, R>>, kind: &str) -> &'a Handler<A, R> {
+        h.as_ref().unwrap_or_else(|| panic!("unexpected {kind} call: the test set no handler"))
+    }
+
+    impl Transport for Scripted {
+        async fn authenticate(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn submit(
+            &self,
+            machine_id: &str,
+            action: ActionKind,
+            _body: &ActionBody,
+        ) -> Result<Reply<MachineAction>, CallError> {
+            self.called("submit", String::new());
+            handler(&self.submit, "submit")((machine_id.to_string(), action))
+        }
+
+        async fn list_actions(
+            &self,
+            query: &ListQuery,
+        ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
+            self.called("list_actions", query.filter.clone().unwrap_or_default());
+            handler(&self.list_actions, "list_actions")(query.clone())
+        }
+
+        async fn list_machines(
+            &self,
+            query: &ListQuery,
+        ) -> Result<Reply<ODataList<Machine>>, CallError> {
+            // The engine's device look-ups have their own scripted tenant
+            // (`resolve`'s tests), which answers filters over a fleet.
+            panic!("unexpected list_machines call ({:?})", query.filter)
+        }
+
+        async fn cancel_action(
+            &self,
+            action_id: &str,
+            _comment: Option<&str>,
+        ) -> Result<Reply<MachineAction>, CallError> {
+            self.called("cancel", action_id.to_string());
+            handler(&self.cancel, "cancel")(action_id.to_string())
+        }
+    }
+
+    /// A reply of 200 with `value`.
+    pub(crate) fn ok<R>(value: R) -> Result<Reply<R>, CallError> {
+        Ok(Reply { status: 200, value })
+    }
+
+    /// One page holding `value`.
+    pub(crate) fn page<R>(value: Vec<R>) -> Result<Reply<ODataList<R>>, CallError> {
+        ok(ODataList { context: None, value, next_link: None })
+    }
+}

@@ -711,6 +711,7 @@ async fn refused_cancel<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::transport::scripted::Scripted;
 
     const M1: &str = "1111111111111111111111111111111111111111";
     const M2: &str = "2222222222222222222222222222222222222222";
@@ -871,54 +872,6 @@ mod tests {
         assert_eq!(default_undo_path(Path::new("run.jsonl")), PathBuf::from("run.undo.jsonl"));
     }
 
-    /// A service whose cancels are answered with one error, forever.
-    struct Refusing {
-        answer: fn() -> CallError,
-        cancels: std::sync::atomic::AtomicU64,
-    }
-
-    impl Transport for Refusing {
-        async fn authenticate(&self) -> Result<(), String> {
-            Ok(())
-        }
-
-        async fn submit(
-            &self,
-            _machine_id: &str,
-            _action: ActionKind,
-            _body: &ActionBody,
-        ) -> Result<crate::api::client::Reply<MachineAction>, CallError> {
-            Err((self.answer)())
-        }
-
-        async fn list_actions(
-            &self,
-            _query: &crate::api::odata::ListQuery,
-        ) -> Result<crate::api::client::Reply<crate::api::model::ODataList<MachineAction>>, CallError>
-        {
-            Err((self.answer)())
-        }
-
-        async fn list_machines(
-            &self,
-            _query: &crate::api::odata::ListQuery,
-        ) -> Result<
-            crate::api::client::Reply<crate::api::model::ODataList<crate::api::model::Machine>>,
-            CallError,
-        > {
-            Err((self.answer)())
-        }
-
-        async fn cancel_action(
-            &self,
-            _action_id: &str,
-            _comment: Option<&str>,
-        ) -> Result<crate::api::client::Reply<MachineAction>, CallError> {
-            self.cancels.fetch_add(1, Ordering::SeqCst);
-            Err((self.answer)())
-        }
-    }
-
     /// A cancel waiting out a one-hour Retry-After, or a transient error's
     /// backoff, ends at the stop: the undo row says it was not sent.
     #[tokio::test(start_paused = true)]
@@ -932,8 +885,9 @@ mod tests {
             },
         ];
         for answer in answers {
+            let service = Scripted::new().on_cancel(move |_| Err(answer()));
             let ctx = Ctx::new(
-                std::sync::Arc::new(Refusing { answer, cancels: Default::default() }),
+                std::sync::Arc::new(service),
                 std::sync::Arc::new(crate::pace::Pacer::new(&[], None)),
                 None,
                 RetryPolicy::default(),
@@ -952,7 +906,7 @@ mod tests {
             };
             assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
             assert_eq!(done.status, Some(Status::NotSent));
-            assert_eq!(ctx.transport.cancels.load(Ordering::SeqCst), 1);
+            assert_eq!(ctx.transport.count("cancel"), 1);
         }
     }
 }

@@ -415,23 +415,21 @@ pub async fn finish_run<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
 
-    use crate::api::action::ActionKind;
-    use crate::api::client::{ActionBody, CallError, Reply};
-    use crate::api::model::{Machine, ODataList};
+    use crate::api::client::{CallError, Reply};
+    use crate::api::model::ODataList;
     use crate::api::odata::ListQuery;
     use crate::pace::{Limit, Pacer};
     use crate::run::RetryPolicy;
+    use crate::run::transport::scripted::Scripted;
 
-    /// A scripted service: actions whose status follows a schedule of
+    /// The scripted service's actions, whose status follows a schedule of
     /// (seconds since start, status) steps, listed like the real list call.
-    struct Scripted {
+    struct Timeline {
         start: Instant,
         actions: Vec<(MachineAction, Vec<(u64, &'static str)>)>,
-        queries: Mutex<Vec<String>>,
         fail_next: AtomicU64,
     }
 
@@ -447,7 +445,7 @@ mod tests {
         .unwrap()
     }
 
-    impl Scripted {
+    impl Timeline {
         fn view(&self, i: usize) -> MachineAction {
             let (a, steps) = &self.actions[i];
             let t = self.start.elapsed().as_secs();
@@ -479,24 +477,10 @@ mod tests {
         }
     }
 
-    impl Transport for Scripted {
-        async fn authenticate(&self) -> Result<(), String> {
-            Ok(())
-        }
-        async fn submit(
-            &self,
-            _: &str,
-            _: ActionKind,
-            _: &ActionBody,
-        ) -> Result<Reply<MachineAction>, CallError> {
-            unreachable!("tracking never submits")
-        }
-        async fn list_actions(
-            &self,
-            query: &ListQuery,
-        ) -> Result<Reply<ODataList<MachineAction>>, CallError> {
+    impl Timeline {
+        /// The list call: the actions the filter selects, as they stand now.
+        fn list(&self, query: &ListQuery) -> Result<Reply<ODataList<MachineAction>>, CallError> {
             let filter = query.filter.clone().unwrap_or_default();
-            self.queries.lock().unwrap().push(filter.clone());
             if self.fail_next.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 self.fail_next.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 return Err(CallError::Api { status: 400, error: None, retry_after: None });
@@ -511,22 +495,10 @@ mod tests {
                 .collect();
             Ok(Reply { status: 200, value: ODataList { context: None, value, next_link: None } })
         }
-        async fn list_machines(
-            &self,
-            _: &ListQuery,
-        ) -> Result<Reply<ODataList<Machine>>, CallError> {
-            unreachable!()
-        }
-        async fn cancel_action(
-            &self,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<Reply<MachineAction>, CallError> {
-            unreachable!()
-        }
     }
 
-    fn ctx(service: Scripted) -> Ctx<Scripted> {
+    fn ctx(timeline: Timeline) -> Ctx<Scripted> {
+        let service = Scripted::new().on_list_actions(move |q| timeline.list(&q));
         Ctx::new(
             std::sync::Arc::new(service),
             std::sync::Arc::new(Pacer::new(
@@ -642,7 +614,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn polls_with_one_list_call_until_every_action_is_final() {
         let t0 = SystemTime::now();
-        let service = Scripted {
+        let service = Timeline {
             start: Instant::now(),
             actions: (0..300)
                 .map(|i| {
@@ -654,7 +626,6 @@ mod tests {
                     (action(&format!("id-{i}"), t0), steps)
                 })
                 .collect(),
-            queries: Mutex::new(Vec::new()),
             fail_next: AtomicU64::new(0),
         };
         let ctx = ctx(service);
@@ -676,21 +647,20 @@ mod tests {
         assert_eq!(stats.polls, 5);
         assert_eq!(stats.list_calls, 5, "one call per poll whatever the number of rows");
         assert_eq!((stats.still_open, stats.unseen), (0, 0));
-        let queries = ctx.transport.queries.lock().unwrap();
+        let queries = ctx.transport.filters("list_actions");
         assert!(queries.iter().all(|q| q.starts_with("creationDateTimeUtc ge ")), "{queries:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_timeout_leaves_rows_pending_or_in_progress() {
         let t0 = SystemTime::now();
-        let service = Scripted {
+        let service = Timeline {
             start: Instant::now(),
             actions: vec![
                 (action("slow", t0), vec![(100, "InProgress")]),
                 (action("running", t0), vec![(1, "InProgress")]),
                 (action("done", t0), vec![(1, "Succeeded")]),
             ],
-            queries: Mutex::new(Vec::new()),
             fail_next: AtomicU64::new(0),
         };
         let ctx = ctx(service);
@@ -712,7 +682,7 @@ mod tests {
         assert_eq!(got[&3].status, Status::InProgress);
         assert_eq!(got[&4].status, Status::Succeeded);
         assert_eq!(stats.still_open, 2);
-        let first = ctx.transport.queries.lock().unwrap()[0].clone();
+        let first = ctx.transport.filters("list_actions")[0].clone();
         assert!(!first.contains(" le "), "no upper bound without answer times");
 
         // A zero timeout makes exactly one poll.
@@ -724,13 +694,12 @@ mod tests {
     async fn older_actions_are_looked_up_by_id_and_unknown_ones_left_alone() {
         let t0 = SystemTime::now();
         let week_ago = t0 - Duration::from_secs(7 * 86_400);
-        let service = Scripted {
+        let service = Timeline {
             start: Instant::now(),
             actions: vec![
                 (action("ours", t0), vec![(3, "Succeeded")]),
                 (action("theirs", week_ago), vec![(6, "Succeeded")]),
             ],
-            queries: Mutex::new(Vec::new()),
             fail_next: AtomicU64::new(1),
         };
         let ctx = ctx(service);
@@ -746,7 +715,7 @@ mod tests {
         assert_eq!(got[&3].status, Status::Succeeded);
         assert!(!got.contains_key(&4), "an unknown action leaves its row as it was");
         assert_eq!(stats.unseen, 1);
-        let queries = ctx.transport.queries.lock().unwrap().clone();
+        let queries = ctx.transport.filters("list_actions");
         // Poll 1 (0 s): the window listing fails, the poll is skipped.
         // Poll 2 (2 s): window, then a by-id look-up of the two it does not
         // show; "ghost" is given up on. Poll 3 (4 s): window ("ours" is now
@@ -762,10 +731,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stop_ends_the_wait_at_once() {
         let t0 = SystemTime::now();
-        let service = Scripted {
+        let service = Timeline {
             start: Instant::now(),
             actions: vec![(action("a", t0), vec![])],
-            queries: Mutex::new(Vec::new()),
             fail_next: AtomicU64::new(0),
         };
         let ctx = ctx(service);
