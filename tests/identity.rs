@@ -269,26 +269,12 @@ async fn credentials_revoked_mid_run_stop_the_run_and_a_resume_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_ready_token_stops_the_run_without_rejecting_rows() {
     let sim = sim(SimConfig { token_ttl: Duration::from_secs(2), ..sim_config(&["4/1s"]) }).await;
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{}/tenant-1/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app-1"),
-            ("client_secret", "s3cret-value-never-logged"),
-            ("scope", "https://api.securitycenter.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = access_token(&sim.url(), "tenant-1", "app-1", "s3cret-value-never-logged").await;
     let dir = TempDir::new("expired");
     let fleet = windows_online(&sim, 20);
     let input = dir.write("q.csv", ids_csv(&fleet));
     let mut cmd = isolate(&sim, &input, &["--limit", "4/1s"]);
-    cmd.env_remove("AZURE_CLIENT_SECRET").env("MDE_TOKEN", token["access_token"].as_str().unwrap());
+    cmd.env_remove("AZURE_CLIENT_SECRET").env("MDE_TOKEN", token);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let rows = read_results(&dir.path("q.results.csv"));

@@ -51,6 +51,26 @@ pub fn sim_config(limits: &[&str]) -> SimConfig {
     }
 }
 
+/// An access token from the simulator at `base` for `client` in `tenant`,
+/// asked the way an app asks Entra (client credentials, v2 endpoint).
+pub async fn access_token(base: &str, tenant: &str, client: &str, secret: &str) -> String {
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret),
+            ("scope", "https://api.securitycenter.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["access_token"].as_str().unwrap().to_string()
+}
+
 /// Stats straight from the running simulator.
 pub fn stats(sim: &Sim) -> Stats {
     sim.stats()
