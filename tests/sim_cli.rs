@@ -1,6 +1,8 @@
 //! `mdebulk simulate` as a process: the listening line, serving, SIGTERM,
 //! and one clear error line with exit code 2 for bad input.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -39,23 +41,10 @@ fn prints_the_listening_line_serves_and_stops_on_sigterm() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (count, stats) = rt.block_on(async {
         let http = reqwest::Client::new();
-        let token: serde_json::Value = http
-            .post(format!("{url}/t/oauth2/v2.0/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "a"),
-                ("client_secret", "b"),
-                ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = common::access_token(&url, "t", "a", "b").await;
         let list: serde_json::Value = http
             .get(format!("{url}/api/machines"))
-            .bearer_auth(token["access_token"].as_str().unwrap())
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap()
