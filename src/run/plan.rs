@@ -3,6 +3,13 @@
 //! (for confirmation, estimates and the progress bar) and collects what
 //! needs looking up before sending (device names, Entra ID device ids, IP
 //! addresses, machines whose OS matters, action types for the pre-flight).
+//!
+//! The execution pass reads the file again and plans each row again rather
+//! than keeping the survey's plans: a plan holds the row's strings (comment,
+//! device, parameters), so keeping a million of them would cost hundreds of
+//! megabytes, while planning a row again costs a few hundred nanoseconds.
+//! Both passes call the one planner (`input::plan_row`), so they cannot
+//! disagree.
 
 use std::collections::{BTreeMap, HashMap};
 
