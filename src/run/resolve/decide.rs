@@ -1,0 +1,297 @@
+//! Deciding a row from what was learnt, with no request: which machine a
+//! row plan acts on ([`Prepared::target`]), or the row settled before
+//! anything is sent ([`Prepared::check`]): `not_found`, `ambiguous`,
+//! `error` when the look-up failed, `rejected` by the OS check (a
+//! Windows-only action on Linux or macOS), `already_pending`.
+//!
+//! Apart from the look-ups because it runs on the reader thread, once per
+//! row, against the finished maps: it reads them and never calls the API.
+
+use super::Prepared;
+use super::names::{MachineRef, Resolution, id_hash};
+use crate::api::time::format_utc;
+use crate::input::{RowPlan, Target};
+use crate::results::{ResultRow, Status};
+
+/// Candidates spelled out in an `ambiguous` row's message at most.
+const MAX_CANDIDATES_LISTED: usize = 10;
+
+impl Prepared {
+    /// The machine a row acts on (with what is known of it), or the row
+    /// settled when its device cannot be named: `not_found`, `ambiguous`,
+    /// or `error` when the look-up failed.
+    pub(crate) fn target<'a>(
+        &'a self,
+        plan: &RowPlan,
+    ) -> Result<(String, Option<&'a MachineRef>), Box<ResultRow>> {
+        let (map, key, what) = match &plan.target {
+            Target::Id(id) => return Ok((id.clone(), self.found.os.get(id))),
+            Target::Name(n) => (&self.found.names, n.to_lowercase(), "device name"),
+            Target::AadDeviceId(a) => {
+                (&self.found.aad_device_ids, a.to_ascii_lowercase(), "aadDeviceId")
+            }
+            Target::Ip(ip) => (&self.found.ips, ip.clone(), "IP address"),
+        };
+        let settle = |status, code: &str, message: String| {
+            Box::new(settled(plan, String::new(), status, code, message))
+        };
+        match map.get(key.as_str()) {
+            Some(Resolution::Found(m)) => Ok((m.id.lowercase(), Some(m))),
+            Some(Resolution::NotFound) => Err(settle(
+                Status::NotFound,
+                "NotFound",
+                match &plan.target {
+                    Target::Name(n) => format!(
+                        "no machine named {n:?} in the tenant (names match computerDnsName case-insensitively; a short name matches the first label of an FQDN, an FQDN only exactly); nothing was sent"
+                    ),
+                    Target::Ip(ip) => format!(
+                        "no machine whose lastIpAddress is {ip} (the address each device last reported; it may have changed since); nothing was sent"
+                    ),
+                    other => format!(
+                        "no machine with aadDeviceId {other} in the tenant; nothing was sent"
+                    ),
+                },
+            )),
+            Some(Resolution::Ambiguous(candidates)) => Err(settle(
+                Status::Ambiguous,
+                "Ambiguous",
+                ambiguous_message(what, &plan.target, candidates),
+            )),
+            None => Err(match &self.lookup_error {
+                Some(e) => settle(
+                    Status::Error,
+                    e.code(),
+                    format!("looking the {what} up failed ({e}); nothing was sent"),
+                ),
+                None => settle(
+                    Status::Error,
+                    "NotLookedUp",
+                    format!("the {what} was not looked up; nothing was sent"),
+                ),
+            }),
+        }
+    }
+
+    /// Settles a row whose machine is known, before anything is sent: a
+    /// machine id that is not in the tenant (`not_found`), a Windows-only
+    /// action on Linux or macOS (`rejected`, `OsPlatformNotSupported`), an
+    /// action of the same type already open on the machine
+    /// (`already_pending`). `None`: send it.
+    pub(crate) fn check(
+        &self,
+        plan: &RowPlan,
+        machine_id: &str,
+        machine: Option<&MachineRef>,
+    ) -> Option<ResultRow> {
+        let by_id = matches!(plan.target, Target::Id(_));
+        let absent_from_listing =
+            self.found.fleet.as_ref().is_some_and(|f| !f.contains(&id_hash(machine_id)));
+        let absent_from_os_lookup =
+            self.os_known && plan.action.windows_only() && machine.is_none();
+        if by_id && (absent_from_listing || absent_from_os_lookup) {
+            return Some(settled(
+                plan,
+                machine_id.to_string(),
+                Status::NotFound,
+                "NotFound",
+                "no machine with this id in the tenant; nothing was sent".to_string(),
+            ));
+        }
+        if plan.action.windows_only()
+            && let Some(m) = machine.filter(|m| m.is_linux_or_macos())
+        {
+            let os = m.os_platform().unwrap_or_default();
+            return Some(settled(
+                plan,
+                machine_id.to_string(),
+                Status::Rejected,
+                "OsPlatformNotSupported",
+                format!(
+                    "{} is not supported on {os} devices: the API accepts it on Windows only; nothing was sent",
+                    plan.action
+                ),
+            ));
+        }
+        let pending = self.pending.get(&(machine_id.to_ascii_lowercase(), plan.action))?;
+        let mut row = settled(
+            plan,
+            machine_id.to_string(),
+            Status::AlreadyPending,
+            "",
+            format!(
+                "a {} action is already {} on this device (created {}); nothing was sent",
+                plan.action.type_name(),
+                pending.status,
+                pending.created.as_deref().unwrap_or("at an unknown time")
+            ),
+        );
+        row.action_id = pending.id.clone();
+        row.action_status = pending.status.clone();
+        Some(row)
+    }
+}
+
+/// A row decided without a request.
+fn settled(
+    plan: &RowPlan,
+    machine_id: String,
+    status: Status,
+    code: &str,
+    message: String,
+) -> ResultRow {
+    ResultRow::settled(plan.line, machine_id, plan.action.cli_name(), status, message)
+        .with_code(code)
+}
+
+/// The message of an `ambiguous` row: every candidate (id, lastSeen,
+/// healthStatus), most recently seen first, and the ways out.
+fn ambiguous_message(what: &str, target: &Target, candidates: &[MachineRef]) -> String {
+    let listed: Vec<String> = candidates
+        .iter()
+        .take(MAX_CANDIDATES_LISTED)
+        .map(|m| {
+            format!(
+                "{} (lastSeen {}, {})",
+                m.id,
+                m.last_seen.map_or_else(|| "unknown".to_string(), format_utc),
+                m.health_status().unwrap_or("health unknown")
+            )
+        })
+        .collect();
+    let more = candidates.len().saturating_sub(MAX_CANDIDATES_LISTED);
+    format!(
+        "{} machines match the {what} {:?}: {}{}; give the machine_id of the right one, or pass --pick latest to take the most recently seen",
+        candidates.len(),
+        target.to_string(),
+        listed.join("; "),
+        if more > 0 { format!("; and {more} more") } else { String::new() }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::action::ActionKind;
+    use crate::run::resolve::test_support::{Tenant, action, ctx, plan};
+    use crate::run::resolve::{Lookups, prepare};
+    use crate::sim::fleet::{generate, host_name, twin_of};
+
+    #[tokio::test]
+    async fn rows_are_settled_from_what_was_learnt() {
+        let fleet = generate(1000, 11, 0.0);
+        let twin = host_name(twin_of(1000, 0));
+        let (linux, windows) = (&fleet[7], &fleet[1]);
+        let mut tenant = Tenant::new(fleet.clone());
+        tenant.actions = vec![action("act-1", "Isolate", "Pending", &windows.id)];
+        let c = ctx(tenant);
+        let rows = [
+            plan(Target::Name("HOST-00001".into()), ActionKind::Isolate),
+            plan(Target::Name(twin.clone()), ActionKind::Isolate),
+            plan(Target::Name("ghost".into()), ActionKind::Isolate),
+            plan(Target::Id(linux.id.clone()), ActionKind::Offboard),
+            plan(
+                Target::Name(linux.computer_dns_name.clone().unwrap()),
+                ActionKind::StopAndQuarantineFile,
+            ),
+            plan(Target::Id("f".repeat(40)), ActionKind::Offboard),
+            plan(Target::Id(windows.id.clone()), ActionKind::Unisolate),
+            plan(Target::Ip("192.0.2.1".into()), ActionKind::Isolate),
+        ];
+        let mut lookups = Lookups::default();
+        rows.iter().for_each(|r| lookups.add(r));
+        let prepared = prepare(&c, &lookups, false).await;
+        let outcome = |p: &RowPlan| match prepared.target(p) {
+            Err(row) => *row,
+            Ok((id, m)) => prepared
+                .check(p, &id, m)
+                .unwrap_or(ResultRow { machine_id: id, ..ResultRow::default() }),
+        };
+        let r = outcome(&rows[0]);
+        assert_eq!(
+            (r.status, r.machine_id.as_str(), r.action_id.as_str()),
+            (Some(Status::AlreadyPending), windows.id.as_str(), "act-1")
+        );
+        assert_eq!(r.action_status, "Pending");
+        let r = outcome(&rows[1]);
+        assert_eq!(r.status, Some(Status::Ambiguous));
+        assert!(r.machine_id.is_empty());
+        assert!(
+            r.error_message.starts_with(&format!("2 machines match the device name {twin:?}: ")),
+            "{}",
+            r.error_message
+        );
+        assert!(
+            r.error_message.contains("lastSeen")
+                && r.error_message.contains("Inactive")
+                && r.error_message.contains("--pick latest")
+        );
+        let r = outcome(&rows[2]);
+        assert_eq!((r.status, r.error_code.as_str()), (Some(Status::NotFound), "NotFound"));
+        assert!(r.error_message.contains("no machine named \"ghost\""), "{}", r.error_message);
+        for row in &rows[3..5] {
+            let r = outcome(row);
+            assert_eq!(
+                (r.status, r.error_code.as_str()),
+                (Some(Status::Rejected), "OsPlatformNotSupported")
+            );
+            assert_eq!(r.machine_id, linux.id);
+            assert!(
+                r.error_message.contains("not supported on Linux devices"),
+                "{}",
+                r.error_message
+            );
+        }
+        let r = outcome(&rows[5]);
+        assert_eq!(
+            (r.status, r.machine_id.as_str()),
+            (Some(Status::NotFound), "f".repeat(40).as_str())
+        );
+        let r = outcome(&rows[6]);
+        assert_eq!(
+            (r.status, r.machine_id.as_str()),
+            (None, windows.id.as_str()),
+            "unisolate is not blocked by an isolate"
+        );
+        let r = outcome(&rows[7]);
+        assert!(r.error_message.contains("lastIpAddress"), "{}", r.error_message);
+        // Seven keys: one machine filter; one pre-flight call.
+        assert_eq!(c.transport.calls("GET machines").len(), 1);
+        assert_eq!(c.transport.calls("GET machineactions").len(), 1);
+        // With --pick latest the twin resolves to its newest record.
+        let prepared = prepare(&c, &lookups, true).await;
+        let (id, _) = prepared.target(&rows[1]).unwrap();
+        assert_eq!(id, fleet[twin_of(1000, 0)].id);
+    }
+
+    #[tokio::test]
+    async fn after_a_full_listing_unknown_ids_are_not_found_and_failures_settle_rows_as_errors() {
+        let fleet = generate(1000, 13, 0.0);
+        let c = ctx(Tenant::new(fleet.clone()));
+        let names: Vec<RowPlan> =
+            (0..50).map(|i| plan(Target::Name(host_name(i)), ActionKind::Isolate)).collect();
+        let mut lookups = Lookups::default();
+        names.iter().for_each(|r| lookups.add(r));
+        let prepared = prepare(&c, &lookups, false).await;
+        assert!(prepared.found.fleet.is_some(), "50 names: the listing is cheaper");
+        let unknown = plan(Target::Id("e".repeat(40)), ActionKind::Isolate);
+        let r = prepared.check(&unknown, &"e".repeat(40), None).unwrap();
+        assert_eq!(r.status, Some(Status::NotFound));
+        let known = plan(Target::Id(fleet[3].id.clone()), ActionKind::Isolate);
+        assert_eq!(prepared.check(&known, &fleet[3].id, None), None);
+
+        let mut tenant = Tenant::new(Vec::new());
+        tenant.machines_status = Some(403);
+        let c = ctx(tenant);
+        let prepared = prepare(&c, &lookups, false).await;
+        let r = prepared.target(&names[0]).unwrap_err();
+        assert_eq!((r.status, r.error_code.as_str()), (Some(Status::Error), "Forbidden"));
+        assert!(
+            r.error_message.contains("looking the device name up failed"),
+            "{}",
+            r.error_message
+        );
+        // Without the look-up nothing is known of ids: they are sent.
+        let offboard = plan(Target::Id(fleet[7].id.clone()), ActionKind::Offboard);
+        assert_eq!(prepared.check(&offboard, &fleet[7].id, None), None);
+    }
+}
