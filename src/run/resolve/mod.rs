@@ -20,8 +20,9 @@
 //!
 //! Imports run one way, so no two files import each other: this file
 //! imports `lookups`, `names` and `preflight`, which import nothing of it;
-//! `decide` imports [`Prepared`] from here, and this file only declares it
-//! (its methods need no import to be called).
+//! `decide` imports [`Prepared`] from here, and this file only declares
+//! `decide` (`mod decide;`), importing nothing of it: the methods it adds
+//! to [`Prepared`] are called without an import.
 
 mod decide;
 mod lookups;
