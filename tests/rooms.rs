@@ -75,12 +75,54 @@ fn file_of(module: &[String], files: &BTreeSet<PathBuf>) -> Option<PathBuf> {
     })
 }
 
-/// The module paths `code` imports: `crate::a::b`, `super::c`, and each
-/// member of a `{…}` group after them (one level deep, which is how the
-/// code base writes them), resolved against the file's own module.
+/// The module paths `code` imports: `crate::a::b`, `super::c`, a path
+/// into one of the file's own child modules (`use child::X`, `child::f()`,
+/// `self::child::X`), and each member of a `{…}` group after them (one level
+/// deep, which is how the code base writes them), resolved against the
+/// file's own module.
 fn imports(code: &str, own: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let bytes = code.as_bytes();
+    // The file's child modules: `mod x;` and `pub(crate) mod x;` lines.
+    let children: Vec<String> = code
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l
+                .strip_prefix("pub(crate) mod ")
+                .or(l.strip_prefix("pub mod "))
+                .or(l.strip_prefix("mod "))?;
+            rest.strip_suffix(';').map(|m| m.trim().to_string())
+        })
+        .collect();
+    // A module's re-exports of its own children (`pub use child::X;`) are
+    // its public face, not a dependency of its code: they are left out, so
+    // a child may use what its parent defines.
+    let used: String = code
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !(l.starts_with("pub use ") || l.starts_with("pub(crate) use "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ubytes = used.as_bytes();
+    for child in &children {
+        for start in [format!("{child}::"), format!("self::{child}::")] {
+            let mut at = 0;
+            while let Some(found) = used[at..].find(&start) {
+                let begin = at + found;
+                at = begin + start.len();
+                let before = begin.checked_sub(1).map(|i| ubytes[i]);
+                if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
+                    continue;
+                }
+                let mut module = own.to_vec();
+                module.push(child.clone());
+                out.push(module);
+            }
+        }
+    }
     for start in ["crate::", "super::"] {
         let mut at = 0;
         while let Some(found) = code[at..].find(start) {
@@ -229,13 +271,14 @@ fn no_source_file_imports_one_that_imports_it_back() {
 }
 
 #[test]
-fn the_checker_sees_groups_inline_paths_and_super() {
-    let code = "use crate::api::{client::Client, time};\nlet x = crate::results::Status::Planned;\nuse super::call::Ctx;\nuse super::{journal, summary::Summary};\n";
-    let own = vec!["run".to_string(), "pipeline".to_string()];
+fn the_checker_sees_groups_inline_paths_super_and_children() {
+    let code = "mod names;\nmod lookups;\npub(crate) use lookups::Lookups;\nuse names::Found;\nuse crate::api::{client::Client, time};\nlet x = crate::results::Status::Planned;\nuse super::call::Ctx;\nuse super::{journal, summary::Summary};\n";
+    let own = vec!["run".to_string(), "resolve".to_string()];
     let found: Vec<String> = imports(code, &own).iter().map(|m| m.join("::")).collect();
     assert_eq!(
         found,
         [
+            "run::resolve::names",
             "api::client::Client",
             "api::time",
             "results::Status::Planned",

@@ -6,7 +6,7 @@ use crate::api::auth::{Credentials, Secret};
 use crate::api::client::ClientConfig;
 use crate::cli::{Endpoint, RunArgs, run_config};
 
-use super::{connect, finish, resume_command};
+use super::shared::{connect, finish, resume_command};
 
 /// `mdebulk run`.
 pub(crate) async fn run(

@@ -2,7 +2,7 @@
 
 use crate::cli::{StatusArgs, status_config};
 
-use super::{connect, finish};
+use super::shared::{connect, finish};
 
 /// `mdebulk status`: follows up an earlier results file.
 pub(crate) async fn status(

@@ -2,7 +2,7 @@
 
 use crate::cli::{UndoArgs, undo_config};
 
-use super::{connect, finish};
+use super::shared::{connect, finish};
 
 /// `mdebulk undo`: undoes what an earlier run did.
 pub(crate) async fn undo(

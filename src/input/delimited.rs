@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::Record;
+use super::record::Record;
 use super::error::{InputError, MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES, Unclosed};
 use super::format::InputFormat;
 use super::plan::RowProblem;

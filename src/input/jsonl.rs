@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::Record;
+use super::record::Record;
 use super::error::InputError;
 use super::plan::RowProblem;
 use super::spool::Source;

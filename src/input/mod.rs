@@ -26,6 +26,7 @@ pub(crate) mod error;
 pub(crate) mod format;
 mod jsonl;
 pub(crate) mod plan;
+mod record;
 mod spool;
 
 use std::io::Read;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use columns::{Columns, Role};
 pub use error::InputError;
+pub use record::Record;
 pub use format::{InputFormat, UnknownInputFormat};
 pub use plan::{
     MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_WORD_CHARS, RowDefaults, RowPlan, RowProblem, Target,
@@ -52,20 +54,6 @@ pub struct InputSpec {
     /// `--input-format`: overrides the extension when given, and is required
     /// for stdin and files without a known extension.
     pub format: Option<InputFormat>,
-}
-
-/// One record of the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// 1-based physical line where the record starts (the CSV header is line
-    /// 1; blank lines count).
-    pub line: u64,
-    /// The cells, aligned with [`Columns::names`] (padded or cut to the
-    /// header's width).
-    pub values: Vec<String>,
-    /// Problems found while reading the record (wrong field count, nested
-    /// JSON); [`plan_row`] reports them with the others.
-    pub problems: Vec<RowProblem>,
 }
 
 /// How the records of an input are laid out.

@@ -21,11 +21,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::Record;
+use super::record::Record;
 use super::columns::{Columns, Role};
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
 use crate::results::{ResultRow, Status, parse_result_row};
-use crate::text::{clip, quote};
 
 /// Values from the command-line flags that apply to every row whose own cell
 /// is blank.
@@ -108,10 +107,6 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// characters: every accepted spelling is far shorter.
 pub const MAX_WORD_CHARS: usize = 64;
 
-/// The most characters of a reason shown. Reasons are ours, but some quote
-/// the value (an unknown action is named in its error), so they are bounded
-/// and escaped like the value itself.
-const WHY_CHARS: usize = 400;
 
 impl RowPlan {
     /// A plan of `line` for `action` on `target`, with a comment and no
@@ -132,37 +127,7 @@ impl RowPlan {
     }
 }
 
-/// One thing wrong with a row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowProblem {
-    /// Physical line where the record starts.
-    pub line: u64,
-    /// The column as the file names it (or the flag, for a bad default);
-    /// empty when the problem is the row as a whole.
-    pub column: String,
-    /// The offending cell, as found; messages show a bounded, escaped
-    /// excerpt of it ([`crate::text::quote`]).
-    pub value: String,
-    /// What is wrong and, where it helps, what is accepted.
-    pub why: String,
-}
-
-impl fmt::Display for RowProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.column.is_empty() {
-            write!(f, "line {}: {}", self.line, clip(&self.why).max(WHY_CHARS))
-        } else {
-            write!(
-                f,
-                "line {}, column {}: {}: {}",
-                self.line,
-                clip(&self.column),
-                quote(&self.value),
-                clip(&self.why).max(WHY_CHARS)
-            )
-        }
-    }
-}
+pub use super::record::RowProblem;
 
 /// Validates one record against the columns and the defaults. Every problem
 /// of the row is returned, not just the first, starting with those found
