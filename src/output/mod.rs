@@ -183,8 +183,8 @@ mod tests {
             error_code: "InvalidRequestBody".into(),
             error_message: "-bad, \"body\"\nsecond line".into(),
             attempts: 1,
-            requested_at: "2024-05-01T08:00:00.0000000Z".into(),
-            finished_at: "2024-05-01T08:00:01.1234567Z".into(),
+            requested_at: crate::results::Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
+            finished_at: crate::results::Timestamp::parse("2024-05-01T08:00:01.1234567Z"),
         }
     }
 
