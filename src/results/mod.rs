@@ -19,4 +19,4 @@ pub(crate) mod time;
 
 pub use parse::{FieldError, parse_result_row};
 pub use row::{RUNNER_COLUMNS, ResultRow, Status};
-pub use time::Timestamp;
+pub use time::{BadTimestamp, Timestamp};

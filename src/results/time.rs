@@ -16,13 +16,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::api::time::{format_utc, parse_utc};
 
-/// What a timestamp cell that cannot be read is told; also the message of a
-/// results cell that fails (`parse_result_row`).
-pub const EXPECTED: &str = "expected an ISO-8601 UTC time such as 2024-05-01T08:00:00.0000000Z";
+/// What is said of a time's text that does not read: in a results cell
+/// (through [`BadTimestamp`]) and in a journal record alike.
+const EXPECTED: &str = "expected an ISO-8601 UTC time such as 2024-05-01T08:00:00.0000000Z";
 
 /// An instant in UTC, in whole 100-ns ticks and never before 1970: exactly
 /// what its text can say, so writing it and reading it back gives the same
-/// value, and two timestamps are equal when their text is.
+/// value (for the four-digit years the format has), and two timestamps are
+/// equal when their text is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(SystemTime);
 

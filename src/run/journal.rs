@@ -847,6 +847,35 @@ mod tests {
         assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, now()).await.is_err());
     }
 
+    /// A time is journalled as exactly the service's text and none as the
+    /// empty string, by the hand-written encoders and serde alike: the
+    /// bytes the string fields used to carry.
+    #[test]
+    fn times_are_journalled_as_their_text_and_none_as_empty() {
+        let at = Timestamp::parse("2024-05-01T08:00:00.5Z");
+        let row = ResultRow { requested_at: at, ..row(2, Status::Submitted) };
+        let mut got = Vec::new();
+        encode_row(&mut got, &k(2), &row);
+        let text = String::from_utf8(got).unwrap();
+        assert!(
+            text.ends_with(
+                "\"attempts\":0,\"requested_at\":\"2024-05-01T08:00:00.5000000Z\",\"finished_at\":\"\"}}\n"
+            ),
+            "{text}"
+        );
+        let serde = serde_json::to_string(&Record::Row(KeyedRow { key: k(2), row })).unwrap();
+        assert_eq!(format!("{serde}\n"), text);
+        for (at, want) in [(at, "2024-05-01T08:00:00.5000000Z"), (None, "")] {
+            let mut got = Vec::new();
+            encode_intent(&mut got, &k(2), 2, "m2", "isolate", at);
+            let text = String::from_utf8(got).unwrap();
+            assert!(text.ends_with(&format!(",\"at\":\"{want}\"}}}}\n")), "{text}");
+            let back: Record = serde_json::from_str(&text).unwrap();
+            let Record::Intent(intent) = back else { panic!("{text} is not an intent") };
+            assert_eq!(intent.at, at);
+        }
+    }
+
     /// The hand-written encodings are byte for byte what `serde_json`
     /// writes for [`Record`], for plain and hostile text alike.
     #[test]
