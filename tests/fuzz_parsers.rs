@@ -39,7 +39,7 @@ use mdebulk::api::error::{MAX_RETRY_AFTER, parse_retry_after};
 use mdebulk::api::time::{format_utc, parse_utc};
 use mdebulk::input::{Input, InputError, InputFormat, InputSpec, RowDefaults, plan_row};
 use mdebulk::output::{ResultFormat, sink};
-use mdebulk::results::{RUNNER_COLUMNS, ResultRow, Status, parse_result_row};
+use mdebulk::results::{RUNNER_COLUMNS, ResultRow, Status, Timestamp, parse_result_row};
 use mdebulk::run::identity::RowKey;
 use mdebulk::run::journal::{Intent, Journal, KeyedRow, Record};
 use mdebulk::run::rewrite::ResultsFile;
@@ -519,13 +519,20 @@ fn text(rng: &mut Rng) -> String {
     s
 }
 
-fn timestamp(rng: &mut Rng) -> String {
+/// A row's or an intent's time: none a quarter of the time, else any
+/// instant the format can say.
+fn stamp(rng: &mut Rng) -> Option<Timestamp> {
     match rng.u8(..4) {
-        0 => String::new(),
-        _ => format_utc(
+        0 => None,
+        _ => Some(Timestamp::from(
             UNIX_EPOCH + Duration::new(rng.u64(0..253_402_300_800), rng.u32(..1_000_000_000)),
-        ),
+        )),
     }
+}
+
+/// A time's text as results files and journals hold it (empty for none).
+fn timestamp(rng: &mut Rng) -> String {
+    Timestamp::text_of(stamp(rng))
 }
 
 fn result_row(rng: &mut Rng, line: u64) -> ResultRow {
@@ -540,8 +547,8 @@ fn result_row(rng: &mut Rng, line: u64) -> ResultRow {
         error_code: text(rng),
         error_message: text(rng),
         attempts: if rng.bool() { rng.u32(..10) } else { rng.u32(..) },
-        requested_at: timestamp(rng),
-        finished_at: timestamp(rng),
+        requested_at: stamp(rng),
+        finished_at: stamp(rng),
     }
 }
 
@@ -573,7 +580,7 @@ fn gen_journal(rng: &mut Rng) -> JournalCase {
                 line,
                 machine_id: text(rng),
                 action: text(rng),
-                at: timestamp(rng),
+                at: stamp(rng),
             })
         } else {
             Record::Row(KeyedRow { key, row: result_row(rng, line) })

@@ -810,7 +810,11 @@ mod tests {
         assert_eq!(p.previous_status, Some(Status::Error));
         let prev = p.previous.unwrap();
         assert_eq!(
-            (prev.line, prev.http_status, prev.requested_at.as_str()),
+            (
+                prev.line,
+                prev.http_status,
+                crate::results::Timestamp::text_of(prev.requested_at).as_str()
+            ),
             (4, Some(503), values[7])
         );
         let mut bad = values;

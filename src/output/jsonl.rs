@@ -6,7 +6,7 @@
 use std::io::{self, BufWriter, Write};
 
 use super::{ResultSink, width_mismatch};
-use crate::results::{RUNNER_COLUMNS, ResultRow};
+use crate::results::{RUNNER_COLUMNS, ResultRow, Timestamp};
 
 /// A [`ResultSink`] writing JSON lines.
 struct JsonlSink<W: Write> {
@@ -58,8 +58,8 @@ impl<W: Write + Send> ResultSink for JsonlSink<W> {
             row.error_code.as_str().into(),
             row.error_message.as_str().into(),
             row.attempts.into(),
-            row.requested_at.as_str().into(),
-            row.finished_at.as_str().into(),
+            Timestamp::text_of(row.requested_at).into(),
+            Timestamp::text_of(row.finished_at).into(),
         ];
         let line = &mut self.line;
         line.clear();

@@ -183,9 +183,41 @@ mod tests {
             error_code: "InvalidRequestBody".into(),
             error_message: "-bad, \"body\"\nsecond line".into(),
             attempts: 1,
-            requested_at: "2024-05-01T08:00:00.0000000Z".into(),
-            finished_at: "2024-05-01T08:00:01.1234567Z".into(),
+            requested_at: crate::results::Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
+            finished_at: crate::results::Timestamp::parse("2024-05-01T08:00:01.1234567Z"),
         }
+    }
+
+    /// A time is written as exactly the service's text and none as an empty
+    /// cell, in both formats: the bytes the string fields used to carry.
+    #[test]
+    fn times_are_written_as_their_text_and_none_as_empty() {
+        let row = ResultRow { finished_at: None, ..sample_row(2) };
+        let buf = SharedBuf::default();
+        let mut csv = sink(ResultFormat::Csv, buf.clone(), &[]);
+        csv.write_row(&[], &row).unwrap();
+        csv.flush().unwrap();
+        assert!(buf.text().ends_with(",1,2024-05-01T08:00:00.0000000Z,\n"), "{}", buf.text());
+        let buf = SharedBuf::default();
+        let mut jsonl = sink(ResultFormat::Jsonl, buf.clone(), &[]);
+        jsonl.write_row(&[], &sample_row(2)).unwrap();
+        jsonl.write_row(&[], &row).unwrap();
+        jsonl.flush().unwrap();
+        let text = buf.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"2024-05-01T08:00:01.1234567Z"}"#
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1]
+                .ends_with(r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":""}"#),
+            "{}",
+            lines[1]
+        );
     }
 
     /// Writes one input (given as text) through a sink of `format`, reads the

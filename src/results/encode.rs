@@ -5,6 +5,7 @@
 //! in the journal holds the two equal, and recovery reads them with serde).
 
 use super::row::ResultRow;
+use super::time::Timestamp;
 
 /// Appends the row's fields, `"line":…` to `"finished_at":"…"`, in the
 /// order `serde_json` writes them, without the enclosing braces.
@@ -26,7 +27,11 @@ pub fn row_fields(out: &mut Vec<u8>, row: &ResultRow) {
     push_str_fields(out, &[("error_code", &row.error_code), ("error_message", &row.error_message)]);
     out.extend_from_slice(b",\"attempts\":");
     push_u64(out, u64::from(row.attempts));
-    push_str_fields(out, &[("requested_at", &row.requested_at), ("finished_at", &row.finished_at)]);
+    // A time's text never needs escaping; none is the empty string, as
+    // `time::or_empty` writes it for serde.
+    let (requested, finished) =
+        (Timestamp::text_of(row.requested_at), Timestamp::text_of(row.finished_at));
+    push_str_fields(out, &[("requested_at", &requested), ("finished_at", &finished)]);
 }
 
 /// Appends `,"key":"value"` for each field (keys are plain identifiers).

@@ -9,8 +9,8 @@
 use std::fmt;
 
 use super::row::{RUNNER_COLUMNS, ResultRow, Status};
+use super::time::Timestamp;
 use crate::api::action::fold_name;
-use crate::api::time::parse_utc;
 
 /// A runner cell that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +73,16 @@ where
                 Err(why) => fail(why),
             },
             "requested_at" | "finished_at" => {
-                if !trimmed.is_empty() && parse_utc(trimmed).is_none() {
-                    fail(
-                        "expected an ISO-8601 UTC time such as 2024-05-01T08:00:00.0000000Z".into(),
-                    );
-                } else if RUNNER_COLUMNS[i] == "requested_at" {
-                    row.requested_at = trimmed.to_string();
+                // Empty is "no time"; anything else must read as one.
+                let at = if trimmed.is_empty() {
+                    Ok(None)
                 } else {
-                    row.finished_at = trimmed.to_string();
+                    trimmed.parse::<Timestamp>().map(Some)
+                };
+                match at {
+                    Ok(at) if RUNNER_COLUMNS[i] == "requested_at" => row.requested_at = at,
+                    Ok(at) => row.finished_at = at,
+                    Err(e) => fail(e.to_string()),
                 }
             }
             "machine_id" => row.machine_id = trimmed.to_string(),
@@ -122,8 +124,8 @@ mod tests {
             error_code: "ActiveRequestAlreadyExists".into(),
             error_message: "Action is already in progress".into(),
             attempts: 2,
-            requested_at: "2024-05-01T08:00:00.0000000Z".into(),
-            finished_at: "2024-05-01T08:00:00.5000000Z".into(),
+            requested_at: Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
+            finished_at: Timestamp::parse("2024-05-01T08:00:00.5000000Z"),
         };
         let fields = row.to_fields();
         let back = parse_result_row(RUNNER_COLUMNS.iter().zip(fields.iter())).unwrap();

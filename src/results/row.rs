@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::time::{self, Timestamp};
+
 /// The runner's columns, in the order they follow the user's own columns.
 /// Input columns with these names are replaced by the runner's, never duplicated.
 pub const RUNNER_COLUMNS: [&str; 12] = [
@@ -176,7 +178,8 @@ impl FromStr for Status {
 }
 
 /// The runner's half of a result row (the user's columns travel beside it).
-/// Empty strings stand for "nothing to say", so CSV and JSONL agree.
+/// Empty strings (and an empty time, `None`) stand for "nothing to say", so
+/// CSV and JSONL agree.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResultRow {
     /// 1-based line of the row in the input file (the header is line 1 in CSV).
@@ -200,10 +203,13 @@ pub struct ResultRow {
     pub error_message: String,
     /// How many requests were sent for the row (retries included).
     pub attempts: u32,
-    /// When the first request for the row left (ISO-8601 UTC).
-    pub requested_at: String,
-    /// When the row reached its status (ISO-8601 UTC).
-    pub finished_at: String,
+    /// When the first request for the row left; `None` when none did.
+    /// Written as ISO-8601 UTC text, the empty string for none.
+    #[serde(with = "time::or_empty")]
+    pub requested_at: Option<Timestamp>,
+    /// When the row reached its status; `None` before it did.
+    #[serde(with = "time::or_empty")]
+    pub finished_at: Option<Timestamp>,
 }
 
 impl ResultRow {
@@ -243,7 +249,7 @@ impl ResultRow {
 
     /// The same row stamped as finished now.
     pub fn finished_now(mut self) -> ResultRow {
-        self.finished_at = crate::api::time::format_utc(std::time::SystemTime::now());
+        self.finished_at = Some(Timestamp::now());
         self
     }
 
@@ -260,8 +266,8 @@ impl ResultRow {
             self.error_code.clone(),
             self.error_message.clone(),
             self.attempts.to_string(),
-            self.requested_at.clone(),
-            self.finished_at.clone(),
+            Timestamp::text_of(self.requested_at),
+            Timestamp::text_of(self.finished_at),
         ]
     }
 }

@@ -54,9 +54,8 @@ use tokio::sync::oneshot;
 
 use super::identity::{RowKey, RunParams};
 use crate::api::action::ActionKind;
-use crate::api::time::format_utc;
 use crate::results::encode::{self, push_str, push_str_fields, push_u64};
-use crate::results::{ResultRow, Status};
+use crate::results::{ResultRow, Status, Timestamp};
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,9 +93,11 @@ pub struct Intent {
     pub machine_id: String,
     /// Action, by CLI name.
     pub action: String,
-    /// When the request left (ISO-8601 UTC): the lower bound for looking the
-    /// action up on the server.
-    pub at: String,
+    /// When the request left: the lower bound for looking the action up on
+    /// the server. `None` (written as the empty string) when no time is
+    /// known; the look-up then reaches back to the start.
+    #[serde(with = "crate::results::time::or_empty")]
+    pub at: Option<Timestamp>,
 }
 
 /// Errors opening or reading the journal.
@@ -366,7 +367,7 @@ impl Journal {
     }
 
     /// Records that a request for the row `key` (now at `line`) is about to
-    /// leave; `at` is when (ISO-8601 UTC, as [`format_utc`] writes it).
+    /// leave; `at` is when.
     /// Returns once the record is in the file, so that it survives the
     /// process dying from then on; it is on disk with the next commit. An
     /// error means the record is not in the file: the request must not leave.
@@ -379,12 +380,12 @@ impl Journal {
         line: u64,
         machine_id: &str,
         action: ActionKind,
-        at: &str,
+        at: Timestamp,
     ) -> Result<(), JournalFailed> {
         self.shared.check()?;
         let end = self
             .shared
-            .append(|out| encode_intent(out, key, line, machine_id, action.cli_name(), at));
+            .append(|out| encode_intent(out, key, line, machine_id, action.cli_name(), Some(at)));
         tokio::task::yield_now().await;
         if self.shared.is_written(end) { Ok(()) } else { self.shared.write_out(end) }
     }
@@ -471,13 +472,14 @@ fn encode_intent(
     line: u64,
     machine_id: &str,
     action: &str,
-    at: &str,
+    at: Option<Timestamp>,
 ) {
     out.extend_from_slice(b"{\"intent\":{\"key\":");
     push_str(out, key);
     out.extend_from_slice(b",\"line\":");
     push_u64(out, line);
-    push_str_fields(out, &[("machine_id", machine_id), ("action", action), ("at", at)]);
+    let at = Timestamp::text_of(at);
+    push_str_fields(out, &[("machine_id", machine_id), ("action", action), ("at", &at)]);
     out.extend_from_slice(b"}}\n");
 }
 
@@ -576,10 +578,11 @@ fn recover(file: &mut File) -> std::io::Result<Recovered> {
         file.set_len(good_len)?;
     }
     // A torn record whose row never settled readably: in doubt.
+    // The run's start bounds it; without the run's parameters, nothing does.
     let since = out
         .params
         .as_ref()
-        .map_or_else(|| format_utc(std::time::UNIX_EPOCH), |p| p.started_at.clone());
+        .map_or(Some(Timestamp::from(std::time::UNIX_EPOCH)), |p| Timestamp::parse(&p.started_at));
     for key in torn {
         let key = RowKey::from_journal(key);
         if !out.rows.contains_key(&key) {
@@ -590,7 +593,7 @@ fn recover(file: &mut File) -> std::io::Result<Recovered> {
                 // others only resolving the row again could tell.
                 machine_id: key.machine_id().unwrap_or_default().to_string(),
                 action: key.action().to_string(),
-                at: since.clone(),
+                at: since,
             });
         }
     }
@@ -618,7 +621,7 @@ impl Recovered {
                     // Sent, answer unknown: looked up again on resume.
                     Some(Status::InDoubt) => {
                         self.rows.remove(&key);
-                        let at = row.requested_at.clone();
+                        let at = row.requested_at;
                         self.in_doubt.entry(key.clone()).or_insert(Intent {
                             key: key.as_str().to_string(),
                             line: row.line,
@@ -675,7 +678,6 @@ fn key_of(piece: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     /// A journal path in a fresh directory; the directory (the second
     /// field) is removed when the guard drops.
@@ -705,8 +707,8 @@ mod tests {
         RowKey::from_journal(k(n))
     }
 
-    fn now() -> String {
-        format_utc(SystemTime::now())
+    fn now() -> Timestamp {
+        Timestamp::now()
     }
 
     #[tokio::test]
@@ -716,9 +718,9 @@ mod tests {
         {
             let (j, rec) = Journal::open(path, false).unwrap();
             assert!(rec.rows.is_empty() && rec.params.is_none());
-            j.intent(&k(2), 2, "m2", ActionKind::Isolate, &now()).await.unwrap();
+            j.intent(&k(2), 2, "m2", ActionKind::Isolate, now()).await.unwrap();
             j.row(&k(2), &row(2, Status::Submitted)).await.unwrap();
-            j.intent(&k(3), 3, "m3", ActionKind::Isolate, &now()).await.unwrap();
+            j.intent(&k(3), 3, "m3", ActionKind::Isolate, now()).await.unwrap();
             j.row_nowait(&k(4), &row(4, Status::NotFound));
             // A row a stop left unsent is no settlement at all.
             j.row_nowait(&k(5), &row(5, Status::NotSent));
@@ -766,20 +768,24 @@ mod tests {
     async fn a_row_settled_in_doubt_is_looked_up_again_and_the_params_come_first() {
         let temp = temp("params");
         let path = &temp.0;
-        let params =
-            RunParams::new(&crate::input::RowDefaults::default(), "http://127.0.0.1:1", "t", now());
+        let params = RunParams::new(
+            &crate::input::RowDefaults::default(),
+            "http://127.0.0.1:1",
+            "t",
+            now().to_string(),
+        );
         {
             let (j, _) = Journal::open(path, false).unwrap();
             j.params(&params).await.unwrap();
             let mut doubt = row(2, Status::InDoubt);
-            doubt.requested_at = "2026-01-01T00:00:00Z".into();
+            doubt.requested_at = Timestamp::parse("2026-01-01T00:00:00Z");
             j.row(&k(2), &doubt).await.unwrap();
             j.close().await;
         }
         let (_j, rec) = Journal::open(path, false).unwrap();
         assert_eq!(rec.params, Some(params));
         assert!(rec.rows.is_empty());
-        assert_eq!(rec.in_doubt[&key(2)].at, "2026-01-01T00:00:00Z");
+        assert_eq!(rec.in_doubt[&key(2)].at, Timestamp::parse("2026-01-01T00:00:00Z"));
     }
 
     /// A torn intent that a later write joined on the same line: the whole
@@ -795,7 +801,7 @@ mod tests {
             v
         };
         let mut intent = Vec::new();
-        encode_intent(&mut intent, &k(3), 3, "m3", "isolate", &now());
+        encode_intent(&mut intent, &k(3), 3, "m3", "isolate", Some(now()));
         let mut text = Vec::new();
         text.extend_from_slice(format!("{{\"intent\":{{\"key\":\"{}\",\"li", k(2)).as_bytes());
         text.extend_from_slice(&whole_row);
@@ -817,13 +823,13 @@ mod tests {
         let temp = temp("full");
         let path = &temp.0;
         let (j, _) = Journal::open(path, false).unwrap();
-        j.intent(&k(2), 2, "m2", ActionKind::Isolate, &now()).await.unwrap();
+        j.intent(&k(2), 2, "m2", ActionKind::Isolate, now()).await.unwrap();
         // Every write to /dev/full fails with ENOSPC, as on a full disk.
         j.shared.file.lock().unwrap().file =
             OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let err = j.intent(&k(3), 3, "m3", ActionKind::Isolate, &now()).await.unwrap_err();
+        let err = j.intent(&k(3), 3, "m3", ActionKind::Isolate, now()).await.unwrap_err();
         assert!(err.to_string().contains("--resume"), "{err}");
-        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, &now()).await.is_err());
+        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, now()).await.is_err());
         assert!(j.flush().await.is_err());
         assert!(j.failure().is_some());
     }
@@ -838,7 +844,36 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         let err = j.row(&k(3), &row(3, Status::Submitted)).await.unwrap_err();
         assert!(err.to_string().contains("removed"), "{err}");
-        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, &now()).await.is_err());
+        assert!(j.intent(&k(4), 4, "m4", ActionKind::Isolate, now()).await.is_err());
+    }
+
+    /// A time is journalled as exactly the service's text and none as the
+    /// empty string, by the hand-written encoders and serde alike: the
+    /// bytes the string fields used to carry.
+    #[test]
+    fn times_are_journalled_as_their_text_and_none_as_empty() {
+        let at = Timestamp::parse("2024-05-01T08:00:00.5Z");
+        let row = ResultRow { requested_at: at, ..row(2, Status::Submitted) };
+        let mut got = Vec::new();
+        encode_row(&mut got, &k(2), &row);
+        let text = String::from_utf8(got).unwrap();
+        assert!(
+            text.ends_with(
+                "\"attempts\":0,\"requested_at\":\"2024-05-01T08:00:00.5000000Z\",\"finished_at\":\"\"}}\n"
+            ),
+            "{text}"
+        );
+        let serde = serde_json::to_string(&Record::Row(KeyedRow { key: k(2), row })).unwrap();
+        assert_eq!(format!("{serde}\n"), text);
+        for (at, want) in [(at, "2024-05-01T08:00:00.5000000Z"), (None, "")] {
+            let mut got = Vec::new();
+            encode_intent(&mut got, &k(2), 2, "m2", "isolate", at);
+            let text = String::from_utf8(got).unwrap();
+            assert!(text.ends_with(&format!(",\"at\":\"{want}\"}}}}\n")), "{text}");
+            let back: Record = serde_json::from_str(&text).unwrap();
+            let Record::Intent(intent) = back else { panic!("{text} is not an intent") };
+            assert_eq!(intent.at, at);
+        }
     }
 
     /// The hand-written encodings are byte for byte what `serde_json`
@@ -856,6 +891,20 @@ mod tests {
         ];
         let mut rng = fastrand::Rng::with_seed(11);
         let mut pick = || texts[rng.usize(..texts.len())].to_string();
+        // Times: none (the empty string), or any instant the format can say,
+        // sub-tick nanoseconds included (cut to the tick on the way in).
+        let mut clock = fastrand::Rng::with_seed(12);
+        let mut stamp = || {
+            (clock.u8(..4) != 0).then(|| {
+                Timestamp::from(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(
+                            clock.u64(0..253_402_300_800),
+                            clock.u32(..1_000_000_000),
+                        ),
+                )
+            })
+        };
         for i in 0..500u64 {
             let row = ResultRow {
                 line: if i == 0 { u64::MAX } else { i },
@@ -872,8 +921,8 @@ mod tests {
                 error_code: pick(),
                 error_message: pick(),
                 attempts: i as u32,
-                requested_at: pick(),
-                finished_at: pick(),
+                requested_at: stamp(),
+                finished_at: stamp(),
             };
             let key = pick();
             let keyed = KeyedRow { key: key.clone(), row: row.clone() };
@@ -887,7 +936,7 @@ mod tests {
             );
             assert_eq!(serde_json::from_slice::<Record>(&got).unwrap(), Record::Row(keyed));
             let intent =
-                Intent { key: pick(), line: i, machine_id: pick(), action: pick(), at: pick() };
+                Intent { key: pick(), line: i, machine_id: pick(), action: pick(), at: stamp() };
             let mut expected = serde_json::to_vec(&Record::Intent(intent.clone())).unwrap();
             expected.push(b'\n');
             let mut got = Vec::new();
@@ -897,7 +946,7 @@ mod tests {
                 intent.line,
                 &intent.machine_id,
                 &intent.action,
-                &intent.at,
+                intent.at,
             );
             assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected).unwrap());
         }
@@ -931,7 +980,7 @@ mod tests {
                         i + 2,
                         &id,
                         ActionKind::Isolate,
-                        "2026-01-01T00:00:00.0000000Z",
+                        Timestamp::parse("2026-01-01T00:00:00.0000000Z").unwrap(),
                     )
                     .await
                     .unwrap();

@@ -38,11 +38,11 @@ use super::wait::{Open, finish_run};
 use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
-use crate::api::time::{format_utc, parse_utc};
+use crate::api::time::format_utc;
 use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
 use crate::output::{self, ResultFormat, ResultSink};
 use crate::pace::Pacer;
-use crate::results::{ResultRow, Status};
+use crate::results::{ResultRow, Status, Timestamp};
 
 /// Longest time a settled row waits in the results writer's buffer.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -502,7 +502,7 @@ async fn settle_in_doubt<T: Transport>(
     if in_doubt.is_empty() {
         return out;
     }
-    let latest = in_doubt.values().filter_map(|i| parse_utc(&i.at)).max();
+    let latest = in_doubt.values().filter_map(|i| i.at).max().map(Timestamp::system_time);
     if let Some(wait) = latest.and_then(|t| (t + grace).duration_since(SystemTime::now()).ok()) {
         tracing::info!(
             rows = in_doubt.len(),
@@ -867,9 +867,9 @@ async fn reconcile<T: Transport>(
             }
             let since = chunk
                 .iter()
-                .filter_map(|(_, i)| parse_utc(&i.at))
+                .filter_map(|(_, i)| i.at)
                 .min()
-                .unwrap_or(std::time::UNIX_EPOCH);
+                .map_or(std::time::UNIX_EPOCH, Timestamp::system_time);
             let machines: Vec<&str> = chunk.iter().map(|(_, i)| i.machine_id.as_str()).collect();
             match lookup_actions(ctx, action, &machines, since).await {
                 Ok(found) => {
@@ -879,7 +879,7 @@ async fn reconcile<T: Transport>(
                                 action_id: a.id.clone(),
                                 action_status: a.status.clone(),
                                 attempts: 1,
-                                requested_at: intent.at.clone(),
+                                requested_at: intent.at,
                                 ..ResultRow::settled(
                                     intent.line,
                                     intent.machine_id.clone(),
@@ -901,7 +901,7 @@ async fn reconcile<T: Transport>(
                             "sent by an interrupted run, and looking it up failed ({e}); --resume looks again; check the device before sending it any other way"
                         );
                         let row = ResultRow {
-                            requested_at: intent.at.clone(),
+                            requested_at: intent.at,
                             ..ResultRow::settled(
                                 intent.line,
                                 intent.machine_id.clone(),

@@ -115,7 +115,7 @@ pub fn survey(
 fn replayed_request(plan: &RowPlan) -> Option<Intent> {
     let previous = plan.previous.as_ref()?;
     let maybe_sent = matches!(previous.status, Some(Status::InDoubt | Status::Error));
-    if !maybe_sent || previous.requested_at.trim().is_empty() || previous.machine_id.is_empty() {
+    if !maybe_sent || previous.requested_at.is_none() || previous.machine_id.is_empty() {
         return None;
     }
     Some(Intent {
@@ -123,6 +123,6 @@ fn replayed_request(plan: &RowPlan) -> Option<Intent> {
         line: plan.line,
         machine_id: previous.machine_id.to_ascii_lowercase(),
         action: plan.action.cli_name().to_string(),
-        at: previous.requested_at.clone(),
+        at: previous.requested_at,
     })
 }

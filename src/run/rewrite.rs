@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::input::{Input, InputError, InputFormat, InputSpec, Records};
 use crate::output::{ResultFormat, sink};
-use crate::results::{ResultRow, Status, parse_result_row};
+use crate::results::{ResultRow, Status, Timestamp, parse_result_row};
 
 /// Why a results file could not be read or rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +162,7 @@ pub struct Patch {
     /// New `error_message`.
     pub error_message: Option<String>,
     /// New `finished_at`.
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Timestamp>,
 }
 
 impl Patch {
@@ -172,11 +172,13 @@ impl Patch {
         if let Some(s) = self.status {
             row.status = Some(s);
         }
+        if let Some(t) = self.finished_at {
+            row.finished_at = Some(t);
+        }
         for (field, value) in [
             (&mut row.action_status, &self.action_status),
             (&mut row.error_code, &self.error_code),
             (&mut row.error_message, &self.error_message),
-            (&mut row.finished_at, &self.finished_at),
         ] {
             if let Some(v) = value {
                 field.clone_from(v);
@@ -301,8 +303,8 @@ mod tests {
             http_status: Some(201),
             error_message: "-starts like a formula".into(),
             attempts: 1,
-            requested_at: "2024-05-01T08:00:00.0000000Z".into(),
-            finished_at: "2024-05-01T08:00:01.0000000Z".into(),
+            requested_at: Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
+            finished_at: Timestamp::parse("2024-05-01T08:00:01.0000000Z"),
             ..ResultRow::default()
         }
     }
@@ -338,7 +340,7 @@ mod tests {
             Patch {
                 status: Some(Status::Succeeded),
                 action_status: Some("Succeeded".into()),
-                finished_at: Some("2024-05-01T08:05:00.0000000Z".into()),
+                finished_at: Timestamp::parse("2024-05-01T08:05:00.0000000Z"),
                 ..Patch::default()
             },
         );

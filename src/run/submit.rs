@@ -25,7 +25,7 @@ use crate::api::model::{MachineAction, ODataList};
 use crate::api::odata::{ListQuery, any_of};
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
-use crate::results::{ResultRow, Status};
+use crate::results::{ResultRow, Status, Timestamp};
 
 /// How far apart our clock and the server's may be when matching an action
 /// the server created against the time we sent the request.
@@ -71,22 +71,18 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
     loop {
         let started = attempts.turn().await.ok()?;
         let sent_at = SystemTime::now();
-        let sent_at_text = format_utc(sent_at);
+        let stamp = Timestamp::from(sent_at);
         if let Some(j) = &ctx.journal {
             // The journal is the gate: no request leaves whose intent is
             // not in the file.
-            if let Err(e) =
-                j.intent(&job.key, job.line, &job.machine_id, job.action, &sent_at_text).await
-            {
+            if let Err(e) = j.intent(&job.key, job.line, &job.machine_id, job.action, stamp).await {
                 attempts.answered(started);
                 ctx.stop.fail(super::StopReason::Storage, e.to_string());
                 return None;
             }
         }
         first_sent.get_or_insert(sent_at);
-        if row.requested_at.is_empty() {
-            row.requested_at = sent_at_text;
-        }
+        row.requested_at.get_or_insert(stamp);
         row.attempts += 1;
         let result = ctx.transport.submit(&job.machine_id, job.action, &job.body).await;
         attempts.answered(started);

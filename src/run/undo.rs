@@ -53,7 +53,7 @@ use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::output::{ResultFormat, sink};
 use crate::pace::{Limit, Pacer};
-use crate::results::{ResultRow, Status};
+use crate::results::{ResultRow, Status, Timestamp};
 use crate::run::rewrite::{ResultsEntry, ResultsFile, RewriteError};
 
 /// Everything `undo` needs, validated.
@@ -217,7 +217,7 @@ fn decide(row: &ResultRow, index: &Index) -> Step {
                     ours.machine_id
                 ));
             }
-            let requested = parse_utc(&row.requested_at);
+            let requested = row.requested_at.map(Timestamp::system_time);
             if let (Some(r), Some(c)) = (requested, created(ours))
                 && c + CLOCK_SKEW < r
             {
@@ -333,8 +333,7 @@ fn survey(path: &Path) -> Result<Survey, RunError> {
         if row.status.is_some_and(is_own) && !row.action_id.trim().is_empty() {
             s.own += 1;
             s.ids.push(row.action_id.trim().to_ascii_lowercase());
-            let t = parse_utc(&row.requested_at).or_else(|| parse_utc(&row.finished_at));
-            if let Some(t) = t {
+            if let Some(t) = row.requested_at.or(row.finished_at).map(Timestamp::system_time) {
                 s.since = Some(s.since.map_or(t, |e: SystemTime| e.min(t)));
             }
         }
@@ -550,7 +549,7 @@ fn settled(original: &ResultRow, status: Status, why: String) -> ResultRow {
 
 /// Stamps the row as finished now.
 fn finish(mut row: ResultRow) -> ResultRow {
-    row.finished_at = format_utc(SystemTime::now());
+    row.finished_at = Some(Timestamp::now());
     row
 }
 
@@ -632,9 +631,7 @@ async fn cancel<T: Transport>(
         let Ok(started) = attempts.turn().await else {
             return Cancel::Done(Box::new(interrupted(original)));
         };
-        if row.requested_at.is_empty() {
-            row.requested_at = format_utc(SystemTime::now());
-        }
+        row.requested_at.get_or_insert_with(Timestamp::now);
         row.attempts += 1;
         let result = ctx.transport.cancel_action(&of.id, Some(comment)).await;
         attempts.answered(started);
@@ -739,7 +736,7 @@ mod tests {
             action: action.into(),
             status: Some(status),
             action_id: "a-1".into(),
-            requested_at: T0.into(),
+            requested_at: Timestamp::parse(T0),
             ..ResultRow::default()
         }
     }
@@ -852,7 +849,7 @@ mod tests {
         // An action created well before the request is not the run's.
         let index = Index::new(vec![action("a-1", M1, "Isolate", "Succeeded", 0)]);
         let mut r = row("isolate", Status::Succeeded);
-        r.requested_at = format_utc(parse_utc(T0).unwrap() + Duration::from_secs(3600));
+        r.requested_at = Some(Timestamp::from(parse_utc(T0).unwrap() + Duration::from_secs(3600)));
         assert!(is_skip(&decide(&r, &index), "created before the run's request"));
         // An action on another device, or one the service does not list.
         let index = Index::new(vec![action("a-1", M2, "Isolate", "Succeeded", 1)]);

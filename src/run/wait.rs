@@ -34,7 +34,7 @@ use crate::api::odata::any_of;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
 use crate::output::ResultFormat;
-use crate::results::{ResultRow, Status};
+use crate::results::{ResultRow, Status, Timestamp};
 use crate::run::rewrite::{Patch, RewriteError, rewrite_with};
 
 /// Action ids per by-id look-up call (keeps the URL short).
@@ -69,11 +69,15 @@ impl Open {
         if !row.status.is_some_and(Status::is_open) || row.action_id.trim().is_empty() {
             return None;
         }
-        let answered_at = parse_utc(&row.finished_at);
+        let answered_at = row.finished_at.map(Timestamp::system_time);
         Some(Open {
             line: row.line,
             action_id: row.action_id.trim().to_string(),
-            requested_at: parse_utc(&row.requested_at).or(answered_at).unwrap_or(fallback),
+            requested_at: row
+                .requested_at
+                .map(Timestamp::system_time)
+                .or(answered_at)
+                .unwrap_or(fallback),
             answered_at,
         })
     }
@@ -87,8 +91,8 @@ pub struct Tracked {
     pub status: Status,
     /// The MachineAction's own status as last seen (`Succeeded`, ...).
     pub action_status: String,
-    /// When the action last changed (ISO-8601 UTC): the row's new `finished_at`.
-    pub updated_at: String,
+    /// When the action last changed: the row's new `finished_at`.
+    pub updated_at: Timestamp,
     /// Why the action did not succeed, for `failed`/`timed_out`/`cancelled`;
     /// empty otherwise.
     pub detail: String,
@@ -102,7 +106,7 @@ impl Tracked {
             status: Some(self.status),
             action_status: Some(self.action_status.clone()),
             error_message: (!self.detail.is_empty()).then(|| self.detail.clone()),
-            finished_at: Some(self.updated_at.clone()),
+            finished_at: Some(self.updated_at),
             ..Patch::default()
         }
     }
@@ -145,13 +149,13 @@ fn tracked(action: &MachineAction) -> Tracked {
         }
         _ => String::new(),
     };
-    // Normalised, so that the results file always reads back.
+    // Read here, so that the results file always gets a readable time.
     let updated_at = action
         .last_update_date_time_utc
         .as_deref()
         .or(action.creation_date_time_utc.as_deref())
-        .and_then(parse_utc)
-        .map_or_else(|| format_utc(SystemTime::now()), format_utc);
+        .and_then(Timestamp::parse)
+        .unwrap_or_else(Timestamp::now);
     Tracked { status, action_status: action.status.clone(), updated_at, detail }
 }
 
@@ -540,8 +544,8 @@ mod tests {
             line: 7,
             status: Some(Status::Submitted),
             action_id: "a-1".into(),
-            requested_at: format_utc(now - Duration::from_secs(60)),
-            finished_at: format_utc(now),
+            requested_at: Some(Timestamp::from(now - Duration::from_secs(60))),
+            finished_at: Some(Timestamp::from(now)),
             ..ResultRow::default()
         };
         let open = Open::of(&row, now).unwrap();
@@ -603,7 +607,10 @@ mod tests {
         let file = crate::run::rewrite::ResultsFile::open(&path).unwrap();
         let back: Vec<_> = file.entries().unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(back[0].row.status, Some(Status::Succeeded));
-        assert_eq!(back[0].row.finished_at, format_utc(parse_utc(&format_utc(t0)).unwrap()));
+        assert_eq!(
+            Timestamp::text_of(back[0].row.finished_at),
+            format_utc(parse_utc(&format_utc(t0)).unwrap())
+        );
         assert_eq!(back[1].row.status, Some(Status::Failed));
         assert_eq!(back[1].row.error_code, ALREADY_PENDING_CODE);
         assert_eq!(back[1].row.error_message, "the device reported a failure");
