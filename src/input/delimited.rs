@@ -31,10 +31,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::record::Record;
 use super::error::{InputError, MAX_QUOTED_BREAKS, MAX_QUOTED_BYTES, Unclosed};
 use super::format::InputFormat;
 use super::plan::RowProblem;
+use super::record::Record;
 use super::spool::Source;
 use crate::results::cell::restore_owned;
 use crate::results::dialect::{Dialect, skip_bom};

@@ -31,9 +31,9 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::record::Record;
 use super::error::InputError;
 use super::plan::RowProblem;
+use super::record::Record;
 use super::spool::Source;
 use crate::results::dialect::BOM;
 use crate::text::clip;

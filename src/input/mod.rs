@@ -35,12 +35,12 @@ use std::sync::Arc;
 
 pub use columns::{Columns, Role};
 pub use error::InputError;
-pub use record::Record;
 pub use format::{InputFormat, UnknownInputFormat};
 pub use plan::{
     MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_WORD_CHARS, RowDefaults, RowPlan, RowProblem, Target,
     plan_row,
 };
+pub use record::Record;
 
 use delimited::{DelimitedRecords, Layout};
 use jsonl::JsonlRecords;

@@ -21,8 +21,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::record::Record;
 use super::columns::{Columns, Role};
+use super::record::Record;
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
 use crate::results::{ResultRow, Status, parse_result_row};
 
@@ -106,7 +106,6 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// The longest action, isolation type or scan type cell parsed, in
 /// characters: every accepted spelling is far shorter.
 pub const MAX_WORD_CHARS: usize = 64;
-
 
 impl RowPlan {
     /// A plan of `line` for `action` on `target`, with a comment and no

@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{FleetSpec, KNOWN_ROLES, Sim, SimConfig, SimError, fleet};
+use super::config::{FleetSpec, KNOWN_ROLES, SimConfig, SimError};
+use super::{Sim, fleet};
 use crate::pace::limit::{format_duration, parse_duration, parse_limits};
 use crate::pace::window::WindowModel;
 

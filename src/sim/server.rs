@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,10 +24,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::config::SimConfig;
 use super::handlers::reply::{Disconnect, Reply, Request};
 use super::lifecycle::Clock;
 use super::state::State;
-use super::{SimConfig, lock};
 
 /// Request bodies larger than this are refused (413) without being handled.
 const MAX_BODY: usize = 1 << 20;
@@ -240,4 +240,10 @@ fn to_response(reply: Reply) -> hyper::Response<Full> {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     res
+}
+
+/// Locks the state; a panic in another request must not take the whole
+/// simulator down, so a poisoned lock is used as is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

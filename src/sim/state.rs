@@ -8,10 +8,10 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
 use super::fleet;
 use super::lifecycle::{ActionRecord, Clock, Timing};
 use super::quota::{Principal, Quotas};
-use super::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
 use crate::api::action::ActionKind;
 use crate::api::model::Machine;
 use crate::api::route::Api;
