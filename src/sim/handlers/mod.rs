@@ -57,8 +57,17 @@ pub(crate) enum Route {
     Unknown,
 }
 
-/// Routes a request. Path segments are matched exactly (reference P2), under
-/// `/api/` or `/api/v1.0/`; one trailing slash is tolerated.
+/// Routes a request, under `/api/` or `/api/v1.0/`; one trailing slash is
+/// tolerated.
+///
+/// The literal segments (`api`, `v1.0`, `machines`, `machineactions`, an
+/// action's name, `cancel`, and the login's `oauth2`, `v2.0`, `token`) are
+/// matched without regard to case, as ASP.NET's routing (the service's) and
+/// Entra's endpoints match them: clients in production send
+/// `stopAndQuarantineFile` as well as `StopAndQuarantineFile`, and the
+/// service's own pages mix `getPackageUri` with `GetPackageUri`. The id
+/// segments are values, passed on as sent (percent-decoded); the machine
+/// look-up itself ignores case. `/_sim` is ours and matched exactly.
 pub(crate) fn route(method: &Method, path: &str) -> Route {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
@@ -66,36 +75,39 @@ pub(crate) fn route(method: &Method, path: &str) -> Route {
     if segs.first() == Some(&"_sim") {
         return Route::Admin;
     }
+    let folded: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = folded.iter().map(String::as_str).collect();
     let post = method == Method::POST;
     let get = method == Method::GET;
-    match segs.as_slice() {
-        [tenant, "oauth2", "v2.0", "token"] if post && !tenant.is_empty() => {
-            return Route::Token { tenant: decode(tenant), v2: true };
+    match lower.as_slice() {
+        [_, "oauth2", "v2.0", "token"] if post && !segs[0].is_empty() => {
+            return Route::Token { tenant: decode(segs[0]), v2: true };
         }
-        [tenant, "oauth2", "token"] if post && !tenant.is_empty() => {
-            return Route::Token { tenant: decode(tenant), v2: false };
+        [_, "oauth2", "token"] if post && !segs[0].is_empty() => {
+            return Route::Token { tenant: decode(segs[0]), v2: false };
         }
         _ => {}
     }
-    let rest = match segs.as_slice() {
-        ["api", "v1.0", rest @ ..] => rest,
-        ["api", rest @ ..] => rest,
+    let skip = match lower.as_slice() {
+        ["api", "v1.0", ..] => 2,
+        ["api", ..] => 1,
         _ => return Route::Unknown,
     };
-    let id = |s: &str| Some(decode(s));
+    let (rest, raw) = (&lower[skip..], &segs[skip..]);
+    let id = |i: usize| Some(decode(raw[i]));
     match rest {
         ["machines"] if get => Route::Api(Api::ListMachines, None),
-        ["machines", m] if get && !m.is_empty() => Route::Api(Api::GetMachine, id(m)),
+        ["machines", m] if get && !m.is_empty() => Route::Api(Api::GetMachine, id(1)),
         ["machines", m, seg] if post && !m.is_empty() => {
-            match ActionKind::ALL.into_iter().find(|k| k.path_segment() == *seg) {
-                Some(kind) => Route::Api(Api::Action(kind), id(m)),
+            match ActionKind::ALL.into_iter().find(|k| k.path_segment().eq_ignore_ascii_case(seg)) {
+                Some(kind) => Route::Api(Api::Action(kind), id(1)),
                 None => Route::Unknown,
             }
         }
         ["machineactions"] if get => Route::Api(Api::ListActions, None),
-        ["machineactions", a] if get && !a.is_empty() => Route::Api(Api::GetAction, id(a)),
+        ["machineactions", a] if get && !a.is_empty() => Route::Api(Api::GetAction, id(1)),
         ["machineactions", a, "cancel"] if post && !a.is_empty() => {
-            Route::Api(Api::CancelAction, id(a))
+            Route::Api(Api::CancelAction, id(1))
         }
         _ => Route::Unknown,
     }
@@ -239,7 +251,24 @@ mod tests {
             assert_eq!(route(p, &path), Route::Api(Api::Action(k), Some(m.into())));
             assert_eq!(route(g, &path), Route::Unknown);
         }
-        assert_eq!(route(p, &format!("/api/machines/{m}/Isolate")), Route::Unknown);
+        // Literal segments in any case, ids as sent.
+        assert_eq!(
+            route(p, &format!("/API/Machines/{m}/Isolate")),
+            Route::Api(Api::Action(ActionKind::Isolate), Some(m.into()))
+        );
+        assert_eq!(
+            route(p, &format!("/api/V1.0/machines/{m}/stopandquarantinefile")),
+            Route::Api(Api::Action(ActionKind::StopAndQuarantineFile), Some(m.into()))
+        );
+        assert_eq!(
+            route(p, "/api/MachineActions/AbC/Cancel"),
+            Route::Api(Api::CancelAction, Some("AbC".into()))
+        );
+        assert_eq!(
+            route(p, "/T1/OAuth2/V2.0/Token"),
+            Route::Token { tenant: "T1".into(), v2: true }
+        );
+        assert_eq!(route(g, "/_SIM/stats"), Route::Unknown);
         assert_eq!(route(p, &format!("/api/machines/{m}/runliveresponse")), Route::Unknown);
         assert_eq!(
             route(p, "/api/machineactions/abc/cancel"),
