@@ -78,17 +78,24 @@ async fn token_errors_use_the_oauth2_shape() {
         f
     };
     let v2 = "/t1/oauth2/v2.0/token";
-    for (form, path, status, error) in [
-        (with("grant_type", "password"), v2, 400, "unsupported_grant_type"),
-        (with("grant_type", ""), v2, 400, "invalid_request"),
-        (with("client_id", ""), v2, 400, "invalid_request"),
-        (with("client_id", "other"), v2, 401, "invalid_client"),
-        (with("client_secret", "wrong"), v2, 401, "invalid_client"),
-        (with("client_secret", ""), v2, 401, "invalid_client"),
-        (with("scope", "https://graph.microsoft.com/.default"), v2, 400, "invalid_scope"),
-        (with("scope", "https://api.security.microsoft.com/.default"), v2, 400, "invalid_scope"),
-        (with("scope", ""), v2, 400, "invalid_request"),
-        (good.clone(), "/t2/oauth2/v2.0/token", 400, "invalid_request"),
+    // Each case with the AADSTS code Entra answers it with (mde-api-addendum.md §4.4).
+    for (form, path, status, error, aadsts) in [
+        (with("grant_type", "password"), v2, 400, "unsupported_grant_type", 70003),
+        (with("grant_type", ""), v2, 400, "invalid_request", 900144),
+        (with("client_id", ""), v2, 400, "invalid_request", 900144),
+        (with("client_id", "other"), v2, 400, "unauthorized_client", 700016),
+        (with("client_secret", "wrong"), v2, 401, "invalid_client", 7000215),
+        (with("client_secret", ""), v2, 401, "invalid_client", 7000216),
+        (with("scope", "https://graph.microsoft.com/.default"), v2, 400, "invalid_scope", 70011),
+        (
+            with("scope", "https://api.security.microsoft.com/.default"),
+            v2,
+            400,
+            "invalid_scope",
+            70011,
+        ),
+        (with("scope", ""), v2, 400, "invalid_request", 900144),
+        (good.clone(), "/t2/oauth2/v2.0/token", 400, "invalid_request", 90002),
         (
             vec![
                 ("grant_type", "client_credentials"),
@@ -99,6 +106,7 @@ async fn token_errors_use_the_oauth2_shape() {
             "/t1/oauth2/token",
             400,
             "invalid_resource",
+            500011,
         ),
     ] {
         let r = post(path, form.clone()).await;
@@ -108,7 +116,29 @@ async fn token_errors_use_the_oauth2_shape() {
             "{form:?}: {}",
             r.text
         );
-        assert_eq!(keys(&r.json), ["error", "error_description"]);
+        // Every field Entra writes, in its order (a documented body and a
+        // captured one agree on them).
+        assert_eq!(keys(&r.json), keys(&fixture("entra-token-error-70011-doc.json")), "{}", r.text);
+        assert_eq!(keys(&r.json), keys(&fixture("entra-token-error-7000215-captured.json")));
+        let code = r.json["error_codes"][0].as_u64().unwrap();
+        assert_eq!(code, aadsts, "{form:?}");
+        let description = r.json["error_description"].as_str().unwrap();
+        assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
+        let trace = r.json["trace_id"].as_str().unwrap();
+        assert_eq!(trace.len(), 36, "a GUID: {trace}");
+        for line in [
+            format!("\r\nTrace ID: {trace}"),
+            format!("\r\nCorrelation ID: {}", r.json["correlation_id"].as_str().unwrap()),
+            format!("\r\nTimestamp: {}", r.json["timestamp"].as_str().unwrap()),
+        ] {
+            assert!(description.contains(&line), "{line:?} in {description:?}");
+        }
+        let ts = r.json["timestamp"].as_str().unwrap();
+        assert!(ts.len() == 20 && &ts[10..11] == " " && ts.ends_with('Z'), "{ts}");
+        assert_eq!(
+            r.json["error_uri"],
+            format!("https://login.microsoftonline.com/error?code={code}")
+        );
         assert!(!r.text.contains(SECRET), "the secret never appears in replies");
     }
     assert_eq!(post(v2, good.clone()).await.status, 200);

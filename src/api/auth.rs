@@ -590,10 +590,18 @@ fn parse_oauth_error(status: u16, body: &[u8], secrets: &[&str]) -> AuthError {
         error: String,
         #[serde(default)]
         error_description: Option<String>,
+        #[serde(default)]
+        trace_id: Option<String>,
+        #[serde(default)]
+        correlation_id: Option<String>,
     }
     if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
-        let description =
-            scrub(e.error_description.as_deref().unwrap_or("no description given").trim(), secrets);
+        let description = one_line_description(
+            e.error_description.as_deref().unwrap_or("no description given"),
+            e.trace_id.as_deref(),
+            e.correlation_id.as_deref(),
+        );
+        let description = scrub(&description, secrets);
         let error = scrub(&e.error, secrets);
         if error == "invalid_client" {
             return AuthError::InvalidClient { description };
@@ -607,6 +615,25 @@ fn parse_oauth_error(status: u16, body: &[u8], secrets: &[&str]) -> AuthError {
         format!("not an OAuth2 error reply: {}", excerpt(&scrub(&text, secrets), EXCERPT_CHARS))
     };
     AuthError::Malformed { status, message }
+}
+
+/// Entra's `error_description` on one line: its first line (`AADSTS<n>:
+/// <message>`, without the `Trace ID`, `Correlation ID` and `Timestamp`
+/// lines it appends), then the two ids Microsoft support asks for, when the
+/// reply has them.
+fn one_line_description(
+    description: &str,
+    trace: Option<&str>,
+    correlation: Option<&str>,
+) -> String {
+    let first = description.split(['\r', '\n']).next().unwrap_or("").trim();
+    let ids: Vec<String> = [("trace id", trace), ("correlation id", correlation)]
+        .into_iter()
+        .filter_map(|(what, id)| {
+            id.filter(|i| !i.trim().is_empty()).map(|i| format!("{what} {}", i.trim()))
+        })
+        .collect();
+    if ids.is_empty() { first.to_string() } else { format!("{first} ({})", ids.join(", ")) }
 }
 
 /// Replaces each non-empty secret in `text` with `[redacted]`, in every
@@ -1316,5 +1343,28 @@ mod tests {
     #[test]
     fn scrub_replaces_every_secret() {
         assert_eq!(scrub("x=abc;y=abc", &["abc", ""]), "x=[redacted];y=[redacted]");
+    }
+
+    /// Entra's multi-line description becomes one line that keeps the
+    /// AADSTS message and the ids for support (fixture
+    /// `entra-token-error-7000215-captured.json`).
+    #[test]
+    fn entra_error_descriptions_are_one_line_with_their_ids() {
+        let body = std::fs::read(format!(
+            "{}/tests/fixtures/entra-token-error-7000215-captured.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let AuthError::InvalidClient { description } = parse_oauth_error(401, &body, &[]) else {
+            panic!("invalid_client")
+        };
+        assert!(!description.contains('\n') && !description.contains('\r'), "{description}");
+        assert!(description.starts_with("AADSTS7000215: Invalid client secret provided."));
+        assert!(
+            description.ends_with(
+                "(trace id 6bad8289-db4a-49da-8609-0848d8d71700, correlation id 63b8bb61-5ca6-4ae3-8224-15a4de11cd87)"
+            ),
+            "{description}"
+        );
     }
 }

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::reply::{PLAIN_JSON, Reply, Request};
+use crate::api::model::new_guid;
 use crate::api::odata::decode_form;
+use crate::api::time::format_utc;
 use crate::sim::state::{State, TokenInfo};
 
 /// Scopes the v2 token endpoint accepts (reference P3).
@@ -23,9 +25,30 @@ const RESOURCE: &str = "https://api.securitycenter.microsoft.com";
 const SECURITY_AUDIENCE: &str = "https://api.security.microsoft.com";
 
 impl Reply {
-    /// An OAuth2 error of the token endpoint: `{"error","error_description"}`.
-    fn oauth(status: u16, error: &str, description: &str) -> Reply {
-        let body = json!({ "error": error, "error_description": description }).to_string();
+    /// An error of the token endpoint as Entra ID writes it (reference:
+    /// `mde-api-addendum.md` §4.3; fixtures `entra-token-error-*.json`):
+    /// `error`, an `error_description` that starts `AADSTS<code>: ` and ends
+    /// with its `Trace ID`, `Correlation ID` and `Timestamp` lines, and the
+    /// same facts as fields (`error_codes`, `timestamp`, `trace_id`,
+    /// `correlation_id`, `error_uri`). Clients are to branch on `error` only.
+    fn entra(status: u16, error: &str, code: u32, message: &str) -> Reply {
+        let (trace, correlation) = (new_guid(), new_guid());
+        // `2026-12-01 21:33:07Z`: seconds, a space instead of the `T`.
+        let now = format_utc(SystemTime::now());
+        let timestamp = format!("{} {}Z", &now[..10], &now[11..19]);
+        let description = format!(
+            "AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {timestamp}"
+        );
+        let body = json!({
+            "error": error,
+            "error_description": description,
+            "error_codes": [code],
+            "timestamp": timestamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+        })
+        .to_string();
         Reply::json(status, body, PLAIN_JSON)
     }
 }
@@ -73,31 +96,41 @@ impl State {
             form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
         };
         let must = |name: &str| {
-            Reply::oauth(
+            Reply::entra(
                 400,
                 "invalid_request",
+                900144,
                 &format!("The request body must contain the following parameter: '{name}'."),
             )
         };
         if let Some(want) = &self.cfg.tenant
             && !want.eq_ignore_ascii_case(tenant)
         {
-            return Reply::oauth(400, "invalid_request", &format!("Tenant '{tenant}' not found."));
+            return Reply::entra(
+                400,
+                "invalid_request",
+                90002,
+                &format!(
+                    "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+                ),
+            );
         }
         let Some(grant) = field("grant_type") else { return must("grant_type") };
         if grant != "client_credentials" {
-            return Reply::oauth(
+            return Reply::entra(
                 400,
                 "unsupported_grant_type",
-                &format!("The grant type '{grant}' is not supported; use client_credentials."),
+                70003,
+                &format!("The app requested an unsupported grant type '{grant}'."),
             );
         }
         let Some(client_id) = field("client_id") else { return must("client_id") };
         let Some(secret) = field("client_secret") else {
-            return Reply::oauth(
+            return Reply::entra(
                 401,
                 "invalid_client",
-                "'client_secret' is required for the 'client_credentials' grant type.",
+                7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
             );
         };
         let extra = if self.cfg.accept_security_audience { Some(SECURITY_AUDIENCE) } else { None };
@@ -108,11 +141,12 @@ impl State {
             let known = SCOPES.iter().any(|s| s.eq_ignore_ascii_case(scope))
                 || extra_scope.is_some_and(|s| s.eq_ignore_ascii_case(scope));
             if !known {
-                return Reply::oauth(
+                return Reply::entra(
                     400,
                     "invalid_scope",
+                    70011,
                     &format!(
-                        "The provided value for the input parameter 'scope' is not valid: '{scope}'."
+                        "The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
                     ),
                 );
             }
@@ -123,38 +157,44 @@ impl State {
             let known = trimmed.eq_ignore_ascii_case(RESOURCE)
                 || extra.is_some_and(|a| trimmed.eq_ignore_ascii_case(a));
             if !known {
-                return Reply::oauth(
+                return Reply::entra(
                     400,
                     "invalid_resource",
-                    &format!("The resource principal named {res} was not found in the tenant."),
+                    500011,
+                    &format!(
+                        "The resource principal named {res} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+                    ),
                 );
             }
             Some(res.to_string())
         };
         if self.revoked.contains(&client_id.to_ascii_lowercase()) {
             // What Entra answers once the app's secret is deleted.
-            return Reply::oauth(
-                401,
-                "invalid_client",
-                &format!(
-                    "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                ),
-            );
+            return invalid_secret(client_id);
         }
         let id_ok = self.cfg.client_id.as_deref().is_none_or(|want| want == client_id);
         let secret_ok = self.cfg.client_secret.as_deref().is_none_or(|want| want == secret);
-        if !id_ok || !secret_ok {
-            return Reply::oauth(
-                401,
-                "invalid_client",
-                "Invalid client credentials: unknown client id or wrong client secret.",
+        if !id_ok {
+            return Reply::entra(
+                400,
+                "unauthorized_client",
+                700016,
+                &format!(
+                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+                ),
             );
         }
+        if !secret_ok {
+            return invalid_secret(client_id);
+        }
         if self.cfg.max_tokens.is_some_and(|max| self.stats.tokens_issued >= max) {
-            return Reply::oauth(
+            return Reply::entra(
                 401,
                 "invalid_client",
-                "AADSTS7000222: The provided client secret keys for app are expired or revoked.",
+                7000222,
+                &format!(
+                    "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+                ),
             );
         }
         let principal = self.principal(client_id, tenant);
@@ -189,4 +229,16 @@ impl State {
         };
         Reply::json(200, body.to_string(), PLAIN_JSON)
     }
+}
+/// Entra's answer to a wrong (or deleted) client secret: 401 `invalid_client`,
+/// AADSTS7000215 (fixture `entra-token-error-7000215-captured.json`).
+fn invalid_secret(client_id: &str) -> Reply {
+    Reply::entra(
+        401,
+        "invalid_client",
+        7000215,
+        &format!(
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+        ),
+    )
 }
