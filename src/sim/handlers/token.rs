@@ -70,8 +70,12 @@ pub(super) fn echo_request(mut reply: Reply, body: &[u8]) -> Reply {
         })
         .collect();
     let described = v.get("error_description").and_then(Value::as_str).unwrap_or("").to_string();
+    // Into the message's own line, before Entra's Trace ID / Correlation ID /
+    // Timestamp lines, where a client shows it.
+    let (message, ids) = described.split_once("\r\n").unwrap_or((&described, ""));
+    let ids = if ids.is_empty() { String::new() } else { format!("\r\n{ids}") };
     v["error_description"] =
-        Value::String(format!("{described} Request: {text} Fields: {}", Value::Object(fields)));
+        Value::String(format!("{message} Request: {text} Fields: {}{ids}", Value::Object(fields)));
     reply.body = v.to_string();
     reply
 }
