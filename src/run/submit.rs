@@ -133,8 +133,9 @@ pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow>
     }
 }
 
-/// The status of a row whose last answer was `err` and no retry is left.
-fn final_status(err: &CallError) -> Status {
+/// The status of a row whose last answer was `err` and no retry is left
+/// (an action POST, or `undo`'s cancel).
+pub(crate) fn final_status(err: &CallError) -> Status {
     match err {
         CallError::Api { status: 404, .. } => Status::NotFound,
         e if e.is_transient() => Status::Error,

@@ -41,7 +41,7 @@ use super::RunError;
 use super::call::{Attempts, Ctx, Ended, RetryPolicy};
 use super::status::ResultsLock;
 use super::stop::Stop;
-use super::submit::{CLOCK_SKEW, Job, execute, list_all_actions};
+use super::submit::{CLOCK_SKEW, Job, execute, final_status, list_all_actions};
 use super::summary::Summary;
 use super::transport::Transport;
 use super::wait::{ALREADY_PENDING_CODE, ID_CHUNK};
@@ -666,11 +666,7 @@ async fn cancel<T: Transport>(
                 return Cancel::Done(Box::new(interrupted(original)));
             }
             Err(Ended::GaveUp(err)) => {
-                row.status = Some(match err {
-                    CallError::Api { status: 404, .. } => Status::NotFound,
-                    e if e.is_transient() => Status::Error,
-                    _ => Status::Rejected,
-                });
+                row.status = Some(final_status(&err));
                 return Cancel::Done(Box::new(finish(row)));
             }
         }
