@@ -141,8 +141,9 @@ impl<T> Ctx<T> {
         // at all holds the log's bookkeeping at now.
         let until = now.checked_add(wait).unwrap_or(now);
         let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
-        let already = paused.get(&api).is_some_and(|&p| p > now);
-        if !already || paused.get(&api).is_some_and(|&p| until > p + Duration::from_secs(1)) {
+        // A new pause, or one this answer extends by more than a second.
+        let news = paused.get(&api).is_none_or(|&p| p <= now || until > p + Duration::from_secs(1));
+        if news {
             paused.insert(api, until);
             drop(paused);
             let resume = SystemTime::now().checked_add(wait).map(format_utc).unwrap_or_default();

@@ -62,13 +62,12 @@ impl RowKey {
     /// (`iso|sha1|scan`). The parameters never hold a `|`, the device might
     /// (a hostile name), so the parameters are split off from the right.
     fn parts(&self) -> (&str, &str, &str) {
-        let mut from_right = self.0.rsplitn(4, '|');
-        let (scan, sha1, iso) =
-            (from_right.next(), from_right.next(), from_right.next().unwrap_or_default());
-        let head = from_right.next().unwrap_or_default();
-        let params_len =
-            iso.len() + 2 + sha1.unwrap_or_default().len() + scan.unwrap_or_default().len();
-        let params = &self.0[self.0.len().saturating_sub(params_len)..];
+        // The third `|` from the right ends the device.
+        let mut cut = self.0.len();
+        for _ in 0..3 {
+            cut = self.0[..cut].rfind('|').unwrap_or(0);
+        }
+        let (head, params) = (&self.0[..cut], self.0.get(cut + 1..).unwrap_or_default());
         let (action, device) = head.split_once('|').unwrap_or((head, ""));
         (action, device, params)
     }
