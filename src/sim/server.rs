@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) latency: Duration,
     /// The bound address, used when a request has no `Host` header.
     pub(crate) local: String,
+    /// `http`, or `https` when served over TLS.
+    pub(crate) scheme: &'static str,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             state: Mutex::new(State::new(config, Clock::start())),
             latency,
             local: addr.to_string(),
+            scheme: "http",
         }
     }
 }
@@ -197,9 +200,11 @@ async fn handle(
         method: &parts.method,
         path,
         query: parts.uri.query(),
+        scheme: shared.scheme,
         host,
         authorization,
         body: &body,
+        headers: &parts.headers,
     };
     let reply = {
         let mut state = lock(&shared.state);

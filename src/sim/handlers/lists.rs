@@ -49,14 +49,14 @@ fn next_link(req: &Request<'_>, q: &Query, page_len: usize) -> String {
         parts.push(format!("$top={}", top - page_len));
     }
     parts.push(format!("$skip={}", q.skip + page_len));
-    format!("http://{}{}?{}", req.host, req.path, parts.join("&"))
+    format!("{}{}?{}", req.origin(), req.path, parts.join("&"))
 }
 
 impl State {
     /// The `@odata.context` of a reply: the service names the entity set
     /// (`#Machines`, `#MachineActions/$entity`) under the host called.
     pub(super) fn context(req: &Request<'_>, fragment: &str) -> String {
-        format!("http://{}/api/$metadata#{fragment}", req.host)
+        format!("{}/api/$metadata#{fragment}", req.origin())
     }
 
     /// One entity with its `@odata.context` first, as the service sends it;
@@ -196,9 +196,11 @@ mod tests {
             method: &hyper::Method::GET,
             path: "/api/machines/host-00001.contoso.test",
             query: None,
+            scheme: "http",
             host: "h:1",
             authorization: None,
             body: b"",
+            headers: &hyper::HeaderMap::new(),
         };
         let r = s.get_machine("host-00001.contoso.test", &req);
         let v: Value = serde_json::from_str(&r.body).unwrap();

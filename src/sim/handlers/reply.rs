@@ -3,7 +3,7 @@
 //! with the connection instead. Its own file so that every handler can use
 //! these without importing the dispatch that calls it.
 
-use hyper::Method;
+use hyper::{HeaderMap, Method};
 
 use crate::api::model::ErrorEnvelope;
 
@@ -21,12 +21,32 @@ pub(crate) struct Request<'a> {
     pub(crate) path: &'a str,
     /// The raw query string.
     pub(crate) query: Option<&'a str>,
+    /// `http` or `https`: how the simulator is served, for links that point
+    /// back at it (`@odata.context`, discovery documents).
+    pub(crate) scheme: &'a str,
     /// The `Host` header (or the bound address), for `@odata.context` and links.
     pub(crate) host: &'a str,
     /// The `Authorization` header.
     pub(crate) authorization: Option<&'a str>,
     /// The whole body.
     pub(crate) body: &'a [u8],
+    /// Every header, for the few endpoints that demand one of their own
+    /// (`Metadata: true`, `X-IDENTITY-HEADER`).
+    #[allow(dead_code)]
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl Request<'_> {
+    /// A header's value as text, if present and visible ASCII.
+    #[allow(dead_code)]
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `scheme://host`: the simulator's own address as the client reached it.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
+    }
 }
 
 /// What to do with a connection instead of answering.
