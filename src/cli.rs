@@ -156,6 +156,12 @@ pub struct ApiArgs {
     /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
     #[arg(long, hide = true)]
     pub client_secret: Option<String>,
+    /// Also trust the CA certificates in this PEM file (a TLS-inspecting proxy's CA), on top of the system's; repeatable. SSL_CERT_FILE is read too.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Send login and API requests through this proxy (http://HOST:PORT), loopback included, instead of HTTPS_PROXY/HTTP_PROXY/NO_PROXY. A password in it is visible to every user (ps): prefer HTTPS_PROXY for one that needs it.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 }
 
 /// `--pick`: how to choose among several machines matching one device key.
@@ -310,7 +316,7 @@ Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// A real (or separately started) API.
-    Remote(crate::api::client::ClientConfig),
+    Remote(Box<crate::api::client::ClientConfig>),
     /// Start the simulator in-process and use it.
     Simulated {
         /// Per-request time limit.
@@ -409,7 +415,7 @@ pub fn run_config(
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
-        Endpoint::Remote(client_config(&args.api, env, request_timeout)?)
+        Endpoint::Remote(Box::new(client_config(&args.api, env, request_timeout)?))
     };
     let (api, tenant) = match &endpoint {
         // A simulator started in-process lives and dies with its run.
@@ -523,7 +529,26 @@ fn client_config(
         credentials,
         request_timeout,
         connect_timeout: Duration::from_secs(10),
+        extra_roots: extra_roots(args, env)?,
+        proxy: args.proxy.clone().map(Secret::new),
     })
+}
+
+/// The CA certificates of every `--ca-cert` file and of `SSL_CERT_FILE`,
+/// read now so that a bad file stops the command before anything is sent.
+fn extra_roots(
+    args: &ApiArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use crate::api::trust::load_ca_file;
+    let mut roots = Vec::new();
+    for path in &args.ca_certs {
+        roots.extend(load_ca_file("--ca-cert", path)?);
+    }
+    if let Some(path) = env("SSL_CERT_FILE").filter(|p| !p.trim().is_empty()) {
+        roots.extend(load_ca_file("SSL_CERT_FILE", std::path::Path::new(&path))?);
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]
