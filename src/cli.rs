@@ -93,8 +93,8 @@ pub struct RunArgs {
     /// `--wait` and its knobs.
     #[command(flatten)]
     pub wait: WaitArgs,
-    /// Run against a simulator started in-process on a loopback port (no tenant needed).
-    #[arg(long, conflicts_with_all = ["api_url", "login_url"])]
+    /// Run against a simulator started in-process on a loopback port (no tenant needed; plain HTTP, no proxy).
+    #[arg(long, conflicts_with_all = ["api_url", "login_url", "ca_certs", "proxy"])]
     pub simulate: bool,
     /// Confirm irreversible actions (offboard) without asking.
     #[arg(long, short = 'y')]
@@ -594,6 +594,36 @@ mod tests {
         let (config, endpoint) = run_config(&args, &env).unwrap();
         assert_eq!(config.results, ResultsTarget::File(PathBuf::from("in.results.csv")));
         assert!(!format!("{endpoint:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn ca_files_and_the_proxy_reach_the_client_config_and_the_password_stays_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let cert = fixture("selfsigned-cert.pem");
+        let args = parse(&["in.csv", "--ca-cert", &cert, "--proxy", "http://u:pr0xy-pw@p:3128"]);
+        let env = |k: &str| match k {
+            "SSL_CERT_FILE" => Some(fixture("selfsigned-cert.pem")),
+            other => creds(other),
+        };
+        let (_, endpoint) = run_config(&args, &env).unwrap();
+        let Endpoint::Remote(client) = &endpoint else { panic!("{endpoint:?}") };
+        assert_eq!(client.extra_roots.len(), 2, "--ca-cert and SSL_CERT_FILE");
+        assert!(client.proxy.is_some());
+        assert!(!format!("{endpoint:?}").contains("pr0xy-pw"));
+
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let args = parse(&["in.csv", "--ca-cert", junk.to_str().unwrap()]);
+        let err = format!("{:#}", run_config(&args, &creds).unwrap_err());
+        assert!(err.contains(&format!("--ca-cert {}", junk.display())), "{err}");
+
+        for flag in [["--ca-cert", cert.as_str()], ["--proxy", "http://p:1"]] {
+            let mut full = vec!["mdebulk", "run", "in.csv", "--simulate"];
+            full.extend_from_slice(&flag);
+            let e = Cli::try_parse_from(full).err().unwrap();
+            assert_eq!(e.exit_code(), 2, "{flag:?}");
+        }
     }
 
     fn creds(k: &str) -> Option<String> {

@@ -830,6 +830,29 @@ mod tests {
     }
 
     #[test]
+    fn proxy_urls_are_checked_and_their_credentials_never_shown() {
+        assert!(proxy_from("http://proxy.example:3128").is_ok());
+        assert!(proxy_from("https://user:pw@proxy.example").is_ok());
+        for (raw, reason) in [
+            ("proxy.example:3128", "unsupported scheme"),
+            ("socks5://user:hunter2@proxy.example:1080", "unsupported scheme"),
+            ("not a url", "relative URL without a base"),
+            ("http://user:hunter2@:3128", "empty host"),
+        ] {
+            let e = proxy_from(raw).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("--proxy "), "{text}");
+            assert!(text.contains(reason), "{raw}: {text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let mut config = bearer_config("https://api.example");
+        config.proxy = Some(Secret::new("ftp://u:hunter2@p:21"));
+        let e = Client::new(config.clone()).unwrap_err().to_string();
+        assert!(e.contains("ftp://***@p:21") && !e.contains("hunter2"), "{e}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn url_safety() {
         for ok in [
             "https://api.security.microsoft.com",

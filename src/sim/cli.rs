@@ -333,6 +333,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags() {
+        assert_eq!(config(&[]).unwrap().tls, None);
+        assert_eq!(config(&["--tls"]).unwrap().tls, Some(SimTls::Generate));
+        assert_eq!(
+            config(&["--tls", "--tls-ca-out", "ca.pem"]).unwrap().tls,
+            Some(SimTls::Generate)
+        );
+        let files = config(&["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().tls;
+        assert_eq!(files, Some(SimTls::Files { cert: "c.pem".into(), key: "k.pem".into() }));
+        for argv in [
+            &["--tls-ca-out", "ca.pem"][..],
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls", "--tls-cert", "c.pem"],
+            &["--tls", "--tls-key", "k.pem"],
+            &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca-out", "ca.pem"],
+        ] {
+            assert!(config(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
     fn one_line_errors() {
         for (argv, needle) in [
             (&["--limit", "100/60"][..], "invalid limit \"100/60\""),
