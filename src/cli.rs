@@ -540,13 +540,16 @@ fn extra_roots(
     args: &ApiArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use crate::api::trust::load_ca_file;
+    use crate::api::trust::{Unusable, load_ca_file};
     let mut roots = Vec::new();
     for path in &args.ca_certs {
-        roots.extend(load_ca_file("--ca-cert", path)?);
+        roots.extend(load_ca_file("--ca-cert", path, Unusable::Refuse)?);
     }
+    // Often the system bundle itself, which may hold a root webpki cannot
+    // read: the platform's loader skips those, and so does this.
     if let Some(path) = env("SSL_CERT_FILE").filter(|p| !p.trim().is_empty()) {
-        roots.extend(load_ca_file("SSL_CERT_FILE", std::path::Path::new(&path))?);
+        let path = std::path::Path::new(&path);
+        roots.extend(load_ca_file("SSL_CERT_FILE", path, Unusable::Skip)?);
     }
     Ok(roots)
 }

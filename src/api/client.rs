@@ -9,7 +9,8 @@
 //! Every request carries `Authorization: Bearer <token>` (from the shared
 //! [`TokenSource`]), `User-Agent: mdebulk/<version>` and
 //! `Accept: application/json`; POSTs send `Content-Type: application/json`.
-//! TLS is always verified (rustls with the platform verifier); plain
+//! TLS is always verified (rustls with the platform verifier, plus any
+//! extra CA roots of [`ClientConfig::extra_roots`]); plain
 //! `http://` is accepted only for loopback hosts, which is how tests and the
 //! simulator are reached. Calls are logged at debug level with method, path,
 //! status, elapsed time and the error's `target`; never a header, token or

@@ -13,12 +13,23 @@ use rustls::pki_types::pem::PemObject;
 
 use super::error::ConfigError;
 
-/// Every certificate in the PEM file at `path` (a bundle may hold several);
-/// at least one. `origin` says where the path came from (`--ca-cert`,
-/// `SSL_CERT_FILE`) for the error message.
+/// What to do with a certificate of the file that cannot serve as a root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Refuse the file: a CA named on purpose (`--ca-cert`) must work.
+    Refuse,
+    /// Leave it out with a warning, as the platform's loader does with the
+    /// system bundle `SSL_CERT_FILE` usually names; the others still count.
+    Skip,
+}
+
+/// Every certificate in the PEM file at `path` (a bundle may hold several)
+/// that can serve as a root; at least one. `origin` says where the path
+/// came from (`--ca-cert`, `SSL_CERT_FILE`) for the error message.
 pub fn load_ca_file(
     origin: &'static str,
     path: &Path,
+    unusable: Unusable,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let shown = || path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ConfigError::CaFile {
@@ -39,18 +50,29 @@ pub fn load_ca_file(
     }
     // The verifier refuses the whole set for one certificate it cannot use
     // as a root; finding it here names the file and which one.
-    for (i, cert) in certs.iter().enumerate() {
-        rustls::RootCertStore::empty().add(cert.clone()).map_err(|e| ConfigError::CaFile {
+    let total = certs.len();
+    let mut usable = Vec::with_capacity(total);
+    for (i, cert) in certs.into_iter().enumerate() {
+        match rustls::RootCertStore::empty().add(cert.clone()) {
+            Ok(()) => usable.push(cert),
+            Err(e) => {
+                let why =
+                    format!("certificate {} of {total} is not usable as a CA root: {e}", i + 1);
+                if unusable == Unusable::Refuse {
+                    return Err(ConfigError::CaFile { origin, path: shown(), why });
+                }
+                tracing::warn!("{origin} {}: {why}; left out", shown());
+            }
+        }
+    }
+    if usable.is_empty() {
+        return Err(ConfigError::CaFile {
             origin,
             path: shown(),
-            why: format!(
-                "certificate {} of {} is not usable as a CA root: {e}",
-                i + 1,
-                certs.len()
-            ),
-        })?;
+            why: format!("none of its {total} certificates is usable as a CA root"),
+        });
     }
-    Ok(certs)
+    Ok(usable)
 }
 
 /// A few words for an I/O error, without the `(os error N)` suffix.
@@ -73,13 +95,24 @@ mod tests {
 
     #[test]
     fn a_bundle_gives_every_certificate() {
-        let one = load_ca_file("--ca-cert", &fixture("selfsigned-cert.pem")).unwrap();
+        let one =
+            load_ca_file("--ca-cert", &fixture("selfsigned-cert.pem"), Unusable::Refuse).unwrap();
         assert_eq!(one.len(), 1);
         let text = std::fs::read_to_string(fixture("selfsigned-cert.pem")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("bundle.pem");
         std::fs::write(&bundle, format!("# two roots\n{text}\n{text}")).unwrap();
-        assert_eq!(load_ca_file("--ca-cert", &bundle).unwrap().len(), 2);
+        assert_eq!(load_ca_file("--ca-cert", &bundle, Unusable::Refuse).unwrap().len(), 2);
+
+        // One unusable certificate: refused for --ca-cert, left out of a bundle.
+        let garbled = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&bundle, format!("{text}\n{garbled}")).unwrap();
+        let e = load_ca_file("--ca-cert", &bundle, Unusable::Refuse).unwrap_err().to_string();
+        assert!(e.contains("certificate 2 of 2 is not usable as a CA root"), "{e}");
+        assert_eq!(load_ca_file("SSL_CERT_FILE", &bundle, Unusable::Skip).unwrap().len(), 1);
+        std::fs::write(&bundle, garbled).unwrap();
+        let e = load_ca_file("SSL_CERT_FILE", &bundle, Unusable::Skip).unwrap_err().to_string();
+        assert!(e.contains("none of its 1 certificates is usable"), "{e}");
     }
 
     #[test]
@@ -100,7 +133,7 @@ mod tests {
             ("--ca-cert", &key_only, "no PEM certificate"),
             ("--ca-cert", &dir.path().to_path_buf(), "cannot read it"),
         ] {
-            let e = load_ca_file(origin, path).unwrap_err().to_string();
+            let e = load_ca_file(origin, path, Unusable::Refuse).unwrap_err().to_string();
             assert!(e.contains(origin), "{e}");
             assert!(e.contains(&path.display().to_string()), "{e}");
             assert!(e.contains(needle), "{e}");
