@@ -307,6 +307,8 @@ pub fn parse_duration_arg(v: &str) -> Result<Duration, String> {
 const RUN_AFTER_HELP: &str = "\
 Credentials come from the environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and
 AZURE_CLIENT_SECRET (client credentials), or MDE_TOKEN (a ready bearer token).
+Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
+a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
 Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
