@@ -40,7 +40,10 @@ use server::lock;
 use crate::api::model::Machine;
 
 pub use cli::{SimulateArgs, serve};
-pub use config::{ApiStats, FleetSpec, SimConfig, SimError, Stats};
+pub use config::{
+    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, SimConfig,
+    SimError, Stats,
+};
 pub use fleet::FleetError;
 
 /// A running simulator. Dropping it stops accepting connections; prefer
