@@ -20,6 +20,7 @@ use crate::pace::window::WindowModel;
 
 /// Run a local simulator of the Defender for Endpoint machine-actions API.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_long_help = super::catalog::help_text())]
 pub struct SimulateArgs {
     /// Address to listen on; port 0 picks a free port (printed on the first line).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]

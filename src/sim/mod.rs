@@ -16,7 +16,9 @@
 //! - [`faults`]: injected errors.
 //! - [`config`]: the simulator's settings and counters.
 //! - [`cli`]: the `simulate` subcommand.
+//! - [`catalog`]: every endpoint served and its source (help and README).
 
+pub(crate) mod catalog;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod faults;
