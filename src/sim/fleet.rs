@@ -259,7 +259,7 @@ pub const WELL_KNOWN_FILES: [&str; 4] = [
 /// The tags of generated record `i` (rule in the module documentation).
 pub fn generated_tags(i: usize) -> Vec<&'static str> {
     let rules: [(&str, bool); 5] = [
-        ("Tier0", i % 50 == 0),
+        ("Tier0", i.is_multiple_of(50)),
         ("Finance", i % 10 == 3),
         ("Finance-EMEA", i % 20 == 13),
         ("VIP", i % 25 == 1),
@@ -270,7 +270,7 @@ pub fn generated_tags(i: usize) -> Vec<&'static str> {
 
 /// The files generated record `i` has seen (rule in the module documentation).
 pub fn generated_files(i: usize) -> Vec<String> {
-    let rules = [i % 10 == 0, i % 25 == 3, i % 7 == 1, i == 4];
+    let rules = [i.is_multiple_of(10), i % 25 == 3, i % 7 == 1, i == 4];
     WELL_KNOWN_FILES.iter().zip(rules).filter(|(_, on)| *on).map(|(h, _)| h.to_string()).collect()
 }
 
