@@ -617,6 +617,10 @@ async fn hooks_set_tags_and_ip_history_and_fleet_files_carry_them() {
     let missing =
         send(env.http.post(format!("{}/_sim/machines/zz/tags", env.base)).json(&json!([]))).await;
     assert_error(&missing, 404, "ResourceNotFound");
+    let delete = send(env.http.delete(hook("tags"))).await;
+    assert_error(&delete, 404, "NotFound");
+    let no_package = send(env.http.get(format!("{}/_sim/packages/nope.zip", env.base))).await;
+    assert_error(&no_package, 404, "NotFound");
     // Hooks are not API calls.
     let s = env.stats().await;
     assert_eq!(s.by_api["GET machines/findbyip"].calls, 4);

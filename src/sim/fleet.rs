@@ -584,6 +584,58 @@ mod tests {
     }
 
     #[test]
+    fn ip_histories_follow_the_documented_rule() {
+        let start = UNIX_EPOCH + Duration::from_secs(REFERENCE_UNIX_SECS);
+        let f = generate(100, 5, 0.0);
+        let h = generated_histories(&f, 5, start);
+        assert_eq!(h, generated_histories(&f, 5, start));
+        assert_ne!(h, generated_histories(&f, 6, start));
+        let b = 100 - twin_count(100);
+        for (i, spans) in h.iter().enumerate() {
+            let current = spans.last().unwrap();
+            assert_eq!(Some(current.ip.to_string()), f[i].last_ip_address, "{i}");
+            if i >= b {
+                assert_eq!(spans.len(), 1);
+                assert!(current.to.unwrap() <= start - Duration::from_secs(31 * 86_400));
+                continue;
+            }
+            assert_eq!(spans.len(), [3, 2, 1][i % 3], "{i}");
+            let since = start.duration_since(current.from.unwrap()).unwrap();
+            assert!(since >= Duration::from_secs(3600) && since < Duration::from_secs(72 * 3600));
+            assert_eq!(current.to, None);
+            // Each earlier span ends where the next begins.
+            for w in spans.windows(2) {
+                assert_eq!(w[0].to, w[1].from);
+                assert!(w[0].from < w[0].to);
+            }
+        }
+        assert_eq!(h[3][0].ip.to_string(), "172.17.1.4");
+        assert_eq!(h[3][1].ip.to_string(), "172.16.1.4");
+    }
+
+    #[test]
+    fn simulator_keys_of_fleet_files_leave_the_entity() {
+        let mut m = parse(
+            r#"[{"id":"a","lastIpAddress":"10.0.0.1","files":["A0C659857CCBE457FDAF5FE21D54EFDCBF6F6508"],
+                 "ipHistory":[{"ipAddress":"10.0.0.1","from":"2026-11-30T08:00:00Z","to":null}]}]"#,
+        )
+        .unwrap()
+        .remove(0);
+        let side = take_sidecar(&mut m).unwrap();
+        assert_eq!(side.files, ["a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"]);
+        assert_eq!(side.ips[0].to_json()["from"], "2026-11-30T08:00:00.0000000Z");
+        assert!(!m.extra.contains_key("files") && !m.extra.contains_key("ipHistory"));
+        let mut plain = parse(r#"[{"id":"b","lastIpAddress":"10.0.0.2","ipAddresses":[{"ipAddress":"fe80::1"},{"ipAddress":"10.0.0.2"}]}]"#)
+            .unwrap()
+            .remove(0);
+        let ips: Vec<String> =
+            take_sidecar(&mut plain).unwrap().ips.iter().map(|s| s.ip.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.2", "fe80::1"]);
+        assert_eq!(generated_tags(13), ["Finance", "Finance-EMEA"]);
+        assert_eq!(generated_files(0), [WELL_KNOWN_FILES[0]]);
+    }
+
+    #[test]
     fn renders_keys_in_the_real_order() {
         let f = generate(20, 3, 0.0);
         let keys: Vec<String> = render(&f[0]).keys().cloned().collect();

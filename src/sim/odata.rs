@@ -831,6 +831,20 @@ mod tests {
     }
 
     #[test]
+    fn select_properties_are_the_entities_own_keys_in_order() {
+        let doc = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/machineaction-doc-example.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let a: crate::api::model::MachineAction = serde_json::from_str(&doc).unwrap();
+        let v = serde_json::to_value(a).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, MACHINE_ACTIONS.properties);
+        assert_eq!(MACHINES.properties, crate::sim::fleet::KEY_ORDER);
+    }
+
+    #[test]
     fn select_names_known_properties_once() {
         let q = parse_query(Some("$select=computerDnsName,id,id"), &MACHINES).unwrap();
         assert_eq!(q.select, Some(vec!["computerDnsName", "id"]));

@@ -42,7 +42,10 @@ impl State {
                     ),
                 }
             }
-            (method, ["_sim", "machines", key, what @ ("tags" | "ips" | "files")]) => {
+            (
+                method @ (Method::GET | Method::POST),
+                ["_sim", "machines", key, what @ ("tags" | "ips" | "files")],
+            ) => {
                 let key = decode(key);
                 let Some(i) = self.machine_by_id_or_name(&key) else {
                     return Reply::error(
