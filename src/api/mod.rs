@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client;
 pub mod cloud;
 pub mod error;
+pub mod jwt;
 pub mod model;
 pub mod net;
 pub mod odata;

@@ -124,6 +124,9 @@ pub(crate) struct State {
     pub(crate) revoked: HashSet<String>,
     /// Investigations started through `startInvestigation`: numbers their ids.
     pub(crate) investigations: u64,
+    /// `(client id, jti)` of every client assertion accepted, with its `exp`:
+    /// a replayed assertion is refused until it would have expired anyway.
+    pub(crate) used_assertions: HashMap<(String, String), i64>,
 }
 
 /// Bit of a role in a roles mask (0 for an unknown role).
@@ -184,6 +187,7 @@ impl State {
             tokens: HashMap::new(),
             revoked: HashSet::new(),
             investigations: 0,
+            used_assertions: HashMap::new(),
             principals: HashMap::new(),
             stats: Stats::default(),
             api_stats: Api::all().map(|a| (a, ApiStats::default())).collect(),
