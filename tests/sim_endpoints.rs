@@ -636,3 +636,24 @@ fn fleet_files_with_bad_simulator_keys_are_refused_with_the_machine_named() {
     assert!(e.contains("machine #1") && e.contains("SHA-1"), "{e}");
     assert!(fleet::parse(r#"[{"id":"a1","files":[],"ipHistory":[]}]"#).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cpu_throttle_names_the_apis_own_limit() {
+    let cfg =
+        SimConfig { cpu_throttle_rate: 1.0, limits: SimConfig::default().limits, ..all_roles() };
+    let env = Env::start(cfg).await;
+    let r = env.get("/api/machineactions/abc/GetPackageUri").await;
+    assert_error(&r, 429, "TooManyRequests");
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("2 per 00:01:00"), "{}", r.text);
+    let id = env.ids()[0].clone();
+    let r =
+        env.post(&format!("/api/machines/{id}/startInvestigation"), json!({"Comment": "c"})).await;
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("50 per 01:00:00"), "{}", r.text);
+    let r = env.get("/api/machines/findbytag?tag=VIP").await;
+    assert!(
+        r.json["error"]["message"].as_str().unwrap().contains("100 per 00:01:00"),
+        "{}",
+        r.text
+    );
+    assert_eq!(env.stats().await.cpu_throttled, 3);
+}
