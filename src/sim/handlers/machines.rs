@@ -370,8 +370,12 @@ impl State {
             .map(|n| {
                 let types = ["Interactive", "Interactive", "RemoteInteractive", "Network"];
                 let logon = types[rng.usize(0..types.len())];
-                let seen = last - Duration::from_secs(rng.u64(0..3 * 86_400));
-                let first = seen - Duration::from_secs(rng.u64(86_400..60 * 86_400));
+                // A fleet file may date `lastSeen` anywhere: never step off the clock.
+                let back = |t: SystemTime, secs: u64| {
+                    t.checked_sub(Duration::from_secs(secs)).unwrap_or(t)
+                };
+                let seen = back(last, rng.u64(0..3 * 86_400));
+                let first = back(seen, rng.u64(86_400..60 * 86_400));
                 json!({
                     "id": format!("contoso\\user{n}"),
                     "accountName": format!("user{n}"),
