@@ -255,6 +255,8 @@ async fn certificate_assertions_are_checked_as_entra_checks_them() {
         (Algorithm::Rs256, json!({"typ": older["typ"], "x5t": x5t})),
         (Algorithm::Ps256, json!({"typ": current["typ"], "x5t#S256": s256})),
         (Algorithm::Rs256, json!({"typ": "JWT", "x5c": [jwt::b64_std(&registered.der)]})),
+        // MSAL for Python pads its thumbprints (`=`); Entra takes them.
+        (Algorithm::Ps256, json!({"typ": "JWT", "x5t#S256": format!("{s256}=")})),
     ] {
         let jti = mdebulk::api::model::new_guid();
         let r = post(signed(&registered.key, alg, header, claims(&jti))).await;

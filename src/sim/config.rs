@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::FleetError;
+use super::tls::{SimTls, TlsError};
 use crate::api::model::Machine;
 use crate::pace::limit::{Limit, LimitError};
 use crate::pace::window::WindowModel;
@@ -147,6 +148,9 @@ pub struct SimConfig {
     pub identity: IdentityConfig,
     /// Seed of every random choice (fleet, failures, faults).
     pub seed: u64,
+    /// When set, serve HTTPS with this certificate instead of plain HTTP:
+    /// for testing a client's CA and proxy settings end to end.
+    pub tls: Option<SimTls>,
 }
 
 impl Default for SimConfig {
@@ -176,6 +180,7 @@ impl Default for SimConfig {
             page_size: None,
             identity: IdentityConfig::default(),
             seed: 1,
+            tls: None,
         }
     }
 }
@@ -207,6 +212,7 @@ impl fmt::Debug for SimConfig {
             .field("page_size", &self.page_size)
             .field("identity", &self.identity)
             .field("seed", &self.seed)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -270,6 +276,9 @@ pub enum SimError {
     /// A `--limit` value is malformed.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// The TLS certificate could not be made or read.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Another flag has a bad value.
     #[error("invalid {flag}: {why}")]
     Invalid {
