@@ -16,8 +16,11 @@ use crate::pace::limit::{Limit, LimitError};
 use crate::pace::window::WindowModel;
 
 /// The application permissions (`roles` claim) the simulator knows: the seven
-/// action permissions, then the two read permissions.
-pub(crate) const KNOWN_ROLES: [&str; 9] = [
+/// action permissions, then the two machine read permissions, then the
+/// permissions of the log-on users (`User.Read.All`) and investigation
+/// (`Alert.ReadWrite.All`) APIs. One bit each in a `u16` roles mask, so at
+/// most sixteen; the defaults grant the first eight.
+pub(crate) const KNOWN_ROLES: [&str; 11] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -27,6 +30,8 @@ pub(crate) const KNOWN_ROLES: [&str; 9] = [
     "Machine.LiveResponse",
     "Machine.Read.All",
     "Machine.ReadWrite.All",
+    "User.Read.All",
+    "Alert.ReadWrite.All",
 ];
 
 /// The header value the App Service token endpoint demands when none is set.
