@@ -59,9 +59,26 @@ fn parse_time(v: &Value) -> Option<SystemTime> {
     v.as_str().and_then(mdebulk::api::time::parse_utc)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_machines_id() {
-    let env = Env::start(config()).await;
+over_http_and_tls! {
+    findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_machines_id => findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_machines_id_over_http, findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_machines_id_over_tls;
+    findbytag_matches_exactly_or_by_prefix_without_regard_to_case => findbytag_matches_exactly_or_by_prefix_without_regard_to_case_over_http, findbytag_matches_exactly_or_by_prefix_without_regard_to_case_over_tls;
+    tags_are_added_and_removed_and_every_look_up_sees_them => tags_are_added_and_removed_and_every_look_up_sees_them_over_http, tags_are_added_and_removed_and_every_look_up_sees_them_over_tls;
+    tags_for_many_machines_at_once_up_to_500 => tags_for_many_machines_at_once_up_to_500_over_http, tags_for_many_machines_at_once_up_to_500_over_tls;
+    tags_need_machine_read_write_all => tags_need_machine_read_write_all_over_http, tags_need_machine_read_write_all_over_tls;
+    machines_by_file_take_sha1_only => machines_by_file_take_sha1_only_over_http, machines_by_file_take_sha1_only_over_tls;
+    logon_users_in_the_documented_shape => logon_users_in_the_documented_shape_over_http, logon_users_in_the_documented_shape_over_tls;
+    start_investigation_answers_201_with_an_investigation_and_holds_50_an_hour => start_investigation_answers_201_with_an_investigation_and_holds_50_an_hour_over_http, start_investigation_answers_201_with_an_investigation_and_holds_50_an_hour_over_tls;
+    package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape => package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape_over_http, package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape_over_tls;
+    package_uri_holds_two_calls_a_minute => package_uri_holds_two_calls_a_minute_over_http, package_uri_holds_two_calls_a_minute_over_tls;
+    select_keeps_the_listed_properties_in_the_entity_order => select_keeps_the_listed_properties_in_the_entity_order_over_http, select_keeps_the_listed_properties_in_the_entity_order_over_tls;
+    hooks_set_tags_and_ip_history_and_fleet_files_carry_them => hooks_set_tags_and_ip_history_and_fleet_files_carry_them_over_http, hooks_set_tags_and_ip_history_and_fleet_files_carry_them_over_tls;
+    a_cpu_throttle_names_the_apis_own_limit => a_cpu_throttle_names_the_apis_own_limit_over_http, a_cpu_throttle_names_the_apis_own_limit_over_tls;
+}
+
+async fn findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_machines_id(
+    tls: bool,
+) {
+    let env = Env::start_over(tls, config()).await;
     let fleet = env.sim.fleet();
     let ip0 = fleet[0].last_ip_address.clone().unwrap();
     // The regression: this path used to answer 404 "Machine findbyip(...) was not found".
@@ -117,9 +134,8 @@ async fn findbyip_finds_machines_by_their_ip_history_and_no_longer_falls_into_ma
     assert_eq!(s.by_api["GET machines/{id}"].calls, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn findbytag_matches_exactly_or_by_prefix_without_regard_to_case() {
-    let env = Env::start(config()).await;
+async fn findbytag_matches_exactly_or_by_prefix_without_regard_to_case(tls: bool) {
+    let env = Env::start_over(tls, config()).await;
     let ids = env.ids();
     let pick = |rule: &dyn Fn(usize) -> bool| -> Vec<String> {
         (0..ids.len()).filter(|&i| rule(i)).map(|i| ids[i].clone()).collect()
@@ -150,9 +166,8 @@ async fn findbytag_matches_exactly_or_by_prefix_without_regard_to_case() {
     assert_eq!(env.stats().await.by_api["GET machines/findbytag"].calls, 10);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tags_are_added_and_removed_and_every_look_up_sees_them() {
-    let env = Env::start(all_roles()).await;
+async fn tags_are_added_and_removed_and_every_look_up_sees_them(tls: bool) {
+    let env = Env::start_over(tls, all_roles()).await;
     let id = env.ids()[7].clone();
     let body = fixture("mde-machines-tags-request.json");
     assert_eq!(body, json!({"Value": "test Tag 2", "Action": "Add"}));
@@ -203,9 +218,8 @@ async fn tags_are_added_and_removed_and_every_look_up_sees_them() {
     assert_eq!(s.by_api["POST machines/{id}/tags"].admitted, 9);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tags_for_many_machines_at_once_up_to_500() {
-    let env = Env::start(all_roles()).await;
+async fn tags_for_many_machines_at_once_up_to_500(tls: bool) {
+    let env = Env::start_over(tls, all_roles()).await;
     let ids = env.ids();
     let path = "/api/machines/AddOrRemoveTagForMultipleMachines";
     // The documentation's body names machines this tenant does not have.
@@ -244,10 +258,9 @@ async fn tags_for_many_machines_at_once_up_to_500() {
     assert_eq!(s.by_api["POST machines/AddOrRemoveTagForMultipleMachines"].calls, 6);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tags_need_machine_read_write_all() {
+async fn tags_need_machine_read_write_all(tls: bool) {
     // The default roles carry Machine.Read.All only.
-    let env = Env::start(config()).await;
+    let env = Env::start_over(tls, config()).await;
     let id = env.ids()[0].clone();
     let r = env
         .post(&format!("/api/machines/{id}/tags"), fixture("mde-machines-tags-request.json"))
@@ -274,9 +287,8 @@ async fn tags_need_machine_read_write_all() {
     assert_eq!(env.sim.fleet()[0].extra["machineTags"], json!(["Tier0"]));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn machines_by_file_take_sha1_only() {
-    let env = Env::start(config()).await;
+async fn machines_by_file_take_sha1_only(tls: bool) {
+    let env = Env::start_over(tls, config()).await;
     let ids = env.ids();
     let files = |h: &str| format!("/api/files/{h}/machines");
     let doc_hash = fleet::WELL_KNOWN_FILES[0];
@@ -311,9 +323,8 @@ async fn machines_by_file_take_sha1_only() {
     assert_eq!(env.stats().await.by_api["GET files/{id}/machines"].calls, 8);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logon_users_in_the_documented_shape() {
-    let env = Env::start(all_roles()).await;
+async fn logon_users_in_the_documented_shape(tls: bool) {
+    let env = Env::start_over(tls, all_roles()).await;
     let id = env.ids()[3].clone();
     let r = env.get(&format!("/api/machines/{id}/logonusers")).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -347,9 +358,10 @@ async fn logon_users_in_the_documented_shape() {
     assert_eq!(env.stats().await.by_api["GET machines/{id}/logonusers"].calls, 3);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn start_investigation_answers_201_with_an_investigation_and_holds_50_an_hour() {
-    let env = Env::start(SimConfig { limits: SimConfig::default().limits, ..all_roles() }).await;
+async fn start_investigation_answers_201_with_an_investigation_and_holds_50_an_hour(tls: bool) {
+    let env =
+        Env::start_over(tls, SimConfig { limits: SimConfig::default().limits, ..all_roles() })
+            .await;
     let fleet = env.sim.fleet();
     let w = env.windows_online();
     let path = |i: usize| format!("/api/machines/{}/startInvestigation", fleet[i].id);
@@ -402,10 +414,9 @@ async fn start_investigation_answers_201_with_an_investigation_and_holds_50_an_h
     assert_eq!((s.calls, s.admitted, s.throttled), (51, 50, 1));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape() {
+async fn package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape(tls: bool) {
     let cfg = SimConfig { settle: Duration::from_millis(200), ..config() };
-    let env = Env::start(cfg).await;
+    let env = Env::start_over(tls, cfg).await;
     let id = env.ids()[env.windows_online()].clone();
     let collect =
         env.action(&id, "collectInvestigationPackage", json!({"Comment": "forensics"})).await;
@@ -446,14 +457,13 @@ async fn package_uri_after_a_collection_succeeds_in_the_documented_quirky_shape(
     assert_eq!(env.stats().await.by_api["GET machineactions/{id}/GetPackageUri"].calls, 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn package_uri_holds_two_calls_a_minute() {
+async fn package_uri_holds_two_calls_a_minute(tls: bool) {
     let cfg = SimConfig {
         settle: Duration::from_millis(200),
         limits: SimConfig::default().limits,
         ..config()
     };
-    let env = Env::start(cfg).await;
+    let env = Env::start_over(tls, cfg).await;
     let id = env.ids()[env.windows_online()].clone();
     let collect =
         env.action(&id, "collectInvestigationPackage", json!({"Comment": "forensics"})).await;
@@ -480,9 +490,8 @@ async fn package_uri_holds_two_calls_a_minute() {
     assert_eq!(s.by_api["GET machineactions/{id}"].throttled, 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn select_keeps_the_listed_properties_in_the_entity_order() {
-    let env = Env::start(SimConfig { page_size: Some(40), ..config() }).await;
+async fn select_keeps_the_listed_properties_in_the_entity_order(tls: bool) {
+    let env = Env::start_over(tls, SimConfig { page_size: Some(40), ..config() }).await;
     let ids = env.ids();
     let get = |path: &str, select: &str| {
         send(
@@ -551,8 +560,7 @@ async fn select_keeps_the_listed_properties_in_the_entity_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hooks_set_tags_and_ip_history_and_fleet_files_carry_them() {
+async fn hooks_set_tags_and_ip_history_and_fleet_files_carry_them(tls: bool) {
     let now = SystemTime::now();
     let at = |secs: u64| format_utc(now - Duration::from_secs(secs));
     let machine = |id: &str, extra: Value| {
@@ -576,7 +584,8 @@ async fn hooks_set_tags_and_ip_history_and_fleet_files_carry_them() {
         ),
     ];
     let env =
-        Env::start(SimConfig { fleet: FleetSpec::Machines(fleet_machines), ..config() }).await;
+        Env::start_over(tls, SimConfig { fleet: FleetSpec::Machines(fleet_machines), ..config() })
+            .await;
     // The simulator-only keys are never part of the entity.
     let a1 = env.get("/api/machines/a1").await;
     assert!(a1.json.get("ipHistory").is_none() && a1.json.get("files").is_none(), "{}", a1.text);
@@ -637,11 +646,10 @@ fn fleet_files_with_bad_simulator_keys_are_refused_with_the_machine_named() {
     assert!(fleet::parse(r#"[{"id":"a1","files":[],"ipHistory":[]}]"#).is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_cpu_throttle_names_the_apis_own_limit() {
+async fn a_cpu_throttle_names_the_apis_own_limit(tls: bool) {
     let cfg =
         SimConfig { cpu_throttle_rate: 1.0, limits: SimConfig::default().limits, ..all_roles() };
-    let env = Env::start(cfg).await;
+    let env = Env::start_over(tls, cfg).await;
     let r = env.get("/api/machineactions/abc/GetPackageUri").await;
     assert_error(&r, 429, "TooManyRequests");
     assert!(r.json["error"]["message"].as_str().unwrap().contains("2 per 00:01:00"), "{}", r.text);

@@ -10,7 +10,7 @@ mod sim_support;
 use aws_lc_rs::rsa::PublicKeyComponents;
 use aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256;
 use mdebulk::api::jwt::{self, Algorithm, Jws, SigningKey};
-use mdebulk::sim::{FederatedCredential, IdentityConfig, SimConfig, SimTls};
+use mdebulk::sim::{FederatedCredential, IdentityConfig, SimConfig};
 use serde_json::{Map, Value, json};
 use sim_support::*;
 
@@ -31,26 +31,6 @@ const IDENTIFIERS: [&str; 7] = [
     "https://api-gcc.securitycenter.microsoft.us",
     "https://api-gov.securitycenter.microsoft.us",
 ];
-
-/// `cfg` served over HTTP, or over HTTPS with a generated CA that the
-/// test's client trusts alone.
-fn scheme(cfg: SimConfig, tls: bool) -> SimConfig {
-    SimConfig { tls: tls.then_some(SimTls::Generate), ..cfg }
-}
-
-/// Each behaviour over plain HTTP and over `--tls`.
-macro_rules! over_http_and_tls {
-    ($($body:ident => $http:ident, $tls:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $http() {
-            $body(false).await
-        }
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $tls() {
-            $body(true).await
-        }
-    )*};
-}
 
 over_http_and_tls! {
     every_identifier_logs_in_both_ways_and_the_token_carries_it => identifiers_over_http, identifiers_over_tls;
@@ -101,7 +81,7 @@ async fn verified_claims(env: &Env, token: &str) -> Map<String, Value> {
 }
 
 async fn every_identifier_logs_in_both_ways_and_the_token_carries_it(tls: bool) {
-    let env = Env::start(scheme(config(), tls)).await;
+    let env = Env::start_over(tls, config()).await;
     for id in IDENTIFIERS {
         let scope = format!("{id}/.default");
         let v2 = login(
@@ -169,7 +149,7 @@ async fn every_identifier_logs_in_both_ways_and_the_token_carries_it(tls: bool) 
 }
 
 async fn discovery_points_back_at_the_simulator(tls: bool) {
-    let env = Env::start(scheme(SimConfig { tenant: Some("t1".into()), ..config() }, tls)).await;
+    let env = Env::start_over(tls, SimConfig { tenant: Some("t1".into()), ..config() }).await;
     let get = |path: &str| send(env.http.get(format!("{}{path}", env.base)));
     let v2 = get("/t1/v2.0/.well-known/openid-configuration").await;
     assert_eq!(v2.status, 200, "{}", v2.text);
@@ -248,7 +228,8 @@ async fn certificate_assertions_are_checked_as_entra_checks_them(tls: bool) {
     let registered = rsa_cert("app-cert");
     let stranger = rsa_cert("other-cert");
     assert!(registered.pem.starts_with("-----BEGIN CERTIFICATE-----"));
-    let env = Env::start(scheme(
+    let env = Env::start_over(
+        tls,
         SimConfig {
             client_id: Some("app".into()),
             identity: IdentityConfig {
@@ -257,8 +238,7 @@ async fn certificate_assertions_are_checked_as_entra_checks_them(tls: bool) {
             },
             ..config()
         },
-        tls,
-    ))
+    )
     .await;
     // `Env::start` logged in with a secret; the app's client id is `app`.
     let url = format!("{}/t1/oauth2/v2.0/token", env.base);
@@ -374,7 +354,8 @@ async fn federated_tokens_are_traded_under_a_federated_credential(tls: bool) {
     let other = rsa_cert("other");
     let iss = "https://oidc.example.test/cluster-1";
     let sub = "system:serviceaccount:ir:mdebulk";
-    let env = Env::start(scheme(
+    let env = Env::start_over(
+        tls,
         SimConfig {
             identity: IdentityConfig {
                 federated: vec![FederatedCredential {
@@ -386,8 +367,7 @@ async fn federated_tokens_are_traded_under_a_federated_credential(tls: bool) {
             },
             ..config()
         },
-        tls,
-    ))
+    )
     .await;
     let token = |key: &SigningKey, claims: Value| {
         signed(key, Algorithm::Rs256, json!({"typ": "JWT"}), claims)
@@ -439,7 +419,8 @@ async fn federated_tokens_are_traded_under_a_federated_credential(tls: bool) {
 
 async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
     let user = "5e29463d-71da-4fe0-8e69-999b57db23b0";
-    let env = Env::start(scheme(
+    let env = Env::start_over(
+        tls,
         SimConfig {
             identity: IdentityConfig {
                 managed_identities: vec![user.into()],
@@ -447,8 +428,7 @@ async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
             },
             ..config()
         },
-        tls,
-    ))
+    )
     .await;
     let resource = "https://api.securitycenter.microsoft.com";
     let imds = |query: Vec<(&'static str, String)>, metadata: bool| {

@@ -26,6 +26,22 @@ pub fn config() -> SimConfig {
     }
 }
 
+/// Runs each `async fn body(tls: bool)` twice: over plain HTTP and over
+/// `--tls` (a client trusting only the simulator's CA).
+#[macro_export]
+macro_rules! over_http_and_tls {
+    ($($body:ident => $http:ident, $tls:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $http() {
+            $body(false).await
+        }
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $tls() {
+            $body(true).await
+        }
+    )*};
+}
+
 /// A reply: status, selected headers, body as JSON (Null when empty or not JSON).
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -60,6 +76,11 @@ impl Env {
         let base = sim.url();
         let token = token(&http, &base, "t1", "app").await;
         Env { sim, http, base, token }
+    }
+
+    /// [`Env::start`] over plain HTTP, or over TLS with a generated CA.
+    pub async fn start_over(tls: bool, cfg: SimConfig) -> Env {
+        Env::start(SimConfig { tls: tls.then_some(mdebulk::sim::SimTls::Generate), ..cfg }).await
     }
 
     /// The machine ids of the fleet, in order.
