@@ -243,7 +243,11 @@ async fn credentials_revoked_mid_run_stop_the_run_and_a_resume_finishes() {
     let fleet = windows_online(&sim, 24);
     let input = dir.write("q.csv", ids_csv(&fleet));
     let child = spawn(isolate(&sim, &input, &["--limit", "4/1s"]));
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Revoke once some rows were sent (counted, not timed: a loaded machine
+    // may take seconds to start the run), with most still to go at 4/s.
+    while stats(&sim).actions_created < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     sim.revoke_client("app-1");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
