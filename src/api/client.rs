@@ -214,13 +214,28 @@ impl Client {
             .retry(reqwest::retry::never());
         // A proxy from the environment must not capture loopback traffic to
         // a local simulator.
-        let login_used = matches!(config.credentials, Credentials::ClientSecret { .. });
+        let login_used = config.credentials.uses_login_endpoint();
         if is_loopback(&api) && (!login_used || is_loopback(&login)) {
             builder = builder.no_proxy();
         }
         let http = builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        // A managed identity endpoint is on this host (link-local or
+        // loopback): never through a proxy.
+        let token_http = if matches!(config.credentials, Credentials::ManagedIdentity(_)) {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .timeout(config.request_timeout)
+                .connect_timeout(config.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never())
+                .no_proxy()
+                .build()
+                .map_err(|e| ConfigError::Http(error_chain(&e)))?
+        } else {
+            http.clone()
+        };
         let tokens =
-            TokenSource::new(http.clone(), login.as_str(), &config.scope, config.credentials);
+            TokenSource::new(token_http, login.as_str(), &config.scope, config.credentials);
         Ok(Client { inner: Arc::new(Inner { http, api, tokens }) })
     }
 
@@ -474,27 +489,18 @@ fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> C
     }
 }
 
-/// Refuses credentials that cannot work: empty tenant, client id, secret or token.
+/// Refuses credentials that cannot work: empty tenant, client id, secret or
+/// token; an identity endpoint breaking the URL rules.
 fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
-    match credentials {
-        Credentials::ClientSecret { tenant_id, client_id, client_secret } => {
-            if tenant_id.trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the tenant id is empty"));
-            }
-            if client_id.trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the client id is empty"));
-            }
-            if client_secret.expose().trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the client secret is empty"));
-            }
+    credentials.check().map_err(|reason| match reason.as_str() {
+        "the tenant id is empty" => ConfigError::MissingCredentials("the tenant id is empty"),
+        "the client id is empty" => ConfigError::MissingCredentials("the client id is empty"),
+        "the client secret is empty" => {
+            ConfigError::MissingCredentials("the client secret is empty")
         }
-        Credentials::Bearer(token) => {
-            if token.expose().trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the bearer token is empty"));
-            }
-        }
-    }
-    Ok(())
+        "the bearer token is empty" => ConfigError::MissingCredentials("the bearer token is empty"),
+        _ => ConfigError::UnusableCredentials(reason),
+    })
 }
 
 /// Parses a base URL and applies the safety rules: `https`, or `http` to a
@@ -1302,7 +1308,7 @@ mod tests {
         assert!(!CallError::Auth(unreachable(TransportKind::Connect)).is_fatal_for_run());
         for fatal in [
             AuthError::BearerRejected,
-            AuthError::InvalidClient { description: "d".into() },
+            AuthError::InvalidClient { description: "d".into(), check: "" },
             AuthError::OAuth {
                 status: 400,
                 error: "invalid_scope".into(),
