@@ -16,6 +16,12 @@ pub trait Transport: Send + Sync + 'static {
     /// sent, so a bad secret stops the run with one clear error.
     fn authenticate(&self) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// The permissions the token carries, when it says (a JWT's `roles`
+    /// and `scp`); `None` when only the API can tell.
+    fn permissions(&self) -> impl Future<Output = Option<Vec<String>>> + Send {
+        async { None }
+    }
+
     /// `POST machines/{id}/{action}`.
     fn submit(
         &self,
@@ -63,6 +69,10 @@ pub trait Transport: Send + Sync + 'static {
 impl Transport for Client {
     async fn authenticate(&self) -> Result<(), String> {
         self.tokens().bearer().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn permissions(&self) -> Option<Vec<String>> {
+        self.tokens().permissions().await.ok().flatten()
     }
 
     async fn submit(

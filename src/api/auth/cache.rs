@@ -246,6 +246,14 @@ impl TokenSource {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// The permissions the current token carries (see
+    /// [`super::token::token_permissions`]); fetches a token when none is
+    /// cached. `None` when the token is not a readable JWT.
+    pub async fn permissions(&self) -> Result<Option<Vec<String>>, AuthError> {
+        let token = self.bearer().await?;
+        Ok(super::token::token_permissions(token.expose()))
+    }
+
     /// The credentials the tokens come from.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials

@@ -27,3 +27,4 @@ pub use federated::WorkloadIdentity;
 pub use managed::{IMDS_DEFAULT_BASE, IdentityEndpoint, ManagedIdentity};
 pub use secret::Secret;
 pub(crate) use secret::{error_chain, scrub};
+pub use token::{epoch_now as epoch_seconds, token_permissions};

@@ -47,7 +47,7 @@ impl FetchContext<'_> {
 }
 
 /// Seconds since the Unix epoch now.
-pub(crate) fn epoch_now() -> u64 {
+pub fn epoch_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -67,6 +67,24 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<u64> {
 /// [`UNSTATED_LIFETIME`].
 pub(crate) fn lifetime_of(token: &str) -> Duration {
     jwt_expiry(token).map_or(UNSTATED_LIFETIME, lifetime_until)
+}
+
+/// The permissions a token carries, when it is a readable JWT: its `roles`
+/// (application permissions) and its `scp` (delegated permissions, a
+/// space-separated list), sorted. `None` when it is not a readable JWT: then
+/// only the API can tell what it may do.
+pub fn token_permissions(token: &str) -> Option<Vec<String>> {
+    let jws = Jws::parse(token).ok()?;
+    let mut out: Vec<String> = Vec::new();
+    if let Some(roles) = jws.claims.get("roles").and_then(|r| r.as_array()) {
+        out.extend(roles.iter().filter_map(|r| r.as_str()).map(str::to_string));
+    }
+    if let Some(scp) = jws.claim_str("scp") {
+        out.extend(scp.split_whitespace().map(str::to_string));
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 #[cfg(test)]
@@ -91,6 +109,20 @@ mod tests {
         assert_eq!(lifetime_of("opaque-token"), UNSTATED_LIFETIME);
         assert_eq!(lifetime_until(0), Duration::ZERO);
         assert_eq!(lifetime_until(u64::MAX), MAX_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn permissions_come_from_roles_and_scp() {
+        let key = SigningKey::generate().unwrap();
+        let sign = |claims: serde_json::Value| {
+            key.sign(crate::api::jwt::Algorithm::Rs256, serde_json::Map::new(), &claims).unwrap()
+        };
+        let app = sign(serde_json::json!({"roles": ["Machine.Read.All", "Machine.Isolate"]}));
+        assert_eq!(token_permissions(&app).unwrap(), ["Machine.Isolate", "Machine.Read.All"]);
+        let user = sign(serde_json::json!({"scp": "Machine.Isolate  Machine.Scan"}));
+        assert_eq!(token_permissions(&user).unwrap(), ["Machine.Isolate", "Machine.Scan"]);
+        assert_eq!(token_permissions(&sign(serde_json::json!({}))).unwrap(), Vec::<String>::new());
+        assert_eq!(token_permissions("opaque"), None);
     }
 
     #[test]
