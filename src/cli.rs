@@ -961,6 +961,111 @@ mod tests {
         assert!(Cli::try_parse_from(["mdebulk", "run", "in.csv", "--pick", "first"]).is_err());
     }
 
+    fn login(args: &[&str]) -> LoginArgs {
+        parse(&[&["in.csv"], args].concat()).api.login
+    }
+
+    fn method_of(args: &[&str], vars: &[(&str, &str)]) -> Result<&'static str, String> {
+        let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        credentials(&login(args), &env).map(|c| c.method()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_environment_chooses_in_the_documented_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("federated");
+        std::fs::write(&token_file, "t").unwrap();
+        let token_file = token_file.to_str().unwrap();
+        let app = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
+        let all = [
+            app[0],
+            app[1],
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+            ("MDE_TOKEN_COMMAND", "echo x"),
+            ("MDE_TOKEN", "x"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+        ];
+        // Each method wins over every one after it.
+        let order = ["secret", "workload-identity", "token-command", "token", "managed-identity"];
+        for (skip, want) in order.iter().enumerate() {
+            let vars: Vec<(&str, &str)> = all
+                .iter()
+                .copied()
+                .filter(|(k, _)| {
+                    let dropped = [
+                        "AZURE_CLIENT_SECRET",
+                        "AZURE_FEDERATED_TOKEN_FILE",
+                        "MDE_TOKEN_COMMAND",
+                        "MDE_TOKEN",
+                    ];
+                    !dropped[..skip.min(dropped.len())].contains(k)
+                })
+                .collect();
+            assert_eq!(method_of(&[], &vars).unwrap(), *want, "{vars:?}");
+        }
+        // Plain IMDS and the Azure CLI only when asked for.
+        let err = method_of(&[], &app).unwrap_err();
+        assert!(
+            err.contains("AZURE_CLIENT_SECRET") && err.contains("--auth managed-identity"),
+            "{err}"
+        );
+        assert_eq!(method_of(&["--auth", "managed-identity"], &[]).unwrap(), "managed-identity");
+        assert_eq!(method_of(&["--auth", "azure-cli"], &[]).unwrap(), "azure-cli");
+        assert_eq!(
+            method_of(&["--imds-url", "http://127.0.0.1:9"], &[]).unwrap(),
+            "managed-identity"
+        );
+        // An explicit method needs its variables.
+        let err = method_of(&["--auth", "certificate"], &app).unwrap_err();
+        assert!(
+            err.contains("AZURE_CLIENT_CERTIFICATE_PATH") && !err.contains("AZURE_TENANT_ID"),
+            "{err}"
+        );
+        assert_eq!(method_of(&["--auth", "token"], &all).unwrap(), "token");
+        // A certificate file that cannot be read is an error, not a skip.
+        let err = method_of(
+            &[],
+            &[app[0], app[1], ("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent/c.pem")],
+        )
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    /// The guard: without an override the IMDS address is the link-local
+    /// one, and every override replaces it, so tests (which always set one)
+    /// never reach 169.254.169.254.
+    #[test]
+    fn imds_is_169_254_169_254_unless_overridden() {
+        assert_eq!(imds_base(None, &|_| None), "http://169.254.169.254");
+        let pod = |k: &str| {
+            (k == "AZURE_POD_IDENTITY_AUTHORITY_HOST").then(|| "http://127.0.0.1:7".to_string())
+        };
+        assert_eq!(imds_base(None, &pod), "http://127.0.0.1:7");
+        assert_eq!(imds_base(Some("http://127.0.0.1:8"), &pod), "http://127.0.0.1:8");
+        let login = login(&["--auth", "managed-identity", "--imds-url", "http://127.0.0.1:8"]);
+        let c = credentials(&login, &|_| None).unwrap();
+        let crate::api::auth::Credentials::ManagedIdentity(m) = c else { panic!("{c:?}") };
+        let crate::api::auth::IdentityEndpoint::Imds { base } = m.endpoint else { panic!() };
+        assert_eq!(base, "http://127.0.0.1:8");
+    }
+
+    #[test]
+    fn the_authority_host_follows_the_environment_unless_a_login_url_is_given() {
+        let env = |k: &str| match k {
+            "MDE_TOKEN" => Some("t".to_string()),
+            "AZURE_AUTHORITY_HOST" => Some("https://login.microsoftonline.us/".to_string()),
+            _ => None,
+        };
+        let args = parse(&["in.csv"]);
+        let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.login_base, "https://login.microsoftonline.us/");
+        let args = parse(&["in.csv", "--login-url", "http://127.0.0.1:1"]);
+        let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.login_base, "http://127.0.0.1:1");
+    }
+
     #[test]
     fn default_results_paths() {
         assert_eq!(

@@ -106,7 +106,9 @@ impl CertificateCredential {
             let store = p12_keystore::KeyStore::from_pkcs12(
                 bytes,
                 password,
-                p12_keystore::Pkcs12ImportPolicy::Strict,
+                // Relaxed keeps the chain's other certificates as entries
+                // of their own when the file does not link them to the key.
+                p12_keystore::Pkcs12ImportPolicy::Relaxed,
             )
             .map_err(|e| {
                 unusable(format!(
@@ -120,7 +122,15 @@ impl CertificateCredential {
             };
             let key =
                 SigningKey::from_der(chain.key().as_der()).map_err(|e| unusable(format!("{e}")))?;
-            let certs = chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+            let mut certs: Vec<Vec<u8>> =
+                chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
+            for (_, entry) in store.entries() {
+                if let p12_keystore::KeyStoreEntry::Certificate(c) = entry
+                    && !certs.iter().any(|have| have.as_slice() == c.as_der())
+                {
+                    certs.push(c.as_der().to_vec());
+                }
+            }
             (key, certs)
         };
         let chain = leaf_first(&key, certs)?;
@@ -200,4 +210,151 @@ fn new_jti() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::jwt::certificates_from_pem;
+
+    /// A CA and a leaf certificate it signed, RSA: the leaf's key as PKCS#8
+    /// PEM and DER, and the two certificates (leaf first).
+    struct Issued {
+        key_pem: String,
+        key_der: Vec<u8>,
+        leaf: Vec<u8>,
+        ca: Vec<u8>,
+    }
+
+    fn issue() -> Issued {
+        let rsa = || rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let ca_key = rsa();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "mdebulk test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rsa();
+        let leaf = rcgen::CertificateParams::new(vec!["mdebulk-app".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        Issued {
+            key_pem: leaf_key.serialize_pem(),
+            key_der: leaf_key.serialize_der(),
+            leaf: leaf.der().to_vec(),
+            ca: ca.der().to_vec(),
+        }
+    }
+
+    fn pem_cert(der: &[u8]) -> String {
+        let body = b64_std(der);
+        let lines: Vec<&str> =
+            body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    }
+
+    fn pfx(issued: &Issued, password: &str) -> Vec<u8> {
+        let chain = p12_keystore::PrivateKeyChain::new(
+            b"mdebulk".to_vec(),
+            p12_keystore::PrivateKey::from_der(&issued.key_der).unwrap(),
+            [
+                p12_keystore::Certificate::from_der(&issued.leaf).unwrap(),
+                p12_keystore::Certificate::from_der(&issued.ca).unwrap(),
+            ],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("mdebulk", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        store.writer(password).write().unwrap()
+    }
+
+    const AUD: &str = "https://login.example/contoso/oauth2/v2.0/token";
+
+    #[test]
+    fn pem_with_the_chain_in_any_order_signs_fresh_assertions() {
+        let issued = issue();
+        // The CA first: the leaf is found by its key, not its place.
+        let pem = format!("{}{}{}", pem_cert(&issued.ca), issued.key_pem, pem_cert(&issued.leaf));
+        assert_eq!(certificates_from_pem(pem.as_bytes()).unwrap().len(), 2);
+        let cred =
+            CertificateCredential::from_bytes("contoso", "app-1", pem.as_bytes(), None, true)
+                .unwrap();
+        assert_eq!(cred.thumbprint(), thumbprint_hex(&issued.leaf));
+        let a = Jws::parse(&cred.assertion(AUD).unwrap()).unwrap();
+        let b = Jws::parse(&cred.assertion(AUD).unwrap()).unwrap();
+        a.verify_with_certificate(&issued.leaf).unwrap();
+        assert_eq!(a.header_str("alg"), Some("RS256"));
+        assert_eq!(a.header_str("x5t"), Some(x5t(&issued.leaf).as_str()));
+        let x5c: Vec<&str> =
+            a.header["x5c"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(x5c, [b64_std(&issued.leaf), b64_std(&issued.ca)]);
+        for claim in ["iss", "sub"] {
+            assert_eq!(a.claim_str(claim), Some("app-1"));
+        }
+        assert_eq!(a.claim_str("aud"), Some(AUD));
+        let (nbf, exp) = (a.claim_time("nbf").unwrap(), a.claim_time("exp").unwrap());
+        assert_eq!(exp - nbf, 600);
+        assert!((nbf - epoch_now() as i64).abs() <= 2);
+        assert_ne!(a.claim_str("jti"), b.claim_str("jti"));
+        assert_eq!(a.claim_str("jti").unwrap().len(), 36);
+    }
+
+    #[test]
+    fn without_the_chain_flag_there_is_no_x5c() {
+        let issued = issue();
+        let pem = format!("{}{}", issued.key_pem, pem_cert(&issued.leaf));
+        let cred =
+            CertificateCredential::from_bytes("t", "c", pem.as_bytes(), None, false).unwrap();
+        let a = Jws::parse(&cred.assertion(AUD).unwrap()).unwrap();
+        assert!(!a.header.contains_key("x5c"));
+    }
+
+    #[test]
+    fn pfx_opens_with_its_password_only() {
+        let issued = issue();
+        let password = Secret::new("pfx-Pa55word!");
+        let bytes = pfx(&issued, password.expose());
+        let cred =
+            CertificateCredential::from_bytes("t", "c", &bytes, Some(&password), true).unwrap();
+        assert_eq!(cred.thumbprint(), thumbprint_hex(&issued.leaf));
+        let a = Jws::parse(&cred.assertion(AUD).unwrap()).unwrap();
+        a.verify_with_certificate(&issued.leaf).unwrap();
+        assert_eq!(a.header["x5c"].as_array().unwrap().len(), 2);
+
+        let wrong = Secret::new("not-the-password");
+        let err = CertificateCredential::from_bytes("t", "c", &bytes, Some(&wrong), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{err}");
+        assert!(!err.contains("not-the-password") && !err.contains("pfx-Pa55word"), "{err}");
+    }
+
+    #[test]
+    fn unusable_files_say_why() {
+        let issued = issue();
+        let only_key = issued.key_pem.clone();
+        let err = CertificateCredential::from_bytes("t", "c", only_key.as_bytes(), None, false)
+            .unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        let other = issue();
+        let mismatched = format!("{}{}", issued.key_pem, pem_cert(&other.leaf));
+        let err = CertificateCredential::from_bytes("t", "c", mismatched.as_bytes(), None, false)
+            .unwrap_err();
+        assert!(err.to_string().contains("belongs to its private key"), "{err}");
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let err = CertificateCredential::from_bytes("t", "c", encrypted.as_bytes(), None, false)
+            .unwrap_err();
+        assert!(err.to_string().contains("encrypted"), "{err}");
+        assert!(!err.is_transient());
+        let cred = CertificateCredential::from_bytes(
+            "t",
+            "c",
+            format!("{}{}", issued.key_pem, pem_cert(&issued.leaf)).as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(!format!("{cred:?}").contains("PRIVATE"));
+    }
 }

@@ -205,8 +205,8 @@ fn whole(v: &serde_json::Value) -> Option<u64> {
     }
 }
 
-/// Reads a token reply: `access_token`, and its expiry from `expires_on`
-/// (Unix seconds, a string on IMDS and App Service), `expires_in`, or the
+/// Reads a token reply: `access_token`, and its expiry from `expires_in`,
+/// `expires_on` (Unix seconds, a string on IMDS and App Service), or the
 /// token's own `exp` (the 2017 shape writes `expires_on` as a date). The
 /// message names fields only: the body holds a token.
 pub(crate) fn parse_identity_reply(status: u16, body: &[u8]) -> Result<Fetched, AuthError> {
@@ -218,10 +218,11 @@ pub(crate) fn parse_identity_reply(status: u16, body: &[u8]) -> Result<Fetched, 
         Some(_) => return Err(malformed("access_token is empty or not a string")),
         None => return Err(malformed("no access_token")),
     };
-    let lifetime = if let Some(on) = value.get("expires_on").and_then(whole) {
-        lifetime_until(on)
-    } else if let Some(secs) = value.get("expires_in").and_then(whole) {
+    // `expires_in` first: relative, so a skewed clock does not matter.
+    let lifetime = if let Some(secs) = value.get("expires_in").and_then(whole) {
         std::time::Duration::from_secs(secs).min(MAX_TOKEN_LIFETIME)
+    } else if let Some(on) = value.get("expires_on").and_then(whole) {
+        lifetime_until(on)
     } else {
         lifetime_of(&token)
     };
@@ -246,4 +247,220 @@ fn parse_identity_error(url: &str, status: u16, body: &[u8], secrets: &[&str]) -
         }
     };
     AuthError::Identity { url: url.to_string(), status, error, description }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+
+    const RESOURCE: &str = "https://api.securitycenter.microsoft.com";
+
+    fn imds(base: &str, client_id: Option<&str>) -> ManagedIdentity {
+        ManagedIdentity {
+            endpoint: IdentityEndpoint::Imds { base: base.to_string() },
+            client_id: client_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_default_imds_address_is_the_link_local_one() {
+        assert_eq!(IMDS_DEFAULT_BASE, "http://169.254.169.254");
+        // Building its URL sends nothing.
+        let url = imds(IMDS_DEFAULT_BASE, None).url(RESOURCE).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fapi.securitycenter.microsoft.com"
+        );
+    }
+
+    #[test]
+    fn urls_of_each_shape() {
+        let url = imds("http://127.0.0.1:9/", Some("uai-1")).url(RESOURCE).unwrap();
+        assert_eq!(url.path(), "/metadata/identity/oauth2/token");
+        assert!(url.query().unwrap().ends_with("&client_id=uai-1"), "{url}");
+        let app = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: "http://127.0.0.1:41741/msi/token".into(),
+                header: Secret::new("h"),
+            },
+            client_id: Some("uai-2".into()),
+        };
+        let url = app.url(RESOURCE).unwrap();
+        assert_eq!(url.path(), "/msi/token");
+        assert!(url.query().unwrap().starts_with("api-version=2019-08-01&resource="));
+        assert!(url.query().unwrap().ends_with("&client_id=uai-2"));
+        let old = ManagedIdentity {
+            endpoint: IdentityEndpoint::Msi2017 {
+                endpoint: "http://localhost:8081/msi/token".into(),
+                secret: Secret::new("s"),
+            },
+            client_id: Some("uai-3".into()),
+        };
+        let url = old.url(RESOURCE).unwrap();
+        assert!(url.query().unwrap().starts_with("api-version=2017-09-01&"));
+        assert!(url.query().unwrap().ends_with("&clientid=uai-3"));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_and_for_imds_its_address() {
+        for ok in [
+            "http://169.254.169.254",
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "https://imds.example",
+        ] {
+            assert!(imds(ok, None).check().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.253",
+            "http://10.0.0.1",
+            "http://imds.example",
+            "http://u:p@127.0.0.1",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(imds(bad, None).check().is_err(), "{bad}");
+        }
+        let app = |endpoint: &str| ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: endpoint.into(),
+                header: Secret::new("h"),
+            },
+            client_id: None,
+        };
+        assert!(app("http://127.0.0.1:41741/msi/token").check().is_ok());
+        // The IMDS exception is for IMDS only.
+        assert!(app("http://169.254.169.254/msi/token").check().is_err());
+        let no_header = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: "http://127.0.0.1:1/msi/token".into(),
+                header: Secret::new(""),
+            },
+            client_id: None,
+        };
+        assert!(no_header.check().unwrap_err().contains("IDENTITY_HEADER"));
+    }
+
+    #[test]
+    fn reads_the_documented_replies() {
+        for name in ["imds-token-200.json", "appservice-token-200.json"] {
+            let body =
+                std::fs::read(format!("/work/shared/fixtures/addendum/{name}")).or_else(|_| {
+                    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
+                });
+            let Ok(body) = body else { continue };
+            let f = parse_identity_reply(200, &body).unwrap();
+            assert!(f.token.expose().starts_with("eyJ0eXAi"), "{name}");
+        }
+        let f = parse_identity_reply(
+            200,
+            br#"{"access_token":"t","expires_in":"3599","expires_on":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(3599));
+        let err = parse_identity_reply(200, br#"{"access_token":""}"#).unwrap_err();
+        assert!(matches!(err, AuthError::Malformed { .. }));
+    }
+
+    /// Requests seen: query and the two headers that matter.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
+    async fn endpoint(status: StatusCode) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        async fn answer(
+            State((seen, status)): State<(Seen, StatusCode)>,
+            RawQuery(q): RawQuery,
+            headers: HeaderMap,
+        ) -> Response {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            seen.lock().unwrap().push((
+                q.unwrap_or_default(),
+                h("metadata"),
+                h("x-identity-header"),
+            ));
+            if status != StatusCode::OK {
+                let body = serde_json::json!({"error": "invalid_resource", "error_description": "AADSTS50001: no such app; header was hdr-s3cret"});
+                return (status, axum::Json(body)).into_response();
+            }
+            let body = serde_json::json!({"access_token": "mi-token", "expires_in": "3599", "token_type": "Bearer"});
+            axum::Json(body).into_response()
+        }
+        let router = Router::new()
+            .route("/metadata/identity/oauth2/token", get(answer))
+            .route("/msi/token", get(answer))
+            .with_state((seen.clone(), status));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn ctx(http: &reqwest::Client) -> FetchContext<'_> {
+        FetchContext {
+            http,
+            login_base: "unused",
+            scope: "https://api.securitycenter.microsoft.com/.default",
+        }
+    }
+
+    #[tokio::test]
+    async fn asks_with_the_right_header_and_identity() {
+        let http = reqwest::Client::new();
+        let (base, seen) = endpoint(StatusCode::OK).await;
+        let f = imds(&base, Some("uai-1")).fetch(ctx(&http)).await.unwrap();
+        assert_eq!((f.token.expose(), f.lifetime), ("mi-token", Duration::from_secs(3599)));
+        let app = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: format!("{base}/msi/token"),
+                header: Secret::new("hdr-s3cret"),
+            },
+            client_id: None,
+        };
+        app.fetch(ctx(&http)).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0].0,
+            "api-version=2018-02-01&resource=https%3A%2F%2Fapi.securitycenter.microsoft.com&client_id=uai-1"
+        );
+        assert_eq!(seen[0].1.as_deref(), Some("true"));
+        assert_eq!(seen[1].2.as_deref(), Some("hdr-s3cret"));
+        assert!(seen[1].0.starts_with("api-version=2019-08-01&resource="));
+        assert!(!seen[1].0.contains("client_id"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_transient_as_documented_and_hide_the_header() {
+        let http = reqwest::Client::new();
+        for (status, transient) in [
+            (404, true),
+            (410, true),
+            (429, true),
+            (500, true),
+            (503, true),
+            (400, false),
+            (401, false),
+            (403, false),
+        ] {
+            let (base, _) = endpoint(StatusCode::from_u16(status).unwrap()).await;
+            let app = ManagedIdentity {
+                endpoint: IdentityEndpoint::AppService {
+                    endpoint: format!("{base}/msi/token"),
+                    header: Secret::new("hdr-s3cret"),
+                },
+                client_id: None,
+            };
+            let err = app.fetch(ctx(&http)).await.unwrap_err();
+            assert_eq!(err.is_transient(), transient, "{status}: {err}");
+            let text = format!("{err} {err:?}");
+            assert!(text.contains("AADSTS50001") && !text.contains("hdr-s3cret"), "{text}");
+            assert_eq!(err.code(), "invalid_resource");
+        }
+    }
 }
