@@ -367,8 +367,10 @@ pub fn parse_duration_arg(v: &str) -> Result<Duration, String> {
 }
 
 const RUN_AFTER_HELP: &str = "\
-Credentials come from the environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and
-AZURE_CLIENT_SECRET (client credentials), or MDE_TOKEN (a ready bearer token).
+Credentials come from the environment (or --auth): AZURE_TENANT_ID and
+AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or
+AZURE_FEDERATED_TOKEN_FILE; MDE_TOKEN_COMMAND; MDE_TOKEN; managed identity
+and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
 
 Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
