@@ -7,16 +7,20 @@
 //! error line naming the problem.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::config::{FleetSpec, KNOWN_ROLES, SimConfig, SimError};
+use super::config::{
+    DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
+    SimConfig, SimError,
+};
 use super::{Sim, fleet};
 use crate::pace::limit::{format_duration, parse_duration, parse_limits};
 use crate::pace::window::WindowModel;
 
 /// Run a local simulator of the Defender for Endpoint machine-actions API.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_long_help = super::catalog::help_text())]
 pub struct SimulateArgs {
     /// Address to listen on; port 0 picks a free port (printed on the first line).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
@@ -110,13 +114,86 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     pub page_size: Option<usize>,
 
-    /// Also issue tokens for the https://api.security.microsoft.com audience.
-    #[arg(long)]
-    pub accept_security_audience: bool,
+    /// Credentials besides the client secret.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 
     /// Seed of every random choice: fleet, failures, faults.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
+}
+
+/// The flags of the credentials the login takes besides a client secret.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IdentityArgs {
+    /// Register the certificate(s) of this PEM file on the app: a client
+    /// assertion signed by its key logs in (repeatable).
+    #[arg(long = "client-cert", value_name = "FILE.pem")]
+    pub client_certs: Vec<PathBuf>,
+
+    /// Register a federated credential: tokens issued by ISSUER (with
+    /// --federated-subject, signed by the key of --federated-cert) are traded
+    /// for access tokens, as workload identity federation does.
+    #[arg(long, value_name = "ISSUER", requires_all = ["federated_subject", "federated_cert"])]
+    pub federated_issuer: Option<String>,
+
+    /// The `sub` the federated credential accepts.
+    #[arg(long, value_name = "SUBJECT", requires = "federated_issuer")]
+    pub federated_subject: Option<String>,
+
+    /// PEM certificate of the key that signs the federated tokens.
+    #[arg(long, value_name = "FILE.pem", requires = "federated_issuer")]
+    pub federated_cert: Option<PathBuf>,
+
+    /// Client id of a user-assigned managed identity of the simulated host
+    /// (repeatable); the system-assigned identity always exists.
+    #[arg(long = "managed-identity", value_name = "CLIENT_ID")]
+    pub managed_identities: Vec<String>,
+
+    /// The X-IDENTITY-HEADER value the App Service token endpoint demands.
+    #[arg(long, default_value = DEFAULT_IDENTITY_HEADER, value_name = "VALUE", hide_default_value = true)]
+    pub identity_header: String,
+}
+
+impl IdentityArgs {
+    /// Reads the certificate files.
+    fn into_config(self) -> Result<IdentityConfig, SimError> {
+        let read = |flag: &'static str, path: &Path| -> Result<Vec<Vec<u8>>, SimError> {
+            let text = std::fs::read(path).map_err(|e| SimError::Invalid {
+                flag,
+                why: format!("cannot read {}: {}", path.display(), fleet::io_reason(&e)),
+            })?;
+            let certs = crate::api::jwt::certificates_from_pem(&text)
+                .map_err(|e| SimError::Invalid { flag, why: format!("{}: {e}", path.display()) })?;
+            if certs.is_empty() {
+                return Err(SimError::Invalid {
+                    flag,
+                    why: format!("{} holds no PEM certificate", path.display()),
+                });
+            }
+            Ok(certs)
+        };
+        let mut client_certificates = Vec::new();
+        for path in &self.client_certs {
+            client_certificates.extend(read("--client-cert", path)?);
+        }
+        let mut federated = Vec::new();
+        if let (Some(issuer), Some(subject), Some(cert)) =
+            (self.federated_issuer, self.federated_subject, self.federated_cert)
+        {
+            let certificate = read("--federated-cert", &cert)?.swap_remove(0);
+            federated.push(FederatedCredential { issuer, subject, certificate });
+        }
+        if self.identity_header.is_empty() {
+            return Err(SimError::Invalid { flag: "--identity-header", why: "is empty".into() });
+        }
+        Ok(IdentityConfig {
+            client_certificates,
+            federated,
+            managed_identities: self.managed_identities,
+            identity_header: self.identity_header,
+        })
+    }
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, SimError> {
@@ -161,7 +238,7 @@ impl SimulateArgs {
             throttle_retry_after: self.throttle_retry_after,
             app_name: self.app_name,
             page_size: self.page_size,
-            accept_security_audience: self.accept_security_audience,
+            identity: self.identity.into_config()?,
             seed: self.seed,
         };
         config.validate()?;

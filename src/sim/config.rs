@@ -28,6 +28,50 @@ pub(crate) const KNOWN_ROLES: [&str; 9] = [
     "Machine.ReadWrite.All",
 ];
 
+/// The header value the App Service token endpoint demands when none is set.
+pub const DEFAULT_IDENTITY_HEADER: &str = "sim-identity-header";
+
+/// A federated identity credential of the app (workload identity federation):
+/// tokens from `issuer` about `subject`, signed by the key of `certificate`,
+/// are traded for access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// The `iss` the external token must carry.
+    pub issuer: String,
+    /// The `sub` the external token must carry.
+    pub subject: String,
+    /// DER certificate whose key signs the external tokens (the issuer's
+    /// signing key, which Entra would find through the issuer's JWKS).
+    pub certificate: Vec<u8>,
+}
+
+/// How apps and workloads prove who they are besides a client secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// DER certificates registered on the app: a client assertion signed by
+    /// one of their keys and naming it by thumbprint logs the app in.
+    pub client_certificates: Vec<Vec<u8>>,
+    /// Federated credentials registered on the app.
+    pub federated: Vec<FederatedCredential>,
+    /// Client ids of the user-assigned managed identities of the simulated
+    /// host; its system-assigned identity always exists.
+    pub managed_identities: Vec<String>,
+    /// The `X-IDENTITY-HEADER` value the App Service endpoint demands (its
+    /// `IDENTITY_HEADER`, also the 2017 shape's `secret`).
+    pub identity_header: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            client_certificates: Vec::new(),
+            federated: Vec::new(),
+            managed_identities: Vec::new(),
+            identity_header: DEFAULT_IDENTITY_HEADER.to_string(),
+        }
+    }
+}
+
 /// Where the simulated tenant's machines come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetSpec {
@@ -93,8 +137,9 @@ pub struct SimConfig {
     pub app_name: String,
     /// Entities per list reply before an `@odata.nextLink`; `None` never pages.
     pub page_size: Option<usize>,
-    /// Whether tokens for the `https://api.security.microsoft.com` audience are issued too.
-    pub accept_security_audience: bool,
+    /// The credentials other than a secret that the login accepts:
+    /// certificates, federated credentials, managed identities.
+    pub identity: IdentityConfig,
     /// Seed of every random choice (fleet, failures, faults).
     pub seed: u64,
 }
@@ -124,7 +169,7 @@ impl Default for SimConfig {
             throttle_retry_after: None,
             app_name: "mdebulk simulator".to_string(),
             page_size: None,
-            accept_security_audience: false,
+            identity: IdentityConfig::default(),
             seed: 1,
         }
     }
@@ -155,7 +200,7 @@ impl fmt::Debug for SimConfig {
             .field("throttle_retry_after", &self.throttle_retry_after)
             .field("app_name", &self.app_name)
             .field("page_size", &self.page_size)
-            .field("accept_security_audience", &self.accept_security_audience)
+            .field("identity", &self.identity)
             .field("seed", &self.seed)
             .finish()
     }
@@ -282,8 +327,12 @@ pub struct Stats {
     pub cancelled: u64,
     /// Requests to the token endpoint.
     pub token_requests: u64,
-    /// Tokens issued.
+    /// Tokens issued (by the token endpoint and the managed-identity endpoints).
     pub tokens_issued: u64,
+    /// Requests to the managed-identity endpoints (IMDS and App Service shapes).
+    pub managed_identity_requests: u64,
+    /// Requests for OpenID Connect discovery, instance discovery and signing keys.
+    pub discovery_requests: u64,
     /// Per API (keyed by [`crate::api::route::Api::name`]): calls, admitted, throttled.
     pub by_api: BTreeMap<String, ApiStats>,
 }

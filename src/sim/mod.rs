@@ -16,7 +16,9 @@
 //! - [`faults`]: injected errors.
 //! - [`config`]: the simulator's settings and counters.
 //! - [`cli`]: the `simulate` subcommand.
+//! - [`catalog`]: every endpoint served and its source (help and README).
 
+pub(crate) mod catalog;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod faults;
@@ -40,7 +42,10 @@ use server::lock;
 use crate::api::model::Machine;
 
 pub use cli::{SimulateArgs, serve};
-pub use config::{ApiStats, FleetSpec, SimConfig, SimError, Stats};
+pub use config::{
+    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, SimConfig,
+    SimError, Stats,
+};
 pub use fleet::FleetError;
 
 /// A running simulator. Dropping it stops accepting connections; prefer

@@ -100,6 +100,9 @@ pub(crate) struct State {
     /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
     /// their tokens are refused and no new one is issued.
     pub(crate) revoked: HashSet<String>,
+    /// `(client id, jti)` of every client assertion accepted, with its `exp`:
+    /// a replayed assertion is refused until it would have expired anyway.
+    pub(crate) used_assertions: HashMap<(String, String), i64>,
 }
 
 /// Bit of a role in a roles mask (0 for an unknown role).
@@ -141,6 +144,7 @@ impl State {
             accepted: HashSet::new(),
             tokens: HashMap::new(),
             revoked: HashSet::new(),
+            used_assertions: HashMap::new(),
             principals: HashMap::new(),
             stats: Stats::default(),
             api_stats: Api::all().map(|a| (a, ApiStats::default())).collect(),

@@ -5,6 +5,10 @@
 //!
 //! - [`reply`]: the request and reply types every handler shares.
 //! - [`token`]: the login endpoint (`/{tenant}/oauth2/...`).
+//! - [`assertion`]: client assertions (certificate and federated) at login.
+//! - [`mint`]: the service principal's identifiers and the tokens issued.
+//! - [`discovery`]: OpenID Connect and instance discovery, signing keys.
+//! - [`identity`]: the managed-identity endpoints (IMDS, App Service).
 //! - [`auth`]: the bearer check and the permission each API demands.
 //! - [`throttle`]: CPU throttling and quota admission (the 429s).
 //! - [`actions`]: action POSTs, their body validation, and cancel.
@@ -23,8 +27,12 @@
 // dispatch below calls; the server builds requests and sends replies.
 mod actions;
 mod admin;
+mod assertion;
 mod auth;
+mod discovery;
+mod identity;
 mod lists;
+mod mint;
 pub(crate) mod reply;
 mod throttle;
 mod token;
@@ -32,6 +40,8 @@ mod token;
 use hyper::Method;
 use tokio::time::Instant;
 
+use self::discovery::Document;
+use self::identity::Shape;
 use self::reply::{Disconnect, Reply, Request};
 use super::faults::{self, Fault};
 use super::state::State;
@@ -49,6 +59,15 @@ pub(crate) enum Route {
         /// Whether this is `/oauth2/v2.0/token`.
         v2: bool,
     },
+    /// A discovery document or the signing keys, for a tenant path segment.
+    Discovery {
+        /// Which document.
+        doc: Document,
+        /// The tenant path segment (`common` for instance discovery).
+        tenant: String,
+    },
+    /// A managed-identity token endpoint.
+    ManagedIdentity(Shape),
     /// An API call, with the id path segment (percent-decoded) when the route has one.
     Api(Api, Option<String>),
     /// A `/_sim` hook.
@@ -61,7 +80,8 @@ pub(crate) enum Route {
 /// tolerated.
 ///
 /// The literal segments (`api`, `v1.0`, `machines`, `machineactions`, an
-/// action's name, `cancel`, and the login's `oauth2`, `v2.0`, `token`) are
+/// action's name, `cancel`; the login's `oauth2`, `v2.0`, `token`, the
+/// discovery paths and the managed-identity paths) are
 /// matched without regard to case, as ASP.NET's routing (the service's) and
 /// Entra's endpoints match them: clients in production send
 /// `stopAndQuarantineFile` as well as `StopAndQuarantineFile`, and the
@@ -86,6 +106,24 @@ pub(crate) fn route(method: &Method, path: &str) -> Route {
         [_, "oauth2", "token"] if post && !segs[0].is_empty() => {
             return Route::Token { tenant: decode(segs[0]), v2: false };
         }
+        [_, "v2.0", ".well-known", "openid-configuration"] if get && !segs[0].is_empty() => {
+            return Route::Discovery { doc: Document::OpenIdV2, tenant: decode(segs[0]) };
+        }
+        [_, ".well-known", "openid-configuration"] if get && !segs[0].is_empty() => {
+            return Route::Discovery { doc: Document::OpenIdV1, tenant: decode(segs[0]) };
+        }
+        ["common", "discovery", "instance"] if get => {
+            return Route::Discovery { doc: Document::Instance, tenant: "common".into() };
+        }
+        [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"]
+            if get && !segs[0].is_empty() =>
+        {
+            return Route::Discovery { doc: Document::Keys, tenant: decode(segs[0]) };
+        }
+        ["metadata", "identity", "oauth2", "token"] if get => {
+            return Route::ManagedIdentity(Shape::Imds);
+        }
+        ["msi", "token"] if get => return Route::ManagedIdentity(Shape::AppService),
         _ => {}
     }
     let skip = match lower.as_slice() {
@@ -131,6 +169,8 @@ impl State {
                     reply
                 }
             }
+            Route::Discovery { doc, tenant } => self.discovery(doc, &tenant, req),
+            Route::ManagedIdentity(shape) => self.managed_identity(shape, req, now),
             Route::Api(api, id) => {
                 let mut reply = self.api_call(api, id.unwrap_or_default(), req, now);
                 if reply.status == 429 {

@@ -5,7 +5,12 @@
 
 use hyper::{HeaderMap, Method};
 
-use crate::api::model::ErrorEnvelope;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use crate::api::model::{ErrorEnvelope, new_guid};
+use crate::api::time::format_utc;
 
 /// `Content-Type` of OData replies, as the service sends it.
 pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
@@ -32,13 +37,11 @@ pub(crate) struct Request<'a> {
     pub(crate) body: &'a [u8],
     /// Every header, for the few endpoints that demand one of their own
     /// (`Metadata: true`, `X-IDENTITY-HEADER`).
-    #[allow(dead_code)]
     pub(crate) headers: &'a HeaderMap,
 }
 
 impl Request<'_> {
     /// A header's value as text, if present and visible ASCII.
-    #[allow(dead_code)]
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -98,6 +101,35 @@ impl Reply {
     pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
         let body = serde_json::to_string(&ErrorEnvelope::new(code, message))
             .unwrap_or_else(|_| String::from("{}"));
+        Reply::json(status, body, PLAIN_JSON)
+    }
+}
+
+impl Reply {
+    /// An error of the token endpoint as Entra ID writes it (reference:
+    /// `mde-api-addendum.md` §4.3; fixtures `entra-token-error-*.json`):
+    /// `error`, an `error_description` that starts `AADSTS<code>: ` and ends
+    /// with its `Trace ID`, `Correlation ID` and `Timestamp` lines, and the
+    /// same facts as fields (`error_codes`, `timestamp`, `trace_id`,
+    /// `correlation_id`, `error_uri`). Clients are to branch on `error` only.
+    pub(crate) fn entra(status: u16, error: &str, code: u32, message: &str) -> Reply {
+        let (trace, correlation) = (new_guid(), new_guid());
+        // `2026-12-01 21:33:07Z`: seconds, a space instead of the `T`.
+        let now = format_utc(SystemTime::now());
+        let timestamp = format!("{} {}Z", &now[..10], &now[11..19]);
+        let description = format!(
+            "AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {timestamp}"
+        );
+        let body = json!({
+            "error": error,
+            "error_description": description,
+            "error_codes": [code],
+            "timestamp": timestamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+        })
+        .to_string();
         Reply::json(status, body, PLAIN_JSON)
     }
 }

@@ -1,56 +1,74 @@
 //! The login endpoint: `POST /{tenant}/oauth2/v2.0/token` (v2, `scope`)
-//! and `/{tenant}/oauth2/token` (v1, `resource`), with the refusals Entra ID
-//! gives for a wrong tenant, grant, scope, client or secret, and the optional
-//! echo of the request that some identity proxies add to their errors.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! and `/{tenant}/oauth2/token` (v1, `resource`), for a client secret (in
+//! the body or a Basic header, RFC 6749 §2.3.1), a certificate assertion or
+//! a federated token; with the refusals Entra ID gives for a wrong tenant,
+//! grant, scope, client or credential, and the optional echo of the request
+//! that some identity proxies add to their errors.
+//!
+//! Check order (Entra's own is not documented; this one answers each
+//! mistake with the error that names it): tenant (90002) → grant (900144,
+//! 70003) → a tenant-less authority (9001023) → client id (900144) →
+//! resource or scope (900144, 70011, 1002012, 500011) → the app exists
+//! (700016) → its credential (7000216, 7000215, the assertion codes) → the
+//! secret's expiry (7000222, `max_tokens`).
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::assertion::JWT_BEARER;
+use super::mint::{Proof, ScopeProblem, audience_of_resource, audience_of_scope};
 use super::reply::{PLAIN_JSON, Reply, Request};
-use crate::api::model::new_guid;
+use crate::api::jwt::b64_std_decode;
 use crate::api::odata::decode_form;
-use crate::api::time::format_utc;
-use crate::sim::state::{State, TokenInfo};
+use crate::sim::state::State;
 
-/// Scopes the v2 token endpoint accepts (reference P3).
-const SCOPES: [&str; 2] = [
-    "https://api.securitycenter.microsoft.com/.default",
-    "https://securitycenter.onmicrosoft.com/windowsatpservice/.default",
-];
-/// Resource the v1 token endpoint accepts (reference P3).
-const RESOURCE: &str = "https://api.securitycenter.microsoft.com";
-/// The newer audience, accepted only when configured.
-const SECURITY_AUDIENCE: &str = "https://api.security.microsoft.com";
+/// Tenants that name no directory: Entra refuses an app-only grant there.
+const TENANTLESS: [&str; 3] = ["common", "organizations", "consumers"];
 
-impl Reply {
-    /// An error of the token endpoint as Entra ID writes it (reference:
-    /// `mde-api-addendum.md` §4.3; fixtures `entra-token-error-*.json`):
-    /// `error`, an `error_description` that starts `AADSTS<code>: ` and ends
-    /// with its `Trace ID`, `Correlation ID` and `Timestamp` lines, and the
-    /// same facts as fields (`error_codes`, `timestamp`, `trace_id`,
-    /// `correlation_id`, `error_uri`). Clients are to branch on `error` only.
-    fn entra(status: u16, error: &str, code: u32, message: &str) -> Reply {
-        let (trace, correlation) = (new_guid(), new_guid());
-        // `2026-12-01 21:33:07Z`: seconds, a space instead of the `T`.
-        let now = format_utc(SystemTime::now());
-        let timestamp = format!("{} {}Z", &now[..10], &now[11..19]);
-        let description = format!(
-            "AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {timestamp}"
-        );
-        let body = json!({
-            "error": error,
-            "error_description": description,
-            "error_codes": [code],
-            "timestamp": timestamp,
-            "trace_id": trace,
-            "correlation_id": correlation,
-            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-        })
-        .to_string();
-        Reply::json(status, body, PLAIN_JSON)
+/// The body of a token request, decoded.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// Decodes `application/x-www-form-urlencoded` text.
+    fn parse(body: &[u8]) -> Form {
+        let text = String::from_utf8_lossy(body);
+        Form(
+            text.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (decode_form(k), decode_form(v))
+                })
+                .collect(),
+        )
     }
+
+    /// A non-empty field.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+}
+
+/// `client_id` and `client_secret` from an `Authorization: Basic` header
+/// (each form-encoded before joining, RFC 6749 §2.3.1).
+fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(b64_std_decode(value.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((decode_form(id), decode_form(secret)))
+}
+
+/// The 900144 refusal of a request that lacks a parameter.
+fn missing(name: &str) -> Reply {
+    Reply::entra(
+        400,
+        "invalid_request",
+        900144,
+        &format!("The request body must contain the following parameter: '{name}'."),
+    )
 }
 
 /// An OAuth2 error reply with the request quoted back in its
@@ -81,7 +99,8 @@ pub(super) fn echo_request(mut reply: Reply, body: &[u8]) -> Reply {
 }
 
 impl State {
-    /// `POST /{tenant}/oauth2/v2.0/token` and `/{tenant}/oauth2/token` (references D7, P3).
+    /// `POST /{tenant}/oauth2/v2.0/token` and `/{tenant}/oauth2/token`
+    /// (references D7, P3; `mde-api-addendum.md` §4).
     pub(super) fn token(
         &mut self,
         tenant: &str,
@@ -90,25 +109,10 @@ impl State {
         now: Instant,
     ) -> Reply {
         self.stats.token_requests += 1;
-        let text = String::from_utf8_lossy(req.body);
-        let mut form: Vec<(String, String)> = Vec::new();
-        for pair in text.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            form.push((decode_form(k), decode_form(v)));
-        }
-        let field = |name: &str| {
-            form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
-        };
-        let must = |name: &str| {
-            Reply::entra(
-                400,
-                "invalid_request",
-                900144,
-                &format!("The request body must contain the following parameter: '{name}'."),
-            )
-        };
+        let form = Form::parse(req.body);
         if let Some(want) = &self.cfg.tenant
             && !want.eq_ignore_ascii_case(tenant)
+            && !TENANTLESS.iter().any(|t| t.eq_ignore_ascii_case(tenant))
         {
             return Reply::entra(
                 400,
@@ -119,7 +123,7 @@ impl State {
                 ),
             );
         }
-        let Some(grant) = field("grant_type") else { return must("grant_type") };
+        let Some(grant) = form.get("grant_type") else { return missing("grant_type") };
         if grant != "client_credentials" {
             return Reply::entra(
                 400,
@@ -128,57 +132,63 @@ impl State {
                 &format!("The app requested an unsupported grant type '{grant}'."),
             );
         }
-        let Some(client_id) = field("client_id") else { return must("client_id") };
-        let Some(secret) = field("client_secret") else {
+        if TENANTLESS.iter().any(|t| t.eq_ignore_ascii_case(tenant)) {
             return Reply::entra(
-                401,
-                "invalid_client",
-                7000216,
-                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+                400,
+                "invalid_request",
+                9001023,
+                "The grant type isn't supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.",
             );
-        };
-        let extra = if self.cfg.accept_security_audience { Some(SECURITY_AUDIENCE) } else { None };
-        let resource = if v2 {
-            let Some(scope) = field("scope") else { return must("scope") };
-            let scope = scope.trim();
-            let extra_scope = extra.map(|a| format!("{a}/.default"));
-            let known = SCOPES.iter().any(|s| s.eq_ignore_ascii_case(scope))
-                || extra_scope.is_some_and(|s| s.eq_ignore_ascii_case(scope));
-            if !known {
-                return Reply::entra(
-                    400,
-                    "invalid_scope",
-                    70011,
-                    &format!(
-                        "The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
-                    ),
-                );
-            }
-            None
-        } else {
-            let Some(res) = field("resource") else { return must("resource") };
-            let trimmed = res.trim().trim_end_matches('/');
-            let known = trimmed.eq_ignore_ascii_case(RESOURCE)
-                || extra.is_some_and(|a| trimmed.eq_ignore_ascii_case(a));
-            if !known {
-                return Reply::entra(
-                    400,
-                    "invalid_resource",
-                    500011,
-                    &format!(
-                        "The resource principal named {res} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
-                    ),
-                );
-            }
-            Some(res.to_string())
-        };
-        if self.revoked.contains(&client_id.to_ascii_lowercase()) {
-            // What Entra answers once the app's secret is deleted.
-            return invalid_secret(client_id);
         }
-        let id_ok = self.cfg.client_id.as_deref().is_none_or(|want| want == client_id);
-        let secret_ok = self.cfg.client_secret.as_deref().is_none_or(|want| want == secret);
-        if !id_ok {
+        let basic = basic_credentials(req.authorization);
+        let Some(client_id) =
+            form.get("client_id").map(str::to_string).or(basic.as_ref().map(|b| b.0.clone()))
+        else {
+            return missing("client_id");
+        };
+        let (audience, v1_resource) = if v2 {
+            let Some(scope) = form.get("scope") else { return missing("scope") };
+            match audience_of_scope(scope) {
+                Ok(aud) => (aud, None),
+                Err(ScopeProblem::NoDefault(aud)) => {
+                    return Reply::entra(
+                        400,
+                        "invalid_scope",
+                        1002012,
+                        &format!(
+                            "The provided value for scope {aud} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                        ),
+                    );
+                }
+                Err(ScopeProblem::Invalid) => {
+                    return Reply::entra(
+                        400,
+                        "invalid_scope",
+                        70011,
+                        &format!(
+                            "The provided value for the input parameter 'scope' isn't valid. The scope {} isn't valid.",
+                            scope.trim()
+                        ),
+                    );
+                }
+            }
+        } else {
+            let Some(res) = form.get("resource") else { return missing("resource") };
+            match audience_of_resource(res) {
+                Some(aud) => (aud, Some(res.to_string())),
+                None => {
+                    return Reply::entra(
+                        400,
+                        "invalid_resource",
+                        500011,
+                        &format!(
+                            "The resource principal named {res} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+                        ),
+                    );
+                }
+            }
+        };
+        if self.cfg.client_id.as_deref().is_some_and(|want| want != client_id) {
             return Reply::entra(
                 400,
                 "unauthorized_client",
@@ -188,9 +198,36 @@ impl State {
                 ),
             );
         }
-        if !secret_ok {
-            return invalid_secret(client_id);
-        }
+        let proof = if let Some(assertion) = form.get("client_assertion") {
+            if form.get("client_assertion_type") != Some(JWT_BEARER) {
+                return missing("client_assertion_type");
+            }
+            let origin = req.origin();
+            let v2_url = format!("{origin}/{tenant}/oauth2/v2.0/token");
+            let v1_url = format!("{origin}/{tenant}/oauth2/token");
+            if let Err(reply) = self.check_assertion(assertion, &client_id, &[&v2_url, &v1_url]) {
+                return reply;
+            }
+            Proof::Assertion
+        } else {
+            let secret =
+                form.get("client_secret").map(str::to_string).or(basic.map(|(_, secret)| secret));
+            let Some(secret) = secret else {
+                return Reply::entra(
+                    401,
+                    "invalid_client",
+                    7000216,
+                    "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+                );
+            };
+            if self.revoked.contains(&client_id.to_ascii_lowercase())
+                || self.cfg.client_secret.as_deref().is_some_and(|want| want != secret)
+            {
+                // A revoked client's secret is gone: Entra answers as for a wrong one.
+                return invalid_secret(&client_id);
+            }
+            Proof::Secret
+        };
         if self.cfg.max_tokens.is_some_and(|max| self.stats.tokens_issued >= max) {
             return Reply::entra(
                 401,
@@ -201,39 +238,34 @@ impl State {
                 ),
             );
         }
-        let principal = self.principal(client_id, tenant);
-        let token = format!("sim.{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
-        let ttl = self.cfg.token_ttl;
-        self.tokens.insert(
-            token.clone(),
-            TokenInfo { principal, roles: self.roles_mask, expires: now + ttl },
-        );
-        self.stats.tokens_issued += 1;
-        let secs = ttl.as_secs();
-        let body = match resource {
+        let minted = match self.mint(req, &client_id, tenant, &audience, proof, now) {
+            Ok(m) => m,
+            Err(e) => return Reply::error(500, "InternalServerError", e.to_string()),
+        };
+        let body = match v1_resource {
+            // v2 (E-CC): numbers as JSON numbers; `ext_expires_in` as the
+            // service's own samples send it.
             None => json!({
                 "token_type": "Bearer",
-                "expires_in": secs,
-                "ext_expires_in": secs,
-                "access_token": token,
+                "expires_in": minted.lifetime,
+                "ext_expires_in": minted.lifetime,
+                "access_token": minted.token,
             }),
-            Some(resource) => {
-                let unix =
-                    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                json!({
-                    "token_type": "Bearer",
-                    "expires_in": secs.to_string(),
-                    "ext_expires_in": secs.to_string(),
-                    "expires_on": (unix + secs).to_string(),
-                    "not_before": unix.to_string(),
-                    "resource": resource,
-                    "access_token": token,
-                })
-            }
+            // v1 (AZ-V1): numbers as strings, `resource` as sent.
+            Some(resource) => json!({
+                "token_type": "Bearer",
+                "expires_in": minted.lifetime.to_string(),
+                "ext_expires_in": minted.lifetime.to_string(),
+                "expires_on": minted.expires_on.to_string(),
+                "not_before": minted.not_before.to_string(),
+                "resource": resource,
+                "access_token": minted.token,
+            }),
         };
         Reply::json(200, body.to_string(), PLAIN_JSON)
     }
 }
+
 /// Entra's answer to a wrong (or deleted) client secret: 401 `invalid_client`,
 /// AADSTS7000215 (fixture `entra-token-error-7000215-captured.json`).
 fn invalid_secret(client_id: &str) -> Reply {

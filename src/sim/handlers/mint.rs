@@ -1,0 +1,287 @@
+//! Access tokens as Entra ID issues them for the WindowsDefenderATP service
+//! principal: which identifiers name that principal (with where each comes
+//! from), the signed JWT itself, and the keys that verify it (JWKS). Every
+//! way of logging in — secret, certificate, federated token, managed
+//! identity — ends here, so every token has the same shape.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::reply::Request;
+use crate::api::jwt::{Algorithm, JwtError, SigningKey, b64url};
+use crate::api::model::new_guid;
+use crate::sim::config::KNOWN_ROLES;
+use crate::sim::state::{State, TokenInfo};
+
+/// Every identifier of the WindowsDefenderATP service principal the login
+/// accepts, as a v1 `resource` or (with `/.default`) a v2 `scope`, with its
+/// source (reference `mde-api-addendum.md` §5). The token's `aud` is the
+/// identifier the client asked for, spelt as it asked.
+pub(crate) const AUDIENCES: [(&str, &str); 7] = [
+    (
+        "https://api.securitycenter.microsoft.com",
+        "documented: the API's own pages (hello-world, web app) request it",
+    ),
+    (
+        "https://securitycenter.onmicrosoft.com/windowsatpservice",
+        "documented: the web-app and partner pages request it as a v2 scope",
+    ),
+    (
+        "https://api.securitycenter.windows.com",
+        "legacy: older Microsoft Threat Protection pages (v1 resource)",
+    ),
+    (
+        "https://api.security.microsoft.com",
+        "the newer API host, requested by clients in production; not documented as an audience",
+    ),
+    (
+        "fc780465-2017-40d4-a0c5-307022471b92",
+        "the principal's app id (display name WindowsDefenderATP), used by third-party scripts",
+    ),
+    (
+        "https://api-gcc.securitycenter.microsoft.us",
+        "GCC: the cloud's API host, as its pages name it (decision P1)",
+    ),
+    (
+        "https://api-gov.securitycenter.microsoft.us",
+        "GCC High and DoD: the cloud's API host (decision P1)",
+    ),
+];
+
+/// The `/.default` suffix of a client-credentials scope.
+const DEFAULT_SUFFIX: &str = "/.default";
+
+/// The identifier `resource` names, spelt as sent but without a trailing
+/// slash, if it is one of [`AUDIENCES`] (case-insensitive, as Entra matches
+/// App ID URIs).
+pub(crate) fn audience_of_resource(resource: &str) -> Option<String> {
+    let trimmed = resource.trim().trim_end_matches('/');
+    AUDIENCES.iter().any(|(a, _)| a.eq_ignore_ascii_case(trimmed)).then(|| trimmed.to_string())
+}
+
+/// How a v2 `scope` parameter falls short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScopeProblem {
+    /// Names no known resource, or more than one.
+    Invalid,
+    /// Names a known resource without `/.default` (client credentials demand it).
+    NoDefault(String),
+}
+
+/// The audience a v2 `scope` asks for. The OpenID scopes some libraries add
+/// (`openid`, `profile`, `offline_access`, `email`) are ignored, as Entra
+/// ignores them for an app-only token.
+pub(crate) fn audience_of_scope(scope: &str) -> Result<String, ScopeProblem> {
+    let wanted: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !["openid", "profile", "offline_access", "email"].contains(s))
+        .collect();
+    let [one] = wanted.as_slice() else { return Err(ScopeProblem::Invalid) };
+    match one.len().checked_sub(DEFAULT_SUFFIX.len()).and_then(|cut| {
+        one.get(cut..).filter(|tail| tail.eq_ignore_ascii_case(DEFAULT_SUFFIX)).map(|_| cut)
+    }) {
+        Some(cut) => audience_of_resource(&one[..cut]).ok_or(ScopeProblem::Invalid),
+        None => match audience_of_resource(one) {
+            Some(aud) => Err(ScopeProblem::NoDefault(aud)),
+            None => Err(ScopeProblem::Invalid),
+        },
+    }
+}
+
+/// The simulator's token-signing key, made once per process: every
+/// simulator of a process signs with it, and RSA key generation is the
+/// slowest step of a start.
+fn signing_key() -> Result<&'static SigningKey, JwtError> {
+    static KEY: OnceLock<Result<SigningKey, JwtError>> = OnceLock::new();
+    KEY.get_or_init(SigningKey::generate).as_ref().map_err(Clone::clone)
+}
+
+/// The `kid` (and `x5t`) of the signing key: a SHA-1 thumbprint of its
+/// public key, as Entra names its keys by thumbprint.
+fn key_id(key: &SigningKey) -> String {
+    crate::api::jwt::x5t(&key.public_key_der())
+}
+
+/// The JSON Web Key Set that verifies the simulator's tokens
+/// (`/{tenant}/discovery/v2.0/keys`).
+pub(crate) fn jwks(issuer: &str) -> Result<Value, JwtError> {
+    let key = signing_key()?;
+    let (n, e) = key.public_jwk_numbers()?;
+    let kid = key_id(key);
+    Ok(json!({"keys": [{
+        "kty": "RSA",
+        "use": "sig",
+        "kid": kid,
+        "x5t": kid,
+        "n": n,
+        "e": e,
+        "issuer": issuer,
+    }]}))
+}
+
+/// A GUID made from a name, the same for the same name: the tenant id of a
+/// tenant named by domain, the object id of a client.
+pub(crate) fn guid_of(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    if is_guid(&lower) {
+        return lower;
+    }
+    // FNV-1a, 128 bits: stable across runs and platforms.
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in lower.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    let x = format!("{h:032x}");
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+/// Whether `s` is a GUID in the 8-4-4-4-12 form.
+pub(crate) fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// How the caller proved who it is: the token's `appidacr` (0 none, 1
+/// secret, 2 certificate or federated assertion; managed identities are 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proof {
+    /// A client secret.
+    Secret,
+    /// A signed assertion: certificate, federated token, managed identity.
+    Assertion,
+}
+
+/// A token that was issued: what the reply tells about it.
+#[derive(Debug, Clone)]
+pub(crate) struct Minted {
+    /// The JWT.
+    pub(crate) token: String,
+    /// Its lifetime in whole seconds.
+    pub(crate) lifetime: u64,
+    /// `nbf`, seconds since the epoch.
+    pub(crate) not_before: u64,
+    /// `exp`, seconds since the epoch.
+    pub(crate) expires_on: u64,
+}
+
+impl State {
+    /// Issues a token to `client_id` of `tenant` for `audience`: a v1-format
+    /// access token (as Entra issues for this resource from either
+    /// endpoint), RS256-signed, with the configured roles, recorded so the
+    /// API accepts it until it expires or the client is revoked.
+    pub(crate) fn mint(
+        &mut self,
+        req: &Request<'_>,
+        client_id: &str,
+        tenant: &str,
+        audience: &str,
+        proof: Proof,
+        now: Instant,
+    ) -> Result<Minted, JwtError> {
+        let key = signing_key()?;
+        let tid = guid_of(tenant);
+        let issuer = format!("{}/{tid}/", req.origin());
+        let ttl = self.cfg.token_ttl;
+        let lifetime = ttl.as_secs();
+        let iat = unix_now();
+        let oid = guid_of(&format!("sp:{client_id}"));
+        let roles: Vec<&str> = KNOWN_ROLES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.roles_mask & (1 << i) != 0)
+            .map(|(_, r)| *r)
+            .collect();
+        let mut claims = json!({
+            "aud": audience,
+            "iss": issuer,
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + lifetime,
+            "aio": b64url(new_guid().as_bytes()),
+            "appid": client_id,
+            "appidacr": match proof { Proof::Secret => "1", Proof::Assertion => "2" },
+            "idp": issuer,
+            "idtyp": "app",
+            "oid": oid,
+            "rh": b64url(new_guid().as_bytes()),
+            "sub": oid,
+            "tid": tid,
+            "uti": b64url(new_guid().as_bytes()),
+            "ver": "1.0",
+        });
+        // Entra leaves `roles` out when none is granted.
+        if !roles.is_empty() {
+            claims["roles"] = json!(roles);
+        }
+        let kid = key_id(key);
+        let mut header = Map::new();
+        header.insert("typ".into(), Value::String("JWT".into()));
+        header.insert("x5t".into(), Value::String(kid.clone()));
+        header.insert("kid".into(), Value::String(kid));
+        let token = key.sign(Algorithm::Rs256, header, &claims)?;
+        let principal = self.principal(client_id, tenant);
+        self.tokens.insert(
+            token.clone(),
+            TokenInfo { principal, roles: self.roles_mask, expires: now + ttl },
+        );
+        self.stats.tokens_issued += 1;
+        Ok(Minted { token, lifetime, not_before: iat, expires_on: iat + lifetime })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_identifier_is_an_audience_in_both_forms() {
+        for (id, _) in AUDIENCES {
+            assert_eq!(audience_of_resource(id).as_deref(), Some(id));
+            assert_eq!(audience_of_resource(&format!("{id}/")).as_deref(), Some(id));
+            assert_eq!(audience_of_scope(&format!("{id}/.default")).as_deref(), Ok(id));
+            let upper = id.to_ascii_uppercase();
+            assert_eq!(audience_of_scope(&format!("{upper}/.DEFAULT")), Ok(upper.clone()));
+            assert_eq!(audience_of_scope(id), Err(ScopeProblem::NoDefault(id.to_string())));
+            assert_eq!(
+                audience_of_scope(&format!("openid {id}/.default offline_access")).as_deref(),
+                Ok(id)
+            );
+        }
+        assert_eq!(
+            audience_of_scope("https://graph.microsoft.com/.default"),
+            Err(ScopeProblem::Invalid)
+        );
+        assert_eq!(
+            audience_of_scope(
+                "https://api.securitycenter.microsoft.com/.default https://api.security.microsoft.com/.default"
+            ),
+            Err(ScopeProblem::Invalid)
+        );
+        assert_eq!(audience_of_scope(""), Err(ScopeProblem::Invalid));
+        assert_eq!(audience_of_resource("https://graph.microsoft.com"), None);
+    }
+
+    #[test]
+    fn guids_of_names_are_stable_and_guids_stay_themselves() {
+        let g = guid_of("contoso.onmicrosoft.com");
+        assert!(is_guid(&g), "{g}");
+        assert_eq!(g, guid_of("Contoso.onmicrosoft.com"));
+        assert_ne!(g, guid_of("fabrikam.onmicrosoft.com"));
+        let id = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
+        assert_eq!(guid_of(id), id.to_ascii_lowercase());
+        assert!(!is_guid("72f988bf-86f1-41af-91ab-2d7cd011db4"));
+    }
+}
