@@ -268,3 +268,297 @@ async fn a_ready_token_outlived_by_its_run_stops_it_cleanly() {
     assert!(!counts.contains_key("error"), "{counts:?}");
     assert_no_token(&everything(&out, &results), &[token]);
 }
+
+/// An RSA key and a certificate for it signed by a CA of its own: the
+/// leaf's key (PKCS#8 PEM and DER) and both certificates as DER.
+struct Issued {
+    key_pem: String,
+    key_der: Vec<u8>,
+    leaf: Vec<u8>,
+    ca: Vec<u8>,
+}
+
+fn issue(name: &str) -> Issued {
+    let rsa = || rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let ca_key = rsa();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rsa();
+    let mut leaf_params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    Issued {
+        key_pem: leaf_key.serialize_pem(),
+        key_der: leaf_key.serialize_der(),
+        leaf: leaf.der().to_vec(),
+        ca: ca.der().to_vec(),
+    }
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    let body = mdebulk::api::jwt::b64_std(der);
+    let lines: Vec<&str> =
+        body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
+fn pfx(issued: &Issued, password: &str) -> Vec<u8> {
+    let chain = p12_keystore::PrivateKeyChain::new(
+        b"app".to_vec(),
+        p12_keystore::PrivateKey::from_der(&issued.key_der).unwrap(),
+        [
+            p12_keystore::Certificate::from_der(&issued.leaf).unwrap(),
+            p12_keystore::Certificate::from_der(&issued.ca).unwrap(),
+        ],
+    );
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry("app", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    store.writer(password).write().unwrap()
+}
+
+/// Nothing secret in `all`: no JWT (they all start `eyJ`), no key, none of
+/// `secrets`.
+fn assert_nothing_secret(all: &str, secrets: &[&str]) {
+    assert!(!all.contains("eyJ"), "a token leaked:\n{all}");
+    assert!(!all.contains("PRIVATE KEY"), "a key leaked:\n{all}");
+    for s in secrets {
+        assert!(!all.contains(s), "{s:?} leaked:\n{all}");
+    }
+}
+
+/// Logs in with a certificate in each form the environment takes: PEM and
+/// PFX, with and without the chain; tokens live 2 s, runs last about 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_logs_in_as_pem_and_pfx_with_and_without_its_chain() {
+    let dir = TempDir::new("certificate");
+    let issued = issue("mdebulk-app");
+    let registered = dir.write("registered.pem", pem_cert(&issued.leaf));
+    let sim =
+        SimProcess::start(&["--token-ttl", "2s", "--client-cert", registered.to_str().unwrap()]);
+    let input = dir.write("hosts.csv", ids_csv(&machines(18).await));
+    let pem = dir.write(
+        "app.pem",
+        format!("{}{}{}", issued.key_pem, pem_cert(&issued.leaf), pem_cert(&issued.ca)),
+    );
+    let password = "Pfx-pa55word-never-logged";
+    let pfx_file = dir.write("app.pfx", pfx(&issued, password));
+    let mut before = 0;
+    for (i, (file, chain)) in
+        [(&pem, false), (&pem, true), (&pfx_file, false), (&pfx_file, true)].into_iter().enumerate()
+    {
+        let results = dir.path(&format!("out-{i}.results.csv"));
+        let mut cmd = bare(&sim.url);
+        cmd.env("AZURE_TENANT_ID", "tenant-1")
+            .env("AZURE_CLIENT_ID", "app-1")
+            .env("AZURE_CLIENT_CERTIFICATE_PATH", file)
+            .env("AZURE_CLIENT_CERTIFICATE_PASSWORD", password)
+            .env("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", if chain { "true" } else { "false" });
+        isolate_slowly(&mut cmd, &input, &results);
+        cmd.args(["--auth", "certificate", "--force"]);
+        let out = output(cmd).await;
+        all_submitted(&out, &results, 18);
+        let issued_now = sim.stats().await["tokens_issued"].as_u64().unwrap();
+        assert!(issued_now - before >= 2, "{} {chain}: no refresh", file.display());
+        before = issued_now;
+        assert_nothing_secret(&everything(&out, &results), &[password]);
+    }
+    // A certificate the app does not have is Entra's 700027, before any action.
+    let other = issue("stranger");
+    let stranger = dir.write("stranger.pem", format!("{}{}", other.key_pem, pem_cert(&other.leaf)));
+    let results = dir.path("stranger.results.csv");
+    let mut cmd = bare(&sim.url);
+    cmd.env("AZURE_TENANT_ID", "tenant-1")
+        .env("AZURE_CLIENT_ID", "app-1")
+        .env("AZURE_CLIENT_CERTIFICATE_PATH", &stranger);
+    isolate_slowly(&mut cmd, &input, &results);
+    let created = sim.stats().await["actions_created"].as_u64().unwrap();
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("AADSTS700027"), "{}", text(&out));
+    assert!(text(&out).contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{}", text(&out));
+    assert_eq!(sim.stats().await["actions_created"].as_u64().unwrap(), created);
+}
+
+/// A federated token signed by the issuer's key, `aud`
+/// `api://AzureADTokenExchange`, living `ttl` seconds.
+fn federated_token(key: &mdebulk::api::jwt::SigningKey, ttl: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://oidc.example/issuer",
+        "sub": "system:serviceaccount:soc:mdebulk",
+        "aud": "api://AzureADTokenExchange",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": format!("fed-{now}-{ttl}"),
+    });
+    key.sign(mdebulk::api::jwt::Algorithm::Rs256, serde_json::Map::new(), &claims).unwrap()
+}
+
+/// Workload identity: the token file holds a federated token that expires
+/// 2 s in; it is rotated after 1 s, as the platform does. Each refresh reads
+/// the file again, so the run outlives both the first federated token and
+/// every access token without a failed row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_reads_the_rotated_token_file_at_each_refresh() {
+    let dir = TempDir::new("workload");
+    let issued = issue("oidc-issuer");
+    let issuer_cert = dir.write("issuer.pem", pem_cert(&issued.leaf));
+    let sim = SimProcess::start(&[
+        "--token-ttl",
+        "2s",
+        "--federated-issuer",
+        "https://oidc.example/issuer",
+        "--federated-subject",
+        "system:serviceaccount:soc:mdebulk",
+        "--federated-cert",
+        issuer_cert.to_str().unwrap(),
+    ]);
+    let key = mdebulk::api::jwt::SigningKey::from_pem(issued.key_pem.as_bytes()).unwrap();
+    let input = dir.write("hosts.csv", ids_csv(&machines(18).await));
+    let token_file = dir.write("azure-identity-token", federated_token(&key, 2));
+    let rotate = {
+        let (file, fresh) = (token_file.clone(), federated_token(&key, 600));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, fresh).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        })
+    };
+    let results = dir.path("out.results.csv");
+    let mut cmd = bare(&sim.url);
+    cmd.env("AZURE_TENANT_ID", "tenant-1")
+        .env("AZURE_CLIENT_ID", "app-1")
+        .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+        .env("AZURE_AUTHORITY_HOST", &sim.url)
+        .env_remove("MDE_LOGIN_URL");
+    isolate_slowly(&mut cmd, &input, &results);
+    let out = output(cmd).await;
+    rotate.await.unwrap();
+    all_submitted(&out, &results, 18);
+    assert!(sim.stats().await["tokens_issued"].as_u64().unwrap() >= 3);
+    assert_nothing_secret(&everything(&out, &results), &[]);
+}
+
+/// Managed identity in every shape the host may offer, system- and
+/// user-assigned, on the simulator's own address (never 169.254.169.254):
+/// each run outlives its 2 s tokens with no failed row, and `auth check`
+/// names the identity the token was issued to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_logs_in_by_imds_and_app_service_system_and_user_assigned() {
+    let header = "h3ader-value-never-logged";
+    let sim = SimProcess::start(&[
+        "--token-ttl",
+        "2s",
+        "--managed-identity",
+        "7d4e2b8a-0000-4000-8000-00000000ua01",
+        "--identity-header",
+        header,
+    ]);
+    let user = "7d4e2b8a-0000-4000-8000-00000000ua01";
+    let dir = TempDir::new("managed");
+    let input = dir.write("hosts.csv", ids_csv(&machines(18).await));
+    let msi = format!("{}/msi/token", sim.url);
+    type Setup<'a> = (&'a str, Vec<(&'a str, String)>, Vec<String>);
+    let cases: Vec<Setup> = vec![
+        (
+            "imds-system",
+            vec![],
+            vec!["--auth".into(), "managed-identity".into(), "--imds-url".into(), sim.url.clone()],
+        ),
+        (
+            "imds-user",
+            vec![],
+            vec![
+                "--imds-url".into(),
+                sim.url.clone(),
+                "--managed-identity-client-id".into(),
+                user.into(),
+            ],
+        ),
+        (
+            "appservice-system",
+            vec![("IDENTITY_ENDPOINT", msi.clone()), ("IDENTITY_HEADER", header.into())],
+            vec![],
+        ),
+        (
+            "appservice-user",
+            vec![
+                ("IDENTITY_ENDPOINT", msi.clone()),
+                ("IDENTITY_HEADER", header.into()),
+                ("AZURE_CLIENT_ID", user.into()),
+            ],
+            vec![],
+        ),
+        ("msi-2017", vec![("MSI_ENDPOINT", msi.clone()), ("MSI_SECRET", header.into())], vec![]),
+    ];
+    for (name, vars, flags) in &cases {
+        let results = dir.path(&format!("{name}.results.csv"));
+        let mut cmd = bare(&sim.url);
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        isolate_slowly(&mut cmd, &input, &results);
+        cmd.args(flags).arg("--force");
+        let before = sim.stats().await["managed_identity_requests"].as_u64().unwrap();
+        let out = output(cmd).await;
+        all_submitted(&out, &results, 18);
+        let asked = sim.stats().await["managed_identity_requests"].as_u64().unwrap() - before;
+        assert!(asked >= 2, "{name}: {asked} identity requests");
+        assert_nothing_secret(&everything(&out, &results), &[header]);
+
+        let mut check = bare(&sim.url);
+        check.envs(vars.iter().map(|(k, v)| (k, v)));
+        check.args(["auth", "check", "--action", "isolate"]).args(flags);
+        let out = output(check).await;
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {all}");
+        assert!(all.contains("method:    managed-identity"), "{all}");
+        if name.ends_with("user") {
+            assert!(all.contains(user), "{name}: {all}");
+        }
+        assert!(all.contains("Machine.Isolate for isolate: present"), "{all}");
+        assert_nothing_secret(&all, &[header]);
+    }
+}
+
+/// `auth check` names the permission a token lacks; `run` of a file that
+/// needs it is refused with exit 2 before any action call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_role_is_named_and_the_run_refused_before_any_action_call() {
+    let sim = SimProcess::start(&["--roles", "Machine.Read.All,Machine.Scan"]);
+    let dir = TempDir::new("roles");
+    let input = dir.write("hosts.csv", ids_csv(&machines(5).await));
+    let with_secret = |cmd: &mut Command| {
+        cmd.env("AZURE_TENANT_ID", "tenant-1")
+            .env("AZURE_CLIENT_ID", "app-1")
+            .env("AZURE_CLIENT_SECRET", "s3cret-value-never-logged");
+    };
+    let mut check = bare(&sim.url);
+    with_secret(&mut check);
+    check.args(["auth", "check"]).arg(&input).args(["--action", "isolate"]);
+    let out = output(check).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("roles:     Machine.Read.All, Machine.Scan"), "{all}");
+    assert!(all.contains("allows:    scan"), "{all}");
+    assert!(all.contains("Machine.Isolate for isolate: MISSING"), "{all}");
+    assert!(all.contains("audience:  https://"), "{all}");
+    assert!(all.contains("method:    secret"), "{all}");
+
+    let results = dir.path("out.results.csv");
+    let mut cmd = bare(&sim.url);
+    with_secret(&mut cmd);
+    isolate_slowly(&mut cmd, &input, &results);
+    let out = output(cmd).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("Machine.Isolate (for isolate)"), "{all}");
+    let stats = sim.stats().await;
+    assert_eq!(stats["actions_created"], 0, "{stats}");
+    assert!(stats["by_api"].get("isolate").is_none_or(|a| a["calls"] == 0), "{stats}");
+    assert!(!results.exists(), "a refused run leaves no results file");
+    assert_nothing_secret(&all, &["s3cret-value-never-logged"]);
+}
