@@ -176,7 +176,9 @@ async fn set_up<T: Transport>(
         check_existing(config, path)?;
     }
     // A dry run makes the read calls too (look-ups, pre-flight).
-    transport.authenticate().await.map_err(RunError::Auth)?;
+    super::call::first_token(transport.as_ref(), &config.policy, stop)
+        .await
+        .map_err(RunError::Auth)?;
     if let Some(granted) = transport.permissions().await {
         check_permissions(&granted, survey.per_action.keys().copied())?;
     }
