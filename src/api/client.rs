@@ -198,7 +198,7 @@ impl Client {
         if config.connect_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout { what: "connect" });
         }
-        check_credentials(&config.credentials)?;
+        config.credentials.check()?;
         let api = api_root(check_base_url("API", &config.api_base)?);
         let login = check_base_url("login", &config.login_base)?;
 
@@ -487,20 +487,6 @@ fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> C
         maybe_delivered: !never_sent,
         message: transport_message(e, kind, scrub(&error_chain(e), &[token.expose()])),
     }
-}
-
-/// Refuses credentials that cannot work: empty tenant, client id, secret or
-/// token; an identity endpoint breaking the URL rules.
-fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
-    credentials.check().map_err(|reason| match reason.as_str() {
-        "the tenant id is empty" => ConfigError::MissingCredentials("the tenant id is empty"),
-        "the client id is empty" => ConfigError::MissingCredentials("the client id is empty"),
-        "the client secret is empty" => {
-            ConfigError::MissingCredentials("the client secret is empty")
-        }
-        "the bearer token is empty" => ConfigError::MissingCredentials("the bearer token is empty"),
-        _ => ConfigError::UnusableCredentials(reason),
-    })
 }
 
 /// Parses a base URL and applies the safety rules: `https`, or `http` to a

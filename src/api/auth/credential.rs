@@ -1,10 +1,9 @@
 //! How the tool proves who it is: every way of logging in, and for each the
 //! one request (or program) that yields a token.
 
-use std::time::Duration;
-
 use reqwest::Url;
 
+use super::super::error::ConfigError;
 use super::certificate::CertificateCredential;
 use super::command::{AzureCli, TokenCommand};
 use super::endpoint::{request_token, token_url};
@@ -109,34 +108,36 @@ impl Credentials {
 
     /// Refuses credentials that cannot work: an empty tenant, client id,
     /// secret or token, an identity endpoint breaking the URL rules.
-    pub fn check(&self) -> Result<(), String> {
-        let empty = |what: &str, v: &str| {
-            if v.trim().is_empty() { Err(format!("the {what} is empty")) } else { Ok(()) }
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let empty = |what: &'static str, v: &str| {
+            if v.trim().is_empty() { Err(ConfigError::MissingCredentials(what)) } else { Ok(()) }
         };
         match self {
             Credentials::ClientSecret { tenant_id, client_id, client_secret } => {
-                empty("tenant id", tenant_id)?;
-                empty("client id", client_id)?;
-                empty("client secret", client_secret.expose())
+                empty("the tenant id is empty", tenant_id)?;
+                empty("the client id is empty", client_id)?;
+                empty("the client secret is empty", client_secret.expose())
             }
             Credentials::Certificate(c) => {
-                empty("tenant id", &c.tenant_id)?;
-                empty("client id", &c.client_id)
+                empty("the tenant id is empty", &c.tenant_id)?;
+                empty("the client id is empty", &c.client_id)
             }
             Credentials::WorkloadIdentity(w) => {
-                empty("tenant id", &w.tenant_id)?;
-                empty("client id", &w.client_id)
+                empty("the tenant id is empty", &w.tenant_id)?;
+                empty("the client id is empty", &w.client_id)
             }
-            Credentials::ManagedIdentity(m) => m.check(),
+            Credentials::ManagedIdentity(m) => m.check().map_err(ConfigError::UnusableCredentials),
             Credentials::TokenCommand(c) => {
-                empty("token command", &c.command)?;
+                empty("the token command is empty", &c.command)?;
                 if c.timeout.is_zero() {
-                    return Err("the token command's timeout is zero".to_string());
+                    return Err(ConfigError::UnusableCredentials(
+                        "the token command's timeout is zero".to_string(),
+                    ));
                 }
                 Ok(())
             }
             Credentials::AzureCli(_) => Ok(()),
-            Credentials::Bearer(token) => empty("bearer token", token.expose()),
+            Credentials::Bearer(token) => empty("the bearer token is empty", token.expose()),
         }
     }
 
@@ -175,7 +176,7 @@ impl Credentials {
             Credentials::TokenCommand(c) => c.fetch().await,
             Credentials::Bearer(token) => Ok(Fetched {
                 token: token.clone(),
-                lifetime: super::token::lifetime_of(token.expose()).max(Duration::ZERO),
+                lifetime: super::token::lifetime_of(token.expose()),
             }),
         }
     }
