@@ -122,8 +122,8 @@ pub struct RunArgs {
     /// `--wait` and its knobs.
     #[command(flatten)]
     pub wait: WaitArgs,
-    /// Run against a simulator started in-process on a loopback port (no tenant needed).
-    #[arg(long, conflicts_with_all = ["api_url", "login_url"])]
+    /// Run against a simulator started in-process on a loopback port (no tenant needed; plain HTTP, no proxy).
+    #[arg(long, conflicts_with_all = ["api_url", "login_url", "ca_certs", "proxy"])]
     pub simulate: bool,
     /// Confirm irreversible actions (offboard) without asking.
     #[arg(long, short = 'y')]
@@ -185,6 +185,12 @@ pub struct ApiArgs {
     /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
     #[arg(long, hide = true)]
     pub client_secret: Option<String>,
+    /// Also trust the CA certificates in this PEM file (a TLS-inspecting proxy's CA), on top of the system's; repeatable. SSL_CERT_FILE is read too.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Send login and API requests through this proxy (http://HOST:PORT), loopback included, instead of HTTPS_PROXY/HTTP_PROXY/NO_PROXY. A password in it is visible to every user (ps): prefer HTTPS_PROXY for one that needs it.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// How to log in.
     #[command(flatten)]
     pub login: LoginArgs,
@@ -371,6 +377,8 @@ Credentials come from the environment (or --auth): AZURE_TENANT_ID and
 AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or
 AZURE_FEDERATED_TOKEN_FILE; MDE_TOKEN_COMMAND; MDE_TOKEN; managed identity
 and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
+Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
+a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
 Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
@@ -380,7 +388,7 @@ Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// A real (or separately started) API.
-    Remote(crate::api::client::ClientConfig),
+    Remote(Box<crate::api::client::ClientConfig>),
     /// Start the simulator in-process and use it.
     Simulated {
         /// Per-request time limit.
@@ -479,7 +487,7 @@ pub fn run_config(
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
-        Endpoint::Remote(client_config(&args.api, env, request_timeout)?)
+        Endpoint::Remote(Box::new(client_config(&args.api, env, request_timeout)?))
     };
     let (api, tenant) = match &endpoint {
         // A simulator started in-process lives and dies with its run.
@@ -761,7 +769,29 @@ fn client_config(
         credentials,
         request_timeout,
         connect_timeout: Duration::from_secs(10),
+        extra_roots: extra_roots(args, env)?,
+        proxy: args.proxy.clone().map(crate::api::auth::Secret::new),
     })
+}
+
+/// The CA certificates of every `--ca-cert` file and of `SSL_CERT_FILE`,
+/// read now so that a bad file stops the command before anything is sent.
+fn extra_roots(
+    args: &ApiArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use crate::api::trust::{Unusable, load_ca_file};
+    let mut roots = Vec::new();
+    for path in &args.ca_certs {
+        roots.extend(load_ca_file("--ca-cert", path, Unusable::Refuse)?);
+    }
+    // Often the system bundle itself, which may hold a root webpki cannot
+    // read: the platform's loader skips those, and so does this.
+    if let Some(path) = env("SSL_CERT_FILE").filter(|p| !p.trim().is_empty()) {
+        let path = std::path::Path::new(&path);
+        roots.extend(load_ca_file("SSL_CERT_FILE", path, Unusable::Skip)?);
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -807,6 +837,36 @@ mod tests {
         let (config, endpoint) = run_config(&args, &env).unwrap();
         assert_eq!(config.results, ResultsTarget::File(PathBuf::from("in.results.csv")));
         assert!(!format!("{endpoint:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn ca_files_and_the_proxy_reach_the_client_config_and_the_password_stays_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = |name: &str| format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let cert = fixture("selfsigned-cert.pem");
+        let args = parse(&["in.csv", "--ca-cert", &cert, "--proxy", "http://u:pr0xy-pw@p:3128"]);
+        let env = |k: &str| match k {
+            "SSL_CERT_FILE" => Some(fixture("selfsigned-cert.pem")),
+            other => creds(other),
+        };
+        let (_, endpoint) = run_config(&args, &env).unwrap();
+        let Endpoint::Remote(client) = &endpoint else { panic!("{endpoint:?}") };
+        assert_eq!(client.extra_roots.len(), 2, "--ca-cert and SSL_CERT_FILE");
+        assert!(client.proxy.is_some());
+        assert!(!format!("{endpoint:?}").contains("pr0xy-pw"));
+
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let args = parse(&["in.csv", "--ca-cert", junk.to_str().unwrap()]);
+        let err = format!("{:#}", run_config(&args, &creds).unwrap_err());
+        assert!(err.contains(&format!("--ca-cert {}", junk.display())), "{err}");
+
+        for flag in [["--ca-cert", cert.as_str()], ["--proxy", "http://p:1"]] {
+            let mut full = vec!["mdebulk", "run", "in.csv", "--simulate"];
+            full.extend_from_slice(&flag);
+            let e = Cli::try_parse_from(full).err().unwrap();
+            assert_eq!(e.exit_code(), 2, "{flag:?}");
+        }
     }
 
     fn creds(k: &str) -> Option<String> {

@@ -10,7 +10,7 @@ mod sim_support;
 use aws_lc_rs::rsa::PublicKeyComponents;
 use aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256;
 use mdebulk::api::jwt::{self, Algorithm, Jws, SigningKey};
-use mdebulk::sim::{FederatedCredential, IdentityConfig, SimConfig};
+use mdebulk::sim::{FederatedCredential, IdentityConfig, SimConfig, SimTls};
 use serde_json::{Map, Value, json};
 use sim_support::*;
 
@@ -31,6 +31,34 @@ const IDENTIFIERS: [&str; 7] = [
     "https://api-gcc.securitycenter.microsoft.us",
     "https://api-gov.securitycenter.microsoft.us",
 ];
+
+/// `cfg` served over HTTP, or over HTTPS with a generated CA that the
+/// test's client trusts alone.
+fn scheme(cfg: SimConfig, tls: bool) -> SimConfig {
+    SimConfig { tls: tls.then_some(SimTls::Generate), ..cfg }
+}
+
+/// Each behaviour over plain HTTP and over `--tls`.
+macro_rules! over_http_and_tls {
+    ($($body:ident => $http:ident, $tls:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $http() {
+            $body(false).await
+        }
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $tls() {
+            $body(true).await
+        }
+    )*};
+}
+
+over_http_and_tls! {
+    every_identifier_logs_in_both_ways_and_the_token_carries_it => identifiers_over_http, identifiers_over_tls;
+    discovery_points_back_at_the_simulator => discovery_over_http, discovery_over_tls;
+    certificate_assertions_are_checked_as_entra_checks_them => certificate_assertions_over_http, certificate_assertions_over_tls;
+    federated_tokens_are_traded_under_a_federated_credential => federated_tokens_over_http, federated_tokens_over_tls;
+    managed_identity_endpoints_in_their_own_shapes => managed_identity_over_http, managed_identity_over_tls;
+}
 
 /// The keys of an Entra error body, from the documented one (E-ERR).
 fn entra_error_keys() -> Vec<String> {
@@ -72,9 +100,8 @@ async fn verified_claims(env: &Env, token: &str) -> Map<String, Value> {
     jws.claims
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_identifier_logs_in_both_ways_and_the_token_carries_it() {
-    let env = Env::start(config()).await;
+async fn every_identifier_logs_in_both_ways_and_the_token_carries_it(tls: bool) {
+    let env = Env::start(scheme(config(), tls)).await;
     for id in IDENTIFIERS {
         let scope = format!("{id}/.default");
         let v2 = login(
@@ -141,9 +168,8 @@ async fn every_identifier_logs_in_both_ways_and_the_token_carries_it() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn discovery_points_back_at_the_simulator() {
-    let env = Env::start(SimConfig { tenant: Some("t1".into()), ..config() }).await;
+async fn discovery_points_back_at_the_simulator(tls: bool) {
+    let env = Env::start(scheme(SimConfig { tenant: Some("t1".into()), ..config() }, tls)).await;
     let get = |path: &str| send(env.http.get(format!("{}{path}", env.base)));
     let v2 = get("/t1/v2.0/.well-known/openid-configuration").await;
     assert_eq!(v2.status, 200, "{}", v2.text);
@@ -218,19 +244,21 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn certificate_assertions_are_checked_as_entra_checks_them() {
+async fn certificate_assertions_are_checked_as_entra_checks_them(tls: bool) {
     let registered = rsa_cert("app-cert");
     let stranger = rsa_cert("other-cert");
     assert!(registered.pem.starts_with("-----BEGIN CERTIFICATE-----"));
-    let env = Env::start(SimConfig {
-        client_id: Some("app".into()),
-        identity: IdentityConfig {
-            client_certificates: vec![registered.der.clone()],
-            ..IdentityConfig::default()
+    let env = Env::start(scheme(
+        SimConfig {
+            client_id: Some("app".into()),
+            identity: IdentityConfig {
+                client_certificates: vec![registered.der.clone()],
+                ..IdentityConfig::default()
+            },
+            ..config()
         },
-        ..config()
-    })
+        tls,
+    ))
     .await;
     // `Env::start` logged in with a secret; the app's client id is `app`.
     let url = format!("{}/t1/oauth2/v2.0/token", env.base);
@@ -255,6 +283,8 @@ async fn certificate_assertions_are_checked_as_entra_checks_them() {
         (Algorithm::Rs256, json!({"typ": older["typ"], "x5t": x5t})),
         (Algorithm::Ps256, json!({"typ": current["typ"], "x5t#S256": s256})),
         (Algorithm::Rs256, json!({"typ": "JWT", "x5c": [jwt::b64_std(&registered.der)]})),
+        // MSAL for Python pads its thumbprints (`=`); Entra takes them.
+        (Algorithm::Ps256, json!({"typ": "JWT", "x5t#S256": format!("{s256}=")})),
     ] {
         let jti = mdebulk::api::model::new_guid();
         let r = post(signed(&registered.key, alg, header, claims(&jti))).await;
@@ -339,23 +369,25 @@ async fn certificate_assertions_are_checked_as_entra_checks_them() {
     assert_entra(&r, 401, "invalid_client", 700027);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn federated_tokens_are_traded_under_a_federated_credential() {
+async fn federated_tokens_are_traded_under_a_federated_credential(tls: bool) {
     let issuer_cert = rsa_cert("issuer");
     let other = rsa_cert("other");
     let iss = "https://oidc.example.test/cluster-1";
     let sub = "system:serviceaccount:ir:mdebulk";
-    let env = Env::start(SimConfig {
-        identity: IdentityConfig {
-            federated: vec![FederatedCredential {
-                issuer: iss.into(),
-                subject: sub.into(),
-                certificate: issuer_cert.der.clone(),
-            }],
-            ..IdentityConfig::default()
+    let env = Env::start(scheme(
+        SimConfig {
+            identity: IdentityConfig {
+                federated: vec![FederatedCredential {
+                    issuer: iss.into(),
+                    subject: sub.into(),
+                    certificate: issuer_cert.der.clone(),
+                }],
+                ..IdentityConfig::default()
+            },
+            ..config()
         },
-        ..config()
-    })
+        tls,
+    ))
     .await;
     let token = |key: &SigningKey, claims: Value| {
         signed(key, Algorithm::Rs256, json!({"typ": "JWT"}), claims)
@@ -405,16 +437,18 @@ async fn federated_tokens_are_traded_under_a_federated_credential() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn managed_identity_endpoints_in_their_own_shapes() {
+async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
     let user = "5e29463d-71da-4fe0-8e69-999b57db23b0";
-    let env = Env::start(SimConfig {
-        identity: IdentityConfig {
-            managed_identities: vec![user.into()],
-            ..IdentityConfig::default()
+    let env = Env::start(scheme(
+        SimConfig {
+            identity: IdentityConfig {
+                managed_identities: vec![user.into()],
+                ..IdentityConfig::default()
+            },
+            ..config()
         },
-        ..config()
-    })
+        tls,
+    ))
     .await;
     let resource = "https://api.securitycenter.microsoft.com";
     let imds = |query: Vec<(&'static str, String)>, metadata: bool| {

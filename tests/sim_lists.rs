@@ -60,7 +60,7 @@ async fn machines_list_in_fleet_order_with_every_documented_key() {
             assert!(m.get(k).is_some(), "machine lacks {k}");
         }
         assert_eq!(m["onboardingStatus"], "Onboarded");
-        assert_eq!(m["machineTags"], json!([]));
+        assert!(m["machineTags"].is_array());
     }
     let typed: ODataList<Machine> = serde_json::from_str(&r.text).unwrap();
     assert_eq!(typed.value, env.sim.fleet());
@@ -126,7 +126,7 @@ async fn top_skip_and_odata_errors() {
         "$top=abc",
         "$skip=x",
         "$orderby=lastSeen",
-        "$select=id",
+        "$select=nope",
         "$top=1&$top=2",
         "$filter=ComputerDnsName%20eq%20'x'",
         "$filter=computerDnsName%20eq%20x",

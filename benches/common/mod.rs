@@ -105,6 +105,8 @@ pub fn client(url: &str) -> Arc<Client> {
         },
         request_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
+        extra_roots: Vec::new(),
+        proxy: None,
     };
     Arc::new(Client::new(config).expect("client"))
 }

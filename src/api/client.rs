@@ -9,7 +9,8 @@
 //! Every request carries `Authorization: Bearer <token>` (from the shared
 //! [`TokenSource`]), `User-Agent: mdebulk/<version>` and
 //! `Accept: application/json`; POSTs send `Content-Type: application/json`.
-//! TLS is always verified (rustls with the platform verifier); plain
+//! TLS is always verified (rustls with the platform verifier, plus any
+//! extra CA roots of [`ClientConfig::extra_roots`]); plain
 //! `http://` is accepted only for loopback hosts, which is how tests and the
 //! simulator are reached. Calls are logged at debug level with method, path,
 //! status, elapsed time and the error's `target`; never a header, token or
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use super::action::{ActionKind, IsolationType, ScanType};
@@ -67,6 +69,14 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Limit for opening a connection; exceeding it means nothing was sent.
     pub connect_timeout: Duration,
+    /// CA certificates trusted in addition to the platform's roots
+    /// (`--ca-cert`, `SSL_CERT_FILE`): a TLS-inspecting proxy's CA, or the
+    /// simulator's. They add trust; verification itself stays on.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `--proxy`: every request (login and API, loopback included) goes
+    /// through it, in place of the `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+    /// environment. A [`Secret`] because its URL may carry a password.
+    pub proxy: Option<Secret>,
 }
 
 impl ClientConfig {
@@ -84,6 +94,8 @@ impl ClientConfig {
             credentials,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            extra_roots: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -202,35 +214,43 @@ impl Client {
         let api = api_root(check_base_url("API", &config.api_base)?);
         let login = check_base_url("login", &config.login_base)?;
 
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(HeaderMap::from_iter([(
-                ACCEPT,
-                HeaderValue::from_static("application/json"),
-            )]))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never());
-        // A proxy from the environment must not capture loopback traffic to
-        // a local simulator.
-        let login_used = config.credentials.uses_login_endpoint();
-        if is_loopback(&api) && (!login_used || is_loopback(&login)) {
-            builder = builder.no_proxy();
-        }
-        let http = builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))?;
-        // A managed identity endpoint is on this host (link-local or
-        // loopback): never through a proxy.
-        let token_http = if matches!(config.credentials, Credentials::ManagedIdentity(_)) {
-            reqwest::Client::builder()
+        let roots = config
+            .extra_roots
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        let base = || {
+            let builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
+                .default_headers(HeaderMap::from_iter([(
+                    ACCEPT,
+                    HeaderValue::from_static("application/json"),
+                )]))
                 .timeout(config.request_timeout)
                 .connect_timeout(config.connect_timeout)
                 .redirect(reqwest::redirect::Policy::none())
-                .retry(reqwest::retry::never())
-                .no_proxy()
-                .build()
-                .map_err(|e| ConfigError::Http(error_chain(&e)))?
+                .retry(reqwest::retry::never());
+            // Merged with the platform verifier's roots, not in their place.
+            if roots.is_empty() { builder } else { builder.tls_certs_merge(roots.clone()) }
+        };
+        let mut builder = base();
+        let login_used = config.credentials.uses_login_endpoint();
+        match &config.proxy {
+            // An explicit proxy replaces the environment's, for every host.
+            Some(proxy) => builder = builder.proxy(proxy_from(proxy.expose())?),
+            // A proxy from the environment must not capture loopback traffic
+            // to a local simulator.
+            None if is_loopback(&api) && (!login_used || is_loopback(&login)) => {
+                builder = builder.no_proxy();
+            }
+            None => {}
+        }
+        let http = builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        // A managed identity endpoint is on this host (link-local or
+        // loopback): never through a proxy, whatever the API's traffic does.
+        let token_http = if matches!(config.credentials, Credentials::ManagedIdentity(_)) {
+            base().no_proxy().build().map_err(|e| ConfigError::Http(error_chain(&e)))?
         } else {
             http.clone()
         };
@@ -525,6 +545,26 @@ fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The `--proxy` URL as reqwest's proxy: `http://` or `https://`, with a
+/// host, optionally `user:password@` (sent to the proxy as Basic
+/// credentials). Errors show the URL with its credentials masked.
+fn proxy_from(raw: &str) -> Result<reqwest::Proxy, ConfigError> {
+    let raw = raw.trim();
+    let invalid = |reason: String| ConfigError::InvalidProxy { url: mask_userinfo(raw), reason };
+    let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "unsupported scheme {:?}; use http://HOST:PORT",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_string()));
+    }
+    // reqwest's error would quote the URL, credentials and all.
+    reqwest::Proxy::all(url.as_str()).map_err(|_| invalid("not usable as a proxy".to_string()))
+}
+
 /// True when the URL's host is a loopback address: 127.0.0.0/8, ::1 (also
 /// IPv4-mapped), or the name `localhost`.
 fn is_loopback(url: &Url) -> bool {
@@ -773,6 +813,29 @@ mod tests {
             "s",
             Credentials::Bearer(Secret::new("t")),
         )
+    }
+
+    #[test]
+    fn proxy_urls_are_checked_and_their_credentials_never_shown() {
+        assert!(proxy_from("http://proxy.example:3128").is_ok());
+        assert!(proxy_from("https://user:pw@proxy.example").is_ok());
+        for (raw, reason) in [
+            ("proxy.example:3128", "unsupported scheme"),
+            ("socks5://user:hunter2@proxy.example:1080", "unsupported scheme"),
+            ("not a url", "relative URL without a base"),
+            ("http://user:hunter2@:3128", "empty host"),
+        ] {
+            let e = proxy_from(raw).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("--proxy "), "{text}");
+            assert!(text.contains(reason), "{raw}: {text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let mut config = bearer_config("https://api.example");
+        config.proxy = Some(Secret::new("ftp://u:hunter2@p:21"));
+        let e = Client::new(config.clone()).unwrap_err().to_string();
+        assert!(e.contains("ftp://***@p:21") && !e.contains("hunter2"), "{e}");
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

@@ -336,6 +336,24 @@ pub enum ConfigError {
     /// breaking the URL rules, an empty token command).
     #[error("unusable credentials: {0}")]
     UnusableCredentials(String),
+    /// A CA file to trust cannot be read or holds no PEM certificate.
+    #[error("{origin} {path}: {why}")]
+    CaFile {
+        /// Where the path came from: `--ca-cert` or `SSL_CERT_FILE`.
+        origin: &'static str,
+        /// The file as given.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The `--proxy` URL is not an `http://` or `https://` URL with a host.
+    #[error("--proxy {url} is not a proxy URL: {reason}")]
+    InvalidProxy {
+        /// The URL as given, with any user name and password masked.
+        url: String,
+        /// Why it is not usable.
+        reason: String,
+    },
     /// The HTTP stack could not be set up (TLS roots, ...).
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),

@@ -1,6 +1,6 @@
 //! Everything about the MDE API itself: the actions and their rules, the wire
 //! types, OData query text, timestamps, the clouds, and the client that calls
-//! it (auth, errors).
+//! it (auth, errors, the CA roots it trusts).
 
 pub mod action;
 pub mod auth;
@@ -13,3 +13,4 @@ pub mod net;
 pub mod odata;
 pub mod route;
 pub mod time;
+pub mod trust;

@@ -1,7 +1,8 @@
 //! What kind of network failure ended a call, told from reqwest's error:
 //! the client (for API calls) and the login (for token requests) classify
 //! their failures the same way, so TLS and DNS set-up problems are never
-//! mistaken for passing faults.
+//! mistaken for passing faults; and the one place their messages pass, so
+//! credentials in a URL (a proxy's) are masked there.
 
 /// What kind of network failure ended a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,10 +78,42 @@ fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustl
     None
 }
 
+/// `text` with the user information of every URL in it (`scheme://user:pass@`)
+/// replaced by `***`.
+pub(crate) fn mask_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let authority_start = at + 3;
+        out.push_str(&rest[..authority_start]);
+        let tail = &rest[authority_start..];
+        // The authority ends at the path, query, fragment or any character
+        // that cannot be in a URL (quotes, spaces, brackets around the URL).
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#') || c.is_whitespace() || "\"'<>()`".contains(c)
+            })
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &tail[userinfo_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The message of a transport failure of `kind`: `chain` (the error and its
 /// sources, already scrubbed), and for TLS and DNS failures the host and
 /// what to check, since those are set-up problems no retry cures.
+///
+/// Any `user:password@` in a URL of the chain (a proxy's, should the stack
+/// quote it) is masked here, where every transport failure passes.
 pub(crate) fn transport_message(e: &reqwest::Error, kind: TransportKind, chain: String) -> String {
+    let chain = mask_url_credentials(&chain);
     let host = e.url().and_then(|u| {
         let host = u.host_str()?;
         Some(match u.port_or_known_default() {
@@ -97,13 +130,37 @@ pub(crate) fn transport_message(e: &reqwest::Error, kind: TransportKind, chain: 
             };
             format!(
                 "certificate/TLS problem with {host} ({what}): {chain}; this is not transient and \
-                 no request was sent: check the URL, the system clock, and any TLS-inspecting \
-                 proxy (this machine must trust its CA)"
+                 no request was sent: check the URL and the system clock; behind a \
+                 TLS-inspecting proxy, trust its CA with --ca-cert FILE or SSL_CERT_FILE=FILE \
+                 (PEM)"
             )
         }
         TransportKind::Dns => format!(
             "cannot resolve the host name of {host}: {chain}; check the URL and this machine's DNS"
         ),
         TransportKind::Timeout | TransportKind::Connect | TransportKind::Other => chain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_masked() {
+        for (text, want) in [
+            (
+                "error connecting to proxy http://user:s3cret@proxy:3128/: refused",
+                "error connecting to proxy http://***@proxy:3128/: refused",
+            ),
+            ("(http://u:p@h) and https://a:b@c:1", "(http://***@h) and https://***@c:1"),
+            ("\"http://only-user@h\"", "\"http://***@h\""),
+            ("https://api.example/path@not-userinfo", "https://api.example/path@not-userinfo"),
+            ("no url: a@b", "no url: a@b"),
+            ("http://p:a@ss@h:1 x", "http://***@h:1 x"),
+            ("tail ://", "tail ://"),
+        ] {
+            assert_eq!(mask_url_credentials(text), want, "{text}");
+        }
     }
 }

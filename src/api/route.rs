@@ -21,13 +21,30 @@ pub enum Api {
     ListActions,
     /// `GET machineactions/{id}`.
     GetAction,
+    /// `GET machines/findbyip(ip='..',timestamp=..)`.
+    FindByIp,
+    /// `GET machines/findbytag?tag=..`.
+    FindByTag,
+    /// `POST machines/{id}/tags`.
+    MachineTags,
+    /// `POST machines/AddOrRemoveTagForMultipleMachines`.
+    MachinesTags,
+    /// `GET files/{sha1}/machines`.
+    FileMachines,
+    /// `GET machines/{id}/logonusers`.
+    LogonUsers,
+    /// `POST machines/{id}/startInvestigation`.
+    StartInvestigation,
+    /// `GET machineactions/{id}/GetPackageUri`.
+    GetPackageUri,
 }
 
 impl Api {
     /// Stable name used in logs, `/_sim/stats` `by_api` keys and pacing
     /// reports: the action's path segment for action POSTs, `GET machines`,
     /// `GET machines/{id}`, `GET machineactions`, `GET machineactions/{id}`
-    /// and `POST machineactions/{id}/cancel` otherwise.
+    /// and `POST machineactions/{id}/cancel`, and the method and route
+    /// template (documented casing) of every other API.
     pub fn name(self) -> &'static str {
         match self {
             Api::Action(a) => a.path_segment(),
@@ -36,6 +53,14 @@ impl Api {
             Api::GetMachine => "GET machines/{id}",
             Api::ListActions => "GET machineactions",
             Api::GetAction => "GET machineactions/{id}",
+            Api::FindByIp => "GET machines/findbyip",
+            Api::FindByTag => "GET machines/findbytag",
+            Api::MachineTags => "POST machines/{id}/tags",
+            Api::MachinesTags => "POST machines/AddOrRemoveTagForMultipleMachines",
+            Api::FileMachines => "GET files/{id}/machines",
+            Api::LogonUsers => "GET machines/{id}/logonusers",
+            Api::StartInvestigation => "POST machines/{id}/startInvestigation",
+            Api::GetPackageUri => "GET machineactions/{id}/GetPackageUri",
         }
     }
 
@@ -47,6 +72,14 @@ impl Api {
             Api::GetMachine,
             Api::ListActions,
             Api::GetAction,
+            Api::FindByIp,
+            Api::FindByTag,
+            Api::MachineTags,
+            Api::MachinesTags,
+            Api::FileMachines,
+            Api::LogonUsers,
+            Api::StartInvestigation,
+            Api::GetPackageUri,
         ])
     }
 }

@@ -17,7 +17,7 @@ pub(crate) async fn run(
     // Keeps an in-process simulator alive for the whole run.
     let mut _simulator = None;
     let client_config = match endpoint {
-        Endpoint::Remote(c) => c,
+        Endpoint::Remote(c) => *c,
         Endpoint::Simulated { request_timeout } => {
             let sim_config = crate::sim::SimConfig {
                 listen: "127.0.0.1:0".into(),
@@ -55,5 +55,7 @@ fn simulated_client(sim: &crate::sim::Sim, request_timeout: std::time::Duration)
         },
         request_timeout,
         connect_timeout: std::time::Duration::from_secs(5),
+        extra_roots: Vec::new(),
+        proxy: None,
     }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::api::route::Api;
+
 /// One quota: at most `calls` calls in any span of length `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
@@ -41,6 +43,33 @@ impl Limit {
     /// The API's documented quotas, in force on every action and read endpoint.
     pub fn api_defaults() -> Vec<Limit> {
         vec![Limit::PER_MINUTE, Limit::PER_HOUR]
+    }
+
+    /// The quotas one API's page documents: 2/min and 120/h for
+    /// `GetPackageUri`, 50/h alone for `startInvestigation` (its page gives
+    /// no per-minute figure), [`Limit::api_defaults`] for every other API.
+    pub fn documented(api: Api) -> Vec<Limit> {
+        match api {
+            Api::GetPackageUri => vec![
+                Limit { calls: 2, window: Duration::from_secs(60) },
+                Limit { calls: 120, window: Duration::from_secs(3600) },
+            ],
+            Api::StartInvestigation => vec![Limit { calls: 50, window: Duration::from_secs(3600) }],
+            _ => Limit::api_defaults(),
+        }
+    }
+
+    /// The quotas `api` is held to when `configured` are the limits in force:
+    /// the documented defaults stand for each API's own documented quotas
+    /// ([`Limit::documented`]); any other list (chosen on the command line,
+    /// or none) applies to every API alike, so a test that sets `5/1s`
+    /// means it for every endpoint.
+    pub fn for_api(configured: &[Limit], api: Api) -> Vec<Limit> {
+        if configured == Limit::api_defaults().as_slice() {
+            Limit::documented(api)
+        } else {
+            configured.to_vec()
+        }
     }
 }
 

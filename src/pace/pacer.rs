@@ -75,10 +75,12 @@ pub struct Hold {
 /// Paces calls per API under a set of limits. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Pacer {
-    /// The limits as configured, for reports.
+    /// The limits as configured, for reports; each lane enforces
+    /// [`Limit::for_api`] of them (the documented defaults stand for each
+    /// API's own documented quotas).
     limits: Vec<Limit>,
-    /// The limits as enforced: each window widened by its margin.
-    enforced: Vec<Limit>,
+    /// The margin each window is widened by (`None`: [`default_margin`]).
+    margin: Option<Duration>,
     /// One lane per API, created on first use.
     lanes: Mutex<HashMap<Api, Arc<Lane>>>,
 }
@@ -86,6 +88,10 @@ pub struct Pacer {
 /// Pacing state of one API.
 #[derive(Debug)]
 struct Lane {
+    /// The limits this API is held to, as configured.
+    limits: Vec<Limit>,
+    /// The same limits as enforced: each window widened by its margin.
+    enforced: Vec<Limit>,
     /// Held while a caller waits for its slot: tokio's mutex is FIFO, so
     /// callers start in arrival order.
     turn: tokio::sync::Mutex<()>,
@@ -95,6 +101,13 @@ struct Lane {
     /// call (see [`Pacer::finished`]): the slot it waits for may free
     /// earlier than it computed when it went to sleep.
     recounted: tokio::sync::Notify,
+}
+
+impl Lane {
+    /// Maps an enforced (widened) limit back to the configured one.
+    fn configured(&self, enforced: Limit) -> Limit {
+        self.enforced.iter().position(|l| *l == enforced).map_or(enforced, |i| self.limits[i])
+    }
 }
 
 #[derive(Debug)]
@@ -113,14 +126,7 @@ impl Pacer {
     /// A pacer enforcing `limits` (empty: no pacing), each widened by `margin`
     /// (`None`: [`default_margin`] of each window).
     pub fn new(limits: &[Limit], margin: Option<Duration>) -> Pacer {
-        let enforced = limits
-            .iter()
-            .map(|l| Limit {
-                calls: l.calls,
-                window: l.window + margin.unwrap_or_else(|| default_margin(l.window)),
-            })
-            .collect();
-        Pacer { limits: limits.to_vec(), enforced, lanes: Mutex::new(HashMap::new()) }
+        Pacer { limits: limits.to_vec(), margin, lanes: Mutex::new(HashMap::new()) }
     }
 
     /// The limits as configured.
@@ -133,15 +139,25 @@ impl Pacer {
         lanes
             .entry(api)
             .or_insert_with(|| {
+                let limits = Limit::for_api(&self.limits, api);
+                let enforced: Vec<Limit> = limits
+                    .iter()
+                    .map(|l| Limit {
+                        calls: l.calls,
+                        window: l.window + self.margin.unwrap_or_else(|| default_margin(l.window)),
+                    })
+                    .collect();
                 Arc::new(Lane {
                     turn: tokio::sync::Mutex::new(()),
                     state: Mutex::new(LaneState {
-                        windows: Windows::new(WindowModel::Sliding, &self.enforced, Instant::now()),
+                        windows: Windows::new(WindowModel::Sliding, &enforced, Instant::now()),
                         gate: None,
                         hold: None,
                         started: 0,
                     }),
                     recounted: tokio::sync::Notify::new(),
+                    limits,
+                    enforced,
                 })
             })
             .clone()
@@ -171,7 +187,7 @@ impl Pacer {
                     (None, Some(q)) => Some(Hold {
                         api,
                         until: now + q.wait,
-                        reason: WaitReason::Quota(self.configured(q.limit)),
+                        reason: WaitReason::Quota(lane.configured(q.limit)),
                     }),
                     (None, None) => None,
                 };
@@ -195,11 +211,6 @@ impl Pacer {
         }
     }
 
-    /// Maps an enforced (widened) limit back to the configured one.
-    fn configured(&self, enforced: Limit) -> Limit {
-        self.enforced.iter().position(|l| *l == enforced).map_or(enforced, |i| self.limits[i])
-    }
-
     /// Reports that the call to `api` started at `started` got its answer
     /// (or failed) now: its slot is counted from now on, so a server that
     /// counted it late still never sees more than N in a window.
@@ -212,7 +223,7 @@ impl Pacer {
         // counting delay of an unanswered call is not needed any more (the
         // enforced window includes it, so the entry moves back by it).
         st.windows.reschedule_each(started, |enforced| {
-            let margin = enforced.window.saturating_sub(self.configured(enforced).window);
+            let margin = enforced.window.saturating_sub(lane.configured(enforced).window);
             now.checked_sub(margin).unwrap_or(now)
         });
         drop(st);
@@ -268,7 +279,8 @@ impl Pacer {
             .map_or(0, |l| l.state.lock().unwrap_or_else(PoisonError::into_inner).started)
     }
 
-    /// When the `n`-th of `n` calls to one fresh API, all ready at once,
+    /// When the `n`-th of `n` calls to one fresh API held to the configured
+    /// limits (every action and read API the runner calls), all ready at once,
     /// would start, relative to the first: the schedule this pacer follows
     /// when answers come back promptly (an answered call frees its slot a
     /// plain window after its answer, so the margin drops out; each slower
@@ -346,6 +358,25 @@ mod tests {
         // Other APIs have their own quota.
         let other = Api::ListActions;
         assert_eq!(pacer.acquire(other).await - t0, Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apis_with_their_own_documented_quota_are_paced_by_it() {
+        let pacer = Pacer::new(&Limit::api_defaults(), Some(Duration::ZERO));
+        let t0 = Instant::now();
+        let mut starts = Vec::new();
+        for _ in 0..5 {
+            starts.push((pacer.acquire(Api::GetPackageUri).await - t0).as_secs());
+        }
+        // Two a minute (sliding), while every other API has a hundred.
+        assert_eq!(starts, [0, 0, 60, 60, 120]);
+        assert_eq!(pacer.acquire(Api::GetAction).await - t0, Duration::from_secs(120));
+        // A configured list other than the defaults holds every API alike.
+        let pacer = Pacer::new(&[lim(5, 60)], Some(Duration::ZERO));
+        for _ in 0..5 {
+            assert_eq!(pacer.acquire(Api::StartInvestigation).await, Instant::now());
+        }
+        assert_eq!(pacer.limits(), [lim(5, 60)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ use super::config::{
     DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
     SimConfig, SimError,
 };
+use super::tls::SimTls;
 use super::{Sim, fleet};
 use crate::pace::limit::{format_duration, parse_duration, parse_limits};
 use crate::pace::window::WindowModel;
@@ -121,6 +122,22 @@ pub struct SimulateArgs {
     /// Seed of every random choice: fleet, failures, faults.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
+
+    /// Serve HTTPS instead of HTTP, with a CA and a server certificate (127.0.0.1, ::1, localhost) made at start, unless --tls-cert/--tls-key are given.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: write the generated CA certificate (PEM) to FILE before listening; clients trust it with --ca-cert FILE or SSL_CERT_FILE.
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "tls_cert")]
+    pub tls_ca_out: Option<PathBuf>,
+
+    /// With --tls: serve this PEM certificate (chain) instead of a generated one; its issuer is whatever CA signed it, so --tls-ca-out is refused.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --tls-cert: the PEM private key of that certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The flags of the credentials the login takes besides a client secret.
@@ -210,6 +227,11 @@ impl SimulateArgs {
             Some(path) => FleetSpec::Machines(fleet::load(path)?),
             None => FleetSpec::Generate { machines: self.machines },
         };
+        let tls = match (self.tls, self.tls_cert, self.tls_key) {
+            (false, _, _) => None,
+            (true, Some(cert), Some(key)) => Some(SimTls::Files { cert, key }),
+            (true, _, _) => Some(SimTls::Generate),
+        };
         let roles = if self.roles.is_empty() {
             KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect()
         } else {
@@ -240,19 +262,33 @@ impl SimulateArgs {
             page_size: self.page_size,
             identity: self.identity.into_config()?,
             seed: self.seed,
+            tls,
         };
         config.validate()?;
         Ok(config)
     }
 }
 
-/// Runs the simulator in the foreground: prints `listening on http://HOST:PORT`
-/// as the first line on stdout (flushed), a one-line summary on stderr, and
-/// serves until SIGINT or SIGTERM.
+/// Runs the simulator in the foreground: writes the generated CA to
+/// `--tls-ca-out`, prints `listening on http://HOST:PORT` (`https://` with
+/// `--tls`) as the first line on stdout (flushed), a one-line summary on
+/// stderr, and serves until SIGINT or SIGTERM.
 pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
+    let ca_out = args.tls_ca_out.clone();
     let config = args.into_config()?;
     let summary = summary(&config);
     let sim = Sim::start(config).await?;
+    // Written before the address is printed, so a client that waits for
+    // the first line finds the file complete.
+    if let (Some(path), Some(pem)) = (&ca_out, sim.ca_pem()) {
+        std::fs::write(path, pem).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write --tls-ca-out {}: {}",
+                path.display(),
+                fleet::io_reason(&e)
+            )
+        })?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", sim.url())?;
@@ -278,8 +314,13 @@ fn summary(c: &SimConfig) -> String {
         let l: Vec<String> = c.limits.iter().map(|l| l.to_string()).collect();
         format!("quota {} per app, tenant and API ({})", l.join(" + "), c.window)
     };
+    let tls = match &c.tls {
+        None => "",
+        Some(SimTls::Generate) => "; TLS with a generated CA",
+        Some(SimTls::Files { .. }) => "; TLS with the given certificate",
+    };
     format!(
-        "simulating {fleet}; {limits}; settle {}, latency {}, error rate {}",
+        "simulating {fleet}; {limits}; settle {}, latency {}, error rate {}{tls}",
         format_duration(c.settle),
         format_duration(c.latency),
         c.error_rate
@@ -366,6 +407,27 @@ mod tests {
         assert_eq!(c.roles, ["Machine.Isolate", "Machine.Read.All"]);
         assert_eq!(c.fleet, FleetSpec::Generate { machines: 12 });
         assert!(config(&["--limit", "none"]).unwrap().limits.is_empty());
+    }
+
+    #[test]
+    fn tls_flags() {
+        assert_eq!(config(&[]).unwrap().tls, None);
+        assert_eq!(config(&["--tls"]).unwrap().tls, Some(SimTls::Generate));
+        assert_eq!(
+            config(&["--tls", "--tls-ca-out", "ca.pem"]).unwrap().tls,
+            Some(SimTls::Generate)
+        );
+        let files = config(&["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().tls;
+        assert_eq!(files, Some(SimTls::Files { cert: "c.pem".into(), key: "k.pem".into() }));
+        for argv in [
+            &["--tls-ca-out", "ca.pem"][..],
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls", "--tls-cert", "c.pem"],
+            &["--tls", "--tls-key", "k.pem"],
+            &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca-out", "ca.pem"],
+        ] {
+            assert!(config(argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

@@ -10,13 +10,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::FleetError;
+use super::tls::{SimTls, TlsError};
 use crate::api::model::Machine;
 use crate::pace::limit::{Limit, LimitError};
 use crate::pace::window::WindowModel;
 
 /// The application permissions (`roles` claim) the simulator knows: the seven
-/// action permissions, then the two read permissions.
-pub(crate) const KNOWN_ROLES: [&str; 9] = [
+/// action permissions, then the two machine read permissions, then the
+/// permissions of the log-on users (`User.Read.All`) and investigation
+/// (`Alert.ReadWrite.All`) APIs. One bit each in a `u16` roles mask, so at
+/// most sixteen; the defaults grant the first eight.
+pub(crate) const KNOWN_ROLES: [&str; 11] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -26,6 +30,8 @@ pub(crate) const KNOWN_ROLES: [&str; 9] = [
     "Machine.LiveResponse",
     "Machine.Read.All",
     "Machine.ReadWrite.All",
+    "User.Read.All",
+    "Alert.ReadWrite.All",
 ];
 
 /// The header value the App Service token endpoint demands when none is set.
@@ -142,6 +148,9 @@ pub struct SimConfig {
     pub identity: IdentityConfig,
     /// Seed of every random choice (fleet, failures, faults).
     pub seed: u64,
+    /// When set, serve HTTPS with this certificate instead of plain HTTP:
+    /// for testing a client's CA and proxy settings end to end.
+    pub tls: Option<SimTls>,
 }
 
 impl Default for SimConfig {
@@ -171,6 +180,7 @@ impl Default for SimConfig {
             page_size: None,
             identity: IdentityConfig::default(),
             seed: 1,
+            tls: None,
         }
     }
 }
@@ -202,6 +212,7 @@ impl fmt::Debug for SimConfig {
             .field("page_size", &self.page_size)
             .field("identity", &self.identity)
             .field("seed", &self.seed)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -265,6 +276,9 @@ pub enum SimError {
     /// A `--limit` value is malformed.
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// The TLS certificate could not be made or read.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Another flag has a bad value.
     #[error("invalid {flag}: {why}")]
     Invalid {

@@ -30,6 +30,32 @@
 //!   ([`REFERENCE_UNIX_SECS`], 2025-06-01T00:00:00Z) so they do not depend on
 //!   when the simulator runs.
 //!
+//! - **Tags** (`machineTags`, by record index, whatever the seed): `Tier0`
+//!   when `i % 50 == 0`, `Finance` when `i % 10 == 3`, `Finance-EMEA` as
+//!   well when `i % 20 == 13`, `VIP` when `i % 25 == 1`, `IR-quarantine`
+//!   when `i % 40 == 11`; in that order. Every other record has none.
+//! - **Files** seen (`GET files/{sha1}/machines`, by record index):
+//!   [`WELL_KNOWN_FILES`]`[0]` on `i % 10 == 0`, `[1]` on `i % 25 == 3`,
+//!   `[2]` on `i % 7 == 1`, `[3]` on record 4 alone.
+//! - **IP history** (`findbyip`), relative to the simulator's start `S` (so
+//!   that the API's 30-day window always holds some of it), lengths drawn
+//!   from the seed: a device holds `lastIpAddress` from `S − c` (c between
+//!   1 and 72 hours) on, with no end; before that, records with
+//!   `i % 3 != 2` held `172.16.{⌊i/254⌋ % 254 + 1}.{i % 254 + 1}` for 6 to
+//!   48 hours, and records with `i % 3 == 0` held `172.17.` (same last
+//!   octets) for 6 to 48 hours before that. A twin held its `lastIpAddress`
+//!   from `S − 60 days` to `S − 31 days` only, so no look-up finds it.
+//!
+//! # Simulator-only keys of fleet files
+//!
+//! A machine in a fleet file may carry two keys the real entity has not,
+//! removed before the machine is served: `files`, a list of SHA-1 hashes
+//! the device has seen, and `ipHistory`, a list of
+//! `{"ipAddress": "10.0.0.5", "from": "2026-11-30T08:00:00Z", "to": null}`
+//! (`from` null: since ever; `to` null: still). Without `ipHistory` the
+//! device held `lastIpAddress` and each `ipAddresses[].ipAddress` from its
+//! `firstSeen` to its `lastSeen` (either missing: no bound).
+//!
 //! # Offline machines
 //!
 //! A machine is offline when its `healthStatus` is present and is not
@@ -49,8 +75,9 @@ use crate::api::time::format_utc;
 pub(crate) const REFERENCE_UNIX_SECS: u64 = 1_748_736_000;
 
 /// Keys of the Machine entity in the order the service sends them; keys not
-/// listed here follow in the order they were loaded.
-const KEY_ORDER: &[&str] = &[
+/// listed here follow in the order they were loaded. Also every property
+/// `$select` may name.
+pub(crate) const KEY_ORDER: &[&str] = &[
     "id",
     "computerDnsName",
     "firstSeen",
@@ -190,7 +217,7 @@ pub(crate) fn generate(n: usize, seed: u64, offline_rate: f64) -> Vec<Machine> {
         extra.insert("riskScore".into(), json!(risk));
         extra.insert("exposureLevel".into(), json!(exposure));
         extra.insert("isAadJoined".into(), json!(aad_joined));
-        extra.insert("machineTags".into(), json!([]));
+        extra.insert("machineTags".into(), json!(generated_tags(i)));
         extra.insert("onboardingStatus".into(), json!("Onboarded"));
         extra.insert("osArchitecture".into(), json!("64-bit"));
         out.push(Machine {
@@ -217,6 +244,179 @@ fn guid(rng: &mut fastrand::Rng) -> String {
 /// `10.a.b.c`, unique for every record index below 254³·255.
 fn ip_of(i: usize) -> String {
     format!("10.{}.{}.{}", (i / (254 * 254)) % 256, (i / 254) % 254 + 1, i % 254 + 1)
+}
+
+/// The hashes the generated fleet has seen (rule in the module
+/// documentation): the documentation's example hash, a hash the test suites
+/// use, the SHA-1 of an empty file and that of the EICAR test file.
+pub const WELL_KNOWN_FILES: [&str; 4] = [
+    "1e5bc9d7e413ddd7902c2932e418702b84d0cc07",
+    "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508",
+    "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+    "3395856ce81f2b7382dee72602f798b642f14140",
+];
+
+/// The tags of generated record `i` (rule in the module documentation).
+pub fn generated_tags(i: usize) -> Vec<&'static str> {
+    let rules: [(&str, bool); 5] = [
+        ("Tier0", i.is_multiple_of(50)),
+        ("Finance", i % 10 == 3),
+        ("Finance-EMEA", i % 20 == 13),
+        ("VIP", i % 25 == 1),
+        ("IR-quarantine", i % 40 == 11),
+    ];
+    rules.into_iter().filter(|(_, on)| *on).map(|(t, _)| t).collect()
+}
+
+/// The files generated record `i` has seen (rule in the module documentation).
+pub fn generated_files(i: usize) -> Vec<String> {
+    let rules = [i.is_multiple_of(10), i % 25 == 3, i % 7 == 1, i == 4];
+    WELL_KNOWN_FILES.iter().zip(rules).filter(|(_, on)| *on).map(|(h, _)| h.to_string()).collect()
+}
+
+/// One stretch of time during which a machine held an internal IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IpSpan {
+    /// The address, parsed, so `findbyip` compares addresses, not spellings.
+    pub(crate) ip: std::net::IpAddr,
+    /// Since when; `None`: since before anything the service remembers.
+    pub(crate) from: Option<SystemTime>,
+    /// Until when; `None`: the machine still holds it.
+    pub(crate) to: Option<SystemTime>,
+}
+
+impl IpSpan {
+    /// Whether the machine held the address at some moment of `[lo, hi]`.
+    pub(crate) fn overlaps(&self, lo: SystemTime, hi: SystemTime) -> bool {
+        self.from.is_none_or(|f| f <= hi) && self.to.is_none_or(|t| t >= lo)
+    }
+
+    /// The span as the `/_sim` hooks show it (and fleet files write it).
+    pub(crate) fn to_json(&self) -> Value {
+        let at = |t: Option<SystemTime>| t.map_or(Value::Null, |t| Value::String(format_utc(t)));
+        json!({ "ipAddress": self.ip.to_string(), "from": at(self.from), "to": at(self.to) })
+    }
+}
+
+/// Reads an `ipHistory` list (see the module documentation).
+pub(crate) fn parse_ip_history(v: &Value) -> Result<Vec<IpSpan>, String> {
+    let Value::Array(items) = v else {
+        return Err("ipHistory must be a list of {ipAddress, from, to}".into());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(k, item)| {
+            let at = |key: &str| match item.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(t)) => crate::api::time::parse_utc(t)
+                    .map(Some)
+                    .ok_or_else(|| format!("ipHistory[{k}].{key}: {t:?} is not a UTC timestamp")),
+                Some(_) => Err(format!("ipHistory[{k}].{key} must be a timestamp or null")),
+            };
+            let ip = item
+                .get("ipAddress")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| format!("ipHistory[{k}].ipAddress must be an IP address"))?;
+            Ok(IpSpan { ip, from: at("from")?, to: at("to")? })
+        })
+        .collect()
+}
+
+/// Reads a `files` list: SHA-1 hashes, kept lowercase.
+pub(crate) fn parse_files(v: &Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = v else { return Err("files must be a list of SHA-1 hashes".into()) };
+    items
+        .iter()
+        .map(|h| match h.as_str() {
+            Some(t) if crate::api::action::is_sha1(t) => Ok(t.to_ascii_lowercase()),
+            _ => Err(format!("files: {h} is not a SHA-1 hash (40 hexadecimal digits)")),
+        })
+        .collect()
+}
+
+/// What the simulator keeps beside a machine entity: its IP history and
+/// the files it has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sidecar {
+    /// Every address the machine held, and when.
+    pub(crate) ips: Vec<IpSpan>,
+    /// SHA-1 hashes (lowercase) of the files it has seen.
+    pub(crate) files: Vec<String>,
+}
+
+/// Removes the simulator-only keys (`ipHistory`, `files`) from a loaded
+/// machine and reads them, or derives its history from `lastIpAddress` and
+/// `ipAddresses` when it has none (rules in the module documentation).
+pub(crate) fn take_sidecar(m: &mut Machine) -> Result<Sidecar, String> {
+    let history = m.extra.shift_remove("ipHistory");
+    let files = m.extra.shift_remove("files");
+    let files = files.as_ref().map(parse_files).transpose()?.unwrap_or_default();
+    let ips = match history {
+        Some(h) => parse_ip_history(&h)?,
+        None => {
+            let from = m.first_seen.as_deref().and_then(crate::api::time::parse_utc);
+            let to = m.last_seen.as_deref().and_then(crate::api::time::parse_utc);
+            let listed = m.extra.get("ipAddresses").and_then(Value::as_array);
+            let listed = listed.into_iter().flatten().filter_map(|a| a.get("ipAddress"));
+            let mut ips: Vec<IpSpan> = Vec::new();
+            for text in
+                m.last_ip_address.iter().map(String::as_str).chain(listed.filter_map(Value::as_str))
+            {
+                if let Ok(ip) = text.parse()
+                    && !ips.iter().any(|s| s.ip == ip)
+                {
+                    ips.push(IpSpan { ip, from, to });
+                }
+            }
+            ips
+        }
+    };
+    Ok(Sidecar { ips, files })
+}
+
+/// The IP histories of a generated fleet of `n` records (rule in the module
+/// documentation), relative to the simulator's start `start`.
+pub(crate) fn generated_histories(
+    fleet: &[Machine],
+    seed: u64,
+    start: SystemTime,
+) -> Vec<Vec<IpSpan>> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x1b_4157);
+    let n = fleet.len();
+    let b = n - twin_count(n);
+    let hour = 3600.0;
+    let ago = |secs: f64| start.checked_sub(Duration::from_secs_f64(secs));
+    fleet
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Some(ip) = m.last_ip_address.as_deref().and_then(|t| t.parse().ok()) else {
+                return Vec::new();
+            };
+            if i >= b {
+                let day = 86_400.0;
+                return vec![IpSpan { ip, from: ago(60.0 * day), to: ago(31.0 * day) }];
+            }
+            let current = rng.f64() * 71.0 * hour + hour;
+            let mut spans = vec![IpSpan { ip, from: ago(current), to: None }];
+            let mut end = current;
+            for (net, held) in [(16, i % 3 != 2), (17, i % 3 == 0)] {
+                if !held {
+                    break;
+                }
+                let len = rng.f64() * 42.0 * hour + 6.0 * hour;
+                let earlier = format!("172.{net}.{}.{}", (i / 254) % 254 + 1, i % 254 + 1);
+                // Built from numbers in range: always an address.
+                if let Ok(ip) = earlier.parse() {
+                    spans.insert(0, IpSpan { ip, from: ago(end + len), to: ago(end) });
+                }
+                end += len;
+            }
+            spans
+        })
+        .collect()
 }
 
 /// Why a fleet file could not be used.
@@ -299,6 +499,7 @@ pub fn parse(text: &str) -> Result<Vec<Machine>, String> {
         if !ids.insert(m.id.to_ascii_lowercase()) {
             return Err(format!("machine #{}: duplicate id {}", i + 1, m.id));
         }
+        take_sidecar(&mut m.clone()).map_err(|e| format!("machine #{}: {e}", i + 1))?;
         out.push(m);
     }
     Ok(out)
@@ -380,6 +581,58 @@ mod tests {
         assert_eq!((0..100).filter(|&i| offline_index(i, 0.0)).count(), 0);
         assert_eq!((0..100).filter(|&i| offline_index(i, 1.0)).count(), 100);
         assert_eq!((0..1000).filter(|&i| offline_index(i, 0.03)).count(), 30);
+    }
+
+    #[test]
+    fn ip_histories_follow_the_documented_rule() {
+        let start = UNIX_EPOCH + Duration::from_secs(REFERENCE_UNIX_SECS);
+        let f = generate(100, 5, 0.0);
+        let h = generated_histories(&f, 5, start);
+        assert_eq!(h, generated_histories(&f, 5, start));
+        assert_ne!(h, generated_histories(&f, 6, start));
+        let b = 100 - twin_count(100);
+        for (i, spans) in h.iter().enumerate() {
+            let current = spans.last().unwrap();
+            assert_eq!(Some(current.ip.to_string()), f[i].last_ip_address, "{i}");
+            if i >= b {
+                assert_eq!(spans.len(), 1);
+                assert!(current.to.unwrap() <= start - Duration::from_secs(31 * 86_400));
+                continue;
+            }
+            assert_eq!(spans.len(), [3, 2, 1][i % 3], "{i}");
+            let since = start.duration_since(current.from.unwrap()).unwrap();
+            assert!(since >= Duration::from_secs(3600) && since < Duration::from_secs(72 * 3600));
+            assert_eq!(current.to, None);
+            // Each earlier span ends where the next begins.
+            for w in spans.windows(2) {
+                assert_eq!(w[0].to, w[1].from);
+                assert!(w[0].from < w[0].to);
+            }
+        }
+        assert_eq!(h[3][0].ip.to_string(), "172.17.1.4");
+        assert_eq!(h[3][1].ip.to_string(), "172.16.1.4");
+    }
+
+    #[test]
+    fn simulator_keys_of_fleet_files_leave_the_entity() {
+        let mut m = parse(
+            r#"[{"id":"a","lastIpAddress":"10.0.0.1","files":["A0C659857CCBE457FDAF5FE21D54EFDCBF6F6508"],
+                 "ipHistory":[{"ipAddress":"10.0.0.1","from":"2026-11-30T08:00:00Z","to":null}]}]"#,
+        )
+        .unwrap()
+        .remove(0);
+        let side = take_sidecar(&mut m).unwrap();
+        assert_eq!(side.files, ["a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"]);
+        assert_eq!(side.ips[0].to_json()["from"], "2026-11-30T08:00:00.0000000Z");
+        assert!(!m.extra.contains_key("files") && !m.extra.contains_key("ipHistory"));
+        let mut plain = parse(r#"[{"id":"b","lastIpAddress":"10.0.0.2","ipAddresses":[{"ipAddress":"fe80::1"},{"ipAddress":"10.0.0.2"}]}]"#)
+            .unwrap()
+            .remove(0);
+        let ips: Vec<String> =
+            take_sidecar(&mut plain).unwrap().ips.iter().map(|s| s.ip.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.2", "fe80::1"]);
+        assert_eq!(generated_tags(13), ["Finance", "Finance-EMEA"]);
+        assert_eq!(generated_files(0), [WELL_KNOWN_FILES[0]]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! with [`serve`]. The parts:
 //!
 //! - [`server`]: the HTTP/1.1 server (hyper), latency, dropped connections.
+//! - [`tls`]: HTTPS (`--tls`): the generated or given certificate.
 //! - [`handlers`]: every endpoint, in the service's check order.
 //! - [`state`]: fleet, actions, tokens, quotas and counters behind one lock.
 //! - [`fleet`]: the deterministic generated fleet and fleet files.
@@ -29,6 +30,7 @@ pub(crate) mod odata;
 pub(crate) mod quota;
 pub(crate) mod server;
 pub(crate) mod state;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,6 +49,7 @@ pub use config::{
     SimError, Stats,
 };
 pub use fleet::FleetError;
+pub use tls::{SimTls, TlsError};
 
 /// A running simulator. Dropping it stops accepting connections; prefer
 /// [`Sim::shutdown`], which also waits for the server task.
@@ -59,12 +62,16 @@ pub struct Sim {
     stop: watch::Sender<bool>,
     /// The accept loop, awaited on shutdown.
     task: Option<JoinHandle<()>>,
+    /// The generated CA's certificate (PEM), when serving TLS with one.
+    ca_pem: Option<String>,
 }
 
 impl Sim {
-    /// Builds the fleet, binds `config.listen` and serves on the current tokio runtime.
+    /// Builds the fleet, binds `config.listen` and serves on the current
+    /// tokio runtime: HTTPS when `config.tls` is set, plain HTTP otherwise.
     pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(tls::prepare).transpose()?;
         let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| {
             SimError::Listen { addr: config.listen.clone(), why: fleet::io_reason(&e) }
         })?;
@@ -74,8 +81,12 @@ impl Sim {
         })?;
         let shared = Arc::new(server::Shared::new(config, addr));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stopped));
-        Ok(Sim { addr, shared, stop, task: Some(task) })
+        let (acceptor, ca_pem) = match tls {
+            Some(t) => (Some(t.acceptor), t.ca_pem),
+            None => (None, None),
+        };
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stopped, acceptor));
+        Ok(Sim { addr, shared, stop, task: Some(task), ca_pem })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -83,10 +94,18 @@ impl Sim {
         self.addr
     }
 
-    /// `http://HOST:PORT`: the API base is this plus `/api`, the token
-    /// endpoint this plus `/{tenant}/oauth2/v2.0/token`.
+    /// `http://HOST:PORT` (`https://` when serving TLS): the API base is
+    /// this plus `/api`, the token endpoint this plus
+    /// `/{tenant}/oauth2/v2.0/token`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.shared.scheme, self.addr)
+    }
+
+    /// The PEM certificate of the CA that signed the served certificate,
+    /// when the simulator made it (TLS without given files): what a client
+    /// must trust to reach it.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem.clone()
     }
 
     /// The counters, as `GET /_sim/stats` serves them.

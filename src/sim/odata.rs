@@ -43,13 +43,16 @@ pub(crate) enum FieldType {
     StrList,
 }
 
-/// The filterable fields of one entity set.
+/// The filterable fields and the properties of one entity set.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schema {
     /// The OData type name quoted in error messages.
     pub(crate) type_name: &'static str,
     /// Field name (camelCase, exact) and type.
     pub(crate) fields: &'static [(&'static str, FieldType)],
+    /// Every property of the entity, in the order the service writes
+    /// them: what `$select` may name.
+    pub(crate) properties: &'static [&'static str],
 }
 
 /// `GET machines`: the fields the documentation lists for `$filter`.
@@ -71,6 +74,7 @@ pub(crate) const MACHINES: Schema = Schema {
         ("riskScore", FieldType::Str),
         ("rbacGroupId", FieldType::Num),
     ],
+    properties: crate::sim::fleet::KEY_ORDER,
 };
 
 /// `GET machineactions`: the fields the documentation lists for `$filter`.
@@ -83,6 +87,28 @@ pub(crate) const MACHINE_ACTIONS: Schema = Schema {
         ("type", FieldType::Str),
         ("requestor", FieldType::Str),
         ("creationDateTimeUtc", FieldType::DateTime),
+    ],
+    properties: &[
+        "id",
+        "type",
+        "title",
+        "requestor",
+        "requestorComment",
+        "status",
+        "machineId",
+        "computerDnsName",
+        "creationDateTimeUtc",
+        "lastUpdateDateTimeUtc",
+        "cancellationRequestor",
+        "cancellationComment",
+        "cancellationDateTimeUtc",
+        "errorHResult",
+        "scope",
+        "externalId",
+        "requestSource",
+        "relatedFileInfo",
+        "commands",
+        "troubleshootInfo",
     ],
 };
 
@@ -238,10 +264,83 @@ pub(crate) struct Query {
     pub(crate) top: Option<usize>,
     /// `$skip`: entities to leave out first.
     pub(crate) skip: usize,
+    /// `$select`: the properties to keep, as named (duplicates dropped);
+    /// `None` keeps them all (no `$select`, or `$select=*`).
+    pub(crate) select: Option<Vec<&'static str>>,
+    /// `$select` as sent, for `@odata.nextLink`.
+    pub(crate) select_text: Option<String>,
+}
+
+/// Reads a `$select` value against the properties of `schema`: a
+/// comma-separated list of property names, exact case as `$filter`'s
+/// fields; `*` selects everything (`None`). An unknown name is refused with
+/// the message ASP.NET OData gives.
+pub(crate) fn parse_select(
+    value: &str,
+    schema: &Schema,
+) -> Result<Option<Vec<&'static str>>, ODataError> {
+    if value.trim() == "*" {
+        return Ok(None);
+    }
+    let mut out: Vec<&'static str> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(ODataError(format!(
+                "Syntax error: an empty property name in $select '{value}'."
+            )));
+        }
+        let Some(&p) = schema.properties.iter().find(|p| **p == name) else {
+            return Err(ODataError(format!(
+                "Could not find a property named '{name}' on type '{}'.",
+                schema.type_name
+            )));
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Reads only `$select` from the query of a single-entity look-up (the
+/// other options mean nothing there and are left alone, as before).
+pub(crate) fn parse_select_only(
+    raw: Option<&str>,
+    schema: &Schema,
+) -> Result<Option<Vec<&'static str>>, ODataError> {
+    let mut select = None;
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode_form(k) == "$select" {
+            if select.is_some() {
+                return Err(twice("$select"));
+            }
+            select = Some(parse_select(&decode_form(v), schema)?);
+        }
+    }
+    Ok(select.flatten())
+}
+
+/// Keeps the `select`ed keys of an entity, in the entity's own order.
+pub(crate) fn project(
+    entity: serde_json::Map<String, serde_json::Value>,
+    select: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    entity.into_iter().filter(|(k, _)| select.contains(&k.as_str())).collect()
+}
+
+/// The `@odata.context` fragment of an entity set under a projection:
+/// `Machines(id,computerDnsName)`, the properties in `$select`'s order, as
+/// OData writes it (the service's own form is not documented).
+pub(crate) fn projected(set: &str, select: Option<&[&'static str]>) -> String {
+    match select {
+        Some(props) => format!("{set}({})", props.join(",")),
+        None => set.to_string(),
+    }
 }
 
 /// Reads the raw query string of a list request against `schema`.
-/// Options other than `$filter`, `$top` and `$skip` (such as `$orderby`) are
+/// Options other than `$filter`, `$top`, `$skip` and `$select` (such as `$orderby`) are
 /// refused; parameters without a `$` are ignored.
 pub(crate) fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, ODataError> {
     let mut q = Query::default();
@@ -275,6 +374,13 @@ pub(crate) fn parse_query(raw: Option<&str>, schema: &Schema) -> Result<Query, O
                     return Err(twice(&key));
                 }
                 q.skip = parse_count(&key, &value)?;
+            }
+            "$select" => {
+                if q.select_text.is_some() {
+                    return Err(twice(&key));
+                }
+                q.select = parse_select(&value, schema)?;
+                q.select_text = Some(value);
             }
             k if k.starts_with('$') => {
                 return Err(ODataError(format!("The query parameter '{k}' is not supported.")));
@@ -722,5 +828,37 @@ mod tests {
         assert!(parse_query(Some("$orderby=lastSeen"), &MACHINES).is_err());
         assert!(parse_query(Some("$top=1&$top=2"), &MACHINES).is_err());
         assert_eq!(parse_query(None, &MACHINES).unwrap(), Query::default());
+    }
+
+    #[test]
+    fn select_properties_are_the_entities_own_keys_in_order() {
+        let doc = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/machineaction-doc-example.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let a: crate::api::model::MachineAction = serde_json::from_str(&doc).unwrap();
+        let v = serde_json::to_value(a).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, MACHINE_ACTIONS.properties);
+        assert_eq!(MACHINES.properties, crate::sim::fleet::KEY_ORDER);
+    }
+
+    #[test]
+    fn select_names_known_properties_once() {
+        let q = parse_query(Some("$select=computerDnsName,id,id"), &MACHINES).unwrap();
+        assert_eq!(q.select, Some(vec!["computerDnsName", "id"]));
+        assert_eq!(q.select_text.as_deref(), Some("computerDnsName,id,id"));
+        assert_eq!(parse_query(Some("$select=*"), &MACHINES).unwrap().select, None);
+        let e = parse_query(Some("$select=id,nope"), &MACHINES).unwrap_err();
+        assert!(e.0.contains("'nope'") && e.0.contains("PublicMachine"), "{e}");
+        assert!(parse_query(Some("$select=ID"), &MACHINES).is_err());
+        assert!(parse_query(Some("$select=id,"), &MACHINES).is_err());
+        assert!(parse_query(Some("$select=id&$select=id"), &MACHINES).is_err());
+        assert_eq!(
+            parse_select_only(Some("$top=3&$select=status"), &MACHINE_ACTIONS).unwrap(),
+            Some(vec!["status"])
+        );
+        assert_eq!(projected("Machines", Some(&["id", "lastSeen"])), "Machines(id,lastSeen)");
     }
 }

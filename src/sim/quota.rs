@@ -29,7 +29,8 @@ pub(crate) type Principal = usize;
 pub(crate) struct Quotas {
     /// How calls are counted.
     model: WindowModel,
-    /// The limits every key gets; empty means no quota at all.
+    /// The limits as configured; each key gets [`Limit::for_api`] of them
+    /// (empty means no quota at all).
     limits: Vec<Limit>,
     /// Simulator start: anchors fixed slots and phantom calls.
     origin: Instant,
@@ -92,7 +93,10 @@ impl Quotas {
         let (model, origin, load) = (self.model, self.origin, self.foreign_load);
         let limits = &self.limits;
         let counters = self.keys.entry((principal, api)).or_insert_with(|| {
-            limits.iter().map(|&l| LimitCounter::new(model, l, origin, load)).collect()
+            Limit::for_api(limits, api)
+                .into_iter()
+                .map(|l| LimitCounter::new(model, l, origin, load))
+                .collect()
         });
         let mut worst: Option<Throttle> = None;
         for c in counters.iter_mut() {
@@ -173,6 +177,19 @@ mod tests {
         assert!(q.admit(0, Api::GetMachine, t0).is_ok());
         let t = q.admit(0, API, t0 + Duration::from_secs(1)).unwrap_err();
         assert_eq!(t.wait, Duration::from_secs(59));
+    }
+
+    #[test]
+    fn documented_limits_differ_per_api_and_configured_ones_do_not() {
+        let t0 = Instant::now();
+        let mut q = Quotas::new(WindowModel::Sliding, &Limit::api_defaults(), t0, 0.0);
+        let n = |q: &mut Quotas, api| (0..200).filter(|_| q.admit(0, api, t0).is_ok()).count();
+        assert_eq!(n(&mut q, Api::GetPackageUri), 2);
+        assert_eq!(n(&mut q, Api::StartInvestigation), 50);
+        assert_eq!(n(&mut q, Api::FindByTag), 100);
+        let mut q = Quotas::new(WindowModel::Sliding, &[lim(7, 60)], t0, 0.0);
+        assert_eq!(n(&mut q, Api::GetPackageUri), 7);
+        assert_eq!(n(&mut q, Api::StartInvestigation), 7);
     }
 
     #[test]

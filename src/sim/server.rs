@@ -1,6 +1,7 @@
-//! The HTTP/1.1 server: accepts connections, reads each request, applies the
-//! configured latency around the handling, and either answers or closes the
-//! connection without a reply (injected drops).
+//! The HTTP/1.1 server: accepts connections (over TLS when configured),
+//! reads each request, applies the configured latency around the handling,
+//! and either answers or closes the connection without a reply (injected
+//! drops).
 //!
 //! It serves with hyper directly because dropping a connection is part of
 //! the contract: when the service returns an error, hyper closes the socket
@@ -19,10 +20,12 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICA
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::config::SimConfig;
 use super::handlers::reply::{Disconnect, Reply, Request};
@@ -31,6 +34,10 @@ use super::state::State;
 
 /// Request bodies larger than this are refused (413) without being handled.
 const MAX_BODY: usize = 1 << 20;
+
+/// How long a TLS handshake may take: a client that connects and says
+/// nothing must not hold a task for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the server task and the [`super::Sim`] handle share.
 #[derive(Debug)]
@@ -49,11 +56,12 @@ impl Shared {
     /// Builds the state for `config`, bound at `addr`; the clock starts now.
     pub(crate) fn new(config: SimConfig, addr: SocketAddr) -> Shared {
         let latency = config.latency;
+        let https = config.tls.is_some();
         Shared {
             state: Mutex::new(State::new(config, Clock::start())),
             latency,
             local: addr.to_string(),
-            scheme: "http",
+            scheme: if https { "https" } else { "http" },
         }
     }
 }
@@ -100,11 +108,14 @@ impl Body for Full {
 
 /// Accepts connections until `stop` turns true (or its sender goes away),
 /// then lets open connections finish their current request for up to a
-/// second before cutting them.
+/// second before cutting them. With `tls`, each connection first completes
+/// a TLS handshake; one that fails (a plain-HTTP client, a client that does
+/// not trust the certificate) ends that connection only.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -113,8 +124,16 @@ pub(crate) async fn accept_loop(
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve_connection(stream, shared.clone(), stop.clone()));
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    match &tls {
+                        Some(acceptor) => {
+                            conns.spawn(serve_tls(acceptor.clone(), stream, peer, shared.clone(), stop.clone()));
+                        }
+                        None => {
+                            conns.spawn(serve_connection(stream, shared.clone(), stop.clone()));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
@@ -137,9 +156,28 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Serves one keep-alive connection.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+/// Completes the TLS handshake of one connection, then serves it. A failed
+/// or stalled handshake is logged at debug level and closes only this
+/// connection.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_connection(tls, shared, stop).await,
+        Ok(Err(e)) => tracing::debug!("simulator: TLS handshake with {peer} failed: {e}"),
+        Err(_) => tracing::debug!("simulator: TLS handshake with {peer} timed out"),
+    }
+}
+
+/// Serves one keep-alive connection, plain or TLS.
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| handle(shared.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

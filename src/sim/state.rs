@@ -27,18 +27,40 @@ pub(crate) struct MachineEntry {
     pub(crate) offline: bool,
     /// `lastSeen`, parsed, to choose between machines sharing a name.
     pub(crate) last_seen: Option<SystemTime>,
+    /// Its IP history and the files it has seen: what `findbyip` and
+    /// `files/{sha1}/machines` look at, never part of the entity.
+    pub(crate) sidecar: fleet::Sidecar,
 }
 
 impl MachineEntry {
     /// Wraps a machine, rendering its JSON.
-    pub(crate) fn new(machine: Machine) -> MachineEntry {
+    pub(crate) fn new(machine: Machine, sidecar: fleet::Sidecar) -> MachineEntry {
         let json = serde_json::Value::Object(fleet::render(&machine)).to_string();
         MachineEntry {
             offline: fleet::is_offline(&machine),
             last_seen: fleet::last_seen(&machine),
             json: json.into(),
             machine,
+            sidecar,
         }
+    }
+
+    /// Renders the entity again after a change to `machine`.
+    pub(crate) fn rerender(&mut self) {
+        let sidecar = std::mem::take(&mut self.sidecar);
+        *self = MachineEntry::new(self.machine.clone(), sidecar);
+    }
+
+    /// The machine's tags (`machineTags`), in order.
+    pub(crate) fn tags(&self) -> Vec<String> {
+        let tags = self.machine.extra.get("machineTags").and_then(serde_json::Value::as_array);
+        tags.into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect()
+    }
+
+    /// Replaces the machine's tags and renders it again.
+    pub(crate) fn set_tags(&mut self, tags: Vec<String>) {
+        self.machine.extra.insert("machineTags".into(), serde_json::json!(tags));
+        self.rerender();
     }
 }
 
@@ -100,6 +122,8 @@ pub(crate) struct State {
     /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
     /// their tokens are refused and no new one is issued.
     pub(crate) revoked: HashSet<String>,
+    /// Investigations started through `startInvestigation`: numbers their ids.
+    pub(crate) investigations: u64,
     /// `(client id, jti)` of every client assertion accepted, with its `exp`:
     /// a replayed assertion is refused until it would have expired anyway.
     pub(crate) used_assertions: HashMap<(String, String), i64>,
@@ -113,14 +137,32 @@ pub(crate) fn role_bit(role: &str) -> u16 {
 impl State {
     /// Builds the fleet and empty counters for `cfg`, starting the clock at `clock`.
     pub(crate) fn new(mut cfg: SimConfig, clock: Clock) -> State {
-        let fleet = match std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new())) {
-            FleetSpec::Generate { machines } => {
-                fleet::generate(machines, cfg.seed, cfg.offline_rate)
-            }
-            FleetSpec::Machines(m) => m,
-        };
-        cfg.fleet = FleetSpec::Generate { machines: fleet.len() };
-        let machines: Vec<MachineEntry> = fleet.into_iter().map(MachineEntry::new).collect();
+        let machines: Vec<MachineEntry> =
+            match std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new())) {
+                FleetSpec::Generate { machines } => {
+                    let fleet = fleet::generate(machines, cfg.seed, cfg.offline_rate);
+                    let ips = fleet::generated_histories(&fleet, cfg.seed, clock.wall_origin);
+                    fleet
+                        .into_iter()
+                        .zip(ips)
+                        .enumerate()
+                        .map(|(i, (m, ips))| {
+                            let files = fleet::generated_files(i);
+                            MachineEntry::new(m, fleet::Sidecar { ips, files })
+                        })
+                        .collect()
+                }
+                // Fleet files were checked on loading; a fleet built in code
+                // with a malformed simulator-only key serves without it.
+                FleetSpec::Machines(ms) => ms
+                    .into_iter()
+                    .map(|mut m| {
+                        let sidecar = fleet::take_sidecar(&mut m).unwrap_or_default();
+                        MachineEntry::new(m, sidecar)
+                    })
+                    .collect(),
+            };
+        cfg.fleet = FleetSpec::Generate { machines: machines.len() };
         let mut by_id = HashMap::with_capacity(machines.len());
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(machines.len());
         for (i, m) in machines.iter().enumerate() {
@@ -144,6 +186,7 @@ impl State {
             accepted: HashSet::new(),
             tokens: HashMap::new(),
             revoked: HashSet::new(),
+            investigations: 0,
             used_assertions: HashMap::new(),
             principals: HashMap::new(),
             stats: Stats::default(),
@@ -249,7 +292,7 @@ impl State {
         let offset = self.clock.offset(now);
         let entry = &mut self.machines[idx];
         entry.machine.health_status = Some(if online { "Active" } else { "Inactive" }.to_string());
-        *entry = MachineEntry::new(entry.machine.clone());
+        entry.rerender();
         if online {
             let timeout = self.timing.action_timeout;
             for a in self.actions.iter_mut().filter(|a| a.machine == idx) {

@@ -46,10 +46,17 @@ pub struct Env {
 }
 
 impl Env {
-    /// Starts a simulator with `cfg` and gets a token for app `app` in tenant `t1`.
+    /// Starts a simulator with `cfg` and gets a token for app `app` in tenant
+    /// `t1`. Over TLS (`cfg.tls`), the client trusts the simulator's CA and
+    /// nothing else.
     pub async fn start(cfg: SimConfig) -> Env {
         let sim = Sim::start(cfg).await.expect("simulator starts");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
+        if let Some(ca) = sim.ca_pem() {
+            http =
+                http.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap());
+        }
+        let http = http.build().unwrap();
         let base = sim.url();
         let token = token(&http, &base, "t1", "app").await;
         Env { sim, http, base, token }

@@ -149,9 +149,11 @@ impl State {
         let registered = &self.cfg.identity.client_certificates;
         let revoked = self.revoked.contains(&client_id.to_ascii_lowercase());
         let cert = match (named, &chain_leaf) {
+            // Compared as bytes: MSAL pads its base64url thumbprints with
+            // `=`, and Entra takes them.
             (Some((thumb, sha256)), _) => registered.iter().find(|c| {
                 let own = if sha256 { jwt::x5t_s256(c) } else { jwt::x5t(c) };
-                own == thumb
+                jwt::b64url_decode(thumb).ok() == jwt::b64url_decode(&own).ok()
             }),
             (None, Some(leaf)) => registered.iter().find(|c| *c == leaf),
             (None, None) => None,

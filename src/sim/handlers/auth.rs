@@ -14,6 +14,9 @@ fn required_roles(api: Api) -> u16 {
         Api::Action(kind) => role_bit(kind.permission()),
         // Any of the seven action permissions.
         Api::CancelAction => (1 << 7) - 1,
+        Api::MachineTags | Api::MachinesTags => role_bit("Machine.ReadWrite.All"),
+        Api::LogonUsers => role_bit("User.Read.All"),
+        Api::StartInvestigation => role_bit("Alert.ReadWrite.All"),
         _ => role_bit("Machine.Read.All") | role_bit("Machine.ReadWrite.All"),
     }
 }
@@ -24,6 +27,9 @@ fn required_roles_text(api: Api) -> String {
     match api {
         Api::Action(kind) => kind.permission().to_string(),
         Api::CancelAction => "one of the machine action permissions".to_string(),
+        Api::MachineTags | Api::MachinesTags => "Machine.ReadWrite.All".to_string(),
+        Api::LogonUsers => "User.Read.All".to_string(),
+        Api::StartInvestigation => "Alert.ReadWrite.All".to_string(),
         _ => "Machine.Read.All or Machine.ReadWrite.All".to_string(),
     }
 }

@@ -131,8 +131,20 @@ fn instance(origin: &str, req: &Request<'_>) -> Reply {
         .map(|(_, v)| decode_form(v))
         .unwrap_or_default();
     let host = req.host;
-    let rest = endpoint.strip_prefix(&format!("{origin}/"));
-    let Some(tenant) = rest.and_then(|r| r.split('/').next()).filter(|t| !t.is_empty()) else {
+    // MSAL names the authority by host name alone (no port): the instance
+    // is ours when its host name is the one this request reached.
+    let hostname = |h: &str| {
+        h.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(h.to_string(), |(name, _)| name.to_string())
+    };
+    let authority = endpoint.strip_prefix("https://").or(endpoint.strip_prefix("http://"));
+    let tenant = authority.and_then(|rest| {
+        let (instance, path) = rest.split_once('/')?;
+        let tenant = path.split('/').next().filter(|t| !t.is_empty())?;
+        hostname(instance).eq_ignore_ascii_case(&hostname(host)).then_some(tenant)
+    });
+    let Some(tenant) = tenant else {
         return Reply::entra(400, "invalid_instance", 50049, "Unknown or invalid instance.");
     };
     let body = json!({

@@ -1,14 +1,18 @@
 //! Look-ups and lists: `GET machines/{id-or-name}`, `GET machines`,
 //! `GET machineactions/{id}` and `GET machineactions`, with `$filter`, `$top`
 //! and `$skip` (parsed by [`crate::sim::odata`]) and `@odata.nextLink` paging,
-//! and the `@odata.context` every entity reply carries.
+//! `$select` projections (on look-ups too), and the `@odata.context` every
+//! entity reply carries.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::reply::{ODATA_JSON, Reply, Request};
-use crate::api::model::{Entity, ODataList};
+use crate::api::model::{Entity, MachineAction, ODataList};
 use crate::api::odata::encode;
+use crate::sim::fleet;
 use crate::sim::odata::{self, MAX_TOP, Query};
 use crate::sim::state::State;
 
@@ -39,11 +43,23 @@ fn json_field(v: &Value) -> odata::Value<'_> {
     }
 }
 
+/// The `select`ed properties of an action, in the entity's order.
+fn project_action(a: &MachineAction, select: &[&str]) -> serde_json::Map<String, Value> {
+    match serde_json::to_value(a) {
+        Ok(Value::Object(o)) => odata::project(o, select),
+        // A MachineAction always serialises to an object (plain fields only).
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// `@odata.nextLink` for the page after `page_len` entities.
 fn next_link(req: &Request<'_>, q: &Query, page_len: usize) -> String {
     let mut parts = Vec::new();
     if let Some(f) = &q.filter_text {
         parts.push(format!("$filter={}", encode(f)));
+    }
+    if let Some(sel) = &q.select_text {
+        parts.push(format!("$select={}", encode(sel)));
     }
     if let Some(top) = q.top {
         parts.push(format!("$top={}", top - page_len));
@@ -72,11 +88,20 @@ impl State {
         Reply::json(status, body, ODATA_JSON)
     }
 
-    /// `GET machines/{id-or-name}`.
+    /// `GET machines/{id-or-name}`, with `$select`.
     pub(super) fn get_machine(&self, key: &str, req: &Request<'_>) -> Reply {
+        let select = match odata::parse_select_only(req.query, &odata::MACHINES) {
+            Ok(s) => s,
+            Err(e) => return Reply::error(400, "ODataError", e.0),
+        };
         let Some(i) = self.machine_by_id_or_name(key) else {
             return Reply::error(404, "ResourceNotFound", format!("Machine {key} was not found"));
         };
+        if let Some(sel) = &select {
+            let fragment = format!("{}/$entity", odata::projected("Machines", Some(sel)));
+            let entity = odata::project(fleet::render(&self.machines[i].machine), sel);
+            return State::entity_reply(200, req, &fragment, entity);
+        }
         let json = &self.machines[i].json;
         let ctx = Value::String(State::context(req, "Machines/$entity")).to_string();
         // The rendered machine is a non-empty JSON object: it always has an id.
@@ -84,7 +109,7 @@ impl State {
         Reply::json(200, body, ODATA_JSON)
     }
 
-    /// `GET machines` with `$filter`, `$top` and `$skip`, in fleet order.
+    /// `GET machines` with `$filter`, `$top`, `$skip` and `$select`, in fleet order.
     pub(super) fn list_machines(&self, req: &Request<'_>) -> Reply {
         let q = match odata::parse_query(req.query, &odata::MACHINES) {
             Ok(q) => q,
@@ -102,8 +127,13 @@ impl State {
             })
             .skip(q.skip)
             .take(top.min(page.saturating_add(1)))
-            .map(|m| &*m.json)
-            .collect::<Vec<&str>>();
+            .map(|m| match &q.select {
+                Some(sel) => Cow::Owned(
+                    Value::Object(odata::project(fleet::render(&m.machine), sel)).to_string(),
+                ),
+                None => Cow::Borrowed(&*m.json),
+            })
+            .collect::<Vec<Cow<'_, str>>>();
         let next = if items.len() > page {
             items.truncate(page);
             let link = Value::String(next_link(req, &q, page)).to_string();
@@ -111,7 +141,8 @@ impl State {
         } else {
             String::new()
         };
-        let ctx = Value::String(State::context(req, "Machines")).to_string();
+        let fragment = odata::projected("Machines", q.select.as_deref());
+        let ctx = Value::String(State::context(req, &fragment)).to_string();
         let mut body = String::with_capacity(64 + items.iter().map(|s| s.len() + 1).sum::<usize>());
         body.push_str("{\"@odata.context\":");
         body.push_str(&ctx);
@@ -123,8 +154,12 @@ impl State {
         Reply::json(200, body, ODATA_JSON)
     }
 
-    /// `GET machineactions/{id}`.
+    /// `GET machineactions/{id}`, with `$select`.
     pub(super) fn get_action(&self, id: &str, req: &Request<'_>, now: Instant) -> Reply {
+        let select = match odata::parse_select_only(req.query, &odata::MACHINE_ACTIONS) {
+            Ok(s) => s,
+            Err(e) => return Reply::error(400, "ODataError", e.0),
+        };
         let Some(idx) = self.action_by_id(id) else {
             return Reply::error(
                 404,
@@ -133,10 +168,16 @@ impl State {
             );
         };
         let entity = self.actions[idx].view(self.clock.offset(now), &self.timing, &self.clock);
-        State::entity_reply(200, req, "MachineActions/$entity", entity)
+        match &select {
+            Some(sel) => {
+                let fragment = format!("{}/$entity", odata::projected("MachineActions", Some(sel)));
+                State::entity_reply(200, req, &fragment, project_action(&entity, sel))
+            }
+            None => State::entity_reply(200, req, "MachineActions/$entity", entity),
+        }
     }
 
-    /// `GET machineactions` with `$filter`, `$top` and `$skip`, newest first.
+    /// `GET machineactions` with `$filter`, `$top`, `$skip` and `$select`, newest first.
     pub(super) fn list_actions(&self, req: &Request<'_>, now: Instant) -> Reply {
         let q = match odata::parse_query(req.query, &odata::MACHINE_ACTIONS) {
             Ok(q) => q,
@@ -172,11 +213,13 @@ impl State {
         } else {
             None
         };
-        let list = ODataList {
-            context: Some(State::context(req, "MachineActions")),
-            value: items.into_iter().map(|a| a.view(offset, &self.timing, &self.clock)).collect(),
-            next_link,
+        let views = items.into_iter().map(|a| a.view(offset, &self.timing, &self.clock));
+        let value: Vec<Value> = match &q.select {
+            Some(sel) => views.map(|v| Value::Object(project_action(&v, sel))).collect(),
+            None => views.map(|v| serde_json::to_value(v).unwrap_or_default()).collect(),
         };
+        let fragment = odata::projected("MachineActions", q.select.as_deref());
+        let list = ODataList { context: Some(State::context(req, &fragment)), value, next_link };
         Reply::json(200, serde_json::to_string(&list).unwrap_or_default(), ODATA_JSON)
     }
 }

@@ -13,6 +13,8 @@
 //! - [`throttle`]: CPU throttling and quota admission (the 429s).
 //! - [`actions`]: action POSTs, their body validation, and cancel.
 //! - [`lists`]: `machines` and `machineactions`, listed and looked up.
+//! - [`machines`]: the rest of the machine family: look-ups by IP, tag and
+//!   file, tags, log-on users, investigations and package links.
 //! - [`admin`]: the `/_sim` hooks.
 //!
 //! Injected faults are drawn by [`super::faults`]. Nothing here does I/O;
@@ -32,6 +34,7 @@ mod auth;
 mod discovery;
 mod identity;
 mod lists;
+mod machines;
 mod mint;
 pub(crate) mod reply;
 mod throttle;
@@ -135,6 +138,20 @@ pub(crate) fn route(method: &Method, path: &str) -> Route {
     let id = |i: usize| Some(decode(raw[i]));
     match rest {
         ["machines"] if get => Route::Api(Api::ListMachines, None),
+        ["machines", "findbytag"] if get => Route::Api(Api::FindByTag, None),
+        ["machines", m] if get && m.starts_with("findbyip(") => Route::Api(Api::FindByIp, id(1)),
+        ["machines", "addorremovetagformultiplemachines"] if post => {
+            Route::Api(Api::MachinesTags, None)
+        }
+        ["machines", m, "tags"] if post && !m.is_empty() => Route::Api(Api::MachineTags, id(1)),
+        ["machines", m, "startinvestigation"] if post && !m.is_empty() => {
+            Route::Api(Api::StartInvestigation, id(1))
+        }
+        ["machines", m, "logonusers"] if get && !m.is_empty() => Route::Api(Api::LogonUsers, id(1)),
+        ["files", f, "machines"] if get && !f.is_empty() => Route::Api(Api::FileMachines, id(1)),
+        ["machineactions", a, "getpackageuri"] if get && !a.is_empty() => {
+            Route::Api(Api::GetPackageUri, id(1))
+        }
         ["machines", m] if get && !m.is_empty() => Route::Api(Api::GetMachine, id(1)),
         ["machines", m, seg] if post && !m.is_empty() => {
             match ActionKind::ALL.into_iter().find(|k| k.path_segment().eq_ignore_ascii_case(seg)) {
@@ -252,6 +269,14 @@ impl State {
             (Api::ListMachines, _) => self.list_machines(req),
             (Api::GetAction, _) => self.get_action(&id, req, now),
             (Api::ListActions, _) => self.list_actions(req, now),
+            (Api::FindByIp, _) => self.find_by_ip(&id, req, now),
+            (Api::FindByTag, _) => self.find_by_tag(req),
+            (Api::MachineTags, _) => self.tag_machine(&id, req),
+            (Api::MachinesTags, _) => self.tag_machines(req),
+            (Api::FileMachines, _) => self.file_machines(&id, req),
+            (Api::LogonUsers, _) => self.logon_users(&id, req),
+            (Api::StartInvestigation, _) => self.start_investigation(&id, req, now),
+            (Api::GetPackageUri, _) => self.package_uri(&id, req, now),
             // Action calls always carry their parsed body (built above).
             (Api::Action(_), None) => Reply::error(500, "InternalServerError", "unreachable"),
         };
@@ -327,5 +352,44 @@ mod tests {
         assert_eq!(route(p, "/t1/oauth2/token"), Route::Token { tenant: "t1".into(), v2: false });
         assert_eq!(route(g, "/t1/oauth2/token"), Route::Unknown);
         assert_eq!(route(g, "/_sim/stats"), Route::Admin);
+        // The rest of the machine family, before `machines/{id}` and the actions.
+        let ip = "findbyip(ip='10.1.1.1',timestamp=2026-11-30T08:00:00Z)";
+        assert_eq!(
+            route(g, &format!("/api/machines/{ip}")),
+            Route::Api(Api::FindByIp, Some(ip.into()))
+        );
+        assert_eq!(
+            route(g, "/api/machines/FindByIp(ip=%2710.1.1.1%27,timestamp=x)"),
+            Route::Api(Api::FindByIp, Some("FindByIp(ip='10.1.1.1',timestamp=x)".into()))
+        );
+        assert_eq!(route(g, "/api/machines/FindByTag"), Route::Api(Api::FindByTag, None));
+        assert_eq!(
+            route(p, "/api/machines/addOrRemoveTagForMultipleMachines"),
+            Route::Api(Api::MachinesTags, None)
+        );
+        assert_eq!(
+            route(p, &format!("/api/machines/{m}/Tags")),
+            Route::Api(Api::MachineTags, Some(m.into()))
+        );
+        assert_eq!(
+            route(p, &format!("/api/machines/{m}/startInvestigation")),
+            Route::Api(Api::StartInvestigation, Some(m.into()))
+        );
+        assert_eq!(
+            route(g, &format!("/api/machines/{m}/logonusers")),
+            Route::Api(Api::LogonUsers, Some(m.into()))
+        );
+        assert_eq!(route(p, &format!("/api/machines/{m}/logonusers")), Route::Unknown);
+        assert_eq!(
+            route(g, &format!("/api/files/{m}/machines")),
+            Route::Api(Api::FileMachines, Some(m.into()))
+        );
+        for seg in ["GetPackageUri", "getPackageUri", "getpackageuri"] {
+            assert_eq!(
+                route(g, &format!("/api/machineactions/abc/{seg}")),
+                Route::Api(Api::GetPackageUri, Some("abc".into()))
+            );
+        }
+        assert_eq!(route(p, "/api/machineactions/abc/GetPackageUri"), Route::Unknown);
     }
 }

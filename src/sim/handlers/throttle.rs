@@ -48,7 +48,9 @@ impl State {
     ) -> Result<(), Reply> {
         if let Some(secs) = faults::draw_cpu_throttle(&mut self.cpu_rng, self.cfg.cpu_throttle_rate)
         {
-            let limit = self.cfg.limits.first().copied().unwrap_or(Limit::PER_MINUTE);
+            // The message names the API's own first limit, as a quota 429 would.
+            let limit =
+                Limit::for_api(&self.cfg.limits, api).first().copied().unwrap_or(Limit::PER_MINUTE);
             self.stats.throttled += 1;
             self.stats.cpu_throttled += 1;
             self.api(api).throttled += 1;
