@@ -567,3 +567,19 @@ async fn a_missing_role_is_named_and_the_run_refused_before_any_action_call() {
     assert!(!results.exists(), "a refused run leaves no results file");
     assert_nothing_secret(&all, &["s3cret-value-never-logged"]);
 }
+
+/// `--auth azure-cli` without `az` on PATH says so and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_cli_missing_from_path_is_named() {
+    let sim = SimProcess::start(&[]);
+    let dir = TempDir::new("no-az");
+    let empty = dir.path("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let mut cmd = bare(&sim.url);
+    cmd.env("PATH", &empty).args(["auth", "check", "--auth", "azure-cli"]);
+    let out = output(cmd).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("not found on PATH"), "{all}");
+    assert_eq!(sim.stats().await["token_requests"], 0);
+}
