@@ -55,7 +55,36 @@ pub enum Command {
     Status(Box<StatusArgs>),
     /// Undo what an earlier run did: release isolations, lift restrictions, cancel actions still pending.
     Undo(Box<UndoArgs>),
+    /// Check the login: which method, tenant, identity, audience, expiry and permissions a token has.
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
+
+/// `mdebulk auth ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Get a token by the chosen method and show what it allows; with a file or --action, which permission is missing.
+    Check(Box<AuthCheckArgs>),
+}
+
+/// `mdebulk auth check`.
+#[derive(Debug, Args)]
+#[command(after_long_help = AUTH_CHECK_AFTER_HELP)]
+pub struct AuthCheckArgs {
+    /// An input file whose actions the token must allow (.csv, .tsv, .jsonl).
+    pub input: Option<PathBuf>,
+    /// An action the token must allow (and the action of rows without one).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// API location and credentials.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+const AUTH_CHECK_AFTER_HELP: &str = "\
+Credentials come from the environment, as for run (README, \"Logging in\").
+Nothing but the token request is sent. Exit codes: 0 the token allows every
+action asked about; 2 no token could be had, or a permission is missing.";
 
 /// `mdebulk run`.
 #[derive(Debug, Args)]
@@ -162,6 +191,45 @@ pub struct ApiArgs {
     /// Send login and API requests through this proxy (http://HOST:PORT), loopback included, instead of HTTPS_PROXY/HTTP_PROXY/NO_PROXY. A password in it is visible to every user (ps): prefer HTTPS_PROXY for one that needs it.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// How to log in.
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// How to log in: the method and the few settings that are not secrets.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// How to log in; default: chosen from the environment (README, "Logging in").
+    #[arg(long, value_enum, env = "MDE_AUTH", value_name = "METHOD")]
+    pub auth: Option<AuthMethod>,
+    /// Managed identity: a user-assigned identity's client id (default: AZURE_CLIENT_ID, else the system-assigned identity).
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub managed_identity_client_id: Option<String>,
+    /// Managed identity: the IMDS base URL instead of http://169.254.169.254.
+    #[arg(long, env = "MDEBULK_IMDS_URL", value_name = "URL")]
+    pub imds_url: Option<String>,
+    /// Longest MDE_TOKEN_COMMAND or az may run before it is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub token_command_timeout: Duration,
+}
+
+/// `--auth`: the ways of logging in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMethod {
+    /// AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET.
+    Secret,
+    /// AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_CERTIFICATE_PATH (PEM or PFX).
+    Certificate,
+    /// The host's managed identity (IMDS, App Service).
+    ManagedIdentity,
+    /// AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE.
+    WorkloadIdentity,
+    /// The Azure CLI's signed-in user (az account get-access-token).
+    AzureCli,
+    /// MDE_TOKEN_COMMAND: a command printing a token.
+    TokenCommand,
+    /// MDE_TOKEN: a ready bearer token, never refreshed.
+    Token,
 }
 
 /// `--pick`: how to choose among several machines matching one device key.
@@ -305,8 +373,10 @@ pub fn parse_duration_arg(v: &str) -> Result<Duration, String> {
 }
 
 const RUN_AFTER_HELP: &str = "\
-Credentials come from the environment: AZURE_TENANT_ID, AZURE_CLIENT_ID and
-AZURE_CLIENT_SECRET (client credentials), or MDE_TOKEN (a ready bearer token).
+Credentials come from the environment (or --auth): AZURE_TENANT_ID and
+AZURE_CLIENT_ID with AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH or
+AZURE_FEDERATED_TOKEN_FILE; MDE_TOKEN_COMMAND; MDE_TOKEN; managed identity
+and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
 Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
 a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
@@ -490,49 +560,217 @@ pub fn undo_config(
     Ok((config, client_config(&args.api, env, api.request_timeout)?))
 }
 
+/// `auth check` flags and environment: the client settings, and the
+/// actions the token must allow (`--action`, and those of the input file).
+pub fn auth_check_config(
+    args: &AuthCheckArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(crate::api::client::ClientConfig, Vec<ActionKind>)> {
+    let api = args.api.settings()?;
+    let action = args.action.as_deref().map(str::parse::<ActionKind>).transpose()?;
+    let mut wanted: Vec<ActionKind> = action.into_iter().collect();
+    if let Some(path) = &args.input {
+        let spec = InputSpec { path: Some(path.clone()), format: None };
+        let input = crate::input::Input::open(&spec)?;
+        // Only the actions matter here: a placeholder comment keeps rows
+        // without one valid.
+        let defaults =
+            RowDefaults { action, comment: Some("auth check".into()), ..RowDefaults::default() };
+        let survey = crate::run::plan::survey(&input, &defaults, None)?;
+        wanted.extend(survey.per_action.keys().copied());
+    }
+    wanted.sort();
+    wanted.dedup();
+    Ok((client_config(&args.api, env, api.request_timeout)?, wanted))
+}
+
+/// The IMDS base URL: `--imds-url` / `MDEBULK_IMDS_URL`, else
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST`, else the address of every Azure VM.
+fn imds_base(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| env("AZURE_POD_IDENTITY_AUTHORITY_HOST"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| crate::api::auth::IMDS_DEFAULT_BASE.to_string())
+}
+
+/// The credentials `--auth` names, or, without it, the first the
+/// environment provides, in this order: a client secret, a certificate, a
+/// federated token file, a token command, a ready token, and a managed
+/// identity when the host announces one (`IDENTITY_ENDPOINT`,
+/// `MSI_ENDPOINT`, or an IMDS address set with `--imds-url` /
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST`). Plain IMDS and the Azure CLI are
+/// used only when asked for: probing 169.254.169.254 off Azure waits for a
+/// timeout, and the CLI's user is a person whose permissions a scheduled
+/// job should not borrow unnoticed.
+pub fn credentials(
+    login: &LoginArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<crate::api::auth::Credentials> {
+    use crate::api::auth::{
+        AzureCli, CertificateCredential, Credentials, IdentityEndpoint, ManagedIdentity, Secret,
+        TokenCommand, WorkloadIdentity,
+    };
+    let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let missing = |method: &str, names: &[&str]| -> anyhow::Error {
+        let absent: Vec<&str> = names.iter().copied().filter(|n| get(n).is_none()).collect();
+        anyhow::anyhow!("--auth {method} needs {} in the environment", absent.join(", "))
+    };
+    let app = || (get("AZURE_TENANT_ID"), get("AZURE_CLIENT_ID"));
+    let secret = || match (app(), get("AZURE_CLIENT_SECRET")) {
+        ((Some(tenant_id), Some(client_id)), Some(s)) => {
+            Some(Credentials::ClientSecret { tenant_id, client_id, client_secret: Secret::new(s) })
+        }
+        _ => None,
+    };
+    let certificate = || -> Option<anyhow::Result<Credentials>> {
+        let ((Some(tenant), Some(client)), Some(path)) =
+            (app(), get("AZURE_CLIENT_CERTIFICATE_PATH"))
+        else {
+            return None;
+        };
+        let password = env("AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new);
+        let chain = get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        Some(
+            CertificateCredential::from_file(
+                &tenant,
+                &client,
+                std::path::Path::new(&path),
+                password.as_ref(),
+                chain,
+            )
+            .map(Credentials::Certificate)
+            .map_err(anyhow::Error::from),
+        )
+    };
+    let workload = || match (app(), get("AZURE_FEDERATED_TOKEN_FILE")) {
+        ((Some(tenant_id), Some(client_id)), Some(file)) => {
+            Some(Credentials::WorkloadIdentity(WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token_file: PathBuf::from(file),
+            }))
+        }
+        _ => None,
+    };
+    let command = || {
+        get("MDE_TOKEN_COMMAND").map(|command| {
+            Credentials::TokenCommand(TokenCommand {
+                command,
+                timeout: login.token_command_timeout,
+            })
+        })
+    };
+    let token = || get("MDE_TOKEN").map(|t| Credentials::Bearer(Secret::new(t)));
+    let identity_client_id = || {
+        login
+            .managed_identity_client_id
+            .as_deref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| get("AZURE_CLIENT_ID"))
+    };
+    // The host's announced endpoint, if any.
+    let announced = || {
+        if let (Some(endpoint), Some(header)) = (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
+            return Some(IdentityEndpoint::AppService { endpoint, header: Secret::new(header) });
+        }
+        if let (Some(endpoint), Some(secret)) = (get("MSI_ENDPOINT"), get("MSI_SECRET")) {
+            return Some(IdentityEndpoint::Msi2017 { endpoint, secret: Secret::new(secret) });
+        }
+        if login.imds_url.is_some() || get("AZURE_POD_IDENTITY_AUTHORITY_HOST").is_some() {
+            return Some(IdentityEndpoint::Imds {
+                base: imds_base(login.imds_url.as_deref(), env),
+            });
+        }
+        None
+    };
+    let managed = |endpoint: IdentityEndpoint| {
+        Credentials::ManagedIdentity(ManagedIdentity { endpoint, client_id: identity_client_id() })
+    };
+    let azure_cli = || {
+        Credentials::AzureCli(AzureCli {
+            tenant_id: get("AZURE_TENANT_ID"),
+            timeout: login.token_command_timeout,
+        })
+    };
+    let chosen = match login.auth {
+        Some(AuthMethod::Secret) => secret().ok_or_else(|| {
+            missing("secret", &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"])
+        })?,
+        Some(AuthMethod::Certificate) => certificate().ok_or_else(|| {
+            missing(
+                "certificate",
+                &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERTIFICATE_PATH"],
+            )
+        })??,
+        Some(AuthMethod::WorkloadIdentity) => workload().ok_or_else(|| {
+            missing(
+                "workload-identity",
+                &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"],
+            )
+        })?,
+        Some(AuthMethod::TokenCommand) => {
+            command().ok_or_else(|| missing("token-command", &["MDE_TOKEN_COMMAND"]))?
+        }
+        Some(AuthMethod::Token) => token().ok_or_else(|| missing("token", &["MDE_TOKEN"]))?,
+        Some(AuthMethod::ManagedIdentity) => managed(announced().unwrap_or_else(|| {
+            IdentityEndpoint::Imds { base: imds_base(login.imds_url.as_deref(), env) }
+        })),
+        Some(AuthMethod::AzureCli) => azure_cli(),
+        None => {
+            if let Some(c) = secret() {
+                c
+            } else if let Some(c) = certificate() {
+                c?
+            } else if let Some(c) = workload().or_else(command).or_else(token) {
+                c
+            } else if let Some(endpoint) = announced() {
+                managed(endpoint)
+            } else {
+                let (t, c) = app();
+                let mut need = Vec::new();
+                if t.is_none() {
+                    need.push("AZURE_TENANT_ID");
+                }
+                if c.is_none() {
+                    need.push("AZURE_CLIENT_ID");
+                }
+                need.push("AZURE_CLIENT_SECRET");
+                bail!(
+                    "no credentials: set {} (an app registration with the WindowsDefenderATP permissions for the action), or AZURE_CLIENT_CERTIFICATE_PATH instead of the secret, AZURE_FEDERATED_TOKEN_FILE, MDE_TOKEN_COMMAND or MDE_TOKEN; or choose --auth managed-identity or --auth azure-cli; or try --simulate",
+                    need.join(", ")
+                );
+            }
+        }
+    };
+    Ok(chosen)
+}
+
 /// API location and credentials from flags and environment.
 fn client_config(
     args: &ApiArgs,
     env: &dyn Fn(&str) -> Option<String>,
     request_timeout: Duration,
 ) -> anyhow::Result<crate::api::client::ClientConfig> {
-    use crate::api::auth::{Credentials, Secret};
-    let credentials = if let Some(token) = env("MDE_TOKEN").filter(|t| !t.trim().is_empty()) {
-        Credentials::Bearer(Secret::new(token.trim().to_string()))
-    } else {
-        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        match (get("AZURE_TENANT_ID"), get("AZURE_CLIENT_ID"), get("AZURE_CLIENT_SECRET")) {
-            (Some(tenant_id), Some(client_id), Some(secret)) => Credentials::ClientSecret {
-                tenant_id,
-                client_id,
-                client_secret: Secret::new(secret),
-            },
-            (t, c, s) => {
-                let missing: Vec<&str> = [
-                    ("AZURE_TENANT_ID", t.is_none()),
-                    ("AZURE_CLIENT_ID", c.is_none()),
-                    ("AZURE_CLIENT_SECRET", s.is_none()),
-                ]
-                .iter()
-                .filter(|(_, m)| *m)
-                .map(|(k, _)| *k)
-                .collect();
-                bail!(
-                    "no credentials: set {} (an app registration with the WindowsDefenderATP permissions for the action), or MDE_TOKEN with a ready bearer token; or try --simulate",
-                    missing.join(", ")
-                );
-            }
-        }
-    };
+    let credentials = credentials(&args.login, env)?;
+    // An explicit --login-url wins; then the Azure SDKs' AZURE_AUTHORITY_HOST;
+    // then the cloud's own host.
+    let login_base = args
+        .login_url
+        .clone()
+        .or_else(|| env("AZURE_AUTHORITY_HOST").filter(|h| !h.trim().is_empty()))
+        .unwrap_or_else(|| args.cloud.login_base().to_string());
     Ok(crate::api::client::ClientConfig {
         api_base: args.api_url.clone().unwrap_or_else(|| args.cloud.api_base().to_string()),
-        login_base: args.login_url.clone().unwrap_or_else(|| args.cloud.login_base().to_string()),
+        login_base: login_base.trim().to_string(),
         scope: args.cloud.scope().to_string(),
         credentials,
         request_timeout,
         connect_timeout: Duration::from_secs(10),
         extra_roots: extra_roots(args, env)?,
-        proxy: args.proxy.clone().map(Secret::new),
+        proxy: args.proxy.clone().map(crate::api::auth::Secret::new),
     })
 }
 
@@ -783,6 +1021,111 @@ mod tests {
         let (config, _) = run_config(&parse(&["in.csv", "--pick", "latest"]), &env).unwrap();
         assert!(config.pick_latest);
         assert!(Cli::try_parse_from(["mdebulk", "run", "in.csv", "--pick", "first"]).is_err());
+    }
+
+    fn login(args: &[&str]) -> LoginArgs {
+        parse(&[&["in.csv"], args].concat()).api.login
+    }
+
+    fn method_of(args: &[&str], vars: &[(&str, &str)]) -> Result<&'static str, String> {
+        let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        credentials(&login(args), &env).map(|c| c.method()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_environment_chooses_in_the_documented_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("federated");
+        std::fs::write(&token_file, "t").unwrap();
+        let token_file = token_file.to_str().unwrap();
+        let app = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
+        let all = [
+            app[0],
+            app[1],
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+            ("MDE_TOKEN_COMMAND", "echo x"),
+            ("MDE_TOKEN", "x"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+        ];
+        // Each method wins over every one after it.
+        let order = ["secret", "workload-identity", "token-command", "token", "managed-identity"];
+        for (skip, want) in order.iter().enumerate() {
+            let vars: Vec<(&str, &str)> = all
+                .iter()
+                .copied()
+                .filter(|(k, _)| {
+                    let dropped = [
+                        "AZURE_CLIENT_SECRET",
+                        "AZURE_FEDERATED_TOKEN_FILE",
+                        "MDE_TOKEN_COMMAND",
+                        "MDE_TOKEN",
+                    ];
+                    !dropped[..skip.min(dropped.len())].contains(k)
+                })
+                .collect();
+            assert_eq!(method_of(&[], &vars).unwrap(), *want, "{vars:?}");
+        }
+        // Plain IMDS and the Azure CLI only when asked for.
+        let err = method_of(&[], &app).unwrap_err();
+        assert!(
+            err.contains("AZURE_CLIENT_SECRET") && err.contains("--auth managed-identity"),
+            "{err}"
+        );
+        assert_eq!(method_of(&["--auth", "managed-identity"], &[]).unwrap(), "managed-identity");
+        assert_eq!(method_of(&["--auth", "azure-cli"], &[]).unwrap(), "azure-cli");
+        assert_eq!(
+            method_of(&["--imds-url", "http://127.0.0.1:9"], &[]).unwrap(),
+            "managed-identity"
+        );
+        // An explicit method needs its variables.
+        let err = method_of(&["--auth", "certificate"], &app).unwrap_err();
+        assert!(
+            err.contains("AZURE_CLIENT_CERTIFICATE_PATH") && !err.contains("AZURE_TENANT_ID"),
+            "{err}"
+        );
+        assert_eq!(method_of(&["--auth", "token"], &all).unwrap(), "token");
+        // A certificate file that cannot be read is an error, not a skip.
+        let err = method_of(
+            &[],
+            &[app[0], app[1], ("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent/c.pem")],
+        )
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    /// The guard: without an override the IMDS address is the link-local
+    /// one, and every override replaces it, so tests (which always set one)
+    /// never reach 169.254.169.254.
+    #[test]
+    fn imds_is_169_254_169_254_unless_overridden() {
+        assert_eq!(imds_base(None, &|_| None), "http://169.254.169.254");
+        let pod = |k: &str| {
+            (k == "AZURE_POD_IDENTITY_AUTHORITY_HOST").then(|| "http://127.0.0.1:7".to_string())
+        };
+        assert_eq!(imds_base(None, &pod), "http://127.0.0.1:7");
+        assert_eq!(imds_base(Some("http://127.0.0.1:8"), &pod), "http://127.0.0.1:8");
+        let login = login(&["--auth", "managed-identity", "--imds-url", "http://127.0.0.1:8"]);
+        let c = credentials(&login, &|_| None).unwrap();
+        let crate::api::auth::Credentials::ManagedIdentity(m) = c else { panic!("{c:?}") };
+        let crate::api::auth::IdentityEndpoint::Imds { base } = m.endpoint else { panic!() };
+        assert_eq!(base, "http://127.0.0.1:8");
+    }
+
+    #[test]
+    fn the_authority_host_follows_the_environment_unless_a_login_url_is_given() {
+        let env = |k: &str| match k {
+            "MDE_TOKEN" => Some("t".to_string()),
+            "AZURE_AUTHORITY_HOST" => Some("https://login.microsoftonline.us/".to_string()),
+            _ => None,
+        };
+        let args = parse(&["in.csv"]);
+        let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.login_base, "https://login.microsoftonline.us/");
+        let args = parse(&["in.csv", "--login-url", "http://127.0.0.1:1"]);
+        let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.login_base, "http://127.0.0.1:1");
     }
 
     #[test]

@@ -210,31 +210,32 @@ impl Client {
         if config.connect_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout { what: "connect" });
         }
-        check_credentials(&config.credentials)?;
+        config.credentials.check()?;
         let api = api_root(check_base_url("API", &config.api_base)?);
         let login = check_base_url("login", &config.login_base)?;
 
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(HeaderMap::from_iter([(
-                ACCEPT,
-                HeaderValue::from_static("application/json"),
-            )]))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never());
-        if !config.extra_roots.is_empty() {
+        let roots = config
+            .extra_roots
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        let base = || {
+            let builder = reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .default_headers(HeaderMap::from_iter([(
+                    ACCEPT,
+                    HeaderValue::from_static("application/json"),
+                )]))
+                .timeout(config.request_timeout)
+                .connect_timeout(config.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never());
             // Merged with the platform verifier's roots, not in their place.
-            let roots = config
-                .extra_roots
-                .iter()
-                .map(|der| reqwest::Certificate::from_der(der))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ConfigError::Http(error_chain(&e)))?;
-            builder = builder.tls_certs_merge(roots);
-        }
-        let login_used = matches!(config.credentials, Credentials::ClientSecret { .. });
+            if roots.is_empty() { builder } else { builder.tls_certs_merge(roots.clone()) }
+        };
+        let mut builder = base();
+        let login_used = config.credentials.uses_login_endpoint();
         match &config.proxy {
             // An explicit proxy replaces the environment's, for every host.
             Some(proxy) => builder = builder.proxy(proxy_from(proxy.expose())?),
@@ -246,8 +247,15 @@ impl Client {
             None => {}
         }
         let http = builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))?;
+        // A managed identity endpoint is on this host (link-local or
+        // loopback): never through a proxy, whatever the API's traffic does.
+        let token_http = if matches!(config.credentials, Credentials::ManagedIdentity(_)) {
+            base().no_proxy().build().map_err(|e| ConfigError::Http(error_chain(&e)))?
+        } else {
+            http.clone()
+        };
         let tokens =
-            TokenSource::new(http.clone(), login.as_str(), &config.scope, config.credentials);
+            TokenSource::new(token_http, login.as_str(), &config.scope, config.credentials);
         Ok(Client { inner: Arc::new(Inner { http, api, tokens }) })
     }
 
@@ -499,29 +507,6 @@ fn transport_error(e: &reqwest::Error, after_headers: bool, token: &Secret) -> C
         maybe_delivered: !never_sent,
         message: transport_message(e, kind, scrub(&error_chain(e), &[token.expose()])),
     }
-}
-
-/// Refuses credentials that cannot work: empty tenant, client id, secret or token.
-fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
-    match credentials {
-        Credentials::ClientSecret { tenant_id, client_id, client_secret } => {
-            if tenant_id.trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the tenant id is empty"));
-            }
-            if client_id.trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the client id is empty"));
-            }
-            if client_secret.expose().trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the client secret is empty"));
-            }
-        }
-        Credentials::Bearer(token) => {
-            if token.expose().trim().is_empty() {
-                return Err(ConfigError::MissingCredentials("the bearer token is empty"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Parses a base URL and applies the safety rules: `https`, or `http` to a
@@ -1372,7 +1357,7 @@ mod tests {
         assert!(!CallError::Auth(unreachable(TransportKind::Connect)).is_fatal_for_run());
         for fatal in [
             AuthError::BearerRejected,
-            AuthError::InvalidClient { description: "d".into() },
+            AuthError::InvalidClient { description: "d".into(), check: "" },
             AuthError::OAuth {
                 status: 400,
                 error: "invalid_scope".into(),

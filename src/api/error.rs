@@ -332,6 +332,10 @@ pub enum ConfigError {
     /// Credentials that cannot work (an empty tenant, client id, secret or token).
     #[error("missing credentials: {0}")]
     MissingCredentials(&'static str),
+    /// Credentials that cannot work as configured (an identity endpoint
+    /// breaking the URL rules, an empty token command).
+    #[error("unusable credentials: {0}")]
+    UnusableCredentials(String),
     /// A CA file to trust cannot be read or holds no PEM certificate.
     #[error("{origin} {path}: {why}")]
     CaFile {

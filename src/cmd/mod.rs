@@ -7,9 +7,11 @@
 //! - [`status`]: `mdebulk status`.
 //! - [`undo`]: `mdebulk undo`.
 //! - [`simulate`]: `mdebulk simulate`.
+//! - [`auth`]: `mdebulk auth check`.
 //! - [`shared`]: what every command does at the edge: connect, print the
 //!   summary, say how to continue.
 
+mod auth;
 mod run;
 mod shared;
 mod simulate;
@@ -32,6 +34,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Simulate(args) => simulate::simulate(*args).await,
         Command::Status(args) => status::status(&args, &env).await,
         Command::Undo(args) => undo::undo(&args, &env).await,
+        Command::Auth(crate::cli::AuthCommand::Check(args)) => auth::check(&args, &env).await,
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

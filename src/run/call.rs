@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::journal::Journal;
 use super::stop::{Stop, StopReason};
+use super::transport::Transport;
 use crate::api::auth::AuthError;
 use crate::api::client::{CallError, Reply};
 use crate::api::route::Api;
@@ -180,6 +181,39 @@ pub(crate) enum Verdict {
     Fatal(StopReason),
     /// The answer stands: no retry changes it.
     Final,
+}
+
+/// Gets the first token before anything is sent. A failure that may pass
+/// is retried with the policy's back-off, each wait raced with the stop: a
+/// managed identity endpoint still starting (IMDS answers 404 or 410 for a
+/// while after a VM boots) or throttled (429), a login endpoint failing
+/// (5xx), a token command that timed out. Anything else fails at once.
+pub(crate) async fn first_token<T: Transport>(
+    transport: &T,
+    policy: &RetryPolicy,
+    stop: &Stop,
+) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match transport.authenticate().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && attempt + 1 < policy.max_attempts => {
+                attempt += 1;
+                let wait = policy.backoff(attempt, None);
+                tracing::warn!(
+                    error.code = e.code(),
+                    "no token yet ({e}); trying again in {} ms",
+                    wait.as_millis()
+                );
+                tokio::select! {
+                    biased;
+                    () = stop.wait() => return Err(format!("{e} (stopped before trying again)")),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Classifies an error answer.
@@ -384,6 +418,52 @@ mod tests {
 
     use super::*;
     use crate::pace::Limit;
+
+    /// An identity endpoint still starting, throttled, then failing:
+    /// IMDS's answers the documentation says to retry.
+    fn starting(status: u16) -> AuthError {
+        AuthError::Identity {
+            url: "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
+            status,
+            error: format!("http_{status}"),
+            description: "not yet".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_token_is_retried_while_the_endpoint_starts_and_the_wait_is_stoppable() {
+        use crate::run::transport::scripted::Scripted;
+        let policy = RetryPolicy::default();
+        let stop = Stop::new();
+        let t = Scripted::new().failing_auth([starting(410), starting(404), starting(429)]);
+        first_token(&t, &policy, &stop).await.unwrap();
+        assert_eq!(t.count("authenticate"), 4);
+
+        // What will not pass fails at once.
+        let t = Scripted::new().failing_auth([starting(400)]);
+        let err = first_token(&t, &policy, &stop).await.unwrap_err();
+        assert!(err.contains("HTTP 400"), "{err}");
+        assert_eq!(t.count("authenticate"), 1);
+
+        // Attempts are bounded by the policy.
+        let t = Scripted::new().failing_auth((0..20).map(|_| starting(503)));
+        assert!(first_token(&t, &policy, &stop).await.is_err());
+        assert_eq!(t.count("authenticate"), u64::from(policy.max_attempts));
+
+        // A stop ends the wait between two attempts.
+        let t = Scripted::new().failing_auth((0..20).map(|_| starting(500)));
+        let stopper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                stop.trigger(StopReason::Interrupted);
+            })
+        };
+        let err = first_token(&t, &policy, &stop).await.unwrap_err();
+        stopper.await.unwrap();
+        assert!(err.contains("stopped"), "{err}");
+        assert_eq!(t.count("authenticate"), 1);
+    }
 
     fn ctx(limits: &[Limit]) -> Ctx<()> {
         Ctx::new(

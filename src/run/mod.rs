@@ -175,6 +175,9 @@ pub enum RunError {
     /// Authentication failed before any row was sent.
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The token lacks a permission the file's actions need; nothing sent.
+    #[error("{0}")]
+    MissingPermission(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

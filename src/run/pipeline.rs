@@ -87,7 +87,7 @@ pub async fn run<T: Transport>(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let (input, survey) = survey_input(config).await?;
-    let mut setup = set_up(config, transport, &stop).await?;
+    let mut setup = set_up(config, transport, &stop, &survey).await?;
     let mut summary = Summary::new(setup.results.clone(), config.dry_run);
     summary.not_selected = survey.not_selected;
     let recovered = std::mem::take(&mut setup.recovered);
@@ -121,6 +121,30 @@ async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunErr
     Ok((input, survey))
 }
 
+/// Refuses a run whose token, by its own claims, lacks the permission of
+/// one of the actions to send: every such call would fail with 403
+/// ("Missing application roles").
+fn check_permissions(
+    granted: &[String],
+    actions: impl Iterator<Item = ActionKind>,
+) -> Result<(), RunError> {
+    let mut missing: Vec<String> = Vec::new();
+    for action in actions {
+        let need = action.permission();
+        if !granted.iter().any(|g| g == need) && !missing.iter().any(|m| m.starts_with(need)) {
+            missing.push(format!("{need} (for {})", action.cli_name()));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let has = if granted.is_empty() { "none".to_string() } else { granted.join(", ") };
+    Err(RunError::MissingPermission(format!(
+        "the token lacks the permission {}; it carries: {has}. Nothing was sent. Add the WindowsDefenderATP application permission to the app registration and grant admin consent (README, \"Registering the app\"); `mdebulk auth check` shows what a token allows",
+        missing.join(", ")
+    )))
+}
+
 /// What the phases after the set-up share.
 struct Setup<T> {
     /// The call engine: transport, pacer, journal, retries, stop.
@@ -142,6 +166,7 @@ async fn set_up<T: Transport>(
     config: &RunConfig,
     transport: Arc<T>,
     stop: &Stop,
+    survey: &Survey,
 ) -> Result<Setup<T>, RunError> {
     let (results, partial) = match &config.results {
         ResultsTarget::File(p) => (Some(p.clone()), Some(super::partial_path(p))),
@@ -151,7 +176,12 @@ async fn set_up<T: Transport>(
         check_existing(config, path)?;
     }
     // A dry run makes the read calls too (look-ups, pre-flight).
-    transport.authenticate().await.map_err(RunError::Auth)?;
+    super::call::first_token(transport.as_ref(), &config.policy, stop)
+        .await
+        .map_err(RunError::Auth)?;
+    if let Some(granted) = transport.permissions().await {
+        check_permissions(&granted, survey.per_action.keys().copied())?;
+    }
     let (journal, recovered) = match &results {
         Some(path) if !config.dry_run => {
             let (j, rec) = Journal::open(&journal_path(path), config.existing != Existing::Resume)?;

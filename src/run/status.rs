@@ -143,7 +143,9 @@ async fn follow_up<T: Transport>(
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
     let ctx = Ctx::new(transport, pacer, None, config.policy.clone(), stop.clone());
     if !open.is_empty() {
-        ctx.transport.authenticate().await.map_err(RunError::Auth)?;
+        super::call::first_token(ctx.transport.as_ref(), &config.policy, stop)
+            .await
+            .map_err(RunError::Auth)?;
         let options = config
             .wait
             .unwrap_or(WaitOptions { poll_interval: Duration::ZERO, timeout: Duration::ZERO });

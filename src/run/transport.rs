@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use crate::api::action::ActionKind;
+use crate::api::auth::AuthError;
 use crate::api::client::{ActionBody, CallError, Client, Reply};
 use crate::api::model::{Machine, MachineAction, MachineSummary, ODataList};
 use crate::api::odata::ListQuery;
@@ -14,7 +15,13 @@ use crate::api::odata::ListQuery;
 pub trait Transport: Send + Sync + 'static {
     /// Makes sure credentials work (fetches a token) before any row is
     /// sent, so a bad secret stops the run with one clear error.
-    fn authenticate(&self) -> impl Future<Output = Result<(), String>> + Send;
+    fn authenticate(&self) -> impl Future<Output = Result<(), AuthError>> + Send;
+
+    /// The permissions the token carries, when it says (a JWT's `roles`
+    /// and `scp`); `None` when only the API can tell.
+    fn permissions(&self) -> impl Future<Output = Option<Vec<String>>> + Send {
+        async { None }
+    }
 
     /// `POST machines/{id}/{action}`.
     fn submit(
@@ -61,8 +68,12 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 impl Transport for Client {
-    async fn authenticate(&self) -> Result<(), String> {
-        self.tokens().bearer().await.map(|_| ()).map_err(|e| e.to_string())
+    async fn authenticate(&self) -> Result<(), AuthError> {
+        self.tokens().bearer().await.map(|_| ())
+    }
+
+    async fn permissions(&self) -> Option<Vec<String>> {
+        self.tokens().permissions().await.ok().flatten()
     }
 
     async fn submit(
@@ -121,6 +132,8 @@ pub(crate) mod scripted {
     /// The scripted service.
     #[derive(Default)]
     pub(crate) struct Scripted {
+        /// Answers to the first token requests, in order; then success.
+        auth: Mutex<std::collections::VecDeque<AuthError>>,
         submit: Option<Handler<(String, ActionKind), MachineAction>>,
         list_actions: Option<Handler<ListQuery, ODataList<MachineAction>>>,
         cancel: Option<Handler<String, MachineAction>>,
@@ -132,6 +145,12 @@ pub(crate) mod scripted {
         /// A service that expects no call at all.
         pub(crate) fn new() -> Scripted {
             Scripted::default()
+        }
+
+        /// Fails the next token requests with `errors`, in order.
+        pub(crate) fn failing_auth(self, errors: impl IntoIterator<Item = AuthError>) -> Scripted {
+            self.auth.lock().unwrap().extend(errors);
+            self
         }
 
         /// Answers `POST machines/{id}/{action}` with `f(machine_id, action)`.
@@ -190,8 +209,12 @@ pub(crate) mod scripted {
     }
 
     impl Transport for Scripted {
-        async fn authenticate(&self) -> Result<(), String> {
-            Ok(())
+        async fn authenticate(&self) -> Result<(), AuthError> {
+            self.called("authenticate", String::new());
+            match self.auth.lock().unwrap().pop_front() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         }
 
         async fn submit(

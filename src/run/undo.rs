@@ -394,7 +394,9 @@ async fn undo_locked<T: Transport>(
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
     let ctx = Ctx::new(transport, pacer, None, config.policy.clone(), stop.clone());
     let index = if first.own > 0 {
-        ctx.transport.authenticate().await.map_err(RunError::Auth)?;
+        super::call::first_token(ctx.transport.as_ref(), &config.policy, stop)
+            .await
+            .map_err(RunError::Auth)?;
         Index::new(lookup(&ctx, &first).await.map_err(RunError::Lookup)?)
     } else {
         Index::default()

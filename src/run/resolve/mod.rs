@@ -219,7 +219,7 @@ mod test_support {
     }
 
     impl Transport for Tenant {
-        async fn authenticate(&self) -> Result<(), String> {
+        async fn authenticate(&self) -> Result<(), crate::api::auth::AuthError> {
             Ok(())
         }
 

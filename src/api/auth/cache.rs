@@ -1,18 +1,18 @@
-//! Credentials and bearer tokens: the secret wrapper that never prints, the
-//! Entra ID client-credentials flow, and a token cache shared by every task
-//! of a run.
+//! The token cache every credential serves: one token per run, shared by
+//! every task, refreshed ahead of expiry.
 //!
 //! A run of thousands of devices lasts hours while a token lives about one,
 //! so the cache refreshes ahead of expiry: once less than
 //! `min(300 s, lifetime / 4)` remains, the next caller fetches a new token
 //! while the others keep using the old one, which is still valid. Concurrent
 //! callers that find no usable token wait for one shared fetch instead of
-//! each asking the login endpoint. After the API answers 401, the client
-//! invalidates the token it used, and the next caller fetches a fresh one.
+//! each asking the login endpoint (or running the token command). After the
+//! API answers 401, the client invalidates the token it used, and the next
+//! caller fetches a fresh one.
 //!
-//! No message built here contains the client secret or a token: replies from
-//! the login endpoint are scrubbed of both before they reach an error, and a
-//! success reply that cannot be read is described by field names only.
+//! A ready token (`MDE_TOKEN`) is never fetched: it is presented until the
+//! API refuses it or the expiry its `exp` claim states has passed, and then
+//! the run stops with a message naming the refreshable methods.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,204 +20,19 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::ACCEPT;
 use tokio::time::Instant;
 
-use super::model::TokenResponse;
-use super::net::{TransportKind, transport_kind, transport_message};
-use crate::text::excerpt;
+use super::credential::Credentials;
+use super::error::AuthError;
+use super::secret::Secret;
+use super::token::{FetchContext, epoch_now, jwt_expiry};
 
 /// The longest a token is refreshed ahead of its expiry.
 pub(crate) const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
-/// The longest lifetime a token is trusted for, whatever its `expires_in`
-/// says: Entra ID tokens live 60 to 90 minutes, at most a day. The value
-/// comes from the server, so it is capped rather than added to the clock
-/// as is (2^64 - 1 seconds would overflow it); a token that dies earlier
-/// than announced is replaced after its first 401.
-pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
-
 /// After a failed refresh, while the old token is still valid, how long to
 /// keep using it before trying the login endpoint again.
 const REFRESH_RETRY_PAUSE: Duration = Duration::from_secs(10);
-
-/// Longest excerpt of a login reply kept in an error message.
-const EXCERPT_CHARS: usize = 200;
-
-/// A value that must never be printed: a client secret or a bearer token.
-///
-/// `Debug` and `Display` print `[redacted]`; [`Secret::expose`] hands out the
-/// text only where it must go on the wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret text, for the one place it belongs: a request header or form.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when the value is empty (a blank environment variable).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Secret {
-        Secret(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Secret {
-        Secret(value.to_string())
-    }
-}
-
-/// How the tool proves who it is to the API.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    /// An app registration's id and secret (OAuth2 client credentials grant),
-    /// from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
-    ClientSecret {
-        /// Directory (tenant) id or a verified domain; part of the token URL.
-        tenant_id: String,
-        /// Application (client) id of the app registration.
-        client_id: String,
-        /// The app's client secret value.
-        client_secret: Secret,
-    },
-    /// A ready bearer token (`MDE_TOKEN`): used as is, never refreshed.
-    Bearer(Secret),
-}
-
-impl Credentials {
-    /// The tenant the credentials act in (empty for a ready token: only
-    /// its issuer knows).
-    pub fn tenant(&self) -> &str {
-        match self {
-            Credentials::ClientSecret { tenant_id, .. } => tenant_id,
-            Credentials::Bearer(_) => "",
-        }
-    }
-}
-
-/// Why no token could be had.
-///
-/// Messages never contain the client secret or a token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// The login endpoint could not be reached, or its reply could not be read
-    /// (DNS, connection, TLS, timeout).
-    #[error("cannot reach the token endpoint {url}: {message}")]
-    Unreachable {
-        /// The token endpoint (it holds the tenant, never the secret).
-        url: String,
-        /// What went wrong on the way.
-        message: String,
-        /// Which network failure: TLS and DNS failures are not transient.
-        kind: TransportKind,
-    },
-    /// The login endpoint refused the client id or secret (`invalid_client`).
-    #[error(
-        "the token endpoint refused the client id or secret (invalid_client): {description}; check AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the secret's value, not its id)"
-    )]
-    InvalidClient {
-        /// The endpoint's `error_description`.
-        description: String,
-    },
-    /// Any other OAuth2 error reply (`invalid_scope`, `unauthorized_client`,
-    /// an unknown tenant, ...).
-    #[error("the token endpoint answered HTTP {status} {error}: {description}")]
-    OAuth {
-        /// HTTP status of the reply.
-        status: u16,
-        /// The reply's `error` code.
-        error: String,
-        /// The reply's `error_description`.
-        description: String,
-    },
-    /// The login endpoint answered something that is neither a token nor an
-    /// OAuth2 error.
-    #[error("the token endpoint answered HTTP {status} with an unreadable reply: {message}")]
-    Malformed {
-        /// HTTP status of the reply.
-        status: u16,
-        /// What is wrong with it (field names only for a 2xx reply).
-        message: String,
-    },
-    /// The API rejected the static bearer token (`MDE_TOKEN`) with 401; it
-    /// cannot be refreshed.
-    #[error(
-        "the API rejected the bearer token given in MDE_TOKEN (HTTP 401: missing permission, wrong tenant or expired); supply a new token or use client credentials"
-    )]
-    BearerRejected,
-    /// The token endpoint URL cannot be built from the login base.
-    #[error("cannot build the token endpoint from login URL {url:?}: {reason}")]
-    InvalidEndpoint {
-        /// The login base as configured.
-        url: String,
-        /// Why it is unusable.
-        reason: String,
-    },
-}
-
-impl AuthError {
-    /// Stable short code for results files and logs: the OAuth2 `error` code
-    /// when the login endpoint gave one, else our own.
-    pub fn code(&self) -> &str {
-        match self {
-            AuthError::Unreachable { .. } => "TokenEndpointUnreachable",
-            AuthError::InvalidClient { .. } => "invalid_client",
-            AuthError::OAuth { error, .. } => error,
-            AuthError::Malformed { .. } => "TokenReplyMalformed",
-            AuthError::BearerRejected => "BearerRejected",
-            AuthError::InvalidEndpoint { .. } => "InvalidLoginUrl",
-        }
-    }
-
-    /// True when no token will come of trying again: every failure that is
-    /// not transient (the secret or id refused, an unknown tenant or scope, a
-    /// rejected static token), and a TLS or DNS failure reaching the login
-    /// endpoint. Every call of a run shares the token, so all of them would
-    /// fail alike.
-    pub fn is_fatal_for_run(&self) -> bool {
-        !self.is_transient()
-    }
-
-    /// True when trying again later may succeed: the endpoint was unreachable,
-    /// throttled (429) or failing (5xx, `temporarily_unavailable`).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AuthError::Unreachable { kind, .. } => kind.is_transient(),
-            AuthError::OAuth { status, error, .. } => {
-                *status == 429 || *status >= 500 || error == "temporarily_unavailable"
-            }
-            AuthError::Malformed { status, .. } => *status == 429 || *status >= 500,
-            AuthError::InvalidClient { .. }
-            | AuthError::BearerRejected
-            | AuthError::InvalidEndpoint { .. } => false,
-        }
-    }
-}
 
 /// A token in the cache, with the two moments that matter.
 struct Cached {
@@ -277,10 +92,13 @@ pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
 /// The bearer token of a run: fetched once, shared by every task, refreshed
 /// before it expires.
 pub struct TokenSource {
-    /// HTTP client for the login endpoint.
+    /// HTTP client for the login and identity endpoints.
     http: reqwest::Client,
-    /// `{login}/{tenant}/oauth2/v2.0/token`, or why it could not be built.
-    token_url: Result<Url, AuthError>,
+    /// The Entra ID host.
+    login_base: String,
+    /// `{login}/{tenant}/oauth2/v2.0/token` for the credentials that use
+    /// it, or why it could not be built; `None` for the others.
+    token_url: Option<Result<Url, AuthError>>,
     /// Scope requested for the token.
     scope: String,
     /// The credentials to trade for tokens.
@@ -296,7 +114,7 @@ pub struct TokenSource {
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
-            .field("token_url", &self.token_url.as_ref().map(Url::as_str))
+            .field("token_url", &self.token_url())
             .field("scope", &self.scope)
             .field("credentials", &self.credentials)
             .field("fetches", &self.token_fetches())
@@ -315,16 +133,10 @@ impl TokenSource {
         scope: &str,
         credentials: Credentials,
     ) -> TokenSource {
-        let token_url = match &credentials {
-            Credentials::ClientSecret { tenant_id, .. } => token_url(login_base, tenant_id),
-            // Never used: a static bearer is not fetched.
-            Credentials::Bearer(_) => Err(AuthError::InvalidEndpoint {
-                url: login_base.to_string(),
-                reason: "a static bearer token needs no token endpoint".to_string(),
-            }),
-        };
+        let token_url = credentials.token_url(login_base);
         TokenSource {
             http,
+            login_base: login_base.to_string(),
             token_url,
             scope: scope.to_string(),
             credentials,
@@ -336,7 +148,7 @@ impl TokenSource {
 
     /// The token endpoint, when the credentials use one.
     pub fn token_url(&self) -> Option<&Url> {
-        self.token_url.as_ref().ok()
+        self.token_url.as_ref().and_then(|u| u.as_ref().ok())
     }
 
     /// A token to present now.
@@ -349,6 +161,9 @@ impl TokenSource {
         if let Credentials::Bearer(token) = &self.credentials {
             if self.state().bearer_rejected {
                 return Err(AuthError::BearerRejected);
+            }
+            if jwt_expiry(token.expose()).is_some_and(|exp| exp <= epoch_now()) {
+                return Err(AuthError::BearerExpired);
             }
             return Ok(token.clone());
         }
@@ -414,7 +229,7 @@ impl TokenSource {
                     st.bearer_rejected = true;
                 }
             }
-            Credentials::ClientSecret { .. } => {
+            _ => {
                 if st.cached.as_ref().is_some_and(|c| &c.token == token) {
                     st.cached = None;
                     st.refresh_paused_until = None;
@@ -429,6 +244,19 @@ impl TokenSource {
     /// Requests sent to the token endpoint so far.
     pub(crate) fn token_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The permissions the current token carries (see
+    /// [`super::token::token_permissions`]); fetches a token when none is
+    /// cached. `None` when the token is not a readable JWT.
+    pub async fn permissions(&self) -> Result<Option<Vec<String>>, AuthError> {
+        let token = self.bearer().await?;
+        Ok(super::token::token_permissions(token.expose()))
+    }
+
+    /// The credentials the tokens come from.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// True when the credentials are a static bearer token.
@@ -451,9 +279,9 @@ impl TokenSource {
         let mut st = self.state();
         st.attempts += 1;
         match result {
-            Ok(reply) => {
-                let lifetime = Duration::from_secs(reply.expires_in).min(MAX_TOKEN_LIFETIME);
-                let token = Secret::new(reply.access_token);
+            Ok(fetched) => {
+                let lifetime = fetched.lifetime;
+                let token = fetched.token;
                 // Lifetime counts from the moment the request left, not from
                 // the answer: errs on the early side.
                 st.cached = Some(Cached {
@@ -464,7 +292,8 @@ impl TokenSource {
                 st.last_error = None;
                 st.refresh_paused_until = None;
                 tracing::debug!(
-                    expires_in_s = reply.expires_in,
+                    method = self.credentials.method(),
+                    expires_in_s = lifetime.as_secs(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "bearer token fetched"
                 );
@@ -487,319 +316,17 @@ impl TokenSource {
         }
     }
 
-    /// One request to the token endpoint.
-    async fn fetch(&self) -> Result<TokenResponse, AuthError> {
-        let url = self.token_url.clone()?;
-        let Credentials::ClientSecret { client_id, client_secret, .. } = &self.credentials else {
-            // Only reached through `bearer()`, which answers static tokens itself.
-            return Err(AuthError::InvalidEndpoint {
-                url: url.to_string(),
-                reason: "a static bearer token needs no token endpoint".to_string(),
-            });
+    /// One fetch by the credentials.
+    async fn fetch(&self) -> Result<super::token::Fetched, AuthError> {
+        let url = match &self.token_url {
+            Some(Ok(url)) => Some(url),
+            Some(Err(e)) => return Err(e.clone()),
+            None => None,
         };
-        let secrets = [client_secret.expose()];
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.expose()),
-            ("scope", self.scope.as_str()),
-        ];
-        let unreachable = |e: reqwest::Error, after_headers: bool| {
-            let kind = transport_kind(&e, after_headers);
-            AuthError::Unreachable {
-                url: url.to_string(),
-                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
-                kind,
-            }
-        };
-        let response = self
-            .http
-            .post(url.clone())
-            .header(ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| unreachable(e, false))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
-
-        if (200..300).contains(&status) {
-            return parse_token_reply(status, &body);
-        }
-        Err(parse_oauth_error(status, &body, &secrets))
+        let ctx =
+            FetchContext { http: &self.http, login_base: &self.login_base, scope: &self.scope };
+        self.credentials.fetch(ctx, url).await
     }
-}
-
-/// `{login_base}/{tenant}/oauth2/v2.0/token`, the tenant percent-encoded as
-/// one path segment.
-fn token_url(login_base: &str, tenant_id: &str) -> Result<Url, AuthError> {
-    let invalid =
-        |reason: String| AuthError::InvalidEndpoint { url: login_base.to_string(), reason };
-    if tenant_id.trim().is_empty() {
-        return Err(invalid("the tenant id is empty".to_string()));
-    }
-    let mut url = Url::parse(login_base.trim()).map_err(|e| invalid(e.to_string()))?;
-    if url.cannot_be_a_base() {
-        return Err(invalid("not a base URL".to_string()));
-    }
-    let base_path = url.path().trim_end_matches('/').to_string();
-    url.set_path(&base_path);
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| invalid("not a base URL".to_string()))?
-        .pop_if_empty()
-        .extend([tenant_id.trim(), "oauth2", "v2.0", "token"]);
-    Ok(url)
-}
-
-/// Reads a 2xx reply of the token endpoint. On failure, the message names
-/// fields only: the body may hold a token.
-fn parse_token_reply(status: u16, body: &[u8]) -> Result<TokenResponse, AuthError> {
-    let malformed = |message: &str| AuthError::Malformed { status, message: message.to_string() };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| malformed(&format!("not JSON ({} bytes)", body.len())))?;
-    let Some(obj) = value.as_object() else {
-        return Err(malformed("not a JSON object"));
-    };
-    match obj.get("access_token") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => {}
-        Some(serde_json::Value::String(_)) => return Err(malformed("access_token is empty")),
-        Some(_) => return Err(malformed("access_token is not a string")),
-        None => return Err(malformed("no access_token")),
-    }
-    match obj.get("expires_in") {
-        None => return Err(malformed("no expires_in")),
-        Some(serde_json::Value::Number(n)) if n.is_u64() => {}
-        Some(serde_json::Value::String(s)) if s.trim().parse::<u64>().is_ok() => {}
-        Some(_) => return Err(malformed("expires_in is not a whole number of seconds")),
-    }
-    if let Some(t) = obj.get("token_type")
-        && !t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
-    {
-        return Err(malformed("token_type is not Bearer"));
-    }
-    serde_json::from_value(value).map_err(|_| malformed("fields of unexpected types"))
-}
-
-/// Reads a non-2xx reply of the token endpoint: the OAuth2 error shape
-/// `{"error","error_description"}` when present, else an excerpt.
-fn parse_oauth_error(status: u16, body: &[u8], secrets: &[&str]) -> AuthError {
-    #[derive(serde::Deserialize)]
-    struct OAuthError {
-        error: String,
-        #[serde(default)]
-        error_description: Option<String>,
-        #[serde(default)]
-        trace_id: Option<String>,
-        #[serde(default)]
-        correlation_id: Option<String>,
-    }
-    if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
-        let description = one_line_description(
-            e.error_description.as_deref().unwrap_or("no description given"),
-            e.trace_id.as_deref(),
-            e.correlation_id.as_deref(),
-        );
-        let description = scrub(&description, secrets);
-        let error = scrub(&e.error, secrets);
-        if error == "invalid_client" {
-            return AuthError::InvalidClient { description };
-        }
-        return AuthError::OAuth { status, error, description };
-    }
-    let text = String::from_utf8_lossy(body);
-    let message = if text.trim().is_empty() {
-        "empty body".to_string()
-    } else {
-        format!("not an OAuth2 error reply: {}", excerpt(&scrub(&text, secrets), EXCERPT_CHARS))
-    };
-    AuthError::Malformed { status, message }
-}
-
-/// Entra's `error_description` on one line: its first line (`AADSTS<n>:
-/// <message>`, without the `Trace ID`, `Correlation ID` and `Timestamp`
-/// lines it appends), then the two ids Microsoft support asks for, when the
-/// reply has them.
-fn one_line_description(
-    description: &str,
-    trace: Option<&str>,
-    correlation: Option<&str>,
-) -> String {
-    let first = description.split(['\r', '\n']).next().unwrap_or("").trim();
-    let ids: Vec<String> = [("trace id", trace), ("correlation id", correlation)]
-        .into_iter()
-        .filter_map(|(what, id)| {
-            id.filter(|i| !i.trim().is_empty()).map(|i| format!("{what} {}", i.trim()))
-        })
-        .collect();
-    if ids.is_empty() { first.to_string() } else { format!("{first} ({})", ids.join(", ")) }
-}
-
-/// Replaces each non-empty secret in `text` with `[redacted]`, in every
-/// encoding it travels in, since a server echoing a request quotes it as
-/// sent, not as we hold it:
-///
-/// - raw, and URL or form encoded: `%7E` or `%7e` for `~`, `+` or `%20` for
-///   a space, in any mix of escaped and literal characters;
-/// - JSON-escaped: `\"`, `\\`, `\/`, `\u0022` and the other escapes;
-/// - base64, standard and URL-safe, at any offset (as inside
-///   `Basic base64(client_id:secret)`): the whole base64 run around it goes.
-pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
-    let bytes = text.as_bytes();
-    let mut redact: Vec<(usize, usize)> = Vec::new();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        find_all(bytes, secret.as_bytes(), false, &mut redact);
-        for core in base64_cores(secret.as_bytes()) {
-            find_all(bytes, &core, true, &mut redact);
-        }
-    }
-    if redact.is_empty() {
-        return text.to_string();
-    }
-    redact.sort_unstable();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    for (start, end) in redact {
-        if end <= at {
-            continue;
-        }
-        if start >= at {
-            out.extend_from_slice(&bytes[at..start]);
-            out.extend_from_slice(b"[redacted]");
-        }
-        at = end;
-    }
-    out.extend_from_slice(&bytes[at..]);
-    // Matches begin and end on character boundaries (a secret is whole
-    // characters, escapes are ASCII), so this is UTF-8; lossy just in case.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// Adds to `found` every span of `text` that spells `needle` in any of the
-/// encodings [`scrub`] knows; `base64` also widens each span to the whole
-/// run of base64 characters around it.
-fn find_all(text: &[u8], needle: &[u8], base64: bool, found: &mut Vec<(usize, usize)>) {
-    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
-    let mut i = 0;
-    while i < text.len() {
-        match spelled_at(text, i, needle) {
-            Some(end) => {
-                let (mut start, mut end) = (i, end);
-                if base64 {
-                    while start > 0 && is_b64(text[start - 1]) {
-                        start -= 1;
-                    }
-                    while end < text.len() && (is_b64(text[end]) || text[end] == b'=') {
-                        end += 1;
-                    }
-                }
-                found.push((start, end));
-                i = end.max(i + 1);
-            }
-            None => i += 1,
-        }
-    }
-}
-
-/// Where `needle`, spelt from `text[at..]` one byte at a time literally or
-/// escaped (URL, form or JSON), ends.
-fn spelled_at(text: &[u8], at: usize, needle: &[u8]) -> Option<usize> {
-    let Some((&want, rest)) = needle.split_first() else {
-        return Some(at);
-    };
-    let hex = |from: usize, len: usize| -> Option<u32> {
-        let digits = text.get(from..from + len)?;
-        let digits = std::str::from_utf8(digits).ok()?;
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(digits, 16).ok()
-    };
-    let first = *text.get(at)?;
-    // Every way this byte may be spelt here, as the length it takes.
-    let mut ways: [Option<usize>; 3] = [None; 3];
-    if first == want {
-        ways[0] = Some(1);
-    }
-    match first {
-        b'+' if want == b' ' => ways[1] = Some(1),
-        b'%' if hex(at + 1, 2) == Some(u32::from(want)) => ways[1] = Some(3),
-        b'\\' => {
-            let escaped = match text.get(at + 1) {
-                Some(b'u') if want.is_ascii() && hex(at + 2, 4) == Some(u32::from(want)) => Some(6),
-                Some(b'n') if want == b'\n' => Some(2),
-                Some(b't') if want == b'\t' => Some(2),
-                Some(b'r') if want == b'\r' => Some(2),
-                Some(b'b') if want == 0x08 => Some(2),
-                Some(b'f') if want == 0x0c => Some(2),
-                Some(&c) if c == want && matches!(c, b'"' | b'\\' | b'/') => Some(2),
-                _ => None,
-            };
-            ways[2] = escaped;
-        }
-        _ => {}
-    }
-    ways.into_iter().flatten().find_map(|len| spelled_at(text, at + len, rest))
-}
-
-/// The parts of the base64 encodings (standard and URL-safe) of `secret`
-/// that do not depend on what surrounds it: for each of the three offsets
-/// it can start at inside a longer encoded text, the characters made of
-/// the secret's bits alone. Shorter than four characters, a part would
-/// match ordinary words, so none is made for tiny secrets.
-fn base64_cores(secret: &[u8]) -> Vec<Vec<u8>> {
-    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut cores = Vec::new();
-    for offset in 0..3usize {
-        let mut padded = vec![0u8; offset];
-        padded.extend_from_slice(secret);
-        // Character i holds bits 6i..6i+6; keep those inside the secret's
-        // bits 8 * offset .. 8 * (offset + len).
-        let first = (8 * offset).div_ceil(6);
-        let last = 8 * (offset + secret.len()) / 6;
-        if last < first + 4 {
-            continue;
-        }
-        let core: Vec<u8> = (first..last)
-            .map(|i| {
-                let bit = 6 * i;
-                let (byte, shift) = (bit / 8, bit % 8);
-                let hi = u16::from(padded[byte]) << 8;
-                let lo = u16::from(padded.get(byte + 1).copied().unwrap_or(0));
-                STD[usize::from(((hi | lo) >> (10 - shift)) & 0x3f)]
-            })
-            .collect();
-        let url_safe: Vec<u8> = core
-            .iter()
-            .map(|&c| match c {
-                b'+' => b'-',
-                b'/' => b'_',
-                c => c,
-            })
-            .collect();
-        if url_safe != core {
-            cores.push(url_safe);
-        }
-        cores.push(core);
-    }
-    cores
-}
-
-/// A reqwest error and its sources, joined with `: ` (reqwest's own
-/// `Display` stops at the outermost layer, which rarely says what failed).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -813,6 +340,10 @@ mod tests {
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::post;
+
+    use super::super::super::net::TransportKind;
+    use super::super::endpoint::{parse_oauth_error, parse_token_reply, token_url};
+    use super::super::secret::scrub;
 
     const SECRET: &str = "s3cr3t-Value~with.special";
 
@@ -1194,14 +725,16 @@ mod tests {
                 format!(r#"{{"error":"invalid_client","error_description":"bad {SECRET}"}}"#)
                     .as_bytes(),
                 &secrets,
+                "",
             ),
             parse_oauth_error(
                 400,
                 format!(r#"{{"error":"invalid_request","error_description":"{SECRET}"}}"#)
                     .as_bytes(),
                 &secrets,
+                "",
             ),
-            parse_oauth_error(500, format!("oops client_secret={SECRET}").as_bytes(), &secrets),
+            parse_oauth_error(500, format!("oops client_secret={SECRET}").as_bytes(), &secrets, ""),
             parse_token_reply(200, format!(r#"{{"access_token":"{SECRET}"}}"#).as_bytes())
                 .unwrap_err(),
             parse_token_reply(
@@ -1355,7 +888,8 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
-        let AuthError::InvalidClient { description } = parse_oauth_error(401, &body, &[]) else {
+        let AuthError::InvalidClient { description, .. } = parse_oauth_error(401, &body, &[], "")
+        else {
             panic!("invalid_client")
         };
         assert!(!description.contains('\n') && !description.contains('\r'), "{description}");

@@ -1,0 +1,466 @@
+//! Managed identity: the Azure host (VM, scale set, App Service, Functions,
+//! Container Apps, Arc-less pods with the IMDS emulation) hands out tokens
+//! for its system-assigned identity or a user-assigned one, over a local
+//! endpoint that needs no secret from us.
+//!
+//! Three shapes of that endpoint exist:
+//!
+//! - IMDS, `GET http://169.254.169.254/metadata/identity/oauth2/token` with
+//!   `Metadata: true` (api-version 2018-02-01). Link-local plain http by
+//!   design: the one exception to the client's https-or-loopback rule, for
+//!   exactly that address. Its base is replaced by
+//!   `AZURE_POD_IDENTITY_AUTHORITY_HOST` or `--imds-url`.
+//! - App Service and Functions: `IDENTITY_ENDPOINT` with the header
+//!   `X-IDENTITY-HEADER: $IDENTITY_HEADER` (api-version 2019-08-01).
+//! - The older App Service shape: `MSI_ENDPOINT` with the header
+//!   `secret: $MSI_SECRET` (api-version 2017-09-01, `clientid`).
+//!
+//! The IMDS documentation asks for retries of 404, 410, 429 and 5xx: those
+//! answers are transient [`AuthError::Identity`] errors, retried by the call
+//! engine with its stoppable back-off like any transient failure.
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+use reqwest::header::ACCEPT;
+
+use super::super::net::{transport_kind, transport_message};
+use super::error::AuthError;
+use super::secret::{Secret, error_chain, scrub};
+use super::token::{FetchContext, Fetched, MAX_TOKEN_LIFETIME, lifetime_of, lifetime_until};
+use crate::text::excerpt;
+
+/// Where IMDS answers on every Azure VM.
+pub const IMDS_DEFAULT_BASE: &str = "http://169.254.169.254";
+
+/// The only address plain http is accepted for besides loopback.
+const IMDS_ADDRESS: [u8; 4] = [169, 254, 169, 254];
+
+/// Longest excerpt of an identity endpoint's reply kept in an error.
+const EXCERPT_CHARS: usize = 200;
+
+/// Which local endpoint hands out the tokens.
+#[derive(Debug, Clone)]
+pub enum IdentityEndpoint {
+    /// The Instance Metadata Service, at this base URL.
+    Imds {
+        /// `http://169.254.169.254`, or its override.
+        base: String,
+    },
+    /// App Service / Functions (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+    AppService {
+        /// The token URL itself.
+        endpoint: String,
+        /// `X-IDENTITY-HEADER`: guards against request forgery; rotated by the host.
+        header: Secret,
+    },
+    /// The 2017-09-01 App Service shape (`MSI_ENDPOINT`, `MSI_SECRET`).
+    Msi2017 {
+        /// The token URL itself.
+        endpoint: String,
+        /// The `secret` header.
+        secret: Secret,
+    },
+}
+
+/// A managed identity: where to ask, and which identity.
+#[derive(Debug, Clone)]
+pub struct ManagedIdentity {
+    /// The endpoint of this host.
+    pub endpoint: IdentityEndpoint,
+    /// A user-assigned identity's client id; `None` for the system-assigned one.
+    pub client_id: Option<String>,
+}
+
+impl ManagedIdentity {
+    /// The endpoint's shape, for `auth check` and logs.
+    pub fn shape(&self) -> &'static str {
+        match self.endpoint {
+            IdentityEndpoint::Imds { .. } => "IMDS",
+            IdentityEndpoint::AppService { .. } => "App Service",
+            IdentityEndpoint::Msi2017 { .. } => "App Service (2017-09-01)",
+        }
+    }
+
+    /// Applies the URL rules: https anywhere, plain http to loopback, and to
+    /// 169.254.169.254 for IMDS only; no credentials in the URL.
+    pub fn check(&self) -> Result<(), String> {
+        let (what, raw, imds) = match &self.endpoint {
+            IdentityEndpoint::Imds { base } => ("IMDS", base.as_str(), true),
+            IdentityEndpoint::AppService { endpoint, header } => {
+                if header.is_empty() {
+                    return Err("IDENTITY_HEADER is empty".to_string());
+                }
+                ("IDENTITY_ENDPOINT", endpoint.as_str(), false)
+            }
+            IdentityEndpoint::Msi2017 { endpoint, secret } => {
+                if secret.is_empty() {
+                    return Err("MSI_SECRET is empty".to_string());
+                }
+                ("MSI_ENDPOINT", endpoint.as_str(), false)
+            }
+        };
+        let url = Url::parse(raw.trim()).map_err(|e| format!("{what} URL {raw:?}: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("the {what} URL must not hold credentials"));
+        }
+        let Some(host) = url.host_str() else {
+            return Err(format!("the {what} URL {raw:?} has no host"));
+        };
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()
+        };
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if ip.is_some_and(|ip| ip.is_loopback()) => Ok(()),
+            "http" if imds && ip == Some(IpAddr::from(IMDS_ADDRESS)) => Ok(()),
+            _ => Err(format!(
+                "the {what} URL {raw:?} must be https, or http to a loopback address{}",
+                if imds { " or 169.254.169.254" } else { "" }
+            )),
+        }
+    }
+
+    /// The token request URL for `resource`.
+    pub(crate) fn url(&self, resource: &str) -> Result<Url, AuthError> {
+        let invalid =
+            |url: &str, reason: String| AuthError::InvalidEndpoint { url: url.to_string(), reason };
+        let id = self.client_id.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let (raw, mut pairs) = match &self.endpoint {
+            IdentityEndpoint::Imds { base } => {
+                let base = base.trim().trim_end_matches('/');
+                (
+                    format!("{base}/metadata/identity/oauth2/token"),
+                    vec![("api-version", "2018-02-01")],
+                )
+            }
+            IdentityEndpoint::AppService { endpoint, .. } => {
+                (endpoint.trim().to_string(), vec![("api-version", "2019-08-01")])
+            }
+            IdentityEndpoint::Msi2017 { endpoint, .. } => {
+                (endpoint.trim().to_string(), vec![("api-version", "2017-09-01")])
+            }
+        };
+        pairs.push(("resource", resource));
+        if let Some(id) = id {
+            let key = if matches!(self.endpoint, IdentityEndpoint::Msi2017 { .. }) {
+                "clientid"
+            } else {
+                "client_id"
+            };
+            pairs.push((key, id));
+        }
+        let mut url = Url::parse(&raw).map_err(|e| invalid(&raw, e.to_string()))?;
+        url.query_pairs_mut().extend_pairs(pairs);
+        Ok(url)
+    }
+
+    /// One request to the identity endpoint.
+    pub(crate) async fn fetch(&self, ctx: FetchContext<'_>) -> Result<Fetched, AuthError> {
+        let url = self.url(ctx.resource())?;
+        let shown = {
+            let mut u = url.clone();
+            u.set_query(None);
+            u.to_string()
+        };
+        let (name, value) = match &self.endpoint {
+            IdentityEndpoint::Imds { .. } => ("Metadata", "true"),
+            IdentityEndpoint::AppService { header, .. } => ("X-IDENTITY-HEADER", header.expose()),
+            IdentityEndpoint::Msi2017 { secret, .. } => ("secret", secret.expose()),
+        };
+        let secrets = [value];
+        let unreachable = |e: reqwest::Error, after_headers: bool| {
+            let kind = transport_kind(&e, after_headers);
+            AuthError::Unreachable {
+                url: shown.clone(),
+                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
+                kind,
+            }
+        };
+        let response = ctx
+            .http
+            .get(url.clone())
+            .header(name, value)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| unreachable(e, false))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
+        if (200..300).contains(&status) {
+            return parse_identity_reply(status, &body);
+        }
+        Err(parse_identity_error(&shown, status, &body, &secrets))
+    }
+}
+
+/// A number or a string of digits.
+fn whole(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Reads a token reply: `access_token`, and its expiry from `expires_in`,
+/// `expires_on` (Unix seconds, a string on IMDS and App Service), or the
+/// token's own `exp` (the 2017 shape writes `expires_on` as a date). The
+/// message names fields only: the body holds a token.
+pub(crate) fn parse_identity_reply(status: u16, body: &[u8]) -> Result<Fetched, AuthError> {
+    let malformed = |message: &str| AuthError::Malformed { status, message: message.to_string() };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| malformed(&format!("not JSON ({} bytes)", body.len())))?;
+    let token = match value.get("access_token") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(malformed("access_token is empty or not a string")),
+        None => return Err(malformed("no access_token")),
+    };
+    // `expires_in` first: relative, so a skewed clock does not matter.
+    let lifetime = if let Some(secs) = value.get("expires_in").and_then(whole) {
+        std::time::Duration::from_secs(secs).min(MAX_TOKEN_LIFETIME)
+    } else if let Some(on) = value.get("expires_on").and_then(whole) {
+        lifetime_until(on)
+    } else {
+        lifetime_of(&token)
+    };
+    Ok(Fetched { token: Secret::new(token), lifetime })
+}
+
+/// Reads an error reply: `{"error","error_description"}` when present,
+/// else a bounded excerpt; `secrets` scrubbed from both.
+fn parse_identity_error(url: &str, status: u16, body: &[u8], secrets: &[&str]) -> AuthError {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).and_then(|v| v.as_str());
+    let error = field("error").map_or_else(|| format!("http_{status}"), |e| scrub(e, secrets));
+    let description = match field("error_description").or_else(|| field("message")) {
+        Some(d) => scrub(d.split(['\r', '\n']).next().unwrap_or(""), secrets),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            if text.trim().is_empty() {
+                "empty body".to_string()
+            } else {
+                excerpt(&scrub(&text, secrets), EXCERPT_CHARS)
+            }
+        }
+    };
+    AuthError::Identity { url: url.to_string(), status, error, description }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+
+    const RESOURCE: &str = "https://api.securitycenter.microsoft.com";
+
+    fn imds(base: &str, client_id: Option<&str>) -> ManagedIdentity {
+        ManagedIdentity {
+            endpoint: IdentityEndpoint::Imds { base: base.to_string() },
+            client_id: client_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_default_imds_address_is_the_link_local_one() {
+        assert_eq!(IMDS_DEFAULT_BASE, "http://169.254.169.254");
+        // Building its URL sends nothing.
+        let url = imds(IMDS_DEFAULT_BASE, None).url(RESOURCE).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fapi.securitycenter.microsoft.com"
+        );
+    }
+
+    #[test]
+    fn urls_of_each_shape() {
+        let url = imds("http://127.0.0.1:9/", Some("uai-1")).url(RESOURCE).unwrap();
+        assert_eq!(url.path(), "/metadata/identity/oauth2/token");
+        assert!(url.query().unwrap().ends_with("&client_id=uai-1"), "{url}");
+        let app = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: "http://127.0.0.1:41741/msi/token".into(),
+                header: Secret::new("h"),
+            },
+            client_id: Some("uai-2".into()),
+        };
+        let url = app.url(RESOURCE).unwrap();
+        assert_eq!(url.path(), "/msi/token");
+        assert!(url.query().unwrap().starts_with("api-version=2019-08-01&resource="));
+        assert!(url.query().unwrap().ends_with("&client_id=uai-2"));
+        let old = ManagedIdentity {
+            endpoint: IdentityEndpoint::Msi2017 {
+                endpoint: "http://localhost:8081/msi/token".into(),
+                secret: Secret::new("s"),
+            },
+            client_id: Some("uai-3".into()),
+        };
+        let url = old.url(RESOURCE).unwrap();
+        assert!(url.query().unwrap().starts_with("api-version=2017-09-01&"));
+        assert!(url.query().unwrap().ends_with("&clientid=uai-3"));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_and_for_imds_its_address() {
+        for ok in [
+            "http://169.254.169.254",
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "https://imds.example",
+        ] {
+            assert!(imds(ok, None).check().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.253",
+            "http://10.0.0.1",
+            "http://imds.example",
+            "http://u:p@127.0.0.1",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(imds(bad, None).check().is_err(), "{bad}");
+        }
+        let app = |endpoint: &str| ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: endpoint.into(),
+                header: Secret::new("h"),
+            },
+            client_id: None,
+        };
+        assert!(app("http://127.0.0.1:41741/msi/token").check().is_ok());
+        // The IMDS exception is for IMDS only.
+        assert!(app("http://169.254.169.254/msi/token").check().is_err());
+        let no_header = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: "http://127.0.0.1:1/msi/token".into(),
+                header: Secret::new(""),
+            },
+            client_id: None,
+        };
+        assert!(no_header.check().unwrap_err().contains("IDENTITY_HEADER"));
+    }
+
+    #[test]
+    fn reads_the_documented_replies() {
+        for name in ["imds-token-200.json", "appservice-token-200.json"] {
+            let body =
+                std::fs::read(format!("/work/shared/fixtures/addendum/{name}")).or_else(|_| {
+                    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
+                });
+            let Ok(body) = body else { continue };
+            let f = parse_identity_reply(200, &body).unwrap();
+            assert!(f.token.expose().starts_with("eyJ0eXAi"), "{name}");
+        }
+        let f = parse_identity_reply(
+            200,
+            br#"{"access_token":"t","expires_in":"3599","expires_on":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(3599));
+        let err = parse_identity_reply(200, br#"{"access_token":""}"#).unwrap_err();
+        assert!(matches!(err, AuthError::Malformed { .. }));
+    }
+
+    /// Requests seen: query and the two headers that matter.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
+    async fn endpoint(status: StatusCode) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        async fn answer(
+            State((seen, status)): State<(Seen, StatusCode)>,
+            RawQuery(q): RawQuery,
+            headers: HeaderMap,
+        ) -> Response {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            seen.lock().unwrap().push((
+                q.unwrap_or_default(),
+                h("metadata"),
+                h("x-identity-header"),
+            ));
+            if status != StatusCode::OK {
+                let body = serde_json::json!({"error": "invalid_resource", "error_description": "AADSTS50001: no such app; header was hdr-s3cret"});
+                return (status, axum::Json(body)).into_response();
+            }
+            let body = serde_json::json!({"access_token": "mi-token", "expires_in": "3599", "token_type": "Bearer"});
+            axum::Json(body).into_response()
+        }
+        let router = Router::new()
+            .route("/metadata/identity/oauth2/token", get(answer))
+            .route("/msi/token", get(answer))
+            .with_state((seen.clone(), status));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn ctx(http: &reqwest::Client) -> FetchContext<'_> {
+        FetchContext {
+            http,
+            login_base: "unused",
+            scope: "https://api.securitycenter.microsoft.com/.default",
+        }
+    }
+
+    #[tokio::test]
+    async fn asks_with_the_right_header_and_identity() {
+        let http = reqwest::Client::new();
+        let (base, seen) = endpoint(StatusCode::OK).await;
+        let f = imds(&base, Some("uai-1")).fetch(ctx(&http)).await.unwrap();
+        assert_eq!((f.token.expose(), f.lifetime), ("mi-token", Duration::from_secs(3599)));
+        let app = ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: format!("{base}/msi/token"),
+                header: Secret::new("hdr-s3cret"),
+            },
+            client_id: None,
+        };
+        app.fetch(ctx(&http)).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0].0,
+            "api-version=2018-02-01&resource=https%3A%2F%2Fapi.securitycenter.microsoft.com&client_id=uai-1"
+        );
+        assert_eq!(seen[0].1.as_deref(), Some("true"));
+        assert_eq!(seen[1].2.as_deref(), Some("hdr-s3cret"));
+        assert!(seen[1].0.starts_with("api-version=2019-08-01&resource="));
+        assert!(!seen[1].0.contains("client_id"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_transient_as_documented_and_hide_the_header() {
+        let http = reqwest::Client::new();
+        for (status, transient) in [
+            (404, true),
+            (410, true),
+            (429, true),
+            (500, true),
+            (503, true),
+            (400, false),
+            (401, false),
+            (403, false),
+        ] {
+            let (base, _) = endpoint(StatusCode::from_u16(status).unwrap()).await;
+            let app = ManagedIdentity {
+                endpoint: IdentityEndpoint::AppService {
+                    endpoint: format!("{base}/msi/token"),
+                    header: Secret::new("hdr-s3cret"),
+                },
+                client_id: None,
+            };
+            let err = app.fetch(ctx(&http)).await.unwrap_err();
+            assert_eq!(err.is_transient(), transient, "{status}: {err}");
+            let text = format!("{err} {err:?}");
+            assert!(text.contains("AADSTS50001") && !text.contains("hdr-s3cret"), "{text}");
+            assert_eq!(err.code(), "invalid_resource");
+        }
+    }
+}
