@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
 use crate::api::cloud::Cloud;
-use crate::input::{InputFormat, InputSpec, RowDefaults};
+use crate::input::columns::ColumnAssignment;
+use crate::input::{ColumnChoices, InputFormat, InputSpec, RowDefaults, TextEncoding};
 use crate::logging::LogFormat;
 use crate::pace::{parse_duration, parse_limits};
 use crate::results::Status;
@@ -61,14 +62,23 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
-    /// Input file (.csv, .tsv, .jsonl), or - for standard input.
+    /// Input file (.csv, .tsv, .jsonl, .txt list of devices), or - for standard input.
     pub input: String,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
     #[arg(short, long)]
     pub output: Option<String>,
-    /// Input format, when the file name has no telling extension (stdin).
-    #[arg(long, value_name = "csv|tsv|jsonl")]
+    /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
+    #[arg(long, value_name = "csv|tsv|jsonl|lines")]
     pub input_format: Option<InputFormat>,
+    /// Text encoding of the input. Default: from its byte order mark, else UTF-8 when valid, else Windows-1252 (with a warning).
+    #[arg(long, value_name = "utf-8|utf-16le|utf-16be|windows-1252|latin1")]
+    pub encoding: Option<TextEncoding>,
+    /// Use the column HEADER for ROLE (machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type), over the header aliases; repeatable. Example: --column machine_id="Device Id".
+    #[arg(long = "column", value_name = "ROLE=HEADER")]
+    pub columns: Vec<ColumnAssignment>,
+    /// Give the column HEADER no role (it is still carried to the results); repeatable.
+    #[arg(long = "ignore-column", value_name = "HEADER")]
+    pub ignore_columns: Vec<String>,
     /// Action for rows without an action column: isolate, unisolate (release), stop-and-quarantine, offboard, scan, ...
     #[arg(long)]
     pub action: Option<String>,
@@ -378,7 +388,15 @@ pub fn run_config(
         _ => Existing::Refuse,
     };
     let config = RunConfig {
-        input: InputSpec { path: input_path, format: args.input_format },
+        input: InputSpec {
+            path: input_path,
+            format: args.input_format,
+            encoding: args.encoding,
+            columns: ColumnChoices {
+                assigned: args.columns.clone(),
+                ignored: args.ignore_columns.clone(),
+            },
+        },
         results,
         defaults: RowDefaults {
             action,

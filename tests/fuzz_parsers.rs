@@ -476,7 +476,8 @@ fn check_input(case: &InputCase) -> Result<(), String> {
     let dir = TempDir::new("fuzz-input");
     let path = dir.write(&format!("input.{}", case.extension), &case.bytes);
     let lines = Lines::of(&case.bytes);
-    let from_file = read_all(Input::open(&InputSpec { path: Some(path), format: None }), lines)?;
+    let from_file =
+        read_all(Input::open(&InputSpec { path: Some(path), ..InputSpec::default() }), lines)?;
     // Standard input is spooled and read the same way: same outcome.
     let format: InputFormat = match case.extension {
         "csv" => InputFormat::Csv,
