@@ -1,6 +1,7 @@
 //! Property tests of every parser that reads what the tool did not write
-//! itself, or wrote and may find torn: input rows (CSV, TSV, JSONL through
-//! the public [`Input`] API), journal recovery ([`Journal::open`]),
+//! itself, or wrote and may find torn: input rows (CSV, TSV, JSONL, device
+//! lists, in UTF-8, UTF-16 and Windows-1252, through the public [`Input`]
+//! API), journal recovery ([`Journal::open`]),
 //! `Retry-After` ([`parse_retry_after`]), timestamps ([`parse_utc`],
 //! [`format_utc`]) and results rows read back ([`parse_result_row`], and
 //! whole results files through their writers and [`ResultsFile`]).
@@ -286,12 +287,26 @@ const INPUT_SEEDS: &[(&str, &[u8])] = &[
         "csv",
         b"owner,line,machine_id,action,status,action_id,action_status,http_status,error_code,error_message,attempts,requested_at,finished_at\nann,2,1e5bc9d7e413ddd7902c2932e418702b84d0cc07,isolate,submitted,a-1,Pending,201,,,1,2024-05-01T08:00:00.0000000Z,2024-05-01T08:00:00.5000000Z\n'=bob,3,,isolate,error,,,503,'=x,\"multi\nline\",5,,\n",
     ),
+    // German Excel: semicolons, Windows-1252 (ä, ü), CRLF.
+    ("csv", b"Ger\xe4tename;Kommentar;Zust\xe4ndig\r\nhost-1;Eind\xe4mmung;J\xfcrgen\r\n\r\nhost-2;;\x80\r\n"),
+    // Excel's "Unicode Text": UTF-16LE with a BOM, tabs, a header.
+    (
+        "txt",
+        b"\xff\xfeD\0e\0v\0i\0c\0e\0N\0a\0m\0e\0\t\0C\0o\0m\0m\0e\0n\0t\0\r\0\n\0h\0\xe9\0\t\0x\0\r\0\n\0",
+    ),
+    // UTF-16BE with a BOM.
+    ("csv", b"\xfe\xff\0h\0o\0s\0t\0\n\0a\0\n\0\xfc\0\n"),
+    // A host list: comments, blank lines, every kind of device value.
+    (
+        "txt",
+        b"# IR-9\nhost-1.corp.example\n\n 1E5BC9D7E413DDD7902C2932E418702B84D0CC07 \n10.0.0.7\r\n80fe7bd2-6c5e-4f3a-9f53-8f7b8f1c2d3e\r# end\r",
+    ),
 ];
 
 /// One input file's case: its extension and bytes.
 #[derive(Debug)]
 struct InputCase {
-    /// `csv`, `tsv`, `jsonl` or `ndjson`.
+    /// `csv`, `tsv`, `jsonl`, `ndjson` or `txt`.
     extension: &'static str,
     /// The file's bytes (shown escaped on failure).
     bytes: Vec<u8>,
@@ -322,6 +337,7 @@ fn gen_input(rng: &mut Rng) -> InputCase {
         1 => "tsv",
         2 => "jsonl",
         3 => "ndjson",
+        4 => "txt",
         _ => extension,
     };
     InputCase { extension, bytes }
@@ -344,6 +360,7 @@ fn error_line(e: &InputError) -> Option<u64> {
         | InputError::Utf8 { line, .. }
         | InputError::Csv { line, .. }
         | InputError::UnclosedQuote { line, .. }
+        | InputError::Decode { line, .. }
         | InputError::TooManyKeys { line, .. } => Some(*line),
         _ => None,
     }
@@ -476,16 +493,26 @@ fn check_input(case: &InputCase) -> Result<(), String> {
     let dir = TempDir::new("fuzz-input");
     let path = dir.write(&format!("input.{}", case.extension), &case.bytes);
     let lines = Lines::of(&case.bytes);
-    let from_file =
-        read_all(Input::open(&InputSpec { path: Some(path), ..InputSpec::default() }), lines)?;
-    // Standard input is spooled and read the same way: same outcome.
-    let format: InputFormat = match case.extension {
-        "csv" => InputFormat::Csv,
-        "tsv" => InputFormat::Tsv,
-        _ => InputFormat::Jsonl,
+    let opened = Input::open(&InputSpec { path: Some(path), ..InputSpec::default() });
+    // A `.txt` is a list or a tab-separated sheet, judged by its content;
+    // stdin is told which the file turned out to be.
+    let judged = opened.as_ref().ok().map(Input::format);
+    let from_file = read_all(opened, lines)?;
+    // Standard input is spooled and read the same way: same outcome. A
+    // `.txt` that did not open may have been judged either way.
+    let formats: &[InputFormat] = match (case.extension, judged) {
+        ("csv", _) => &[InputFormat::Csv],
+        ("tsv", _) => &[InputFormat::Tsv],
+        ("txt", Some(InputFormat::Tsv)) => &[InputFormat::Tsv],
+        ("txt", Some(_)) => &[InputFormat::Lines],
+        ("txt", None) => &[InputFormat::Tsv, InputFormat::Lines],
+        _ => &[InputFormat::Jsonl],
     };
-    let from_stdin = read_all(Input::from_reader(&case.bytes[..], Some(format)), lines)?;
-    if from_file != from_stdin {
+    let mut from_stdin = Vec::new();
+    for &format in formats {
+        from_stdin.push(read_all(Input::from_reader(&case.bytes[..], Some(format)), lines)?);
+    }
+    if !from_stdin.contains(&from_file) {
         return Err(format!("file and stdin differ:\n{from_file:?}\n{from_stdin:?}"));
     }
     Ok(())
