@@ -62,13 +62,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
-    /// Input file (.csv, .tsv, .jsonl, .txt list of devices), or - for standard input.
+    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input.
     pub input: String,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
     #[arg(short, long)]
     pub output: Option<String>,
     /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
-    #[arg(long, value_name = "csv|tsv|jsonl|lines")]
+    #[arg(long, value_name = "csv|tsv|jsonl|lines|workbook")]
     pub input_format: Option<InputFormat>,
     /// Text encoding of the input. Default: from its byte order mark, else UTF-8 when valid, else Windows-1252 (with a warning).
     #[arg(long, value_name = "utf-8|utf-16le|utf-16be|windows-1252|latin1")]
@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Give the column HEADER no role (it is still carried to the results); repeatable.
     #[arg(long = "ignore-column", value_name = "HEADER")]
     pub ignore_columns: Vec<String>,
+    /// The sheet of a workbook input to read, by name or by position from 1. Default: the first.
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub sheet: Option<String>,
     /// Action for rows without an action column: isolate, unisolate (release), stop-and-quarantine, offboard, scan, ...
     #[arg(long)]
     pub action: Option<String>,
@@ -396,6 +399,7 @@ pub fn run_config(
                 assigned: args.columns.clone(),
                 ignored: args.ignore_columns.clone(),
             },
+            sheet: args.sheet.clone(),
         },
         results,
         defaults: RowDefaults {

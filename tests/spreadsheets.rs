@@ -285,3 +285,104 @@ async fn columns_are_chosen_and_ignored_by_flag() {
     assert!(text(&out).contains("is not ROLE=HEADER"), "{}", text(&out));
     assert_eq!(stats(&sim).actions_created, before);
 }
+
+/// A workbook as rust_xlsxwriter writes it: sheet `Geräte` with a blank
+/// first row, the header on row 2, and a blank row between the data rows;
+/// ids, a number-formatted ticket and a date per row.
+fn write_workbook(path: &std::path::Path, rows: &[(&str, &str, f64)]) {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.set_name("Geräte").unwrap();
+    let bold = Format::new().set_bold();
+    let date = Format::new().set_num_format("dd.mm.yyyy");
+    let ticket = Format::new().set_num_format("0");
+    for (c, h) in ["DeviceId", "Zuständig", "Ticket", "Gesehen"].into_iter().enumerate() {
+        sheet.write_string_with_format(1, c as u16, h, &bold).unwrap();
+    }
+    for (i, (id, owner, number)) in rows.iter().enumerate() {
+        let r = 2 + 2 * i as u32;
+        sheet.write_string(r, 0, *id).unwrap();
+        sheet.write_string(r, 1, *owner).unwrap();
+        sheet.write_number_with_format(r, 2, *number, &ticket).unwrap();
+        let seen = ExcelDateTime::from_ymd(2026, 11, 30).unwrap();
+        sheet.write_datetime_with_format(r, 3, seen, &date).unwrap();
+    }
+    book.save(path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_is_read_with_the_sheets_row_numbers_and_cells_as_shown() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("workbook");
+    let m = windows_online(&sim, 2);
+    let book = dir.path("geraete.xlsx");
+    write_workbook(&book, &[(&m[0].id, "Jürgen", 1.2e15), (&m[1].id, "Änne", 42.0)]);
+    let out = output(isolate(&sim, &book, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("geraete.results.csv"));
+    assert_eq!(column(&rows, "line"), ["3", "5"], "the sheet's own row numbers");
+    assert_eq!(column(&rows, "machine_id"), [m[0].id.clone(), m[1].id.clone()]);
+    assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne"]);
+    assert_eq!(column(&rows, "Ticket"), ["1200000000000000", "42"], "not 1.2E+15, not 42.0");
+    assert_eq!(column(&rows, "Gesehen"), ["2026-11-30", "2026-11-30"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    assert!(shape(&dir.path("geraete.results.csv")).1, "Excel reads the results as UTF-8");
+
+    // A bad row is named by the file, the sheet and the sheet's row.
+    let bad = dir.path("bad.xlsx");
+    write_workbook(&bad, &[(&m[0].id, "a", 1.0), ("not-an-id", "b", 2.0)]);
+    let before = stats(&sim).actions_created;
+    let out = output(isolate(&sim, &bad, &[])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("bad.xlsx, sheet Geräte: line 5, column DeviceId: \"not-an-id\""),
+        "{all}"
+    );
+    assert_eq!(stats(&sim).actions_created, before, "nothing is sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_from_another_writer_is_read_and_its_sheets_chosen() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("handmade");
+    let fixture = include_bytes!("fixtures/handmade.xlsx");
+    let book = dir.write("handmade.xlsx", fixture);
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&book).args(["--action", "isolate"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("handmade.results.csv"));
+    let fleet = sim.fleet();
+    let id_of = |n: &str| {
+        fleet.iter().find(|m| m.computer_dns_name.as_deref() == Some(n)).unwrap().id.clone()
+    };
+    assert_eq!(column(&rows, "line"), ["3", "5"]);
+    assert_eq!(
+        column(&rows, "machine_id"),
+        [id_of("host-00001.contoso.test"), id_of("host-00002.contoso.test")]
+    );
+    assert_eq!(column(&rows, "Ticket"), ["1200000000000000", "42"]);
+    assert_eq!(column(&rows, "Seen"), ["2025-10-13", "2025-10-13T12:00:00"]);
+    assert_eq!(column(&rows, "Kommentar"), ["IR-1", "Eindämmung & Co"]);
+    // The second sheet by position, then one that does not exist.
+    let mut cmd = isolate(&sim, &book, &["--sheet", "2", "-o"]);
+    cmd.arg(dir.path("notes.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("handmade.xlsx, sheet Notes: line 2, column machine_id"),
+        "{}",
+        text(&out)
+    );
+    let mut cmd = isolate(&sim, &book, &["--sheet", "Nope", "-o"]);
+    cmd.arg(dir.path("nope.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no sheet \"Nope\" (by name, or by position from 1); the workbook's sheets are [Targets, Notes]"),
+        "{}",
+        text(&out)
+    );
+}

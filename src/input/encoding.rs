@@ -34,6 +34,12 @@ pub enum TextEncoding {
     Latin1,
 }
 
+impl Detected {
+    /// UTF-8 without a BOM, as told: what a workbook's cells are.
+    pub const UTF8: Detected =
+        Detected { encoding: TextEncoding::Utf8, bom_len: 0, guessed_at_line: None };
+}
+
 impl TextEncoding {
     /// The name `--encoding` takes and messages use.
     pub fn as_str(self) -> &'static str {

@@ -34,8 +34,8 @@ pub enum InputError {
 
     /// Neither the extension nor `--input-format` says what the file is.
     #[error(
-        "{file}: cannot tell the input format ({}); use a .csv, .tsv, .jsonl or .txt file, or pass --input-format csv|tsv|jsonl|lines",
-        match .extension { Some(e) => format!("extension .{e} is not one of csv, tsv, jsonl, ndjson, txt"), None => "no file extension".to_string() }
+        "{file}: cannot tell the input format ({}); use a .csv, .tsv, .jsonl, .txt or .xlsx file, or pass --input-format csv|tsv|jsonl|lines|workbook",
+        match .extension { Some(e) => format!("extension .{e} is not one of csv, tsv, jsonl, ndjson, txt, xlsx, xlsm, xls, ods"), None => "no file extension".to_string() }
     )]
     UnknownFormat {
         /// The input as the user named it.
@@ -176,6 +176,26 @@ pub enum InputError {
         given: bool,
     },
 
+    /// A workbook that cannot be read (not a workbook, damaged, encrypted).
+    #[error("{file}: {}", clip(.message).max(MESSAGE_CHARS))]
+    Workbook {
+        /// The input as the user named it.
+        file: String,
+        /// What the workbook reader said.
+        message: String,
+    },
+
+    /// `--sheet` names no sheet of the workbook.
+    #[error("{file}: no sheet {} (by name, or by position from 1); the workbook's sheets are [{}]", quote(.sheet), HeaderList(.sheets))]
+    NoSuchSheet {
+        /// The input as the user named it.
+        file: String,
+        /// The sheet asked for.
+        sheet: String,
+        /// The workbook's sheets, in order.
+        sheets: Vec<String>,
+    },
+
     /// A `--column` or `--ignore-column` naming a header the file lacks.
     #[error("{file}: {flag} names the column {}, but the header is [{}]", quote(.column), HeaderList(.header))]
     NoSuchColumn {
@@ -240,6 +260,8 @@ impl InputError {
             | InputError::Utf8 { file, .. }
             | InputError::Decode { file, .. }
             | InputError::NoSuchColumn { file, .. }
+            | InputError::Workbook { file, .. }
+            | InputError::NoSuchSheet { file, .. }
             | InputError::Csv { file, .. }
             | InputError::UnclosedQuote { file, .. }
             | InputError::InvalidRows { file, .. } => file,

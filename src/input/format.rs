@@ -24,11 +24,14 @@ pub enum InputFormat {
     /// One device per line, no header (`hosts.txt`); a `.txt` whose first
     /// line holds a tab is read as TSV instead (Excel's "Unicode Text").
     Lines,
+    /// A workbook: `.xlsx`, `.xlsm`, `.xls` or `.ods`, one sheet of it.
+    Workbook,
 }
 
 impl InputFormat {
     /// The format a file extension implies (`csv`, `tsv`, `jsonl`, `ndjson`,
-    /// `json-lines`, `txt`, `list`, any case), if any.
+    /// `json-lines`, `txt`, `list`, `xlsx`, `xlsm`, `xlsb`, `xls`, `ods`,
+    /// any case), if any.
     pub fn from_extension(path: &Path) -> Option<InputFormat> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
@@ -36,6 +39,7 @@ impl InputFormat {
             "tsv" | "tab" => Some(InputFormat::Tsv),
             "jsonl" | "ndjson" | "json-lines" => Some(InputFormat::Jsonl),
             "txt" | "list" => Some(InputFormat::Lines),
+            "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Some(InputFormat::Workbook),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl InputFormat {
             InputFormat::Tsv => "tsv",
             InputFormat::Jsonl => "jsonl",
             InputFormat::Lines => "lines",
+            InputFormat::Workbook => "workbook",
         }
     }
 }
@@ -59,7 +64,7 @@ impl fmt::Display for InputFormat {
 
 /// Error for an `--input-format` value that names no format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown input format {0:?} (expected csv, tsv, jsonl or lines)")]
+#[error("unknown input format {0:?} (expected csv, tsv, jsonl, lines or workbook)")]
 pub struct UnknownInputFormat(pub String);
 
 impl FromStr for InputFormat {
@@ -74,6 +79,7 @@ impl FromStr for InputFormat {
             "tsv" | "tab" => Ok(InputFormat::Tsv),
             "jsonl" | "ndjson" | "jsonlines" => Ok(InputFormat::Jsonl),
             "lines" | "txt" | "list" => Ok(InputFormat::Lines),
+            "workbook" | "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Ok(InputFormat::Workbook),
             _ => Err(UnknownInputFormat(s.to_string())),
         }
     }
@@ -166,11 +172,11 @@ mod tests {
             assert_eq!(s.parse::<InputFormat>().unwrap(), f);
         }
         assert!(
-            "xlsx"
+            "docx"
                 .parse::<InputFormat>()
                 .unwrap_err()
                 .to_string()
-                .contains("csv, tsv, jsonl or lines")
+                .contains("csv, tsv, jsonl, lines or workbook")
         );
         for (p, f) in [
             ("a.csv", Some(InputFormat::Csv)),
@@ -180,7 +186,9 @@ mod tests {
             ("a.ndjson", Some(InputFormat::Jsonl)),
             ("a.json-lines", Some(InputFormat::Jsonl)),
             ("hosts.txt", Some(InputFormat::Lines)),
-            ("a.xlsx", None),
+            ("a.XLSX", Some(InputFormat::Workbook)),
+            ("a.ods", Some(InputFormat::Workbook)),
+            ("a.docx", None),
             ("noext", None),
             ("-", None),
         ] {

@@ -30,6 +30,7 @@ mod lines;
 pub(crate) mod plan;
 mod record;
 mod spool;
+mod workbook;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -46,7 +47,7 @@ pub use plan::{
 };
 pub use record::Record;
 
-use crate::results::dialect::Dialect;
+use crate::results::dialect::{Dialect, LineEnd};
 use delimited::{DelimitedRecords, Layout};
 use encoding::{Detected, Transcode};
 use jsonl::JsonlRecords;
@@ -67,10 +68,13 @@ pub struct InputSpec {
     /// `--column` and `--ignore-column`: the roles the user gives columns
     /// and takes from them, over the aliases.
     pub columns: ColumnChoices,
+    /// `--sheet`: the sheet of a workbook to read, by name or by position
+    /// from 1; the first when not given.
+    pub sheet: Option<String>,
 }
 
 /// How the records of an input are laid out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Shape {
     /// CSV or TSV.
     Delimited(Layout),
@@ -78,6 +82,8 @@ enum Shape {
     Jsonl,
     /// One device per line; the dialect holds the file's line end.
     Lines(Dialect),
+    /// One sheet of a workbook, read whole at open.
+    Workbook(Arc<workbook::Sheet>),
 }
 
 /// An opened input: format detected, header read and classified.
@@ -157,7 +163,11 @@ impl Input {
         format: InputFormat,
         spec: &InputSpec,
     ) -> Result<Input, InputError> {
-        let (source, detected) = decode(source, &name, spec.encoding)?;
+        // A workbook is binary: it has no text encoding to decide.
+        let (source, detected) = match format {
+            InputFormat::Workbook => (source, Detected::UTF8),
+            _ => decode(source, &name, spec.encoding)?,
+        };
         let format = match format {
             // A `.txt` is a list of devices, or Excel's "Unicode Text": a
             // tab-separated sheet with a header.
@@ -175,6 +185,7 @@ impl Input {
                 (Shape::Delimited(layout), header)
             }
             InputFormat::Jsonl => (Shape::Jsonl, jsonl::scan_keys(&source, &name)?),
+            InputFormat::Workbook => return Input::build_workbook(name, source, spec),
             InputFormat::Lines => {
                 let dialect = lines::inspect(&source, &name)?;
                 (Shape::Lines(dialect), vec![Role::Device.canonical().to_string()])
@@ -191,6 +202,42 @@ impl Input {
             });
         }
         Ok(Input { name, source, format, layout, columns, detected })
+    }
+
+    /// Reads the chosen sheet of a workbook whole and classifies its header;
+    /// the input is named after the file and the sheet from here on.
+    fn build_workbook(
+        name: Arc<str>,
+        source: Source,
+        spec: &InputSpec,
+    ) -> Result<Input, InputError> {
+        let mut bytes = Vec::new();
+        source
+            .open()
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|error| InputError::Io { file: name.to_string(), error })?;
+        let sheet = workbook::read(bytes, &name, spec.sheet.as_deref())?;
+        let name: Arc<str> = format!("{name}, sheet {}", sheet.name).into();
+        let header = sheet.header.clone();
+        let columns =
+            Columns::with_choices(header.clone(), &spec.columns).map_err(|(flag, column)| {
+                InputError::NoSuchColumn { file: name.to_string(), flag, column, header }
+            })?;
+        if !Role::TARGETS.into_iter().any(|r| columns.has(r)) {
+            return Err(InputError::NoTargetColumn {
+                file: name.to_string(),
+                header: columns.names().to_vec(),
+            });
+        }
+        let layout = Shape::Workbook(Arc::new(sheet));
+        Ok(Input {
+            name,
+            source,
+            format: InputFormat::Workbook,
+            layout,
+            columns,
+            detected: Detected::UTF8,
+        })
     }
 
     /// The input as the user named it, or `<stdin>`.
@@ -214,10 +261,15 @@ impl Input {
     /// UTF-8 BOM when the input had a BOM or was not UTF-8 (without one,
     /// Excel reads UTF-8 in its own code page and shows accents garbled).
     pub fn results_dialect(&self) -> Dialect {
-        let dialect = match self.layout {
+        let dialect = match &self.layout {
             Shape::Delimited(layout) => layout.dialect,
-            Shape::Lines(dialect) => dialect,
+            Shape::Lines(dialect) => *dialect,
             Shape::Jsonl => Dialect::COMMA,
+            // Excel opens a comma-separated UTF-8 file with a BOM and CRLF
+            // in columns (in the locales whose list separator is a comma).
+            Shape::Workbook(_) => {
+                return Dialect::COMMA.with_line_end(LineEnd::CrLf).with_bom(true);
+            }
         };
         dialect.with_bom(self.detected.bom_len > 0 || self.detected.encoding != TextEncoding::Utf8)
     }
@@ -297,10 +349,10 @@ impl Input {
     /// called any number of times; each pass has its own file handle.
     pub fn records(&self) -> Result<Records, InputError> {
         let names = self.columns.names().to_vec();
-        let inner = match self.layout {
+        let inner = match &self.layout {
             Shape::Delimited(layout) => RecordsInner::Delimited(DelimitedRecords::new(
                 &self.source,
-                layout,
+                *layout,
                 names,
                 self.is_results_file(),
                 self.name.clone(),
@@ -311,6 +363,7 @@ impl Input {
             Shape::Lines(_) => {
                 RecordsInner::Lines(LineRecords::new(&self.source, names, self.name.clone())?)
             }
+            Shape::Workbook(sheet) => RecordsInner::Workbook(sheet.clone(), 0),
         };
         Ok(Records { inner })
     }
@@ -386,6 +439,8 @@ enum RecordsInner {
     Jsonl(JsonlRecords),
     /// One device per line.
     Lines(LineRecords),
+    /// The rows of a sheet, from memory: the sheet and the next row.
+    Workbook(Arc<workbook::Sheet>, usize),
 }
 
 impl Iterator for Records {
@@ -396,6 +451,11 @@ impl Iterator for Records {
             RecordsInner::Delimited(r) => r.next(),
             RecordsInner::Jsonl(r) => r.next(),
             RecordsInner::Lines(r) => r.next(),
+            RecordsInner::Workbook(sheet, next) => {
+                let record = sheet.record(*next)?;
+                *next += 1;
+                Some(Ok(record))
+            }
         }
     }
 }
@@ -562,11 +622,15 @@ mod tests {
     #[test]
     fn format_comes_from_the_flag_else_the_extension_else_an_error() {
         let dir = TestDir::new();
-        let xlsx = dir.file("devices.xlsx", b"hostname\nh\n");
-        let e = open_path(&xlsx, None).unwrap_err();
-        assert!(e.to_string().contains("extension .xlsx is not one of csv"), "{e}");
+        let docx = dir.file("devices.docx", b"hostname\nh\n");
+        let e = open_path(&docx, None).unwrap_err();
+        assert!(e.to_string().contains("extension .docx is not one of csv"), "{e}");
         assert!(e.to_string().contains("--input-format"), "{e}");
-        assert_eq!(e.file(), xlsx.display().to_string());
+        assert_eq!(e.file(), docx.display().to_string());
+        // A CSV saved under a workbook's name is refused as no workbook.
+        let fake = dir.file("devices.xlsx", b"hostname\nh\n");
+        let e = open_path(&fake, None).unwrap_err();
+        assert!(e.to_string().contains("cannot read it as a workbook"), "{e}");
         let bare = dir.file("devices", b"hostname\nh\n");
         assert!(open_path(&bare, None).unwrap_err().to_string().contains("no file extension"));
         assert_eq!(open_path(&bare, Some(InputFormat::Csv)).unwrap().format(), InputFormat::Csv);
