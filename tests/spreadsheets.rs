@@ -386,3 +386,27 @@ async fn a_workbook_from_another_writer_is_read_and_its_sheets_chosen() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_run_stopped_at_its_deadline_resumes_and_every_row_ends_once() {
+    let sim = sim(sim_config(&["5/1s"])).await;
+    let dir = TempDir::new("workbook-resume");
+    let m = windows_online(&sim, 15);
+    let rows: Vec<(&str, &str, f64)> =
+        m.iter().enumerate().map(|(i, d)| (d.id.as_str(), "owner", i as f64)).collect();
+    let book = dir.path("contain.xlsx");
+    write_workbook(&book, &rows);
+    let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--max-runtime", "1200ms"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--resume"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let results = read_results(&dir.path("contain.results.csv"));
+    let lines: Vec<String> = (0..15).map(|i| (3 + 2 * i).to_string()).collect();
+    assert_eq!(column(&results, "line"), lines, "the sheet's rows, each once");
+    assert_eq!(column(&results, "Ticket")[14], "14");
+    assert!(results.iter().all(|r| r["status"] == "submitted"), "{results:?}");
+    assert_eq!(stats(&sim).actions_created, 15);
+    assert_eq!(stats(&sim).duplicate_submissions, 0);
+}
