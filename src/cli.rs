@@ -371,6 +371,9 @@ pub fn run_config(
             ),
         },
     };
+    if let ResultsTarget::File(out) = &results {
+        refuse_workbook_results(out)?;
+    }
     if let (ResultsTarget::File(out), Some(inp)) = (&results, &input_path)
         && out == inp
     {
@@ -448,6 +451,19 @@ pub fn run_config(
     Ok((config, endpoint))
 }
 
+/// Refuses a results path named like a workbook: results are written (and
+/// rewritten in place by `status` and `--wait`) as CSV or JSONL only, and
+/// CSV bytes under a workbook's name would not open in Excel.
+fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
+    if InputFormat::from_extension(path) == Some(InputFormat::Workbook) {
+        bail!(
+            "{}: results are written as CSV or JSONL, not as a workbook; name them .csv (Excel opens them in columns: they repeat the input's delimiter and carry a UTF-8 BOM)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// `isolate.csv` → `isolate.results.csv`, beside the input.
 pub fn default_results_path(input: &std::path::Path) -> PathBuf {
     let stem = input
@@ -463,6 +479,7 @@ pub fn status_config(
     args: &StatusArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(StatusConfig, crate::api::client::ClientConfig)> {
+    refuse_workbook_results(&args.results)?;
     let api = args.api.settings()?;
     let config = StatusConfig {
         results: args.results.clone(),
@@ -487,6 +504,7 @@ pub fn undo_config(
     if output == args.results {
         bail!("the undo results would overwrite {}: choose another -o", args.results.display());
     }
+    refuse_workbook_results(&output)?;
     if output.exists() && !args.force {
         bail!("{} already exists: add --force to replace it", output.display());
     }

@@ -1,6 +1,7 @@
 //! Property tests of every parser that reads what the tool did not write
 //! itself, or wrote and may find torn: input rows (CSV, TSV, JSONL, device
-//! lists, in UTF-8, UTF-16 and Windows-1252, through the public [`Input`]
+//! lists, in UTF-8, UTF-16 and Windows-1252, and workbook sheets, written
+//! with random cells or damaged, through the public [`Input`]
 //! API), journal recovery ([`Journal::open`]),
 //! `Retry-After` ([`parse_retry_after`]), timestamps ([`parse_utc`],
 //! [`format_utc`]) and results rows read back ([`parse_result_row`], and
@@ -1051,4 +1052,146 @@ fn read_back(path: &Path, case: &ResultsCase) -> Result<(), String> {
 #[test]
 fn results_rows_read_back_exactly_as_written() {
     fuzz("results_rows", 400, gen_results, check_results);
+}
+
+// ---------------------------------------------------------------------------
+// Workbooks: sheets written with random cells, and damaged workbook bytes.
+
+/// One workbook case: rows of cells written with rust_xlsxwriter at the
+/// given sheet rows, or the committed fixture's bytes damaged.
+#[derive(Debug)]
+enum WorkbookCase {
+    /// `(sheet row, cells)`, rows ascending; the header is the first.
+    Written(Vec<(u32, Vec<WorkbookCell>)>),
+    /// Bytes of a workbook that may be damaged anywhere.
+    Damaged(Vec<u8>),
+}
+
+/// A cell as written.
+#[derive(Debug, Clone)]
+enum WorkbookCell {
+    /// A text cell.
+    Text(String),
+    /// A number cell (finite).
+    Number(f64),
+    /// A boolean cell.
+    Bool(bool),
+}
+
+fn gen_workbook(rng: &mut Rng) -> WorkbookCase {
+    if rng.u8(..4) == 0 {
+        let mut bytes = include_bytes!("fixtures/handmade.xlsx").to_vec();
+        mutate(rng, &mut bytes);
+        return WorkbookCase::Damaged(bytes);
+    }
+    let width = rng.usize(1..=5);
+    let mut row = rng.u32(..4);
+    let mut rows = Vec::new();
+    let header: Vec<WorkbookCell> = (0..width)
+        .map(|c| WorkbookCell::Text(if c == 0 { "device_name".into() } else { format!("c{c}") }))
+        .collect();
+    rows.push((row, header));
+    for _ in 0..rng.usize(..20) {
+        row += rng.u32(1..=3);
+        let cells = (0..width)
+            .map(|c| match (c, rng.u8(..6)) {
+                (0, _) => WorkbookCell::Text(format!("host-{}", rng.u16(..))),
+                (_, 0) => WorkbookCell::Number(rng.i64(-(1 << 53)..(1 << 53)) as f64),
+                (_, 1) => {
+                    let f = f64::from_bits(rng.u64(..));
+                    WorkbookCell::Number(if f.is_finite() { f } else { 0.5 })
+                }
+                (_, 2) => WorkbookCell::Bool(rng.bool()),
+                (_, 3) => WorkbookCell::Number(rng.f64() * 1e16),
+                _ => WorkbookCell::Text(text(rng)),
+            })
+            .collect();
+        rows.push((row, cells));
+    }
+    WorkbookCase::Written(rows)
+}
+
+fn check_workbook(case: &WorkbookCase) -> Result<(), String> {
+    let dir = TempDir::new("fuzz-workbook");
+    let path = dir.path("book.xlsx");
+    let rows = match case {
+        WorkbookCase::Damaged(bytes) => {
+            std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+            match Input::open(&InputSpec { path: Some(path), ..InputSpec::default() }) {
+                Ok(input) => {
+                    let lines: Vec<u64> = input
+                        .records()
+                        .map_err(|e| e.to_string())?
+                        .map(|r| r.map(|r| r.line).map_err(|e| e.to_string()))
+                        .collect::<Result<_, _>>()?;
+                    if lines.windows(2).any(|w| w[0] >= w[1]) {
+                        return Err(format!("rows out of order: {lines:?}"));
+                    }
+                }
+                Err(
+                    InputError::Workbook { .. }
+                    | InputError::Empty { .. }
+                    | InputError::NoTargetColumn { .. },
+                ) => {}
+                Err(e) => return Err(format!("unexpected error: {e}")),
+            }
+            return Ok(());
+        }
+        WorkbookCase::Written(rows) => rows,
+    };
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, cells) in rows {
+        for (c, cell) in cells.iter().enumerate() {
+            let c = c as u16;
+            match cell {
+                WorkbookCell::Text(t) => sheet.write_string(*r, c, t).map(|_| ()),
+                WorkbookCell::Number(n) => sheet.write_number(*r, c, *n).map(|_| ()),
+                WorkbookCell::Bool(b) => sheet.write_boolean(*r, c, *b).map(|_| ()),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    book.save(&path).map_err(|e| e.to_string())?;
+    let input = Input::open(&InputSpec { path: Some(path), ..InputSpec::default() })
+        .map_err(|e| format!("open: {e}"))?;
+    let read: Vec<_> = input
+        .records()
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    // Rows whose cells are all blank are skipped, like blank lines.
+    let blank = |cells: &[WorkbookCell]| {
+        cells.iter().all(|c| matches!(c, WorkbookCell::Text(t) if t.trim().is_empty()))
+    };
+    let expected: Vec<_> = rows[1..].iter().filter(|(_, cells)| !blank(cells)).collect();
+    if read.len() != expected.len() {
+        return Err(format!("{} rows read, {} written", read.len(), expected.len()));
+    }
+    for (record, (row, cells)) in read.iter().zip(expected) {
+        if record.line != u64::from(*row) + 1 {
+            return Err(format!("sheet row {} read as line {}", row + 1, record.line));
+        }
+        for (value, cell) in record.values.iter().zip(cells) {
+            let ok = match cell {
+                WorkbookCell::Text(t) => value == t,
+                // The text a person sees: never an exponent, and exactly
+                // the number written.
+                WorkbookCell::Number(n) => {
+                    !value.contains(['e', 'E']) && value.parse::<f64>().ok() == Some(*n)
+                        || (*n == 0.0 && value == "0")
+                }
+                WorkbookCell::Bool(b) => value == if *b { "TRUE" } else { "FALSE" },
+            };
+            if !ok {
+                return Err(format!("line {}: {cell:?} read as {value:?}", record.line));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn workbook_cells_read_back_as_written_and_damaged_workbooks_never_panic() {
+    fuzz("workbooks", 60, gen_workbook, check_workbook);
 }

@@ -328,6 +328,13 @@ async fn a_workbook_is_read_with_the_sheets_row_numbers_and_cells_as_shown() {
     assert_eq!(column(&rows, "Gesehen"), ["2026-11-30", "2026-11-30"]);
     assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
     assert!(shape(&dir.path("geraete.results.csv")).1, "Excel reads the results as UTF-8");
+    // Results are CSV or JSONL: a workbook name for them is refused.
+    let mut cmd = isolate(&sim, &book, &["-o"]);
+    cmd.arg(dir.path("out.xlsx"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("out.xlsx: results are written as CSV or JSONL"), "{}", text(&out));
+    assert!(!dir.path("out.xlsx").exists());
 
     // A bad row is named by the file, the sheet and the sheet's row.
     let bad = dir.path("bad.xlsx");
