@@ -144,6 +144,19 @@ async fn german_excel_semicolons_windows_1252_kommentar_round_trip_in_their_dial
     assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne", "Öztürk"]);
     assert_eq!(shape(&results), (header.clone(), true, true));
 
+    // Undo releases the two isolations; its results keep the dialect too.
+    let undo = dir.path("undo.csv");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("undo").arg(&results).args(["--yes", "--comment", "IR-7 Freigabe", "-o"]).arg(&undo);
+    let out = output(cmd).await;
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let undone = read_results(&undo);
+    assert_eq!(column(&undone, "Zuständig"), ["Jürgen", "Änne", "Öztürk"]);
+    assert_eq!(undone.iter().filter(|r| r["action"] == "unisolate").count(), 2, "{undone:?}");
+    let (undo_header, bom, crlf) = shape(&undo);
+    assert!(undo_header.starts_with("Gerätename;Kommentar;Zuständig;line;"), "{undo_header}");
+    assert!(bom && crlf);
+
     // The results replay with --only, and the replay's results are in the
     // same dialect.
     let replay = dir.path("replay.csv");

@@ -98,6 +98,12 @@ impl ResultsFile {
         self.format
     }
 
+    /// The CSV dialect the file is in (its delimiter, line end and BOM), for
+    /// files written from it.
+    pub fn dialect(&self) -> crate::results::dialect::Dialect {
+        self.input.results_dialect()
+    }
+
     /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
@@ -220,7 +226,7 @@ where
     let result = (|| {
         let durable = out.try_clone().map_err(io)?;
         // The file keeps its own dialect: the input's, as the run wrote it.
-        let mut sink = sink_in(format, file.input.results_dialect(), out, file.user_columns());
+        let mut sink = sink_in(format, file.dialect(), out, file.user_columns());
         let mut done = Rewritten::default();
         for entry in file.entries()? {
             let ResultsEntry { user, mut row } = entry?;
