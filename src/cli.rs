@@ -374,6 +374,14 @@ pub fn run_config(
     if let ResultsTarget::File(out) = &results {
         refuse_workbook_results(out)?;
     }
+    let format = args
+        .input_format
+        .or_else(|| input_path.as_deref().and_then(crate::input::InputFormat::from_extension));
+    if args.sheet.is_some() && format != Some(InputFormat::Workbook) {
+        bail!(
+            "--sheet chooses a sheet of a workbook (.xlsx, .xlsm, .xls, .ods); this input is not one"
+        );
+    }
     if let (ResultsTarget::File(out), Some(inp)) = (&results, &input_path)
         && out == inp
     {

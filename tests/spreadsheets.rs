@@ -291,6 +291,11 @@ async fn columns_are_chosen_and_ignored_by_flag() {
         "{}",
         text(&out)
     );
+    let mut cmd = isolate(&sim, &input, &["--sheet", "2", "-o"]);
+    cmd.arg(dir.path("never.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--sheet chooses a sheet of a workbook"), "{}", text(&out));
     let mut cmd = isolate(&sim, &input, &["--column", "owner=Vermerk"]);
     cmd.arg("-o").arg(dir.path("never.csv"));
     let out = output(cmd).await;
