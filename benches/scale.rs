@@ -21,8 +21,15 @@
 //! name and per machine, and one listing page at a time. Target for
 //! 100,000 names: at most 60 MB.
 //!
-//! `cargo bench --bench scale [-- ROWS... names=N...]` (default 100000
-//! 1000000 names=100000; `names=0` skips the names path).
+//! The workbook path: `xlsx=N` writes an N-row `.xlsx` (rust_xlsxwriter;
+//! machine id, owner, a number-formatted ticket) and runs it through
+//! `--dry-run`. A workbook cannot be streamed: the sheet is read whole at
+//! open, so its peak memory grows with the sheet (no target: it is
+//! measured and reported in the README).
+//!
+//! `cargo bench --bench scale [-- ROWS... names=N... xlsx=N...]` (default
+//! 100000 1000000 names=100000 xlsx=100000; `names=0` and `xlsx=0` skip
+//! those paths).
 
 mod common;
 
@@ -66,6 +73,53 @@ fn generate(path: &Path, rows: usize) {
             .expect("write input");
     }
     out.flush().expect("write input");
+}
+
+/// Writes an `.xlsx` of `rows` rows of `machine_id,owner,ticket` (the
+/// ticket a number), every machine id distinct.
+fn generate_workbook(path: &Path, rows: usize) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (c, h) in ["machine_id", "owner", "ticket"].into_iter().enumerate() {
+        sheet.write_string(0, c as u16, h).expect("write workbook");
+    }
+    for i in 0..rows {
+        let high = rng.u128(..) >> 32;
+        let r = i as u32 + 1;
+        sheet.write_string(r, 0, format!("{high:024x}{i:016x}")).expect("write workbook");
+        sheet.write_string(r, 1, format!("owner-{}", i % 997)).expect("write workbook");
+        sheet.write_number(r, 2, (1000 + i % 50) as f64).expect("write workbook");
+    }
+    book.save(path).expect("write workbook");
+}
+
+/// The workbook path: an `xlsx`-row workbook through `--dry-run`.
+fn workbook_path(rows: usize) {
+    let dir = Scratch::new(&format!("scale-xlsx-{rows}"));
+    let input = dir.path("hosts.xlsx");
+    generate_workbook(&input, rows);
+    let size_mb = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let o = dry_run(&input, &dir.path("hosts.results.csv"), Api::InProcess);
+    let rss_mb = o.last.peak_rss_kib as f64 * 1024.0 / 1e6;
+    println!(
+        "{rows:>9} rows of .xlsx ({size_mb:.1} MB): wall {:.2} s, CPU {:.2} s, peak RSS {rss_mb:.1} MB, {} rows planned",
+        o.wall.as_secs_f64(),
+        o.last.cpu.as_secs_f64(),
+        o.planned
+    );
+    common::table_row(
+        "scale",
+        &format!("{rows} rows of .xlsx through --dry-run ({size_mb:.1} MB workbook, read whole)"),
+        &format!(
+            "wall {:.2} s, CPU {:.2} s, peak RSS {rss_mb:.1} MB, {}/{rows} planned",
+            o.wall.as_secs_f64(),
+            o.last.cpu.as_secs_f64(),
+            o.planned
+        ),
+        "-",
+        o.rows_out == rows && o.planned == rows,
+    );
 }
 
 /// Writes one `device_name` row per generated device name `host_name(i)`,
@@ -234,9 +288,16 @@ fn main() {
     let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let mut names: Vec<usize> =
         args.iter().filter_map(|a| a.strip_prefix("names=").and_then(|n| n.parse().ok())).collect();
-    if sizes.is_empty() && names.is_empty() {
+    let mut workbooks: Vec<usize> =
+        args.iter().filter_map(|a| a.strip_prefix("xlsx=").and_then(|n| n.parse().ok())).collect();
+    if sizes.is_empty() && names.is_empty() && workbooks.is_empty() {
         sizes = vec![100_000, 1_000_000];
         names = vec![100_000];
+        workbooks = vec![100_000];
+    }
+    workbooks.retain(|&n| n > 0);
+    for &n in &workbooks {
+        workbook_path(n);
     }
     names.retain(|&n| n > 0);
     for &n in &names {

@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
 use crate::api::cloud::Cloud;
-use crate::input::{InputFormat, InputSpec, RowDefaults};
+use crate::input::columns::ColumnAssignment;
+use crate::input::{ColumnChoices, InputFormat, InputSpec, RowDefaults, TextEncoding};
 use crate::logging::LogFormat;
 use crate::pace::{parse_duration, parse_limits};
 use crate::results::Status;
@@ -90,14 +91,26 @@ action asked about; 2 no token could be had, or a permission is missing.";
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
-    /// Input file (.csv, .tsv, .jsonl), or - for standard input.
+    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input.
     pub input: String,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
     #[arg(short, long)]
     pub output: Option<String>,
-    /// Input format, when the file name has no telling extension (stdin).
-    #[arg(long, value_name = "csv|tsv|jsonl")]
+    /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
+    #[arg(long, value_name = "csv|tsv|jsonl|lines|workbook")]
     pub input_format: Option<InputFormat>,
+    /// Text encoding of the input. Default: from its byte order mark, else UTF-8 when valid, else Windows-1252 (with a warning).
+    #[arg(long, value_name = "utf-8|utf-16le|utf-16be|windows-1252|latin1")]
+    pub encoding: Option<TextEncoding>,
+    /// Use the column HEADER for ROLE (machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type), over the header aliases; repeatable. Example: --column machine_id="Device Id".
+    #[arg(long = "column", value_name = "ROLE=HEADER")]
+    pub columns: Vec<ColumnAssignment>,
+    /// Give the column HEADER no role (it is still carried to the results); repeatable.
+    #[arg(long = "ignore-column", value_name = "HEADER")]
+    pub ignore_columns: Vec<String>,
+    /// The sheet of a workbook input to read, by name or by position from 1. Default: the first.
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub sheet: Option<String>,
     /// Action for rows without an action column: isolate, unisolate (release), stop-and-quarantine, offboard, scan, ...
     #[arg(long)]
     pub action: Option<String>,
@@ -436,6 +449,17 @@ pub fn run_config(
             ),
         },
     };
+    if let ResultsTarget::File(out) = &results {
+        refuse_workbook_results(out)?;
+    }
+    let format = args
+        .input_format
+        .or_else(|| input_path.as_deref().and_then(crate::input::InputFormat::from_extension));
+    if args.sheet.is_some() && format != Some(InputFormat::Workbook) {
+        bail!(
+            "--sheet chooses a sheet of a workbook (.xlsx, .xlsm, .xls, .ods); this input is not one"
+        );
+    }
     if let (ResultsTarget::File(out), Some(inp)) = (&results, &input_path)
         && out == inp
     {
@@ -456,7 +480,16 @@ pub fn run_config(
         _ => Existing::Refuse,
     };
     let config = RunConfig {
-        input: InputSpec { path: input_path, format: args.input_format },
+        input: InputSpec {
+            path: input_path,
+            format: args.input_format,
+            encoding: args.encoding,
+            columns: ColumnChoices {
+                assigned: args.columns.clone(),
+                ignored: args.ignore_columns.clone(),
+            },
+            sheet: args.sheet.clone(),
+        },
         results,
         defaults: RowDefaults {
             action,
@@ -504,6 +537,19 @@ pub fn run_config(
     Ok((config, endpoint))
 }
 
+/// Refuses a results path named like a workbook: results are written (and
+/// rewritten in place by `status` and `--wait`) as CSV or JSONL only, and
+/// CSV bytes under a workbook's name would not open in Excel.
+fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
+    if InputFormat::from_extension(path) == Some(InputFormat::Workbook) {
+        bail!(
+            "{}: results are written as CSV or JSONL, not as a workbook; name them .csv (Excel opens them in columns: they repeat the input's delimiter and carry a UTF-8 BOM)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// `isolate.csv` → `isolate.results.csv`, beside the input.
 pub fn default_results_path(input: &std::path::Path) -> PathBuf {
     let stem = input
@@ -519,6 +565,7 @@ pub fn status_config(
     args: &StatusArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(StatusConfig, crate::api::client::ClientConfig)> {
+    refuse_workbook_results(&args.results)?;
     let api = args.api.settings()?;
     let config = StatusConfig {
         results: args.results.clone(),
@@ -543,6 +590,7 @@ pub fn undo_config(
     if output == args.results {
         bail!("the undo results would overwrite {}: choose another -o", args.results.display());
     }
+    refuse_workbook_results(&output)?;
     if output.exists() && !args.force {
         bail!("{} already exists: add --force to replace it", output.display());
     }
@@ -570,7 +618,7 @@ pub fn auth_check_config(
     let action = args.action.as_deref().map(str::parse::<ActionKind>).transpose()?;
     let mut wanted: Vec<ActionKind> = action.into_iter().collect();
     if let Some(path) = &args.input {
-        let spec = InputSpec { path: Some(path.clone()), format: None };
+        let spec = InputSpec { path: Some(path.clone()), ..InputSpec::default() };
         let input = crate::input::Input::open(&spec)?;
         // Only the actions matter here: a placeholder comment keeps rows
         // without one valid.

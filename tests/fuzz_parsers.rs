@@ -1,6 +1,8 @@
 //! Property tests of every parser that reads what the tool did not write
-//! itself, or wrote and may find torn: input rows (CSV, TSV, JSONL through
-//! the public [`Input`] API), journal recovery ([`Journal::open`]),
+//! itself, or wrote and may find torn: input rows (CSV, TSV, JSONL, device
+//! lists, in UTF-8, UTF-16 and Windows-1252, and workbook sheets, written
+//! with random cells or damaged, through the public [`Input`]
+//! API), journal recovery ([`Journal::open`]),
 //! `Retry-After` ([`parse_retry_after`]), timestamps ([`parse_utc`],
 //! [`format_utc`]) and results rows read back ([`parse_result_row`], and
 //! whole results files through their writers and [`ResultsFile`]).
@@ -286,12 +288,26 @@ const INPUT_SEEDS: &[(&str, &[u8])] = &[
         "csv",
         b"owner,line,machine_id,action,status,action_id,action_status,http_status,error_code,error_message,attempts,requested_at,finished_at\nann,2,1e5bc9d7e413ddd7902c2932e418702b84d0cc07,isolate,submitted,a-1,Pending,201,,,1,2024-05-01T08:00:00.0000000Z,2024-05-01T08:00:00.5000000Z\n'=bob,3,,isolate,error,,,503,'=x,\"multi\nline\",5,,\n",
     ),
+    // German Excel: semicolons, Windows-1252 (ä, ü), CRLF.
+    ("csv", b"Ger\xe4tename;Kommentar;Zust\xe4ndig\r\nhost-1;Eind\xe4mmung;J\xfcrgen\r\n\r\nhost-2;;\x80\r\n"),
+    // Excel's "Unicode Text": UTF-16LE with a BOM, tabs, a header.
+    (
+        "txt",
+        b"\xff\xfeD\0e\0v\0i\0c\0e\0N\0a\0m\0e\0\t\0C\0o\0m\0m\0e\0n\0t\0\r\0\n\0h\0\xe9\0\t\0x\0\r\0\n\0",
+    ),
+    // UTF-16BE with a BOM.
+    ("csv", b"\xfe\xff\0h\0o\0s\0t\0\n\0a\0\n\0\xfc\0\n"),
+    // A host list: comments, blank lines, every kind of device value.
+    (
+        "txt",
+        b"# IR-9\nhost-1.corp.example\n\n 1E5BC9D7E413DDD7902C2932E418702B84D0CC07 \n10.0.0.7\r\n80fe7bd2-6c5e-4f3a-9f53-8f7b8f1c2d3e\r# end\r",
+    ),
 ];
 
 /// One input file's case: its extension and bytes.
 #[derive(Debug)]
 struct InputCase {
-    /// `csv`, `tsv`, `jsonl` or `ndjson`.
+    /// `csv`, `tsv`, `jsonl`, `ndjson` or `txt`.
     extension: &'static str,
     /// The file's bytes (shown escaped on failure).
     bytes: Vec<u8>,
@@ -322,6 +338,7 @@ fn gen_input(rng: &mut Rng) -> InputCase {
         1 => "tsv",
         2 => "jsonl",
         3 => "ndjson",
+        4 => "txt",
         _ => extension,
     };
     InputCase { extension, bytes }
@@ -344,6 +361,7 @@ fn error_line(e: &InputError) -> Option<u64> {
         | InputError::Utf8 { line, .. }
         | InputError::Csv { line, .. }
         | InputError::UnclosedQuote { line, .. }
+        | InputError::Decode { line, .. }
         | InputError::TooManyKeys { line, .. } => Some(*line),
         _ => None,
     }
@@ -476,15 +494,26 @@ fn check_input(case: &InputCase) -> Result<(), String> {
     let dir = TempDir::new("fuzz-input");
     let path = dir.write(&format!("input.{}", case.extension), &case.bytes);
     let lines = Lines::of(&case.bytes);
-    let from_file = read_all(Input::open(&InputSpec { path: Some(path), format: None }), lines)?;
-    // Standard input is spooled and read the same way: same outcome.
-    let format: InputFormat = match case.extension {
-        "csv" => InputFormat::Csv,
-        "tsv" => InputFormat::Tsv,
-        _ => InputFormat::Jsonl,
+    let opened = Input::open(&InputSpec { path: Some(path), ..InputSpec::default() });
+    // A `.txt` is a list or a tab-separated sheet, judged by its content;
+    // stdin is told which the file turned out to be.
+    let judged = opened.as_ref().ok().map(Input::format);
+    let from_file = read_all(opened, lines)?;
+    // Standard input is spooled and read the same way: same outcome. A
+    // `.txt` that did not open may have been judged either way.
+    let formats: &[InputFormat] = match (case.extension, judged) {
+        ("csv", _) => &[InputFormat::Csv],
+        ("tsv", _) => &[InputFormat::Tsv],
+        ("txt", Some(InputFormat::Tsv)) => &[InputFormat::Tsv],
+        ("txt", Some(_)) => &[InputFormat::Lines],
+        ("txt", None) => &[InputFormat::Tsv, InputFormat::Lines],
+        _ => &[InputFormat::Jsonl],
     };
-    let from_stdin = read_all(Input::from_reader(&case.bytes[..], Some(format)), lines)?;
-    if from_file != from_stdin {
+    let mut from_stdin = Vec::new();
+    for &format in formats {
+        from_stdin.push(read_all(Input::from_reader(&case.bytes[..], Some(format)), lines)?);
+    }
+    if !from_stdin.contains(&from_file) {
         return Err(format!("file and stdin differ:\n{from_file:?}\n{from_stdin:?}"));
     }
     Ok(())
@@ -1023,4 +1052,146 @@ fn read_back(path: &Path, case: &ResultsCase) -> Result<(), String> {
 #[test]
 fn results_rows_read_back_exactly_as_written() {
     fuzz("results_rows", 400, gen_results, check_results);
+}
+
+// ---------------------------------------------------------------------------
+// Workbooks: sheets written with random cells, and damaged workbook bytes.
+
+/// One workbook case: rows of cells written with rust_xlsxwriter at the
+/// given sheet rows, or the committed fixture's bytes damaged.
+#[derive(Debug)]
+enum WorkbookCase {
+    /// `(sheet row, cells)`, rows ascending; the header is the first.
+    Written(Vec<(u32, Vec<WorkbookCell>)>),
+    /// Bytes of a workbook that may be damaged anywhere.
+    Damaged(Vec<u8>),
+}
+
+/// A cell as written.
+#[derive(Debug, Clone)]
+enum WorkbookCell {
+    /// A text cell.
+    Text(String),
+    /// A number cell (finite).
+    Number(f64),
+    /// A boolean cell.
+    Bool(bool),
+}
+
+fn gen_workbook(rng: &mut Rng) -> WorkbookCase {
+    if rng.u8(..4) == 0 {
+        let mut bytes = include_bytes!("fixtures/handmade.xlsx").to_vec();
+        mutate(rng, &mut bytes);
+        return WorkbookCase::Damaged(bytes);
+    }
+    let width = rng.usize(1..=5);
+    let mut row = rng.u32(..4);
+    let mut rows = Vec::new();
+    let header: Vec<WorkbookCell> = (0..width)
+        .map(|c| WorkbookCell::Text(if c == 0 { "device_name".into() } else { format!("c{c}") }))
+        .collect();
+    rows.push((row, header));
+    for _ in 0..rng.usize(..20) {
+        row += rng.u32(1..=3);
+        let cells = (0..width)
+            .map(|c| match (c, rng.u8(..6)) {
+                (0, _) => WorkbookCell::Text(format!("host-{}", rng.u16(..))),
+                (_, 0) => WorkbookCell::Number(rng.i64(-(1 << 53)..(1 << 53)) as f64),
+                (_, 1) => {
+                    let f = f64::from_bits(rng.u64(..));
+                    WorkbookCell::Number(if f.is_finite() { f } else { 0.5 })
+                }
+                (_, 2) => WorkbookCell::Bool(rng.bool()),
+                (_, 3) => WorkbookCell::Number(rng.f64() * 1e16),
+                _ => WorkbookCell::Text(text(rng)),
+            })
+            .collect();
+        rows.push((row, cells));
+    }
+    WorkbookCase::Written(rows)
+}
+
+fn check_workbook(case: &WorkbookCase) -> Result<(), String> {
+    let dir = TempDir::new("fuzz-workbook");
+    let path = dir.path("book.xlsx");
+    let rows = match case {
+        WorkbookCase::Damaged(bytes) => {
+            std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+            match Input::open(&InputSpec { path: Some(path), ..InputSpec::default() }) {
+                Ok(input) => {
+                    let lines: Vec<u64> = input
+                        .records()
+                        .map_err(|e| e.to_string())?
+                        .map(|r| r.map(|r| r.line).map_err(|e| e.to_string()))
+                        .collect::<Result<_, _>>()?;
+                    if lines.windows(2).any(|w| w[0] >= w[1]) {
+                        return Err(format!("rows out of order: {lines:?}"));
+                    }
+                }
+                Err(
+                    InputError::Workbook { .. }
+                    | InputError::Empty { .. }
+                    | InputError::NoTargetColumn { .. },
+                ) => {}
+                Err(e) => return Err(format!("unexpected error: {e}")),
+            }
+            return Ok(());
+        }
+        WorkbookCase::Written(rows) => rows,
+    };
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, cells) in rows {
+        for (c, cell) in cells.iter().enumerate() {
+            let c = c as u16;
+            match cell {
+                WorkbookCell::Text(t) => sheet.write_string(*r, c, t).map(|_| ()),
+                WorkbookCell::Number(n) => sheet.write_number(*r, c, *n).map(|_| ()),
+                WorkbookCell::Bool(b) => sheet.write_boolean(*r, c, *b).map(|_| ()),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    book.save(&path).map_err(|e| e.to_string())?;
+    let input = Input::open(&InputSpec { path: Some(path), ..InputSpec::default() })
+        .map_err(|e| format!("open: {e}"))?;
+    let read: Vec<_> = input
+        .records()
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    // Rows whose cells are all blank are skipped, like blank lines.
+    let blank = |cells: &[WorkbookCell]| {
+        cells.iter().all(|c| matches!(c, WorkbookCell::Text(t) if t.trim().is_empty()))
+    };
+    let expected: Vec<_> = rows[1..].iter().filter(|(_, cells)| !blank(cells)).collect();
+    if read.len() != expected.len() {
+        return Err(format!("{} rows read, {} written", read.len(), expected.len()));
+    }
+    for (record, (row, cells)) in read.iter().zip(expected) {
+        if record.line != u64::from(*row) + 1 {
+            return Err(format!("sheet row {} read as line {}", row + 1, record.line));
+        }
+        for (value, cell) in record.values.iter().zip(cells) {
+            let ok = match cell {
+                WorkbookCell::Text(t) => value == t,
+                // The text a person sees: never an exponent, and exactly
+                // the number written.
+                WorkbookCell::Number(n) => {
+                    !value.contains(['e', 'E']) && value.parse::<f64>().ok() == Some(*n)
+                        || (*n == 0.0 && value == "0")
+                }
+                WorkbookCell::Bool(b) => value == if *b { "TRUE" } else { "FALSE" },
+            };
+            if !ok {
+                return Err(format!("line {}: {cell:?} read as {value:?}", record.line));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn workbook_cells_read_back_as_written_and_damaged_workbooks_never_panic() {
+    fuzz("workbooks", 60, gen_workbook, check_workbook);
 }

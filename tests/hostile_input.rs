@@ -164,30 +164,39 @@ async fn a_comment_over_the_limit_is_refused_before_any_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn utf16_files_are_refused_naming_the_encoding() {
+async fn utf16_files_are_read_and_utf32_refused_naming_the_encoding() {
     let sim = sim(sim_config(&[])).await;
     let dir = TempDir::new("utf16");
-    let good = ids(&sim, 1).remove(0);
+    let good = ids(&sim, 3);
     let utf16le = |s: &str| s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
-    let csv = format!("machine_id,comment\r\n{good},x\r\n");
+    let csv = |id: &str| format!("machine_id,comment\r\n{id},Zoë\r\n");
     // What Windows PowerShell 5's Out-File writes (with a BOM), and the same
-    // without one.
-    for (name, bytes, how) in [
-        ("bom.csv", [&b"\xFF\xFE"[..], &utf16le(&csv)].concat(), "byte order mark"),
-        ("nobom.csv", utf16le(&csv), "NUL bytes"),
-        ("wide.jsonl", utf16le(&format!("{{\"machine_id\":\"{good}\"}}\n")), "NUL bytes"),
+    // without one: decoded, each row on its own line.
+    for (name, bytes, id) in [
+        ("bom.csv", [&b"\xFF\xFE"[..], &utf16le(&csv(&good[0]))].concat(), &good[0]),
+        ("nobom.csv", utf16le(&csv(&good[1])), &good[1]),
+        ("wide.jsonl", utf16le(&format!("{{\"machine_id\":\"{}\"}}\n", good[2])), &good[2]),
     ] {
         let input = dir.write(name, bytes);
         let out = output(isolate(&sim, &input, &[])).await;
-        assert_refused(
-            &sim,
-            &out,
-            &input,
-            &[&format!("{name}: the file is UTF-16LE"), how, "save it as UTF-8"],
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let rows = read_results(&input.with_extension("results.csv"));
+        assert_eq!(rows.len(), 1, "{name}");
+        assert_eq!(
+            (rows[0]["machine_id"].as_str(), rows[0]["status"].as_str()),
+            (id.as_str(), "submitted")
         );
-        let err = text(&out);
-        assert!(!err.contains("no machine id") && !err.contains("not valid UTF-8"), "{err}");
     }
+    // UTF-32, which no spreadsheet writes, is refused naming it.
+    let before = stats(&sim).requests;
+    let wide: Vec<u8> = csv(&good[0]).chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+    let input = dir.write("utf32.csv", wide);
+    let out = output(isolate(&sim, &input, &[])).await;
+    let err = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("utf32.csv: the file is UTF-32LE"), "{err}");
+    assert!(!err.contains("no machine id") && !err.contains("not valid UTF-8"), "{err}");
+    assert_eq!(stats(&sim).requests, before, "a request was sent for a refused file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

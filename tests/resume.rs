@@ -150,7 +150,7 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
     // Read back the way a replay does: undo the spreadsheet neutralisation.
     let input = mdebulk::input::Input::open(&mdebulk::input::InputSpec {
         path: Some(dir.path("again.results.csv")),
-        format: None,
+        ..Default::default()
     })
     .unwrap();
     let cols = input.columns();

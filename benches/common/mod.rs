@@ -141,7 +141,7 @@ pub fn run_config(
     concurrency: usize,
 ) -> RunConfig {
     RunConfig {
-        input: InputSpec { path: Some(input.to_path_buf()), format: None },
+        input: InputSpec { path: Some(input.to_path_buf()), ..InputSpec::default() },
         results,
         defaults: RowDefaults {
             action: Some(ActionKind::Isolate),

@@ -1,7 +1,15 @@
 //! Column names and what they mean: the aliases people use for each role
-//! (`MachineId`, `DeviceId`, `computerDnsName`, ...), which input columns are
-//! carried through to the results, and whether the input is itself a results
-//! file. Every name is compared through [`fold_name`].
+//! (`MachineId`, `DeviceId`, `computerDnsName`, ...), the user's own choices
+//! over them (`--column ROLE=HEADER`, `--ignore-column HEADER`), which input
+//! columns are carried through to the results, and whether the input is
+//! itself a results file. Every name is compared through [`fold_name`].
+//!
+//! Beside the English names, the headers of the localized exports
+//! responders hand over are aliases: German (`Gerätename`, `Kommentar`,
+//! `Geräte-ID`, `Aktion`, `IP-Adresse`), French (`Nom de l'appareil`,
+//! `Commentaire`) and Spanish (`Nombre del dispositivo`, `Comentario`). An
+//! Advanced Hunting `ActionType` is an event's type (`ProcessCreated`), not
+//! the action to run, so it is no alias of [`Role::Action`].
 
 use std::fmt;
 
@@ -33,11 +41,15 @@ pub enum Role {
     /// The device's last IP address, matched against `lastIpAddress` (rows
     /// with nothing more precise).
     IpAddress,
+    /// A device given by any of the above, told apart by its shape
+    /// ([`super::plan::classify_device`]): the one column of a host list,
+    /// or a `device` column.
+    Device,
 }
 
 impl Role {
     /// Every role, in the order used for role tables.
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 11] = [
         Role::MachineId,
         Role::DeviceName,
         Role::Action,
@@ -48,7 +60,12 @@ impl Role {
         Role::Status,
         Role::AadDeviceId,
         Role::IpAddress,
+        Role::Device,
     ];
+
+    /// The roles that name the device a row acts on, most precise first.
+    pub const TARGETS: [Role; 5] =
+        [Role::MachineId, Role::DeviceName, Role::Device, Role::AadDeviceId, Role::IpAddress];
 
     /// The preferred column name (the runner's own, where it has one).
     pub fn canonical(self) -> &'static str {
@@ -67,6 +84,9 @@ impl Role {
                 "mde_machine_id",
                 "mde_device_id",
                 "defender_id",
+                "Geräte-ID",
+                "Geraete-ID",
+                "Computer-ID",
             ],
             Role::DeviceName => &[
                 "device_name",
@@ -81,9 +101,23 @@ impl Role {
                 "dns_name",
                 "fqdn",
                 "name",
+                "Gerätename",
+                "Geraetename",
+                "Computername",
+                "Hostname (FQDN)",
+                "Nom de l'appareil",
+                "Nombre del dispositivo",
             ],
-            Role::Action => &["action", "action_type"],
-            Role::Comment => &["comment", "requestor_comment", "requestorComment"],
+            Role::Action => &["action", "Aktion"],
+            Role::Comment => &[
+                "comment",
+                "requestor_comment",
+                "requestorComment",
+                "Kommentar",
+                "Bemerkung",
+                "Commentaire",
+                "Comentario",
+            ],
             Role::IsolationType => &["isolation_type", "isolation"],
             Role::Sha1 => &["sha1", "file_sha1", "sha1_hash"],
             Role::ScanType => &["scan_type"],
@@ -91,7 +125,10 @@ impl Role {
             Role::AadDeviceId => {
                 &["aad_device_id", "aadDeviceId", "entra_device_id", "azure_ad_device_id"]
             }
-            Role::IpAddress => &["ip", "ip_address", "lastIpAddress", "last_ip_address"],
+            Role::IpAddress => {
+                &["ip", "ip_address", "lastIpAddress", "last_ip_address", "IP-Adresse"]
+            }
+            Role::Device => &["device"],
         }
     }
 
@@ -105,6 +142,51 @@ impl Role {
     fn index(self) -> usize {
         self as usize
     }
+}
+
+/// Error for a `--column` value that is not `ROLE=HEADER` with a known role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not ROLE=HEADER with ROLE one of machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type (e.g. --column machine_id=\"Device Id\")"
+)]
+pub struct BadColumnChoice(pub String);
+
+/// One `--column ROLE=HEADER`: the column named HEADER takes ROLE, and no
+/// other column does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnAssignment {
+    /// The role given.
+    pub role: Role,
+    /// The header name as the user typed it.
+    pub header: String,
+}
+
+impl std::str::FromStr for ColumnAssignment {
+    type Err = BadColumnChoice;
+
+    /// `ROLE=HEADER`; the role by any of its names (`machine_id`,
+    /// `DeviceId`, ...), the header exactly as in the file (matched first
+    /// verbatim, then folded).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadColumnChoice(s.to_string());
+        let (role, header) = s.split_once('=').ok_or_else(bad)?;
+        let role = Role::for_header(role).filter(|r| *r != Role::Status).ok_or_else(bad)?;
+        if header.trim().is_empty() {
+            return Err(bad());
+        }
+        Ok(ColumnAssignment { role, header: header.to_string() })
+    }
+}
+
+/// The user's choices over the aliases: `--column` and `--ignore-column`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnChoices {
+    /// `--column ROLE=HEADER`, in flag order (a later one for the same role
+    /// wins).
+    pub assigned: Vec<ColumnAssignment>,
+    /// `--ignore-column HEADER`: columns that take no role (they are still
+    /// carried to the results, as every user column is).
+    pub ignored: Vec<String>,
 }
 
 impl fmt::Display for Role {
@@ -153,6 +235,36 @@ impl Columns {
         let has = |c: &str| folded.iter().any(|f| *f == fold_name(c));
         let results_file = has("line") && has("status");
         Columns { names, user, user_names, roles, results_file }
+    }
+
+    /// Classifies a list of column names, then applies the user's choices:
+    /// an ignored column takes no role, an assigned one takes its role
+    /// alone. A choice naming a column the header lacks is an error: the
+    /// flag as the user wrote it and the header name.
+    pub fn with_choices(
+        names: Vec<String>,
+        choices: &ColumnChoices,
+    ) -> Result<Columns, (String, String)> {
+        let mut columns = Columns::new(names);
+        let find = |names: &[String], header: &str| {
+            names.iter().position(|n| n == header).or_else(|| {
+                let folded = fold_name(header);
+                names.iter().position(|n| fold_name(n) == folded)
+            })
+        };
+        for header in &choices.ignored {
+            let i = find(&columns.names, header)
+                .ok_or_else(|| (format!("--ignore-column {header}"), header.clone()))?;
+            columns.roles.iter_mut().for_each(|r| r.retain(|&c| c != i));
+        }
+        for a in &choices.assigned {
+            let i = find(&columns.names, &a.header).ok_or_else(|| {
+                (format!("--column {}={}", a.role.canonical(), a.header), a.header.clone())
+            })?;
+            columns.roles.iter_mut().for_each(|r| r.retain(|&c| c != i));
+            columns.roles[a.role.index()] = vec![i];
+        }
+        Ok(columns)
     }
 
     /// Every column name, in input order; [`Record::values`](super::Record)
@@ -269,6 +381,18 @@ mod tests {
         }
         assert_eq!(Role::for_header("owner"), None);
         assert_eq!(Role::for_header(""), None);
+        // An Advanced Hunting event's ActionType is not the action to run.
+        assert_eq!(Role::for_header("ActionType"), None);
+        for (h, r) in [
+            ("Gerätename", Role::DeviceName),
+            ("Kommentar", Role::Comment),
+            ("Geräte-ID", Role::MachineId),
+            ("IP-Adresse", Role::IpAddress),
+            ("Commentaire", Role::Comment),
+            ("device", Role::Device),
+        ] {
+            assert_eq!(Role::for_header(h), Some(r), "{h}");
+        }
     }
 
     #[test]
@@ -292,6 +416,35 @@ mod tests {
         assert_eq!(c.cell(Role::MachineId, &v("aa", "  ")), Some(("DeviceId", "aa")));
         assert_eq!(c.cell(Role::MachineId, &v("", "")), None);
         assert_eq!(c.cell(Role::Comment, &v("aa", "bb")), None);
+    }
+
+    #[test]
+    fn column_choices_override_the_aliases() {
+        let names: Vec<String> =
+            ["DeviceId", "Device Id", "Kommentar", "Notiz", "DeviceName"].map(String::from).into();
+        let choices = ColumnChoices {
+            assigned: vec![
+                "machine_id=Device Id".parse().unwrap(),
+                "comment=notiz".parse().unwrap(),
+            ],
+            ignored: vec!["DeviceName".into()],
+        };
+        let c = Columns::with_choices(names.clone(), &choices).unwrap();
+        assert_eq!(c.role_columns(Role::MachineId), &[1]);
+        assert_eq!(c.role_columns(Role::Comment), &[3]);
+        assert!(!c.has(Role::DeviceName));
+        // Every column is still carried to the results.
+        assert_eq!(c.user_columns(), names.as_slice());
+        let missing = ColumnChoices { ignored: vec!["Owner".into()], ..ColumnChoices::default() };
+        assert_eq!(
+            Columns::with_choices(names, &missing).unwrap_err(),
+            ("--ignore-column Owner".to_string(), "Owner".to_string())
+        );
+        for bad in ["machine_id", "nope=x", "status=x", "comment=", "=x"] {
+            assert!(bad.parse::<ColumnAssignment>().is_err(), "{bad}");
+        }
+        let e = "nope=x".parse::<ColumnAssignment>().unwrap_err();
+        assert!(e.to_string().contains("ROLE one of machine_id"), "{e}");
     }
 
     #[test]

@@ -351,9 +351,10 @@ pub(crate) fn inspect(
     let io_err = |error| InputError::Io { file: file.to_string(), error };
     let mut r = BufReader::new(source.open().map_err(io_err)?);
     let start = skip_bom(&mut r).map_err(io_err)?;
+    let sniffed = Dialect::sniff(&mut r).map_err(io_err)?;
     let dialect = match format {
-        InputFormat::Tsv => Dialect::TAB,
-        _ => Dialect::sniff(&mut r).map_err(io_err)?,
+        InputFormat::Tsv => sniffed.with_delimiter(Dialect::TAB.delimiter()),
+        _ => sniffed,
     };
     let layout = Layout { dialect, start };
     let mut reader = LineReader::open(source, layout).map_err(io_err)?;

@@ -34,8 +34,8 @@ pub enum InputError {
 
     /// Neither the extension nor `--input-format` says what the file is.
     #[error(
-        "{file}: cannot tell the input format ({}); use a .csv, .tsv or .jsonl file, or pass --input-format csv|tsv|jsonl",
-        match .extension { Some(e) => format!("extension .{e} is not one of csv, tsv, jsonl, ndjson"), None => "no file extension".to_string() }
+        "{file}: cannot tell the input format ({}); use a .csv, .tsv, .jsonl, .txt or .xlsx file, or pass --input-format csv|tsv|jsonl|lines|workbook",
+        match .extension { Some(e) => format!("extension .{e} is not one of csv, tsv, jsonl, ndjson, txt, xlsx, xlsm, xls, ods"), None => "no file extension".to_string() }
     )]
     UnknownFormat {
         /// The input as the user named it.
@@ -44,9 +44,10 @@ pub enum InputError {
         extension: Option<String>,
     },
 
-    /// The file is UTF-16 or UTF-32, which cannot be read (yet).
+    /// The file is UTF-32, which no spreadsheet writes and mdebulk does not
+    /// read.
     #[error(
-        "{file}: the file is {encoding} ({}), not UTF-8; save it as UTF-8: in Excel, Save As \"CSV UTF-8 (Comma delimited)\"; in PowerShell, Get-Content IN | Set-Content -Encoding UTF8 OUT (or Export-Csv -Encoding UTF8)",
+        "{file}: the file is {encoding} ({}), which mdebulk does not read; save it as UTF-8 or UTF-16: in Excel, Save As \"CSV UTF-8 (Comma delimited)\"; in PowerShell, Get-Content IN | Set-Content -Encoding UTF8 OUT (or Export-Csv -Encoding UTF8)",
         if *.bom { "it starts with that encoding's byte order mark" } else { "judged by its NUL bytes; it has no byte order mark" }
     )]
     Encoding {
@@ -143,9 +144,10 @@ pub enum InputError {
         limit: usize,
     },
 
-    /// A CSV cell that is not UTF-8.
+    /// A CSV cell that is not UTF-8, in a file read as UTF-8 because
+    /// `--encoding utf-8` said so.
     #[error(
-        "{file}: line {line}, column {}: not valid UTF-8 (save the file as UTF-8 CSV)",
+        "{file}: line {line}, column {}: not valid UTF-8, the encoding --encoding gave (leave --encoding out to have Windows-1252 guessed, or name the file's encoding)",
         clip(.column)
     )]
     Utf8 {
@@ -155,6 +157,56 @@ pub enum InputError {
         line: u64,
         /// The column's name (or `#n` past the header's width).
         column: String,
+    },
+
+    /// Bytes that are not text in the encoding the file is read in (an
+    /// unpaired UTF-16 surrogate, a file cut in half a code unit).
+    #[error(
+        "{file}: line {line}: not valid {encoding}, the encoding the file is read in ({}); save it again, or name its encoding with --encoding utf-8|utf-16le|utf-16be|windows-1252|latin1",
+        if *.given { "as --encoding gave" } else { "judged by its byte order mark or NUL bytes" }
+    )]
+    Decode {
+        /// The input as the user named it.
+        file: String,
+        /// Physical line of the bad bytes, 1-based.
+        line: u64,
+        /// The encoding the file was decoded in.
+        encoding: super::encoding::TextEncoding,
+        /// Whether `--encoding` chose it.
+        given: bool,
+    },
+
+    /// A workbook that cannot be read (not a workbook, damaged, encrypted).
+    #[error("{file}: {}", clip(.message).max(MESSAGE_CHARS))]
+    Workbook {
+        /// The input as the user named it.
+        file: String,
+        /// What the workbook reader said.
+        message: String,
+    },
+
+    /// `--sheet` names no sheet of the workbook.
+    #[error("{file}: no sheet {} (by name, or by position from 1); the workbook's sheets are [{}]", quote(.sheet), HeaderList(.sheets))]
+    NoSuchSheet {
+        /// The input as the user named it.
+        file: String,
+        /// The sheet asked for.
+        sheet: String,
+        /// The workbook's sheets, in order.
+        sheets: Vec<String>,
+    },
+
+    /// A `--column` or `--ignore-column` naming a header the file lacks.
+    #[error("{file}: {flag} names the column {}, but the header is [{}]", quote(.column), HeaderList(.header))]
+    NoSuchColumn {
+        /// The input as the user named it.
+        file: String,
+        /// The flag as given (`--column machine_id=Device Id`).
+        flag: String,
+        /// The header name it gives.
+        column: String,
+        /// The column names found.
+        header: Vec<String>,
     },
 
     /// A CSV record that could not be read.
@@ -206,6 +258,10 @@ impl InputError {
             | InputError::Json { file, .. }
             | InputError::TooManyKeys { file, .. }
             | InputError::Utf8 { file, .. }
+            | InputError::Decode { file, .. }
+            | InputError::NoSuchColumn { file, .. }
+            | InputError::Workbook { file, .. }
+            | InputError::NoSuchSheet { file, .. }
             | InputError::Csv { file, .. }
             | InputError::UnclosedQuote { file, .. }
             | InputError::InvalidRows { file, .. } => file,

@@ -1,8 +1,9 @@
 //! Which reader a file needs: the input format from the extension or
-//! `--input-format`, and the UTF-16 and UTF-32 files that cannot be read
-//! (yet) recognised as such, so the user is told what to do instead of
-//! "no id column". The CSV dialect itself (the UTF-8 BOM, the delimiter
-//! sniffed from the header line) is [`crate::results::dialect`]'s.
+//! `--input-format`, and UTF-16 and UTF-32 recognised by their NUL bytes
+//! (UTF-16 is decoded, [`super::encoding`]; UTF-32 is refused with a
+//! message saying so instead of "no id column"). The CSV dialect itself
+//! (the UTF-8 BOM, the delimiter sniffed from the header line) is
+//! [`crate::results::dialect`]'s.
 
 use std::fmt;
 use std::path::Path;
@@ -20,17 +21,25 @@ pub enum InputFormat {
     Tsv,
     /// One JSON object per line.
     Jsonl,
+    /// One device per line, no header (`hosts.txt`); a `.txt` whose first
+    /// line holds a tab is read as TSV instead (Excel's "Unicode Text").
+    Lines,
+    /// A workbook: `.xlsx`, `.xlsm`, `.xls` or `.ods`, one sheet of it.
+    Workbook,
 }
 
 impl InputFormat {
     /// The format a file extension implies (`csv`, `tsv`, `jsonl`, `ndjson`,
-    /// `json-lines`, any case), if any.
+    /// `json-lines`, `txt`, `list`, `xlsx`, `xlsm`, `xlsb`, `xls`, `ods`,
+    /// any case), if any.
     pub fn from_extension(path: &Path) -> Option<InputFormat> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "csv" => Some(InputFormat::Csv),
             "tsv" | "tab" => Some(InputFormat::Tsv),
             "jsonl" | "ndjson" | "json-lines" => Some(InputFormat::Jsonl),
+            "txt" | "list" => Some(InputFormat::Lines),
+            "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Some(InputFormat::Workbook),
             _ => None,
         }
     }
@@ -41,6 +50,8 @@ impl InputFormat {
             InputFormat::Csv => "csv",
             InputFormat::Tsv => "tsv",
             InputFormat::Jsonl => "jsonl",
+            InputFormat::Lines => "lines",
+            InputFormat::Workbook => "workbook",
         }
     }
 }
@@ -53,25 +64,28 @@ impl fmt::Display for InputFormat {
 
 /// Error for an `--input-format` value that names no format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown input format {0:?} (expected csv, tsv or jsonl)")]
+#[error("unknown input format {0:?} (expected csv, tsv, jsonl, lines or workbook)")]
 pub struct UnknownInputFormat(pub String);
 
 impl FromStr for InputFormat {
     type Err = UnknownInputFormat;
 
-    /// Accepts `csv`, `tsv`, `jsonl`, `ndjson` and `json-lines`, folded like
+    /// Accepts `csv`, `tsv`, `jsonl`, `ndjson`, `json-lines`, `lines` and
+    /// `txt`, folded like
     /// every other name a user types.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match fold_name(s).as_str() {
             "csv" => Ok(InputFormat::Csv),
             "tsv" | "tab" => Ok(InputFormat::Tsv),
             "jsonl" | "ndjson" | "jsonlines" => Ok(InputFormat::Jsonl),
+            "lines" | "txt" | "list" => Ok(InputFormat::Lines),
+            "workbook" | "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Ok(InputFormat::Workbook),
             _ => Err(UnknownInputFormat(s.to_string())),
         }
     }
 }
 
-/// A Unicode encoding other than UTF-8, which inputs may not (yet) use.
+/// A Unicode encoding other than UTF-8 recognised by its NUL bytes or BOM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WideEncoding {
     /// UTF-16, little-endian: Windows' "Unicode" (PowerShell 5's `Out-File`,
@@ -158,7 +172,11 @@ mod tests {
             assert_eq!(s.parse::<InputFormat>().unwrap(), f);
         }
         assert!(
-            "xlsx".parse::<InputFormat>().unwrap_err().to_string().contains("csv, tsv or jsonl")
+            "docx"
+                .parse::<InputFormat>()
+                .unwrap_err()
+                .to_string()
+                .contains("csv, tsv, jsonl, lines or workbook")
         );
         for (p, f) in [
             ("a.csv", Some(InputFormat::Csv)),
@@ -167,7 +185,10 @@ mod tests {
             ("a.jsonl", Some(InputFormat::Jsonl)),
             ("a.ndjson", Some(InputFormat::Jsonl)),
             ("a.json-lines", Some(InputFormat::Jsonl)),
-            ("a.xlsx", None),
+            ("hosts.txt", Some(InputFormat::Lines)),
+            ("a.XLSX", Some(InputFormat::Workbook)),
+            ("a.ods", Some(InputFormat::Workbook)),
+            ("a.docx", None),
             ("noext", None),
             ("-", None),
         ] {

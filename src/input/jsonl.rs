@@ -43,8 +43,9 @@ use crate::text::clip;
 /// the input. See the module docs.
 pub const MAX_JSONL_COLUMNS: usize = 256;
 
-/// Line by line reading of a JSONL source with physical line numbers.
-struct Lines {
+/// Line by line reading of a source with physical line numbers (JSONL, and
+/// the lists of [`super::lines`]).
+pub(super) struct Lines {
     /// The source, buffered.
     reader: BufReader<File>,
     /// The current line, reused.
@@ -58,7 +59,7 @@ struct Lines {
 
 impl Lines {
     /// Starts reading the source from the top.
-    fn open(source: &Source, file: &str) -> Result<Lines, InputError> {
+    pub(super) fn open(source: &Source, file: &str) -> Result<Lines, InputError> {
         let f = source.open().map_err(|error| InputError::Io { file: file.to_string(), error })?;
         Ok(Lines {
             reader: BufReader::with_capacity(64 * 1024, f),
@@ -101,7 +102,7 @@ impl Lines {
 
     /// Advances to the next non-blank line and returns its number and bytes
     /// (without the line end or a leading BOM), or `None` at the end.
-    fn next_line(&mut self, file: &str) -> Result<Option<(u64, &[u8])>, InputError> {
+    pub(super) fn next_line(&mut self, file: &str) -> Result<Option<(u64, &[u8])>, InputError> {
         loop {
             let more = self
                 .read_line()

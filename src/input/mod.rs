@@ -22,19 +22,24 @@
 
 pub(crate) mod columns;
 mod delimited;
+pub(crate) mod encoding;
 pub(crate) mod error;
 pub(crate) mod format;
 mod jsonl;
+mod lines;
 pub(crate) mod plan;
 mod record;
 mod spool;
+mod workbook;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use columns::{Columns, Role};
+pub use columns::{ColumnChoices, Columns, Role};
+pub use encoding::{TextEncoding, UnknownEncoding};
 pub use error::InputError;
+use format::WideEncoding;
 pub use format::{InputFormat, UnknownInputFormat};
 pub use plan::{
     MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_WORD_CHARS, RowDefaults, RowPlan, RowProblem, Target,
@@ -42,8 +47,11 @@ pub use plan::{
 };
 pub use record::Record;
 
+use crate::results::dialect::{Dialect, LineEnd};
 use delimited::{DelimitedRecords, Layout};
+use encoding::{Detected, Transcode};
 use jsonl::JsonlRecords;
+use lines::LineRecords;
 use spool::{Source, Spool};
 
 /// What the user asked to read.
@@ -54,15 +62,28 @@ pub struct InputSpec {
     /// `--input-format`: overrides the extension when given, and is required
     /// for stdin and files without a known extension.
     pub format: Option<InputFormat>,
+    /// `--encoding`: overrides the detection (BOM, NUL bytes, UTF-8 or
+    /// Windows-1252) when given.
+    pub encoding: Option<TextEncoding>,
+    /// `--column` and `--ignore-column`: the roles the user gives columns
+    /// and takes from them, over the aliases.
+    pub columns: ColumnChoices,
+    /// `--sheet`: the sheet of a workbook to read, by name or by position
+    /// from 1; the first when not given.
+    pub sheet: Option<String>,
 }
 
 /// How the records of an input are laid out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Shape {
     /// CSV or TSV.
     Delimited(Layout),
     /// JSON lines.
     Jsonl,
+    /// One device per line; the dialect holds the file's line end.
+    Lines(Dialect),
+    /// One sheet of a workbook, read whole at open.
+    Workbook(Arc<workbook::Sheet>),
 }
 
 /// An opened input: format detected, header read and classified.
@@ -78,6 +99,8 @@ pub struct Input {
     layout: Shape,
     /// Column names and roles.
     columns: Columns,
+    /// The encoding the file is in, and its byte order mark.
+    detected: Detected,
 }
 
 /// The name stdin is reported under.
@@ -104,9 +127,9 @@ impl Input {
                             extension: path.extension().map(|e| e.to_string_lossy().into_owned()),
                         }
                     })?;
-                Input::build(name, Source::File(path.clone()), format)
+                Input::build(name, Source::File(path.clone()), format, spec)
             }
-            _ => Input::from_reader(std::io::stdin().lock(), spec.format),
+            _ => Input::from_reader_with(std::io::stdin().lock(), spec),
         }
     }
 
@@ -117,37 +140,104 @@ impl Input {
         reader: impl Read,
         format: Option<InputFormat>,
     ) -> Result<Input, InputError> {
+        Input::from_reader_with(reader, &InputSpec { format, ..InputSpec::default() })
+    }
+
+    /// [`Input::from_reader`] with the rest of a spec (encoding, column
+    /// choices); its path is not used.
+    pub fn from_reader_with(reader: impl Read, spec: &InputSpec) -> Result<Input, InputError> {
         let name: Arc<str> = STDIN_NAME.into();
-        let format = format
+        let format = spec
+            .format
             .ok_or_else(|| InputError::UnknownFormat { file: name.to_string(), extension: None })?;
         let spool = Spool::copy_from(reader)
             .map_err(|error| InputError::Io { file: name.to_string(), error })?;
-        Input::build(name, Source::Spooled(Arc::new(spool)), format)
+        Input::build(name, Source::Spooled(Arc::new(spool)), format, spec)
     }
 
-    /// Reads the header (or the JSONL keys) and classifies the columns.
-    fn build(name: Arc<str>, source: Source, format: InputFormat) -> Result<Input, InputError> {
-        check_encoding(&source, &name)?;
+    /// Decides the encoding (decoding a non-UTF-8 input into a UTF-8 spool),
+    /// reads the header (or the JSONL keys) and classifies the columns.
+    fn build(
+        name: Arc<str>,
+        source: Source,
+        format: InputFormat,
+        spec: &InputSpec,
+    ) -> Result<Input, InputError> {
+        // A workbook is binary: it has no text encoding to decide.
+        let (source, detected) = match format {
+            InputFormat::Workbook => (source, Detected::UTF8),
+            _ => decode(source, &name, spec.encoding)?,
+        };
+        let format = match format {
+            // A `.txt` is a list of devices, or Excel's "Unicode Text": a
+            // tab-separated sheet with a header.
+            InputFormat::Lines if spec.format.is_none() && lines::looks_tabular(&source) => {
+                InputFormat::Tsv
+            }
+            f => f,
+        };
         let (layout, columns) = match format {
             InputFormat::Csv | InputFormat::Tsv => {
                 let (layout, mut header) = delimited::inspect(&source, &name, format)?;
-                let mut columns = Columns::new(header.clone());
-                if columns.is_results_file() {
+                if Columns::new(header.clone()).is_results_file() {
                     header.iter_mut().for_each(crate::results::cell::restore_owned);
-                    columns = Columns::new(header);
                 }
-                (Shape::Delimited(layout), columns)
+                (Shape::Delimited(layout), header)
             }
-            InputFormat::Jsonl => (Shape::Jsonl, Columns::new(jsonl::scan_keys(&source, &name)?)),
+            InputFormat::Jsonl => (Shape::Jsonl, jsonl::scan_keys(&source, &name)?),
+            InputFormat::Workbook => return Input::build_workbook(name, source, spec),
+            InputFormat::Lines => {
+                let dialect = lines::inspect(&source, &name)?;
+                (Shape::Lines(dialect), vec![Role::Device.canonical().to_string()])
+            }
         };
-        let targets = [Role::MachineId, Role::DeviceName, Role::AadDeviceId, Role::IpAddress];
-        if !targets.into_iter().any(|r| columns.has(r)) {
+        let columns =
+            Columns::with_choices(columns.clone(), &spec.columns).map_err(|(flag, column)| {
+                InputError::NoSuchColumn { file: name.to_string(), flag, column, header: columns }
+            })?;
+        if !Role::TARGETS.into_iter().any(|r| columns.has(r)) {
             return Err(InputError::NoTargetColumn {
                 file: name.to_string(),
                 header: columns.names().to_vec(),
             });
         }
-        Ok(Input { name, source, format, layout, columns })
+        Ok(Input { name, source, format, layout, columns, detected })
+    }
+
+    /// Reads the chosen sheet of a workbook whole and classifies its header;
+    /// the input is named after the file and the sheet from here on.
+    fn build_workbook(
+        name: Arc<str>,
+        source: Source,
+        spec: &InputSpec,
+    ) -> Result<Input, InputError> {
+        let mut bytes = Vec::new();
+        source
+            .open()
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|error| InputError::Io { file: name.to_string(), error })?;
+        let sheet = workbook::read(bytes, &name, spec.sheet.as_deref())?;
+        let name: Arc<str> = format!("{name}, sheet {}", sheet.name).into();
+        let header = sheet.header.clone();
+        let columns =
+            Columns::with_choices(header.clone(), &spec.columns).map_err(|(flag, column)| {
+                InputError::NoSuchColumn { file: name.to_string(), flag, column, header }
+            })?;
+        if !Role::TARGETS.into_iter().any(|r| columns.has(r)) {
+            return Err(InputError::NoTargetColumn {
+                file: name.to_string(),
+                header: columns.names().to_vec(),
+            });
+        }
+        let layout = Shape::Workbook(Arc::new(sheet));
+        Ok(Input {
+            name,
+            source,
+            format: InputFormat::Workbook,
+            layout,
+            columns,
+            detected: Detected::UTF8,
+        })
     }
 
     /// The input as the user named it, or `<stdin>`.
@@ -158,6 +248,30 @@ impl Input {
     /// The format the input is read as.
     pub fn format(&self) -> InputFormat {
         self.format
+    }
+
+    /// The encoding the input is read in.
+    pub fn encoding(&self) -> TextEncoding {
+        self.detected.encoding
+    }
+
+    /// The dialect a CSV results file of this input is written in, so the
+    /// spreadsheet that opened the input opens the results alike: the
+    /// input's delimiter (a comma for JSONL and lists) and line end, and a
+    /// UTF-8 BOM when the input had a BOM or was not UTF-8 (without one,
+    /// Excel reads UTF-8 in its own code page and shows accents garbled).
+    pub fn results_dialect(&self) -> Dialect {
+        let dialect = match &self.layout {
+            Shape::Delimited(layout) => layout.dialect,
+            Shape::Lines(dialect) => *dialect,
+            Shape::Jsonl => Dialect::COMMA,
+            // Excel opens a comma-separated UTF-8 file with a BOM and CRLF
+            // in columns (in the locales whose list separator is a comma).
+            Shape::Workbook(_) => {
+                return Dialect::COMMA.with_line_end(LineEnd::CrLf).with_bom(true);
+            }
+        };
+        dialect.with_bom(self.detected.bom_len > 0 || self.detected.encoding != TextEncoding::Utf8)
     }
 
     /// The columns: names in order (for JSONL, the union of keys in
@@ -175,7 +289,16 @@ impl Input {
     /// The file-level checks that need the flags: an action and a comment
     /// must come from a column or a default, and a `--comment` must not be
     /// longer than a comment cell may be.
+    ///
+    /// A parameter column that some rows' action may not take (a `SHA1` in
+    /// an Advanced Hunting export run with `--action isolate`) is not an
+    /// error: on those rows it is carried to the results as the user's own
+    /// column, and one warning per column says so
+    /// ([`Input::column_warnings`]).
     pub fn check_columns(&self, defaults: &RowDefaults) -> Result<(), InputError> {
+        for warning in self.column_warnings(defaults) {
+            tracing::warn!("{}: {warning}", self.name);
+        }
         if defaults.action.is_none() && !self.columns.has(Role::Action) {
             return Err(InputError::NoActionColumn { file: self.name.to_string() });
         }
@@ -196,14 +319,40 @@ impl Input {
         Ok(())
     }
 
+    /// One line per parameter column the rows' action may not take: with
+    /// no action column, one the `--action` does not take; with one, every
+    /// parameter column (it applies to the rows of its own action only).
+    pub fn column_warnings(&self, defaults: &RowDefaults) -> Vec<String> {
+        let per_row = self.columns.has(Role::Action);
+        plan::PARAMETERS
+            .into_iter()
+            .filter(|(role, takes)| {
+                self.columns.has(*role) && (per_row || defaults.action.is_some_and(|a| a != *takes))
+            })
+            .filter_map(|(role, takes)| {
+                let column = crate::text::quote(self.columns.role_name(role)?);
+                Some(if per_row {
+                    format!(
+                        "column {column} is a parameter of {takes} only; on rows of other actions it is not sent, only carried to the results"
+                    )
+                } else {
+                    format!(
+                        "column {column} holds a parameter {} does not take; it is not sent, only carried to the results as your own column",
+                        defaults.action.map_or_else(String::new, |a| a.to_string())
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// A fresh streaming pass over the records, from the first one. Can be
     /// called any number of times; each pass has its own file handle.
     pub fn records(&self) -> Result<Records, InputError> {
         let names = self.columns.names().to_vec();
-        let inner = match self.layout {
+        let inner = match &self.layout {
             Shape::Delimited(layout) => RecordsInner::Delimited(DelimitedRecords::new(
                 &self.source,
-                layout,
+                *layout,
                 names,
                 self.is_results_file(),
                 self.name.clone(),
@@ -211,15 +360,24 @@ impl Input {
             Shape::Jsonl => {
                 RecordsInner::Jsonl(JsonlRecords::new(&self.source, names, self.name.clone())?)
             }
+            Shape::Lines(_) => {
+                RecordsInner::Lines(LineRecords::new(&self.source, names, self.name.clone())?)
+            }
+            Shape::Workbook(sheet) => RecordsInner::Workbook(sheet.clone(), 0),
         };
         Ok(Records { inner })
     }
 }
 
-/// Refuses a UTF-16 or UTF-32 input: read as UTF-8 it would be one header
-/// name full of NUL bytes, reported as "no id column" (or, with a BOM, "not
-/// valid UTF-8"), which sends the user the wrong way.
-fn check_encoding(source: &Source, name: &str) -> Result<(), InputError> {
+/// Decides the encoding of an input (see [`encoding`]) and, when it is not
+/// UTF-8, decodes it once into a private UTF-8 spool that every pass reads
+/// instead (its BOM left behind). A UTF-32 input is refused: no spreadsheet
+/// writes it. A guessed Windows-1252 is announced with one warning.
+fn decode(
+    source: Source,
+    name: &str,
+    given: Option<TextEncoding>,
+) -> Result<(Source, Detected), InputError> {
     let io_err = |error| InputError::Io { file: name.to_string(), error };
     let mut head = Vec::with_capacity(format::ENCODING_SNIFF_BYTES);
     source
@@ -228,12 +386,41 @@ fn check_encoding(source: &Source, name: &str) -> Result<(), InputError> {
         .take(format::ENCODING_SNIFF_BYTES as u64)
         .read_to_end(&mut head)
         .map_err(io_err)?;
-    match format::sniff_wide_encoding(&head) {
-        Some((encoding, bom)) => {
-            Err(InputError::Encoding { file: name.to_string(), encoding, bom })
+    let wide = match format::sniff_wide_encoding(&head) {
+        Some((encoding @ (WideEncoding::Utf32Le | WideEncoding::Utf32Be), bom))
+            if given.is_none() =>
+        {
+            return Err(InputError::Encoding { file: name.to_string(), encoding, bom });
         }
-        None => Ok(()),
+        Some((WideEncoding::Utf16Le, _)) => Some(TextEncoding::Utf16Le),
+        Some((WideEncoding::Utf16Be, _)) => Some(TextEncoding::Utf16Be),
+        _ => None,
+    };
+    let detected = encoding::detect(&head, wide, given, || {
+        source.open().map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn Read>)
+    })
+    .map_err(io_err)?;
+    if let Some(line) = detected.guessed_at_line {
+        tracing::warn!(
+            "{name}: not valid UTF-8 (first at line {line}); reading it as Windows-1252, the encoding of Excel's \"CSV\" on a Western Windows; if that is wrong, name the encoding with --encoding"
+        );
     }
+    if detected.encoding == TextEncoding::Utf8 {
+        return Ok((source, detected));
+    }
+    let mut raw = source.open().map_err(io_err)?;
+    std::io::copy(&mut (&mut raw).take(detected.bom_len), &mut std::io::sink()).map_err(io_err)?;
+    let spool = Spool::copy_from(Transcode::new(std::io::BufReader::new(raw), detected.encoding))
+        .map_err(|error| match encoding::malformed(&error) {
+        Some(m) => InputError::Decode {
+            file: name.to_string(),
+            line: m.line,
+            encoding: m.encoding,
+            given: given.is_some(),
+        },
+        None => io_err(error),
+    })?;
+    Ok((Source::Spooled(Arc::new(spool)), detected))
 }
 
 /// A streaming pass over an input's records, in file order. An error names
@@ -250,6 +437,10 @@ enum RecordsInner {
     Delimited(DelimitedRecords),
     /// JSON lines.
     Jsonl(JsonlRecords),
+    /// One device per line.
+    Lines(LineRecords),
+    /// The rows of a sheet, from memory: the sheet and the next row.
+    Workbook(Arc<workbook::Sheet>, usize),
 }
 
 impl Iterator for Records {
@@ -259,6 +450,12 @@ impl Iterator for Records {
         match &mut self.inner {
             RecordsInner::Delimited(r) => r.next(),
             RecordsInner::Jsonl(r) => r.next(),
+            RecordsInner::Lines(r) => r.next(),
+            RecordsInner::Workbook(sheet, next) => {
+                let record = sheet.record(*next)?;
+                *next += 1;
+                Some(Ok(record))
+            }
         }
     }
 }
@@ -290,7 +487,7 @@ mod tests {
     }
 
     fn open_path(path: &Path, format: Option<InputFormat>) -> Result<Input, InputError> {
-        Input::open(&InputSpec { path: Some(path.to_path_buf()), format })
+        Input::open(&InputSpec { path: Some(path.to_path_buf()), format, ..InputSpec::default() })
     }
 
     /// Opens `bytes` saved as `name` in a fresh directory, which is removed
@@ -425,11 +622,15 @@ mod tests {
     #[test]
     fn format_comes_from_the_flag_else_the_extension_else_an_error() {
         let dir = TestDir::new();
-        let xlsx = dir.file("devices.xlsx", b"hostname\nh\n");
-        let e = open_path(&xlsx, None).unwrap_err();
-        assert!(e.to_string().contains("extension .xlsx is not one of csv"), "{e}");
+        let docx = dir.file("devices.docx", b"hostname\nh\n");
+        let e = open_path(&docx, None).unwrap_err();
+        assert!(e.to_string().contains("extension .docx is not one of csv"), "{e}");
         assert!(e.to_string().contains("--input-format"), "{e}");
-        assert_eq!(e.file(), xlsx.display().to_string());
+        assert_eq!(e.file(), docx.display().to_string());
+        // A CSV saved under a workbook's name is refused as no workbook.
+        let fake = dir.file("devices.xlsx", b"hostname\nh\n");
+        let e = open_path(&fake, None).unwrap_err();
+        assert!(e.to_string().contains("cannot read it as a workbook"), "{e}");
         let bare = dir.file("devices", b"hostname\nh\n");
         assert!(open_path(&bare, None).unwrap_err().to_string().contains("no file extension"));
         assert_eq!(open_path(&bare, Some(InputFormat::Csv)).unwrap().format(), InputFormat::Csv);
@@ -532,10 +733,22 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_names_the_line_and_column_and_the_pass_goes_on() {
+    fn invalid_utf8_is_read_as_windows_1252_unless_utf8_is_given() {
         let dir = TestDir::new();
-        let p = dir.file("latin1.csv", b"hostname,owner\nh1,ok\nh2,Zo\xEB\nh3,ok\n");
+        let p = dir.file("latin1.csv", b"hostname,owner\nh1,ok\nh2,Zo\xEB \x80\nh3,ok\n");
         let input = open_path(&p, None).unwrap();
+        assert_eq!(input.encoding(), TextEncoding::Windows1252);
+        let got: Vec<_> = rows(&input).into_iter().map(|r| (r.line, r.values[1].clone())).collect();
+        assert_eq!(got, [(2, "ok".into()), (3, "Zoë €".into()), (4, "ok".into())]);
+        // Results of a file that was not UTF-8 carry a BOM, so Excel reads
+        // them as UTF-8.
+        assert!(input.results_dialect().bom());
+        let told = InputSpec {
+            path: Some(p.clone()),
+            encoding: Some(TextEncoding::Utf8),
+            ..InputSpec::default()
+        };
+        let input = Input::open(&told).unwrap();
         let got: Vec<_> = input.records().unwrap().collect();
         assert_eq!(got.len(), 3);
         assert!(got[0].is_ok() && got[2].is_ok());
@@ -544,12 +757,12 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "{}: line 3, column owner: not valid UTF-8 (save the file as UTF-8 CSV)",
+                "{}: line 3, column owner: not valid UTF-8, the encoding --encoding gave (leave --encoding out to have Windows-1252 guessed, or name the file's encoding)",
                 p.display()
             )
         );
         let p = dir.file("badheader.csv", b"host\xFF\nh\n");
-        let e = open_path(&p, None).unwrap_err();
+        let e = Input::open(&InputSpec { path: Some(p), ..told }).unwrap_err();
         assert!(matches!(e, InputError::Utf8 { line: 1, .. }), "{e}");
     }
 
@@ -609,7 +822,13 @@ mod tests {
             (b"{\"hostname\":\"\xFF\"}\n", 1, 14, "not valid UTF-8"),
             (b"{\"h\":\"\xC3\xA9\xFF\"}\n", 1, 8, "not valid UTF-8"),
         ] {
-            let e = open_bytes("bad.jsonl", text).unwrap_err();
+            // Told it is UTF-8, so bad bytes are not taken for Windows-1252.
+            let spec = InputSpec {
+                format: Some(InputFormat::Jsonl),
+                encoding: Some(TextEncoding::Utf8),
+                ..InputSpec::default()
+            };
+            let e = Input::from_reader_with(text, &spec).unwrap_err();
             match &e {
                 InputError::Json { line: l, column: c, message, .. } => {
                     assert_eq!((*l, *c), (line, column), "{e}");
@@ -619,32 +838,90 @@ mod tests {
                 other => panic!("expected a JSON error, got {other}"),
             }
             assert!(
-                e.to_string().contains(&format!("bad.jsonl: line {line}, column {column}: ")),
+                e.to_string().contains(&format!("<stdin>: line {line}, column {column}: ")),
                 "{e}"
             );
         }
     }
 
     #[test]
-    fn utf16_and_utf32_inputs_are_refused_naming_the_encoding() {
+    fn utf16_inputs_are_decoded_and_utf32_refused_naming_the_encoding() {
         let utf16le = |s: &str| s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
-        let text = format!("machine_id,comment\r\n{ID},x\r\n");
-        for (name, bytes, what) in [
-            ("ps.csv", utf16le(&text), "UTF-16LE (judged by its NUL bytes"),
-            ("bom.csv", [&b"\xFF\xFE"[..], &utf16le(&text)].concat(), "UTF-16LE (it starts with"),
-            ("be.csv", text.encode_utf16().flat_map(u16::to_be_bytes).collect(), "UTF-16BE"),
-            ("wide.jsonl", utf16le(&format!("{{\"machine_id\":\"{ID}\"}}\n")), "UTF-16LE"),
-            ("x.csv", text.chars().flat_map(|c| (c as u32).to_le_bytes()).collect(), "UTF-32LE"),
+        let text = format!("machine_id,comment\r\n{ID},Zoë\r\n\r\n{ID},x\r\n");
+        for (name, bytes, encoding) in [
+            ("ps.csv", utf16le(&text), TextEncoding::Utf16Le),
+            ("bom.csv", [&b"\xFF\xFE"[..], &utf16le(&text)].concat(), TextEncoding::Utf16Le),
+            (
+                "be.csv",
+                [
+                    &b"\xFE\xFF"[..],
+                    &text.encode_utf16().flat_map(u16::to_be_bytes).collect::<Vec<_>>(),
+                ]
+                .concat(),
+                TextEncoding::Utf16Be,
+            ),
         ] {
-            let e = open_bytes(name, &bytes).unwrap_err();
-            assert!(matches!(e, InputError::Encoding { .. }), "{name}: {e}");
-            let msg = e.to_string();
-            assert!(msg.contains(&format!("{name}: the file is {what}")), "{msg}");
-            assert!(msg.contains("save it as UTF-8"), "{msg}");
-            assert!(msg.contains("Set-Content -Encoding UTF8"), "{msg}");
+            let (input, _dir) = open_bytes_kept(name, &bytes);
+            assert_eq!(input.encoding(), encoding, "{name}");
+            assert_eq!(input.columns().names(), strings(&["machine_id", "comment"]));
+            let got: Vec<(u64, String)> =
+                rows(&input).into_iter().map(|r| (r.line, r.values[1].clone())).collect();
+            assert_eq!(got, [(2, "Zoë".to_string()), (4, "x".to_string())], "{name}");
+            let d = input.results_dialect();
+            assert!(d.bom() && d.line_end() == crate::results::dialect::LineEnd::CrLf);
         }
-        let e = Input::from_reader(&utf16le(&text)[..], Some(InputFormat::Csv)).unwrap_err();
-        assert!(e.to_string().starts_with("<stdin>: the file is UTF-16LE"), "{e}");
+        let (input, _dir) =
+            open_bytes_kept("wide.jsonl", &utf16le(&format!("{{\"machine_id\":\"{ID}\"}}\n")));
+        assert_eq!(rows(&input)[0].values, strings(&[ID]));
+        let input = Input::from_reader(&utf16le(&text)[..], Some(InputFormat::Csv)).unwrap();
+        assert_eq!(rows(&input).len(), 2);
+        // An unpaired surrogate names the encoding and the line.
+        let mut bad = utf16le("hostname\nh1\n");
+        bad.extend_from_slice(&[0x00, 0xD8, b'\n', 0]);
+        let e = open_bytes("bad.csv", &[&b"\xFF\xFE"[..], &bad].concat()).unwrap_err();
+        assert!(matches!(e, InputError::Decode { line: 3, .. }), "{e}");
+        assert!(e.to_string().contains("line 3: not valid UTF-16LE"), "{e}");
+        let utf32: Vec<u8> = text.chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+        let e = open_bytes("x.csv", &utf32).unwrap_err();
+        assert!(matches!(e, InputError::Encoding { .. }), "{e}");
+        assert!(e.to_string().contains("x.csv: the file is UTF-32LE"), "{e}");
+    }
+
+    #[test]
+    fn a_list_of_devices_is_one_classified_column() {
+        let text = "# hosts to contain\r\nhostname\r\n\r\nHOST-1.corp.example\r\n  1E5BC9D7E413DDD7902C2932E418702B84D0CC07 \r\n10.0.0.7\r\n# done\r\nb3a5f6a0-1c2d-4e5f-8a9b-0c1d2e3f4a5b\r\n";
+        let (input, _dir) = open_bytes_kept("hosts.txt", text.as_bytes());
+        assert_eq!(input.format(), InputFormat::Lines);
+        assert_eq!(input.columns().names(), strings(&["device"]));
+        assert_eq!(input.results_dialect().line_end(), crate::results::dialect::LineEnd::CrLf);
+        let r = rows(&input);
+        assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [4, 5, 6, 8]);
+        let defaults = RowDefaults {
+            action: Some(ActionKind::Isolate),
+            comment: Some("c".into()),
+            ..RowDefaults::default()
+        };
+        let targets: Vec<Target> =
+            r.iter().map(|r| plan_row(r, input.columns(), &defaults).unwrap().target).collect();
+        assert_eq!(
+            targets,
+            [
+                Target::Name("HOST-1.corp.example".into()),
+                Target::Id(ID.into()),
+                Target::Ip("10.0.0.7".into()),
+                Target::AadDeviceId("b3a5f6a0-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+            ]
+        );
+        // Excel's "Unicode Text" .txt is a sheet: tab-separated, a header.
+        let sheet: Vec<u8> = "\u{feff}DeviceName\tKommentar\r\nh1\tfür\r\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let (input, _dir) = open_bytes_kept("export.txt", &sheet);
+        assert_eq!(input.format(), InputFormat::Tsv);
+        assert_eq!(rows(&input)[0].values, strings(&["h1", "für"]));
+        let e = open_bytes("empty.txt", b"# nothing\n\n").unwrap_err();
+        assert!(e.to_string().contains("no device on any line"), "{e}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Per-row columns override the defaults from the flags; a blank cell means
 //! "use the default". A parameter cell given for an action that does not
-//! take it (a `sha1` on an isolate row) is refused rather than dropped, so a
-//! mistyped action never runs with the wrong meaning. Defaults from flags
+//! take it (a `SHA1` of an Advanced Hunting export on an isolate row) is not
+//! sent: it stays in the results as the user's own column, and the input
+//! warns once per such column ([`super::Input::column_warnings`]). Defaults from flags
 //! apply only to the actions that take them, so one `--isolation-type`
 //! serves a file that mixes isolate and unisolate rows. A scan row with no
 //! scan type runs a Quick scan.
@@ -128,6 +129,42 @@ impl RowPlan {
 
 pub use super::record::RowProblem;
 
+/// The parameter columns and the one action each applies to.
+pub(crate) const PARAMETERS: [(Role, ActionKind); 3] = [
+    (Role::IsolationType, ActionKind::Isolate),
+    (Role::Sha1, ActionKind::StopAndQuarantineFile),
+    (Role::ScanType, ActionKind::RunAntiVirusScan),
+];
+
+/// The device a bare value names, judged by its shape: the one place a value
+/// that is not in a column of its own kind (a line of a host list, a
+/// `device` column) is classified. 40 (or 32) hex digits are a machine id, a
+/// GUID an Entra device id, an IPv4 or IPv6 address an IP, anything else a
+/// device name.
+pub fn classify_device(value: &str) -> Result<Target, String> {
+    if is_machine_id(value) {
+        Ok(Target::Id(value.to_ascii_lowercase()))
+    } else if is_guid(value) {
+        Ok(Target::AadDeviceId(value.to_ascii_lowercase()))
+    } else if let Ok(ip) = value.parse::<IpAddr>() {
+        Ok(Target::Ip(ip.to_string()))
+    } else {
+        device_name(value)
+    }
+}
+
+/// A device name, bounded.
+fn device_name(name: &str) -> Result<Target, String> {
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        Err(format!(
+            "a device name is at most {MAX_NAME_CHARS} characters (a DNS name is at most 253); this cell has {chars}"
+        ))
+    } else {
+        Ok(Target::Name(name.to_string()))
+    }
+}
+
 /// Validates one record against the columns and the defaults. Every problem
 /// of the row is returned, not just the first, starting with those found
 /// while reading it (field count, nested JSON).
@@ -165,19 +202,11 @@ pub fn plan_row(
             }
         }
         (None, Some((column, name))) => {
-            if name.chars().count() > MAX_NAME_CHARS {
-                bad(
-                    column,
-                    name,
-                    format!(
-                        "a device name is at most {MAX_NAME_CHARS} characters (a DNS name is at most 253); this cell has {}",
-                        name.chars().count()
-                    ),
-                );
-                None
-            } else {
-                Some(Target::Name(name.to_string()))
-            }
+            device_name(name).map_err(|why| bad(column, name, why)).ok()
+        }
+        (None, None) if cell(Role::Device).is_some() => {
+            let (column, value) = cell(Role::Device).unwrap_or_default();
+            classify_device(value).map_err(|why| bad(column, value, why)).ok()
         }
         (None, None) => match (cell(Role::AadDeviceId), cell(Role::IpAddress)) {
             (Some((column, aad)), _) => {
@@ -196,11 +225,10 @@ pub fn plan_row(
                 }
             },
             (None, None) => {
-                let column =
-                    [Role::MachineId, Role::DeviceName, Role::AadDeviceId, Role::IpAddress]
-                        .into_iter()
-                        .find_map(|r| columns.role_name(r))
-                        .unwrap_or(Role::MachineId.canonical());
+                let column = Role::TARGETS
+                    .into_iter()
+                    .find_map(|r| columns.role_name(r))
+                    .unwrap_or(Role::MachineId.canonical());
                 bad(
                     column,
                     "",
@@ -350,8 +378,9 @@ enum Param<T> {
     Refused,
 }
 
-/// Reads the parameter in `cell`, which only action `takes` accepts: refused
-/// when the row's action is another one or the value does not parse.
+/// Reads the parameter in `cell`, which only action `takes` accepts: left
+/// unsent (as blank) when the row's action is another one, refused when the
+/// value is too long or does not parse.
 fn parameter<T>(
     cell: Option<(&str, &str)>,
     takes: ActionKind,
@@ -360,23 +389,20 @@ fn parameter<T>(
     bad: &mut impl FnMut(&str, &str, String),
 ) -> Param<T> {
     let Some((column, value)) = cell else { return Param::Blank };
+    if action.is_some_and(|a| a != takes) {
+        return Param::Blank;
+    }
     let name = Role::for_header(column).map_or(column, |r| r.canonical());
     if value.chars().count() > MAX_WORD_CHARS {
         bad(column, value, too_long(name));
         return Param::Refused;
     }
-    match action {
-        Some(a) if a != takes => {
-            bad(column, value, format!("{name} only applies to {takes}, not {a}"));
+    match parse(value) {
+        Ok(v) => Param::Given(v),
+        Err(why) => {
+            bad(column, value, why);
             Param::Refused
         }
-        _ => match parse(value) {
-            Ok(v) => Param::Given(v),
-            Err(why) => {
-                bad(column, value, why);
-                Param::Refused
-            }
-        },
     }
 }
 
@@ -690,12 +716,11 @@ mod tests {
             &isolate(),
             &[("sha1", "", "a sha1 column or --sha1")],
         );
-        assert_problems(
-            &names,
-            &[ID, "isolate", SHA],
-            &isolate(),
-            &[("sha1", SHA, "sha1 only applies to stop-and-quarantine, not isolate")],
-        );
+        // A Sha1 on an isolate row is not sent (it stays a user column).
+        let p = plan(&names, &[ID, "isolate", SHA], &isolate()).unwrap();
+        assert_eq!((p.action, p.sha1), (ActionKind::Isolate, None));
+        let p = plan(&names, &[ID, "isolate", "not-a-sha1"], &isolate()).unwrap();
+        assert_eq!(p.sha1, None);
         let bad_default = RowDefaults { sha1: Some("xyz".into()), ..isolate() };
         assert_problems(
             &names,
@@ -716,12 +741,8 @@ mod tests {
             &isolate(),
             &[("IsolationType", "partial", "unknown isolation type")],
         );
-        assert_problems(
-            &names,
-            &[ID, "unisolate", "full"],
-            &isolate(),
-            &[("IsolationType", "full", "isolation_type only applies to isolate, not unisolate")],
-        );
+        let p = plan(&names, &[ID, "unisolate", "full"], &isolate()).unwrap();
+        assert_eq!(p.isolation_type, None);
         let p = plan(&names, &[ID, "isolate", "Unmanaged-Device"], &isolate()).unwrap();
         assert_eq!(p.isolation_type, Some(IsolationType::UnManagedDevice));
         let p = plan(&names, &[ID, "isolate", ""], &isolate()).unwrap();
@@ -737,12 +758,8 @@ mod tests {
             &isolate(),
             &[("scan_type", "slow", "unknown scan type")],
         );
-        assert_problems(
-            &names,
-            &[ID, "offboard", "full"],
-            &isolate(),
-            &[("scan_type", "full", "scan_type only applies to scan, not offboard")],
-        );
+        let p = plan(&names, &[ID, "offboard", "full"], &isolate()).unwrap();
+        assert_eq!(p.scan_type, None);
         let p = plan(&names, &[ID, "scan", ""], &isolate()).unwrap();
         assert_eq!(p.scan_type, Some(ScanType::Quick));
         let p = plan(&names, &[ID, "scan", "FULL"], &isolate()).unwrap();
@@ -761,8 +778,6 @@ mod tests {
                 ("DeviceId", "host-1", "40 hex digits"),
                 ("comment", "", "requires a Comment"),
                 ("isolation_type", "partial", "unknown isolation type"),
-                ("sha1", "abc", "only applies to stop-and-quarantine"),
-                ("scan_type", "slow", "only applies to scan"),
             ],
         );
         // With an unknown action, parameters are still checked for format.

@@ -1,6 +1,7 @@
 //! The CSV results writer: one header row, then one record per row, in the
-//! results dialect ([`Dialect::COMMA`]: comma-delimited, RFC 4180 quoting,
-//! `\n` line ends, UTF-8 without BOM), every cell formula-neutralised
+//! dialect it is given (the input's delimiter, line end and BOM; by default
+//! [`Dialect::COMMA`]: comma-delimited, `\n` line ends, UTF-8 without BOM),
+//! RFC 4180 quoting, every cell formula-neutralised
 //! ([`crate::results::cell`]).
 
 use std::borrow::Cow;
@@ -22,19 +23,26 @@ struct CsvSink<W: Write> {
     pending: Option<io::Error>,
 }
 
-/// A CSV sink over `w`. The header (user columns, then [`RUNNER_COLUMNS`]) is
-/// written and flushed at once, so even a run that finishes no row leaves a
-/// valid results file; a failure doing so is returned by the first
-/// `write_row` or `flush`.
-pub fn csv_sink<W: Write + Send + 'static>(w: W, user_columns: &[String]) -> Box<dyn ResultSink> {
-    let writer = Dialect::COMMA.writer(w);
+/// A CSV sink over `w` in `dialect`. The BOM (when the dialect has one) and
+/// the header (user columns, then [`RUNNER_COLUMNS`]) are written and
+/// flushed at once, so even a run that finishes no row leaves a valid
+/// results file; a failure doing so is returned by the first `write_row` or
+/// `flush`.
+pub fn csv_sink<W: Write + Send + 'static>(
+    mut w: W,
+    dialect: Dialect,
+    user_columns: &[String],
+) -> Box<dyn ResultSink> {
+    let bom = w.write_all(dialect.bom_bytes());
+    let writer = dialect.writer(w);
     let mut sink = CsvSink { writer, user_width: user_columns.len(), pending: None };
     let header = user_columns
         .iter()
         .map(|c| cell_bytes(c))
         .chain(RUNNER_COLUMNS.iter().map(|c| cell_bytes(c)));
-    let written =
-        sink.writer.write_record(header).map_err(csv_to_io).and_then(|()| sink.writer.flush());
+    let written = bom
+        .and_then(|()| sink.writer.write_record(header).map_err(csv_to_io))
+        .and_then(|()| sink.writer.flush());
     sink.pending = written.err();
     Box::new(sink)
 }
@@ -86,7 +94,7 @@ mod tests {
     #[test]
     fn header_is_written_at_once_and_rows_are_quoted_and_neutralised() {
         let buf = SharedBuf::default();
-        let mut sink = csv_sink(buf.clone(), &["owner".into(), "=note".into()]);
+        let mut sink = csv_sink(buf.clone(), Dialect::COMMA, &["owner".into(), "=note".into()]);
         assert_eq!(
             buf.text(),
             "owner,'=note,line,machine_id,action,status,action_id,action_status,http_status,\
@@ -121,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_row_of_the_wrong_width_is_refused() {
-        let mut sink = csv_sink(SharedBuf::default(), &["a".into()]);
+        let mut sink = csv_sink(SharedBuf::default(), Dialect::COMMA, &["a".into()]);
         let e = sink.write_row(&[], &ResultRow::default()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
@@ -139,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_header_that_cannot_be_written_is_reported_by_the_next_call() {
-        let mut sink = csv_sink(Broken, &[]);
+        let mut sink = csv_sink(Broken, Dialect::COMMA, &[]);
         let e = sink.flush().unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");
     }

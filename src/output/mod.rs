@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::results::ResultRow;
+use crate::results::dialect::Dialect;
 
 pub use self::csv::csv_sink;
 pub use self::jsonl::jsonl_sink;
@@ -66,14 +67,26 @@ pub trait ResultSink: Send {
     fn flush(&mut self) -> io::Result<()>;
 }
 
-/// A sink of the given format over `w` (see [`csv_sink`] and [`jsonl_sink`]).
+/// A sink of the given format over `w` (see [`csv_sink`] and [`jsonl_sink`]),
+/// CSV in the default dialect ([`Dialect::COMMA`]).
 pub fn sink<W: Write + Send + 'static>(
     format: ResultFormat,
     w: W,
     user_columns: &[String],
 ) -> Box<dyn ResultSink> {
+    sink_in(format, Dialect::COMMA, w, user_columns)
+}
+
+/// A sink of the given format over `w`; a CSV one writes `dialect` (the
+/// input's delimiter, line end and BOM), a JSONL one has no dialect.
+pub fn sink_in<W: Write + Send + 'static>(
+    format: ResultFormat,
+    dialect: Dialect,
+    w: W,
+    user_columns: &[String],
+) -> Box<dyn ResultSink> {
     match format {
-        ResultFormat::Csv => csv_sink(w, user_columns),
+        ResultFormat::Csv => csv_sink(w, dialect, user_columns),
         ResultFormat::Jsonl => jsonl_sink(w, user_columns),
     }
 }
@@ -328,7 +341,7 @@ mod tests {
         let mut source = input;
         for _ in 0..2 {
             let buf = SharedBuf::default();
-            let mut s = csv_sink(buf.clone(), &user_columns);
+            let mut s = csv_sink(buf.clone(), Dialect::COMMA, &user_columns);
             for rec in source.records().unwrap() {
                 let rec = rec.unwrap();
                 s.write_row(&source.columns().user_values(&rec.values), &sample_row(rec.line))

@@ -258,7 +258,12 @@ async fn execute<T: Transport>(
 ) -> Result<Executed, RunError> {
     let ctx = &setup.ctx;
     let stop = &ctx.stop;
-    let sink = open_sink(setup.partial.as_deref(), setup.results.as_deref(), input.columns())?;
+    let sink = open_sink(
+        setup.partial.as_deref(),
+        setup.results.as_deref(),
+        input.columns(),
+        input.results_dialect(),
+    )?;
     let progress = Progress::new(survey.rows, config.progress, ctx.pacer.clone());
 
     let (tx, mut rx) = mpsc::channel::<Item>(config.concurrency * 2 + 16);
@@ -560,11 +565,14 @@ async fn settle_in_doubt<T: Transport>(
 }
 
 /// The results writer: the `.partial` file beside the results (or stdout),
-/// in the results file's format, with the input's user columns.
+/// in the results file's format, with the input's user columns; CSV in the
+/// input's dialect (delimiter, line end, BOM), so it opens where the input
+/// did.
 fn open_sink(
     partial: Option<&Path>,
     results: Option<&Path>,
     columns: &Columns,
+    dialect: crate::results::dialect::Dialect,
 ) -> Result<Box<dyn ResultSink>, RunError> {
     let target: Box<dyn Write + Send> = match partial {
         Some(p) => Box::new(BufWriter::with_capacity(
@@ -575,7 +583,7 @@ fn open_sink(
         None => Box::new(BufWriter::new(std::io::stdout())),
     };
     let format = results.map_or(ResultFormat::Csv, ResultFormat::for_path);
-    Ok(output::sink(format, target, columns.user_columns()))
+    Ok(output::sink_in(format, dialect, target, columns.user_columns()))
 }
 
 /// A settled row with the user's columns, in input order.

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::input::{Input, InputError, InputFormat, InputSpec, Records};
-use crate::output::{ResultFormat, sink};
+use crate::output::{ResultFormat, sink_in};
 use crate::results::{ResultRow, Status, Timestamp, parse_result_row};
 
 /// Why a results file could not be read or rewritten.
@@ -82,8 +82,11 @@ impl ResultsFile {
             ResultFormat::Csv => InputFormat::Csv,
             ResultFormat::Jsonl => InputFormat::Jsonl,
         };
-        let input =
-            Input::open(&InputSpec { path: Some(path.to_path_buf()), format: Some(input_format) })?;
+        let input = Input::open(&InputSpec {
+            path: Some(path.to_path_buf()),
+            format: Some(input_format),
+            ..InputSpec::default()
+        })?;
         if !input.is_results_file() {
             return Err(RewriteError::NotResults { file: input.display_name().to_string() });
         }
@@ -93,6 +96,12 @@ impl ResultsFile {
     /// The format of the file.
     pub fn format(&self) -> ResultFormat {
         self.format
+    }
+
+    /// The CSV dialect the file is in (its delimiter, line end and BOM), for
+    /// files written from it.
+    pub fn dialect(&self) -> crate::results::dialect::Dialect {
+        self.input.results_dialect()
     }
 
     /// Where the file is.
@@ -216,7 +225,8 @@ where
     let out = crate::private::create(&aside).map_err(io)?;
     let result = (|| {
         let durable = out.try_clone().map_err(io)?;
-        let mut sink = sink(format, out, file.user_columns());
+        // The file keeps its own dialect: the input's, as the run wrote it.
+        let mut sink = sink_in(format, file.dialect(), out, file.user_columns());
         let mut done = Rewritten::default();
         for entry in file.entries()? {
             let ResultsEntry { user, mut row } = entry?;
@@ -313,7 +323,7 @@ mod tests {
     /// cells, one row per cell.
     fn write_results(path: &Path, format: ResultFormat) -> Vec<(Vec<String>, ResultRow)> {
         let columns = vec!["note =x".to_string(), "owner".to_string()];
-        let mut s = sink(format, File::create(path).unwrap(), &columns);
+        let mut s = crate::output::sink(format, File::create(path).unwrap(), &columns);
         let mut rows = Vec::new();
         for (i, cell) in nasty().into_iter().enumerate() {
             let user = vec![cell.to_string(), format!("owner-{i}")];

@@ -51,7 +51,7 @@ use crate::api::model::MachineAction;
 use crate::api::odata::any_of;
 use crate::api::route::Api;
 use crate::api::time::{format_utc, parse_utc};
-use crate::output::{ResultFormat, sink};
+use crate::output::{ResultFormat, sink_in};
 use crate::pace::{Limit, Pacer};
 use crate::results::{ResultRow, Status, Timestamp};
 use crate::run::rewrite::{ResultsEntry, ResultsFile, RewriteError};
@@ -311,6 +311,8 @@ struct Survey {
     user_columns: Vec<String>,
     /// The file's format.
     format: ResultFormat,
+    /// The file's CSV dialect, which the undo results repeat.
+    dialect: crate::results::dialect::Dialect,
     /// Rows that show an action of the run: the most undo may change.
     own: u64,
     /// Their action ids (lowercased).
@@ -324,6 +326,7 @@ fn survey(path: &Path) -> Result<Survey, RunError> {
     let mut s = Survey {
         user_columns: file.user_columns().to_vec(),
         format: file.format(),
+        dialect: file.dialect(),
         own: 0,
         ids: Vec::new(),
         since: None,
@@ -413,7 +416,12 @@ async fn undo_locked<T: Transport>(
     let io = |source| RunError::Io { path: partial.clone(), source };
     let out = crate::private::create(&partial).map_err(io)?;
     let format = ResultFormat::for_path(&config.output);
-    let mut sink = sink(format, BufWriter::with_capacity(256 * 1024, out), &first.user_columns);
+    let mut sink = sink_in(
+        format,
+        first.dialect,
+        BufWriter::with_capacity(256 * 1024, out),
+        &first.user_columns,
+    );
 
     let (tx, mut rx) =
         mpsc::channel::<Result<ResultsEntry, RewriteError>>(config.concurrency * 2 + 16);

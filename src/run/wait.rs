@@ -576,6 +576,7 @@ mod tests {
         {
             let mut sink = crate::output::csv_sink(
                 std::fs::File::create(&path).unwrap(),
+                crate::results::dialect::Dialect::COMMA,
                 &["owner".to_string()],
             );
             for (i, (status, id, code)) in rows.iter().enumerate() {

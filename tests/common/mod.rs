@@ -149,9 +149,19 @@ pub fn ids_csv(machines: &[Machine]) -> String {
     s
 }
 
-/// Reads a results CSV as header-keyed rows.
+/// Reads a results CSV as header-keyed rows, in the dialect it was written
+/// in (results repeat their input's delimiter and BOM): a leading UTF-8 BOM
+/// is skipped and the delimiter is the header line's most frequent of
+/// comma, semicolon and tab.
 pub fn read_results(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&bytes);
+    let header = body.split(|&b| b == b'\n' || b == b'\r').next().unwrap_or_default();
+    let delimiter = [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|d| (header.iter().filter(|b| *b == d).count(), *d == b','))
+        .unwrap_or(b',');
+    let mut r = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(body);
     let headers = r.headers().unwrap().clone();
     r.records()
         .map(|rec| {

@@ -1,0 +1,437 @@
+//! Spreadsheets as responders really have them, end to end: the real binary
+//! against the simulator with the files Excel and Defender's own portal
+//! write (Windows-1252 and UTF-16 text, German `;` sheets, headerless host
+//! lists, Advanced Hunting exports), and results that come back in the
+//! input's own dialect so the same spreadsheet opens them in columns.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use mdebulk::api::model::Machine;
+
+/// `text` in Windows-1252 (every character of it must have a byte there).
+fn cp1252(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| match c {
+            '€' => 0x80,
+            c if (c as u32) < 0x80 || (0xA0..=0xFF).contains(&(c as u32)) => c as u8,
+            c => panic!("{c:?} is not in this test's Windows-1252 table"),
+        })
+        .collect()
+}
+
+/// `text` in UTF-16LE with a byte order mark: Excel's "Unicode Text".
+fn utf16le_bom(text: &str) -> Vec<u8> {
+    [&b"\xFF\xFE"[..], &text.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>()]
+        .concat()
+}
+
+/// The device name of a machine, as the fleet knows it.
+fn name(m: &Machine) -> &str {
+    m.computer_dns_name.as_deref().unwrap()
+}
+
+/// The first line of a results file, without its BOM, and whether it had one
+/// and ended its lines with CRLF.
+fn shape(path: &std::path::Path) -> (String, bool, bool) {
+    let bytes = std::fs::read(path).unwrap();
+    let bom = bytes.starts_with(b"\xEF\xBB\xBF");
+    let text = String::from_utf8(bytes).unwrap();
+    let text = text.trim_start_matches('\u{feff}');
+    let crlf = text.contains("\r\n");
+    (text.lines().next().unwrap().to_string(), bom, crlf)
+}
+
+/// Values of `column` in file order.
+fn column(rows: &[HashMap<String, String>], column: &str) -> Vec<String> {
+    rows.iter().map(|r| r[column].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excels_plain_csv_in_windows_1252_is_read_with_its_accents_and_a_warning() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("cp1252");
+    let m = windows_online(&sim, 2);
+    let content =
+        format!("DeviceId,Owner\r\n{},Zoë Müller\r\n\r\n{},Jérôme € ü\r\n", m[0].id, m[1].id);
+    let input = dir.write("excel.csv", cp1252(&content));
+    let out = output(isolate(&sim, &input, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not valid UTF-8 (first at line 2); reading it as Windows-1252"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("Windows-1252").count(), 1, "one warning: {stderr}");
+    let results = dir.path("excel.results.csv");
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "Owner"), ["Zoë Müller", "Jérôme € ü"]);
+    assert_eq!(column(&rows, "line"), ["2", "4"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    // Comma and CRLF as the input had them, and a BOM: without one, Excel
+    // takes UTF-8 for its own code page and garbles the accents.
+    let (header, bom, crlf) = shape(&results);
+    assert!(header.starts_with("DeviceId,Owner,line,machine_id,"), "{header}");
+    assert!(bom && crlf);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excels_unicode_text_is_utf16_tab_separated_with_a_header() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("unicode-text");
+    let m = windows_online(&sim, 2);
+    let content = format!(
+        "DeviceName\tComment\tNotiz\r\n{}\tIR-1\tßäö\r\n{}\tIR-2\t東京\r\n",
+        name(&m[0]),
+        name(&m[1])
+    );
+    let input = dir.write("export.txt", utf16le_bom(&content));
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&input).args(["--action", "isolate"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let results = dir.path("export.results.csv");
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "machine_id"), [m[0].id.clone(), m[1].id.clone()]);
+    assert_eq!(column(&rows, "Notiz"), ["ßäö", "東京"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    let (header, bom, crlf) = shape(&results);
+    assert!(header.starts_with("DeviceName\tComment\tNotiz\tline\t"), "{header}");
+    assert!(bom && crlf);
+    // A broken UTF-16 file names the encoding and the line.
+    let mut bad = utf16le_bom("DeviceName\r\nh1\r\n");
+    bad.extend_from_slice(&[0x00, 0xDC, b'\r', 0, b'\n', 0]);
+    let input = dir.write("broken.txt", bad);
+    let out = output(isolate(&sim, &input, &[])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("broken.txt: line 3: not valid UTF-16LE"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn german_excel_semicolons_windows_1252_kommentar_round_trip_in_their_dialect() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("german");
+    let m = windows_online(&sim, 2);
+    let content = format!(
+        "Gerätename;Kommentar;Zuständig\r\n{};Eindämmung IR-7;Jürgen\r\n\r\nno-such-host.example;Prüfung;Änne\r\n{};Eindämmung;Öztürk\r\n",
+        name(&m[0]),
+        name(&m[1])
+    );
+    let input = dir.write("geraete.csv", cp1252(&content));
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&input).args(["--action", "isolate"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "one row is not found: {}", text(&out));
+    let results = dir.path("geraete.results.csv");
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "line"), ["2", "4", "5"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "not_found", "submitted"]);
+    assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne", "Öztürk"]);
+    assert_eq!(column(&rows, "Kommentar"), ["Eindämmung IR-7", "Prüfung", "Eindämmung"]);
+    let (header, bom, crlf) = shape(&results);
+    assert!(header.starts_with("Gerätename;Kommentar;Zuständig;line;machine_id;"), "{header}");
+    assert!(bom && crlf, "German Excel opens it in columns with its umlauts");
+
+    // `status --wait` rewrites the file in place and keeps its dialect.
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("status").arg(&results).arg("--wait");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "status"), ["succeeded", "not_found", "succeeded"]);
+    assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne", "Öztürk"]);
+    assert_eq!(shape(&results), (header.clone(), true, true));
+
+    // Undo releases the two isolations; its results keep the dialect too.
+    let undo = dir.path("undo.csv");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("undo").arg(&results).args(["--yes", "--comment", "IR-7 Freigabe", "-o"]).arg(&undo);
+    let out = output(cmd).await;
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let undone = read_results(&undo);
+    assert_eq!(column(&undone, "Zuständig"), ["Jürgen", "Änne", "Öztürk"]);
+    assert_eq!(undone.iter().filter(|r| r["action"] == "unisolate").count(), 2, "{undone:?}");
+    let (undo_header, bom, crlf) = shape(&undo);
+    assert!(undo_header.starts_with("Gerätename;Kommentar;Zuständig;line;"), "{undo_header}");
+    assert!(bom && crlf);
+
+    // The results replay with --only, and the replay's results are in the
+    // same dialect.
+    let replay = dir.path("replay.csv");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run")
+        .arg(&results)
+        .args(["--only", "not_found", "--action", "isolate", "-o"])
+        .arg(&replay);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = read_results(&replay);
+    assert_eq!(column(&rows, "Zuständig"), ["Änne"]);
+    assert_eq!(column(&rows, "status"), ["not_found"]);
+    let (replay_header, bom, crlf) = shape(&replay);
+    assert!(replay_header.starts_with("Gerätename;Kommentar;Zuständig;line;"), "{replay_header}");
+    assert!(bom && crlf);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headerless_host_list_is_classified_line_by_line() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("hosts");
+    let m = windows_online(&sim, 3);
+    let content = format!(
+        "# contain after IR-9\n{}\n\n  {}  \n# by id too\n{}\nnot-a-host.example\n",
+        name(&m[0]),
+        m[1].id.to_uppercase(),
+        name(&m[2])
+    );
+    let input = dir.write("hosts.txt", content);
+    let out = output(isolate(&sim, &input, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = read_results(&dir.path("hosts.results.csv"));
+    assert_eq!(column(&rows, "line"), ["2", "4", "6", "7"]);
+    assert_eq!(
+        column(&rows, "device"),
+        [
+            name(&m[0]).to_string(),
+            m[1].id.to_uppercase(),
+            name(&m[2]).into(),
+            "not-a-host.example".into()
+        ]
+    );
+    assert_eq!(
+        column(&rows, "machine_id")[..3],
+        [m[0].id.clone(), m[1].id.clone(), m[2].id.clone()]
+    );
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted", "submitted", "not_found"]);
+    // The same list on stdin, named by --input-format.
+    let mut cmd = isolate(&sim, std::path::Path::new("-"), &["--input-format", "lines", "-o"]);
+    cmd.arg(dir.path("stdin.csv")).stdin(std::process::Stdio::piped());
+    let list = format!("{}\n", m[0].id);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(column(&read_results(&dir.path("stdin.csv")), "line"), ["1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advanced_hunting_export_goes_through_with_action_isolate() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("hunting");
+    let m = windows_online(&sim, 2);
+    let sha1 = "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508";
+    let mut content = String::from(
+        "Timestamp,DeviceId,DeviceName,ActionType,SHA1,FileName,InitiatingProcessAccountName\n",
+    );
+    for d in &m {
+        content.push_str(&format!(
+            "2026-11-30T08:12:44.123Z,{},{},ProcessCreated,{sha1},evil.exe,svc-backup\n",
+            d.id,
+            name(d)
+        ));
+    }
+    let input = dir.write("hunting.csv", content);
+    let out = output(isolate(&sim, &input, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("column \"SHA1\"").count(), 1, "one warning: {stderr}");
+    assert!(stderr.contains("a parameter isolate does not take"), "{stderr}");
+    let rows = read_results(&dir.path("hunting.results.csv"));
+    assert_eq!(column(&rows, "action"), ["isolate", "isolate"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    assert_eq!(column(&rows, "ActionType"), ["ProcessCreated", "ProcessCreated"]);
+    assert_eq!(column(&rows, "SHA1"), [sha1, sha1]);
+    assert_eq!(stats(&sim).actions_created, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_are_chosen_and_ignored_by_flag() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("columns");
+    let m = windows_online(&sim, 2);
+    // `hostname` holds stale names; the ids are under a header no alias knows.
+    let content = format!(
+        "Rechner-Kennung,hostname,Vermerk\n{},stale-1,IR-1\n{},stale-2,IR-2\n",
+        m[0].id, m[1].id
+    );
+    let input = dir.write("inventory.csv", content);
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&input).args([
+        "--action",
+        "isolate",
+        "--column",
+        "machine_id=Rechner-Kennung",
+        "--column",
+        "comment=Vermerk",
+        "--ignore-column",
+        "hostname",
+    ]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("inventory.results.csv"));
+    assert_eq!(column(&rows, "machine_id"), [m[0].id.clone(), m[1].id.clone()]);
+    assert_eq!(column(&rows, "hostname"), ["stale-1", "stale-2"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    // A choice naming a column the file lacks is a usage error, before
+    // anything is sent.
+    let before = stats(&sim).actions_created;
+    let mut cmd = isolate(&sim, &input, &["--column", "machine_id=Device Id", "-o"]);
+    cmd.arg(dir.path("never.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--column machine_id=Device Id names the column \"Device Id\", but the header is [Rechner-Kennung, hostname, Vermerk]"),
+        "{}",
+        text(&out)
+    );
+    let mut cmd = isolate(&sim, &input, &["--sheet", "2", "-o"]);
+    cmd.arg(dir.path("never.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--sheet chooses a sheet of a workbook"), "{}", text(&out));
+    let mut cmd = isolate(&sim, &input, &["--column", "owner=Vermerk"]);
+    cmd.arg("-o").arg(dir.path("never.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not ROLE=HEADER"), "{}", text(&out));
+    assert_eq!(stats(&sim).actions_created, before);
+}
+
+/// A workbook as rust_xlsxwriter writes it: sheet `Geräte` with a blank
+/// first row, the header on row 2, and a blank row between the data rows;
+/// ids, a number-formatted ticket and a date per row.
+fn write_workbook(path: &std::path::Path, rows: &[(&str, &str, f64)]) {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.set_name("Geräte").unwrap();
+    let bold = Format::new().set_bold();
+    let date = Format::new().set_num_format("dd.mm.yyyy");
+    let ticket = Format::new().set_num_format("0");
+    for (c, h) in ["DeviceId", "Zuständig", "Ticket", "Gesehen"].into_iter().enumerate() {
+        sheet.write_string_with_format(1, c as u16, h, &bold).unwrap();
+    }
+    for (i, (id, owner, number)) in rows.iter().enumerate() {
+        let r = 2 + 2 * i as u32;
+        sheet.write_string(r, 0, *id).unwrap();
+        sheet.write_string(r, 1, *owner).unwrap();
+        sheet.write_number_with_format(r, 2, *number, &ticket).unwrap();
+        let seen = ExcelDateTime::from_ymd(2026, 11, 30).unwrap();
+        sheet.write_datetime_with_format(r, 3, seen, &date).unwrap();
+    }
+    book.save(path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_is_read_with_the_sheets_row_numbers_and_cells_as_shown() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("workbook");
+    let m = windows_online(&sim, 2);
+    let book = dir.path("geraete.xlsx");
+    write_workbook(&book, &[(&m[0].id, "Jürgen", 1.2e15), (&m[1].id, "Änne", 42.0)]);
+    let out = output(isolate(&sim, &book, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("geraete.results.csv"));
+    assert_eq!(column(&rows, "line"), ["3", "5"], "the sheet's own row numbers");
+    assert_eq!(column(&rows, "machine_id"), [m[0].id.clone(), m[1].id.clone()]);
+    assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne"]);
+    assert_eq!(column(&rows, "Ticket"), ["1200000000000000", "42"], "not 1.2E+15, not 42.0");
+    assert_eq!(column(&rows, "Gesehen"), ["2026-11-30", "2026-11-30"]);
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    assert!(shape(&dir.path("geraete.results.csv")).1, "Excel reads the results as UTF-8");
+    // Results are CSV or JSONL: a workbook name for them is refused.
+    let mut cmd = isolate(&sim, &book, &["-o"]);
+    cmd.arg(dir.path("out.xlsx"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("out.xlsx: results are written as CSV or JSONL"), "{}", text(&out));
+    assert!(!dir.path("out.xlsx").exists());
+
+    // A bad row is named by the file, the sheet and the sheet's row.
+    let bad = dir.path("bad.xlsx");
+    write_workbook(&bad, &[(&m[0].id, "a", 1.0), ("not-an-id", "b", 2.0)]);
+    let before = stats(&sim).actions_created;
+    let out = output(isolate(&sim, &bad, &[])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("bad.xlsx, sheet Geräte: line 5, column DeviceId: \"not-an-id\""),
+        "{all}"
+    );
+    assert_eq!(stats(&sim).actions_created, before, "nothing is sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_from_another_writer_is_read_and_its_sheets_chosen() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("handmade");
+    let fixture = include_bytes!("fixtures/handmade.xlsx");
+    let book = dir.write("handmade.xlsx", fixture);
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&book).args(["--action", "isolate"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("handmade.results.csv"));
+    let fleet = sim.fleet();
+    let id_of = |n: &str| {
+        fleet.iter().find(|m| m.computer_dns_name.as_deref() == Some(n)).unwrap().id.clone()
+    };
+    assert_eq!(column(&rows, "line"), ["3", "5"]);
+    assert_eq!(
+        column(&rows, "machine_id"),
+        [id_of("host-00001.contoso.test"), id_of("host-00002.contoso.test")]
+    );
+    assert_eq!(column(&rows, "Ticket"), ["1200000000000000", "42"]);
+    assert_eq!(column(&rows, "Seen"), ["2025-10-13", "2025-10-13T12:00:00"]);
+    assert_eq!(column(&rows, "Kommentar"), ["IR-1", "Eindämmung & Co"]);
+    // The second sheet by position, then one that does not exist.
+    let mut cmd = isolate(&sim, &book, &["--sheet", "2", "-o"]);
+    cmd.arg(dir.path("notes.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("handmade.xlsx, sheet Notes: line 2, column machine_id"),
+        "{}",
+        text(&out)
+    );
+    let mut cmd = isolate(&sim, &book, &["--sheet", "Nope", "-o"]);
+    cmd.arg(dir.path("nope.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no sheet \"Nope\" (by name, or by position from 1); the workbook's sheets are [Targets, Notes]"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_run_stopped_at_its_deadline_resumes_and_every_row_ends_once() {
+    let sim = sim(sim_config(&["5/1s"])).await;
+    let dir = TempDir::new("workbook-resume");
+    let m = windows_online(&sim, 15);
+    let rows: Vec<(&str, &str, f64)> =
+        m.iter().enumerate().map(|(i, d)| (d.id.as_str(), "owner", i as f64)).collect();
+    let book = dir.path("contain.xlsx");
+    write_workbook(&book, &rows);
+    let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--max-runtime", "1200ms"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--resume"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let results = read_results(&dir.path("contain.results.csv"));
+    let lines: Vec<String> = (0..15).map(|i| (3 + 2 * i).to_string()).collect();
+    assert_eq!(column(&results, "line"), lines, "the sheet's rows, each once");
+    assert_eq!(column(&results, "Ticket")[14], "14");
+    assert!(results.iter().all(|r| r["status"] == "submitted"), "{results:?}");
+    assert_eq!(stats(&sim).actions_created, 15);
+    assert_eq!(stats(&sim).duplicate_submissions, 0);
+}
