@@ -15,6 +15,7 @@ use crate::input::{ColumnChoices, InputFormat, InputSpec, RowDefaults, TextEncod
 use crate::logging::LogFormat;
 use crate::pace::{parse_duration, parse_limits};
 use crate::results::Status;
+use crate::run::devices::DevicesConfig;
 use crate::run::status::StatusConfig;
 use crate::run::undo::{UndoConfig, default_undo_path};
 use crate::run::{Existing, ResultsTarget, RetryPolicy, RunConfig, WaitOptions};
@@ -56,6 +57,8 @@ pub enum Command {
     Status(Box<StatusArgs>),
     /// Undo what an earlier run did: release isolations, lift restrictions, cancel actions still pending.
     Undo(Box<UndoArgs>),
+    /// List the tenant's devices with their containment now (isolated, restricted), from each one's latest completed actions; the output is a valid run input.
+    Devices(Box<DevicesArgs>),
     /// Check the login: which method, tenant, identity, audience, expiry and permissions a token has.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -91,8 +94,18 @@ action asked about; 2 no token could be had, or a permission is missing.";
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
-    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input.
-    pub input: String,
+    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input. Not with --tag or --has-file.
+    #[arg(required_unless_present_any = ["tag", "has_file"])]
+    pub input: Option<String>,
+    /// Act on the machines carrying this tag (GET machines/findbytag; without regard to case) instead of an input file. Needs -o FILE.
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "has_file"])]
+    pub tag: Option<String>,
+    /// With --tag: every tag starting with TAG (useStartsWithFilter).
+    #[arg(long, requires = "tag")]
+    pub tag_prefix: bool,
+    /// Act on the machines that have seen the file with this SHA-1 (GET files/{sha1}/machines) instead of an input file; the default --sha1 of stop-and-quarantine. Needs -o FILE.
+    #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"])]
+    pub has_file: Option<String>,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
     #[arg(short, long)]
     pub output: Option<String>,
@@ -339,6 +352,38 @@ look; with --wait, until every action is final or --wait-timeout passes.
 Credentials come from the environment, as for run. Exit codes: 0 every row ok;
 1 some rows failed; 2 usage, file or auth error; 130 interrupted.";
 
+/// `mdebulk devices`.
+#[derive(Debug, Args)]
+#[command(after_long_help = DEVICES_AFTER_HELP)]
+pub struct DevicesArgs {
+    /// Only devices isolated now.
+    #[arg(long)]
+    pub isolated: bool,
+    /// Only devices whose code execution is restricted now.
+    #[arg(long)]
+    pub restricted: bool,
+    /// Only devices carrying this tag (without regard to case).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Report file (.csv; - for standard output, the default).
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+const DEVICES_AFTER_HELP: &str = "\
+A device is isolated when its latest completed (Succeeded) isolate or
+unisolate action is an isolate, restricted likewise for restrict and
+unrestrict; the report names that action's id, time, requestor and comment.
+It costs one paged GET machines listing and one paged GET machineactions
+listing (10,000 entries a call), whatever the number of devices. Its
+machine_id column makes it a run input:
+  mdebulk devices --isolated -o isolated.csv
+  mdebulk run isolated.csv --action unisolate --comment \"IR-42 release\"
+Exit codes: 0 written; 2 usage, file or auth error.";
+
 /// `mdebulk undo`.
 #[derive(Debug, Args)]
 #[command(after_long_help = UNDO_AFTER_HELP)]
@@ -438,7 +483,14 @@ pub fn run_config(
     }
     let request_timeout = api.request_timeout;
 
-    let input_path = (args.input != "-").then(|| PathBuf::from(&args.input));
+    let targets = run_targets(args)?;
+    // Without an input file the run writes its targets file and reads that.
+    let input_path = args.input.as_deref().filter(|i| *i != "-").map(PathBuf::from);
+    if targets.is_some() && matches!(args.output.as_deref(), None | Some("-")) {
+        bail!(
+            "--tag and --has-file need a results file (-o FILE): the devices found are kept beside it (FILE with .targets.csv), so --resume, status and undo act on the same rows"
+        );
+    }
     let results = match args.output.as_deref() {
         Some("-") => ResultsTarget::Stdout,
         Some(p) => ResultsTarget::File(PathBuf::from(p)),
@@ -480,6 +532,7 @@ pub fn run_config(
         _ => Existing::Refuse,
     };
     let config = RunConfig {
+        targets,
         input: InputSpec {
             path: input_path,
             format: args.input_format,
@@ -495,7 +548,7 @@ pub fn run_config(
             action,
             comment: args.comment.clone(),
             isolation_type,
-            sha1: args.sha1.as_ref().map(|s| s.to_ascii_lowercase()),
+            sha1: args.sha1.as_ref().or(args.has_file.as_ref()).map(|s| s.to_ascii_lowercase()),
             scan_type,
         },
         limits: api.limits,
@@ -537,6 +590,25 @@ pub fn run_config(
     Ok((config, endpoint))
 }
 
+/// The run's targets when it has no input file: `--tag` (with
+/// `--tag-prefix`) or `--has-file`, checked.
+fn run_targets(args: &RunArgs) -> anyhow::Result<Option<crate::run::Targets>> {
+    use crate::run::Targets;
+    if let Some(tag) = &args.tag {
+        if tag.trim().is_empty() {
+            bail!("--tag must not be empty");
+        }
+        return Ok(Some(Targets::Tag { tag: tag.clone(), prefix: args.tag_prefix }));
+    }
+    if let Some(sha1) = &args.has_file {
+        if !is_sha1(sha1) {
+            bail!("--has-file {sha1:?}: a Sha1 is exactly 40 hex digits");
+        }
+        return Ok(Some(Targets::File { sha1: sha1.to_ascii_lowercase() }));
+    }
+    Ok(None)
+}
+
 /// Refuses a results path named like a workbook: results are written (and
 /// rewritten in place by `status` and `--wait`) as CSV or JSONL only, and
 /// CSV bytes under a workbook's name would not open in Excel.
@@ -570,6 +642,35 @@ pub fn status_config(
     let config = StatusConfig {
         results: args.results.clone(),
         wait: args.wait.options()?,
+        limits: api.limits,
+        pace_margin: api.pace_margin,
+        policy: api.policy,
+    };
+    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+}
+
+/// Turns `devices` flags and the environment into a validated configuration.
+pub fn devices_config(
+    args: &DevicesArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(DevicesConfig, crate::api::client::ClientConfig)> {
+    let api = args.api.settings()?;
+    let output = match args.output.as_deref() {
+        None | Some("-") => None,
+        Some(p) => {
+            let p = PathBuf::from(p);
+            refuse_workbook_results(&p)?;
+            Some(p)
+        }
+    };
+    if args.tag.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        bail!("--tag must not be empty");
+    }
+    let config = DevicesConfig {
+        output,
+        isolated: args.isolated,
+        restricted: args.restricted,
+        tag: args.tag.clone(),
         limits: api.limits,
         pace_margin: api.pace_margin,
         policy: api.policy,

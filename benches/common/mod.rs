@@ -141,6 +141,7 @@ pub fn run_config(
     concurrency: usize,
 ) -> RunConfig {
     RunConfig {
+        targets: None,
         input: InputSpec { path: Some(input.to_path_buf()), ..InputSpec::default() },
         results,
         defaults: RowDefaults {

@@ -309,6 +309,26 @@ impl Client {
         self.call(Api::ListMachines, Method::GET, url, None).await
     }
 
+    /// `GET machines/findbytag?tag=..&useStartsWithFilter=..`: the machines
+    /// with the tag, or with a tag starting with it; one reply, no paging.
+    pub async fn find_by_tag(
+        &self,
+        tag: &str,
+        starts_with: bool,
+    ) -> Result<Reply<ODataList<Machine>>, CallError> {
+        let mut url = self.url(&["machines", "findbytag"], None);
+        url.query_pairs_mut()
+            .append_pair("tag", tag)
+            .append_pair("useStartsWithFilter", if starts_with { "true" } else { "false" });
+        self.call(Api::FindByTag, Method::GET, url, None).await
+    }
+
+    /// `GET files/{sha1}/machines`: the machines that have seen the file.
+    pub async fn file_machines(&self, sha1: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
+        let url = self.url(&["files", sha1, "machines"], None);
+        self.call(Api::FileMachines, Method::GET, url, None).await
+    }
+
     /// `GET machines/{id}`: by machine id or by computer name.
     pub async fn get_machine(&self, id_or_name: &str) -> Result<Reply<Machine>, CallError> {
         let url = self.url(&["machines", id_or_name], None);

@@ -6,12 +6,14 @@
 //! - [`run`]: `mdebulk run` (and its in-process simulator).
 //! - [`status`]: `mdebulk status`.
 //! - [`undo`]: `mdebulk undo`.
+//! - [`devices`]: `mdebulk devices`.
 //! - [`simulate`]: `mdebulk simulate`.
 //! - [`auth`]: `mdebulk auth check`.
 //! - [`shared`]: what every command does at the edge: connect, print the
 //!   summary, say how to continue.
 
 mod auth;
+mod devices;
 mod run;
 mod shared;
 mod simulate;
@@ -34,6 +36,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Simulate(args) => simulate::simulate(*args).await,
         Command::Status(args) => status::status(&args, &env).await,
         Command::Undo(args) => undo::undo(&args, &env).await,
+        Command::Devices(args) => devices::devices(&args, &env).await,
         Command::Auth(crate::cli::AuthCommand::Check(args)) => auth::check(&args, &env).await,
     };
     match outcome {

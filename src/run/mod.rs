@@ -19,6 +19,7 @@
 //! and [`undo`] reverses what an earlier run did.
 
 pub(crate) mod call;
+pub(crate) mod devices;
 pub mod identity;
 pub mod journal;
 pub mod pipeline;
@@ -30,6 +31,7 @@ pub(crate) mod status;
 pub(crate) mod stop;
 pub(crate) mod submit;
 pub(crate) mod summary;
+pub(crate) mod targets;
 pub(crate) mod transport;
 pub(crate) mod undo;
 pub(crate) mod wait;
@@ -71,6 +73,10 @@ pub enum Existing {
 pub struct RunConfig {
     /// The input file or stdin.
     pub input: InputSpec,
+    /// Devices asked of the service instead of read from a file (`--tag`,
+    /// `--has-file`): written to a targets file beside the results, which
+    /// becomes the input.
+    pub targets: Option<Targets>,
     /// Where results go.
     pub results: ResultsTarget,
     /// Per-run defaults for rows (action, comment, parameters).
@@ -115,6 +121,37 @@ pub struct RunConfig {
     /// The tenant the credentials act in (empty when unknown, as with a
     /// ready token): part of the run's identity too.
     pub tenant: String,
+}
+
+/// Where a run's devices come from when it has no input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// The machines with this tag (`GET machines/findbytag`), compared
+    /// without regard to case; with `prefix`, every tag starting with it.
+    Tag {
+        /// The tag, or the start of one.
+        tag: String,
+        /// Match tags starting with `tag` (`useStartsWithFilter=true`).
+        prefix: bool,
+    },
+    /// The machines that have seen the file with this SHA-1
+    /// (`GET files/{sha1}/machines`).
+    File {
+        /// The file's SHA-1, lower case.
+        sha1: String,
+    },
+}
+
+impl Targets {
+    /// The `found_by` cell of every row this target yields: `tag:T`,
+    /// `tag-prefix:T` or `has-file:SHA1`.
+    pub fn found_by(&self) -> String {
+        match self {
+            Targets::Tag { tag, prefix: false } => format!("tag:{tag}"),
+            Targets::Tag { tag, prefix: true } => format!("tag-prefix:{tag}"),
+            Targets::File { sha1 } => format!("has-file:{sha1}"),
+        }
+    }
 }
 
 /// `--wait` knobs.
@@ -192,6 +229,10 @@ pub enum RunError {
     /// A results file (`status`, `undo`, `--wait`) cannot be read or rewritten.
     #[error(transparent)]
     Results(#[from] crate::run::rewrite::RewriteError),
+    /// Asking the service for the run's targets (`--tag`, `--has-file`)
+    /// failed, so there is nothing to act on; nothing was sent.
+    #[error("looking up the target devices failed; nothing was sent: {0}")]
+    Targets(crate::api::client::CallError),
     /// Looking the run's actions up failed, so nothing could be decided.
     #[error("looking up the actions failed: {0}")]
     Lookup(crate::api::client::CallError),

@@ -86,6 +86,14 @@ pub async fn run<T: Transport>(
     stop: Stop,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
+    let targeted;
+    let config = match &config.targets {
+        Some(targets) => {
+            targeted = gather_targets(config, targets, &transport, &stop).await?;
+            &targeted
+        }
+        None => config,
+    };
     let (input, survey) = survey_input(config).await?;
     let mut setup = set_up(config, transport, &stop, &survey).await?;
     let mut summary = Summary::new(setup.results.clone(), config.dry_run);
@@ -100,6 +108,31 @@ pub async fn run<T: Transport>(
     finish(setup, executed.results_whole, &mut summary).await?;
     summary.stamp(started, &stop);
     Ok(summary)
+}
+
+/// Phase 0, for a run without an input file: asks the service for its
+/// targets and writes them to the targets file beside the results, which
+/// becomes the run's input. An existing results file is refused first (as
+/// the set-up would), so a refused run does not replace the targets of the
+/// run that wrote it.
+async fn gather_targets<T: Transport>(
+    config: &RunConfig,
+    targets: &super::Targets,
+    transport: &Arc<T>,
+    stop: &Stop,
+) -> Result<RunConfig, RunError> {
+    let ResultsTarget::File(results) = &config.results else {
+        return Err(RunError::Internal(
+            "a run over --tag or --has-file writes its targets beside a results file".into(),
+        ));
+    };
+    check_existing(config, results)?;
+    let path = super::targets::targets_path(results);
+    super::targets::materialise(config, targets, transport.clone(), stop, &path).await?;
+    let mut config = config.clone();
+    config.input.path = Some(path);
+    config.input.format = Some(crate::input::InputFormat::Csv);
+    Ok(config)
 }
 
 /// Phase 1, the survey: reads the whole input once and validates every row

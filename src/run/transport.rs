@@ -59,6 +59,20 @@ pub trait Transport: Send + Sync + 'static {
         }
     }
 
+    /// `GET machines/findbytag`: the machines with a tag (or a tag
+    /// starting with it).
+    fn find_by_tag(
+        &self,
+        tag: &str,
+        starts_with: bool,
+    ) -> impl Future<Output = Result<Reply<ODataList<Machine>>, CallError>> + Send;
+
+    /// `GET files/{sha1}/machines`: the machines that have seen a file.
+    fn file_machines(
+        &self,
+        sha1: &str,
+    ) -> impl Future<Output = Result<Reply<ODataList<Machine>>, CallError>> + Send;
+
     /// `POST machineactions/{id}/cancel`.
     fn cancel_action(
         &self,
@@ -104,6 +118,18 @@ impl Transport for Client {
         query: &ListQuery,
     ) -> Result<Reply<ODataList<MachineSummary>>, CallError> {
         Client::list_machine_summaries(self, query).await
+    }
+
+    async fn find_by_tag(
+        &self,
+        tag: &str,
+        starts_with: bool,
+    ) -> Result<Reply<ODataList<Machine>>, CallError> {
+        Client::find_by_tag(self, tag, starts_with).await
+    }
+
+    async fn file_machines(&self, sha1: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
+        Client::file_machines(self, sha1).await
     }
 
     async fn cancel_action(
@@ -242,6 +268,20 @@ pub(crate) mod scripted {
             // The engine's device look-ups have their own scripted tenant
             // (`resolve`'s tests), which answers filters over a fleet.
             panic!("unexpected list_machines call ({:?})", query.filter)
+        }
+
+        async fn find_by_tag(
+            &self,
+            tag: &str,
+            _starts_with: bool,
+        ) -> Result<Reply<ODataList<Machine>>, CallError> {
+            // Targets are gathered before the engine starts; the engine's
+            // tests never ask for them.
+            panic!("unexpected find_by_tag call ({tag:?})")
+        }
+
+        async fn file_machines(&self, sha1: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
+            panic!("unexpected file_machines call ({sha1:?})")
         }
 
         async fn cancel_action(

@@ -270,6 +270,18 @@ mod test_support {
             Ok(Reply { status: 200, value: self.page(items, q) })
         }
 
+        async fn find_by_tag(
+            &self,
+            _: &str,
+            _: bool,
+        ) -> Result<Reply<ODataList<Machine>>, CallError> {
+            panic!("targets are gathered before the look-ups, never by them")
+        }
+
+        async fn file_machines(&self, _: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
+            panic!("targets are gathered before the look-ups, never by them")
+        }
+
         async fn cancel_action(
             &self,
             _: &str,
