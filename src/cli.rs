@@ -172,6 +172,9 @@ pub struct RunArgs {
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
     #[arg(long, value_enum, value_name = "latest")]
     pub pick: Option<Pick>,
+    /// Rows whose device is already in the asked state (isolated, released, restricted, unrestricted), by its latest completed actions, become already_done and are not sent (one paged GET machineactions listing).
+    #[arg(long)]
+    pub skip_satisfied: bool,
     /// Stop gracefully after this long (resumable, exit 75).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub max_runtime: Option<Duration>,
@@ -564,6 +567,7 @@ pub fn run_config(
         progress: !args.no_progress,
         max_runtime: args.max_runtime,
         pick_latest: args.pick == Some(Pick::Latest),
+        skip_satisfied: args.skip_satisfied,
         wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),

@@ -140,3 +140,46 @@ async fn the_report_costs_a_listing_per_page_never_a_call_per_device() {
     let tagged = devices(&sim, &dir, "none.csv", &["--tag", "no-such-tag-anywhere"]).await;
     assert!(tagged.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_satisfied_sends_nothing_for_devices_already_in_the_asked_state() {
+    let sim = sim(sim_config(&["100/60s", "1500/3600s"])).await;
+    let dir = TempDir::new("skip-satisfied");
+    let m = windows_online(&sim, 6);
+    let id: Vec<&str> = m.iter().map(|m| m.id.as_str()).collect();
+    act(&sim, &dir, "first", &id[0..3], "isolate", "app-1").await;
+    let first = action_ids(&dir.path("first.results.csv"));
+
+    // The rerun over an overlapping queue: three are isolated already.
+    let isolates = api_calls(&sim, "isolate");
+    let input = dir.write("queue.csv", format!("machine_id\n{}\n", id[0..5].join("\n")));
+    let flags = ["--skip-satisfied", "--no-progress", "--wait", "--poll-interval", "100ms"];
+    let out = output(isolate(&sim, &input, &flags)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(api_calls(&sim, "isolate") - isolates, 2, "only the two not isolated are sent");
+    let rows = read_results(&dir.path("queue.results.csv"));
+    for r in &rows[0..3] {
+        assert_eq!(r["status"], "already_done", "{r:?}");
+        assert_eq!(r["action_id"], first[&r["machine_id"]], "the action that isolated it");
+        assert!(r["error_message"].contains("already isolated"), "{r:?}");
+    }
+    assert!(rows[3..].iter().all(|r| r["status"] == "succeeded"), "{rows:?}");
+
+    // Releasing a device never isolated is satisfied too: no call.
+    let unisolates = api_calls(&sim, "unisolate");
+    let input = dir.write("free.csv", format!("machine_id\n{}\n", id[5]));
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&input).args(["--action", "unisolate", "--comment", "x"]);
+    cmd.args(["--skip-satisfied", "--no-progress"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(api_calls(&sim, "unisolate"), unisolates);
+    assert_eq!(read_results(&dir.path("free.results.csv"))[0]["status"], "already_done");
+
+    // Undo of the rerun releases what it isolated, not what it skipped.
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("undo").arg(dir.path("queue.results.csv")).args(["--yes", "--comment", "undo"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(api_calls(&sim, "unisolate") - unisolates, 2, "{}", text(&out));
+}

@@ -162,6 +162,7 @@ pub fn run_config(
         progress: false,
         max_runtime: None,
         pick_latest: false,
+        skip_satisfied: false,
         wait: None,
         in_flight_grace: Duration::from_secs(5),
         command_line: Vec::new(),

@@ -39,6 +39,10 @@ pub enum Status {
     Submitted,
     /// The same action was already pending or in progress on the device.
     AlreadyPending,
+    /// `--skip-satisfied`: the device is already in the state the row asks
+    /// for (isolated, released, restricted, unrestricted), as its latest
+    /// completed action says; nothing was sent. `action_id` is that action.
+    AlreadyDone,
     /// No such machine (404, or a name that matched nothing).
     NotFound,
     /// A device name that matched more than one machine.
@@ -81,10 +85,11 @@ pub enum Status {
 
 impl Status {
     /// Every status, in documentation order.
-    pub const ALL: [Status; 19] = [
+    pub const ALL: [Status; 20] = [
         Status::Planned,
         Status::Submitted,
         Status::AlreadyPending,
+        Status::AlreadyDone,
         Status::NotFound,
         Status::Ambiguous,
         Status::Rejected,
@@ -109,6 +114,7 @@ impl Status {
             Status::Planned => "planned",
             Status::Submitted => "submitted",
             Status::AlreadyPending => "already_pending",
+            Status::AlreadyDone => "already_done",
             Status::NotFound => "not_found",
             Status::Ambiguous => "ambiguous",
             Status::Rejected => "rejected",

@@ -119,8 +119,9 @@ pub struct DevicesReport {
     pub actions: u64,
 }
 
-/// The action types that decide containment.
-const TYPES: [ActionKind; 4] = [
+/// The action types that decide containment (and that `--skip-satisfied`
+/// can skip).
+pub(crate) const TYPES: [ActionKind; 4] = [
     ActionKind::Isolate,
     ActionKind::Unisolate,
     ActionKind::RestrictCodeExecution,
@@ -176,6 +177,19 @@ pub fn containment(actions: &[MachineAction]) -> HashMap<String, Containment> {
     out
 }
 
+/// Every machine's containment now, from one paged listing of the
+/// tenant's completed containment actions; and how many actions it read.
+pub(crate) async fn containment_now<T: Transport>(
+    ctx: &Ctx<T>,
+) -> Result<(HashMap<String, Containment>, u64), crate::api::client::CallError> {
+    let filter = format!(
+        "({}) and status eq 'Succeeded'",
+        any_of("type", TYPES.iter().map(|k| k.type_name()))
+    );
+    let actions = list_all_actions(ctx, &filter).await?;
+    Ok((containment(&actions), actions.len() as u64))
+}
+
 /// The tags of a machine (`machineTags`).
 fn tags(m: &Machine) -> Vec<String> {
     m.extra
@@ -203,17 +217,9 @@ pub async fn devices<T: Transport>(
     let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
     let ctx = Ctx::new(transport, pacer, None, config.policy.clone(), stop);
     let machines = all_machines(&ctx).await.map_err(RunError::Lookup)?;
-    let filter = format!(
-        "({}) and status eq 'Succeeded'",
-        any_of("type", TYPES.iter().map(|k| k.type_name()))
-    );
-    let actions = list_all_actions(&ctx, &filter).await.map_err(RunError::Lookup)?;
-    let states = containment(&actions);
-    let mut report = DevicesReport {
-        machines: machines.len() as u64,
-        actions: actions.len() as u64,
-        ..DevicesReport::default()
-    };
+    let (states, actions) = containment_now(&ctx).await.map_err(RunError::Lookup)?;
+    let mut report =
+        DevicesReport { machines: machines.len() as u64, actions, ..DevicesReport::default() };
     let none = Containment::default();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for m in &machines {

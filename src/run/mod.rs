@@ -107,6 +107,10 @@ pub struct RunConfig {
     pub max_runtime: Option<Duration>,
     /// With several machines for one name, take the most recently seen.
     pub pick_latest: bool,
+    /// `--skip-satisfied`: rows whose device is already in the asked state
+    /// (isolated, released, restricted, unrestricted) are `already_done`
+    /// and cost no action call.
+    pub skip_satisfied: bool,
     /// Wait for submitted actions to finish.
     pub wait: Option<WaitOptions>,
     /// How long a request may still be travelling after the process that

@@ -101,7 +101,16 @@ pub async fn run<T: Transport>(
     let recovered = std::mem::take(&mut setup.recovered);
     let earlier = settle_earlier(&setup.ctx, recovered, &survey, config, &mut summary).await;
     // Look devices up, pre-flight, OS check (read calls only).
-    let prepared = resolve::prepare(&setup.ctx, &survey.lookups, config.pick_latest).await;
+    let mut prepared = resolve::prepare(&setup.ctx, &survey.lookups, config.pick_latest).await;
+    if config.skip_satisfied && survey.per_action.keys().any(|a| super::devices::TYPES.contains(a))
+    {
+        // Without the answer, satisfied rows would be sent again: stop
+        // rather than send what the user asked to skip.
+        let (states, actions) =
+            super::devices::containment_now(&setup.ctx).await.map_err(RunError::Lookup)?;
+        tracing::info!(actions, "--skip-satisfied: containment read");
+        prepared.satisfied = Some(states);
+    }
     let executed =
         execute(config, &setup, input, &survey, prepared, earlier, &mut summary, started).await?;
     wait_for_outcomes(config, &setup, executed.open, &mut summary).await?;

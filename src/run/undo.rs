@@ -180,6 +180,10 @@ fn decide(row: &ResultRow, index: &Index) -> Step {
     }
     match status {
         Status::AlreadyPending => someone_elses,
+        Status::AlreadyDone => Step::Skip(
+            "the device was already in the state the run asked for: the run sent nothing to undo"
+                .into(),
+        ),
         Status::Planned
         | Status::NotFound
         | Status::Ambiguous

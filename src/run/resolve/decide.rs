@@ -2,13 +2,15 @@
 //! row plan acts on ([`Prepared::target`]), or the row settled before
 //! anything is sent ([`Prepared::check`]): `not_found`, `ambiguous`,
 //! `error` when the look-up failed, `rejected` by the OS check (a
-//! Windows-only action on Linux or macOS), `already_pending`.
+//! Windows-only action on Linux or macOS), `already_pending`, and with
+//! `--skip-satisfied` `already_done`.
 //!
 //! Apart from the look-ups because it runs on the reader thread, once per
 //! row, against the finished maps: it reads them and never calls the API.
 
 use super::Prepared;
 use super::names::{MachineRef, Resolution, id_hash};
+use crate::api::action::ActionKind;
 use crate::api::time::format_utc;
 use crate::input::{RowPlan, Target};
 use crate::results::{ResultRow, Status};
@@ -112,7 +114,10 @@ impl Prepared {
                 ),
             ));
         }
-        let pending = self.pending.get(&(machine_id.to_ascii_lowercase(), plan.action))?;
+        let Some(pending) = self.pending.get(&(machine_id.to_ascii_lowercase(), plan.action))
+        else {
+            return self.satisfied_row(plan, machine_id);
+        };
         let mut row = settled(
             plan,
             machine_id.to_string(),
@@ -127,6 +132,46 @@ impl Prepared {
         );
         row.action_id = pending.id.clone();
         row.action_status = pending.status.clone();
+        Some(row)
+    }
+}
+
+impl Prepared {
+    /// `--skip-satisfied`: the row settled `already_done` when its device is
+    /// already in the state its action asks for (a device with no completed
+    /// containment action is neither isolated nor restricted). Actions other
+    /// than isolate, unisolate, restrict and unrestrict are always sent.
+    fn satisfied_row(&self, plan: &RowPlan, machine_id: &str) -> Option<ResultRow> {
+        let states = self.satisfied.as_ref()?;
+        let (isolation, want_on, state) = match plan.action {
+            ActionKind::Isolate => (true, true, "isolated"),
+            ActionKind::Unisolate => (true, false, "released from isolation"),
+            ActionKind::RestrictCodeExecution => (false, true, "restricted"),
+            ActionKind::UnrestrictCodeExecution => (false, false, "unrestricted"),
+            _ => return None,
+        };
+        let c = states.get(&machine_id.to_ascii_lowercase());
+        let latest =
+            c.and_then(|c| if isolation { c.isolation.as_ref() } else { c.restriction.as_ref() });
+        if latest.is_some_and(|l| l.on) != want_on {
+            return None;
+        }
+        let why = match latest {
+            Some(l) => format!(
+                "the device is already {state}: action {} completed {}{}; nothing was sent (--skip-satisfied)",
+                l.action_id,
+                l.at,
+                if l.requestor.is_empty() { String::new() } else { format!(" by {}", l.requestor) },
+            ),
+            None => format!(
+                "the device is already {state}: no completed containment action on it; nothing was sent (--skip-satisfied)"
+            ),
+        };
+        let mut row = settled(plan, machine_id.to_string(), Status::AlreadyDone, "", why);
+        if let Some(l) = latest {
+            row.action_id = l.action_id.clone();
+            row.action_status = "Succeeded".into();
+        }
         Some(row)
     }
 }

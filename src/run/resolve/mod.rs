@@ -53,6 +53,11 @@ pub(crate) struct Prepared {
     /// Open actions by machine and type (empty when the pre-flight failed:
     /// the API itself then refuses a repeat with `ActiveRequestAlreadyExists`).
     pub(crate) pending: PendingMap,
+    /// `--skip-satisfied`: every machine's containment now, by lower-case
+    /// machine id, from its latest completed containment actions (`None`:
+    /// not asked for, every row is sent).
+    pub(crate) satisfied:
+        Option<std::collections::HashMap<String, crate::run::devices::Containment>>,
 }
 
 /// Runs the look-ups and the pre-flight (concurrently: they are separate
