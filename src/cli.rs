@@ -172,6 +172,15 @@ pub struct RunArgs {
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
     #[arg(long, value_enum, value_name = "latest")]
     pub pick: Option<Pick>,
+    /// Refuse more rows than this that isolate, restrict or offboard, unless --allow-large.
+    #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES)]
+    pub max_devices: u64,
+    /// Refuse more such rows than this percentage of the tenant's active devices (one paged GET machines listing), unless --allow-large.
+    #[arg(long, value_name = "P", value_parser = parse_percent)]
+    pub max_percent: Option<f64>,
+    /// Go on above --max-devices or --max-percent (on a terminal, after typing the count back).
+    #[arg(long)]
+    pub allow_large: bool,
     /// Rows whose device is already in the asked state (isolated, released, restricted, unrestricted), by its latest completed actions, become already_done and are not sent (one paged GET machineactions listing).
     #[arg(long)]
     pub skip_satisfied: bool,
@@ -568,6 +577,9 @@ pub fn run_config(
         max_runtime: args.max_runtime,
         pick_latest: args.pick == Some(Pick::Latest),
         skip_satisfied: args.skip_satisfied,
+        max_devices: args.max_devices,
+        max_percent: args.max_percent,
+        allow_large: args.allow_large,
         wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),
@@ -592,6 +604,14 @@ pub fn run_config(
     };
     let config = RunConfig { api, tenant, ..config };
     Ok((config, endpoint))
+}
+
+/// `--max-percent`: a number above 0 and at most 100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?}: a percentage above 0 and at most 100")),
+    }
 }
 
 /// The run's targets when it has no input file: `--tag` (with

@@ -163,6 +163,10 @@ pub fn run_config(
         max_runtime: None,
         pick_latest: false,
         skip_satisfied: false,
+        // Benchmarks measure whole runs of any size: no blast-radius cap.
+        max_devices: u64::MAX,
+        max_percent: None,
+        allow_large: true,
         wait: None,
         in_flight_grace: Duration::from_secs(5),
         command_line: Vec::new(),

@@ -190,6 +190,15 @@ pub(crate) async fn containment_now<T: Transport>(
     Ok((containment(&actions), actions.len() as u64))
 }
 
+/// How many of the tenant's machines are active (`healthStatus` Active),
+/// from the paged machine listing.
+pub(crate) async fn active_devices<T: Transport>(
+    ctx: &Ctx<T>,
+) -> Result<u64, crate::api::client::CallError> {
+    let all = all_machines(ctx).await?;
+    Ok(all.iter().filter(|m| m.health_status.as_deref() == Some("Active")).count() as u64)
+}
+
 /// The tags of a machine (`machineTags`).
 fn tags(m: &Machine) -> Vec<String> {
     m.extra

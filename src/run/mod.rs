@@ -107,6 +107,15 @@ pub struct RunConfig {
     pub max_runtime: Option<Duration>,
     /// With several machines for one name, take the most recently seen.
     pub pick_latest: bool,
+    /// `--max-devices`: more rows than this that isolate, restrict or
+    /// offboard need `--allow-large`.
+    pub max_devices: u64,
+    /// `--max-percent`: more such rows than this share of the tenant's
+    /// active devices need `--allow-large`.
+    pub max_percent: Option<f64>,
+    /// `--allow-large`: a run above the caps goes on (after the count is
+    /// typed back, on a terminal).
+    pub allow_large: bool,
     /// `--skip-satisfied`: rows whose device is already in the asked state
     /// (isolated, released, restricted, unrestricted) are `already_done`
     /// and cost no action call.
@@ -158,6 +167,17 @@ impl Targets {
     }
 }
 
+/// The actions the blast-radius cap counts: those that cut a device off
+/// or remove it.
+pub const GUARDED_BY_CAP: [crate::api::action::ActionKind; 3] = [
+    crate::api::action::ActionKind::Isolate,
+    crate::api::action::ActionKind::RestrictCodeExecution,
+    crate::api::action::ActionKind::Offboard,
+];
+
+/// The default of `--max-devices`.
+pub const DEFAULT_MAX_DEVICES: u64 = 500;
+
 /// `--wait` knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitOptions {
@@ -207,6 +227,9 @@ pub enum RunError {
     /// The journal could not be written before any row was sent.
     #[error("{0}")]
     JournalFailed(String),
+    /// More devices than the blast-radius cap, without `--allow-large`.
+    #[error("{0}")]
+    TooLarge(String),
     /// Offboarding needs confirmation.
     #[error("{0}")]
     NotConfirmed(String),

@@ -224,6 +224,12 @@ async fn set_up<T: Transport>(
     if let Some(granted) = transport.permissions().await {
         check_permissions(&granted, survey.per_action.keys().copied())?;
     }
+    {
+        // Before the journal, so a refused run leaves nothing behind.
+        let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
+        let ctx = Ctx::new(transport.clone(), pacer, None, config.policy.clone(), stop.clone());
+        check_blast_radius(config, &ctx, survey).await?;
+    }
     let (journal, recovered) = match &results {
         Some(path) if !config.dry_run => {
             let (j, rec) = Journal::open(&journal_path(path), config.existing != Existing::Resume)?;
@@ -665,6 +671,71 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The blast-radius cap, before any action call: more guarded rows
+/// (isolate, restrict, offboard) than `--max-devices`, or than
+/// `--max-percent` of the tenant's active devices, need `--allow-large`
+/// (and, on a terminal, the count typed back). A dry run only warns.
+async fn check_blast_radius<T: Transport>(
+    config: &RunConfig,
+    ctx: &Ctx<T>,
+    survey: &Survey,
+) -> Result<(), RunError> {
+    let guarded: u64 = survey
+        .per_action
+        .iter()
+        .filter(|(a, _)| super::GUARDED_BY_CAP.contains(a))
+        .map(|(_, n)| n)
+        .sum();
+    if guarded == 0 {
+        return Ok(());
+    }
+    let mut over = Vec::new();
+    if guarded > config.max_devices {
+        over.push(format!("more than --max-devices {}", config.max_devices));
+    }
+    if let Some(percent) = config.max_percent {
+        let active = super::devices::active_devices(ctx).await.map_err(RunError::Lookup)?;
+        let cap = (active as f64 * percent / 100.0).floor() as u64;
+        if guarded > cap {
+            over.push(format!(
+                "more than --max-percent {percent}% of the tenant's {active} active devices ({cap})"
+            ));
+        }
+    }
+    if over.is_empty() {
+        return Ok(());
+    }
+    let per_action: Vec<String> = survey
+        .per_action
+        .iter()
+        .filter(|(a, _)| super::GUARDED_BY_CAP.contains(a))
+        .map(|(a, n)| format!("{n} {}", a.cli_name()))
+        .collect();
+    let what = format!(
+        "{guarded} rows would isolate, restrict or offboard devices ({}): {}",
+        per_action.join(", "),
+        over.join(" and ")
+    );
+    if config.dry_run {
+        tracing::warn!("{what}: the run will need --allow-large");
+        return Ok(());
+    }
+    if !config.allow_large {
+        return Err(RunError::TooLarge(format!(
+            "{what}; nothing was sent. Check the input (a mis-pasted list?), then add --allow-large to go on, or raise the cap"
+        )));
+    }
+    if config.interactive {
+        return super::confirm_typed(
+            true,
+            &format!("About to act on {guarded} devices ({}).", over.join(" and ")),
+            &guarded.to_string(),
+            format!("{what}; the count was not typed back"),
+        );
+    }
+    Ok(())
 }
 
 /// Offboarding cannot be undone: it needs `--yes` or a typed confirmation.
