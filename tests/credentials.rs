@@ -299,10 +299,7 @@ fn issue(name: &str) -> Issued {
 }
 
 fn pem_cert(der: &[u8]) -> String {
-    let body = mdebulk::api::jwt::b64_std(der);
-    let lines: Vec<&str> =
-        body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    mdebulk::api::jwt::pem_certificate(der)
 }
 
 fn pfx(issued: &Issued, password: &str) -> Vec<u8> {
