@@ -280,7 +280,16 @@ async fn a_5000_device_wait_costs_a_few_calls_per_poll() {
     let out = output(run_isolate(
         &sim,
         &input,
-        &["--limit", "none", "--concurrency", "64", "--wait", "--poll-interval", "500ms"],
+        &[
+            "--limit",
+            "none",
+            "--concurrency",
+            "64",
+            "--wait",
+            "--poll-interval",
+            "500ms",
+            "--allow-large",
+        ],
     ))
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
