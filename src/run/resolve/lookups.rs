@@ -21,9 +21,16 @@ pub(crate) struct Lookups {
     pub(crate) aad_device_ids: BTreeSet<String>,
     /// IP addresses of rows with nothing more precise, normalised.
     pub(crate) ips: BTreeSet<String>,
-    /// Machine ids of Windows-only rows that name their machine by id: their
-    /// `osPlatform` decides whether the row can be sent.
+    /// Machine ids looked up by id: those of Windows-only rows, whose
+    /// `osPlatform` decides whether the row can be sent, those of rows that
+    /// give a device name too (the two must name one machine), and with
+    /// [`check_ids`](Self::check_ids) every id, so an id that is not in the
+    /// tenant is `not_found` before anything is sent.
     pub(crate) os_ids: BTreeSet<String>,
+    /// Look every machine id up, not only those the OS check needs: a dry
+    /// run sets it, so its plan says which ids do not exist (a real run
+    /// leaves it to the API's 404, which costs no extra read call).
+    pub(crate) check_ids: bool,
     /// The actions the input asks for (the pre-flight looks for these).
     pub(crate) actions: BTreeSet<ActionKind>,
 }
@@ -34,7 +41,9 @@ impl Lookups {
         self.actions.insert(plan.action);
         match &plan.target {
             Target::Id(id) => {
-                if plan.action.windows_only() && !self.os_ids.contains(id) {
+                let wanted =
+                    plan.action.windows_only() || self.check_ids || plan.named.is_some();
+                if wanted && !self.os_ids.contains(id) {
                     self.os_ids.insert(id.clone());
                 }
             }
