@@ -206,6 +206,7 @@ fn ambiguous_message(what: &str, target: &Target, candidates: &[MachineRef]) -> 
 mod tests {
     use super::*;
     use crate::api::action::ActionKind;
+    use crate::run::resolve::lookups::MAX_IDS_CHECKED_BY_FILTER;
     use crate::run::resolve::test_support::{Tenant, action, ctx, plan};
     use crate::run::resolve::{Lookups, prepare};
     use crate::sim::fleet::{generate, host_name, twin_of};
@@ -380,6 +381,26 @@ mod tests {
         let mut lookups = Lookups { check_ids: true, ..Lookups::default() };
         lookups.add(&known);
         let prepared = prepare(&c, &lookups, false).await;
+        let (id, m) = prepared.target(&known).unwrap();
+        assert_eq!(prepared.check(&known, &id, m), None);
+
+        // Past the cap the ids are not collected: the full listing knows them.
+        let mut lookups = Lookups { check_ids: true, ..Lookups::default() };
+        lookups.add(&known);
+        let ghosts: Vec<RowPlan> = (0..MAX_IDS_CHECKED_BY_FILTER + 50)
+            .map(|i| plan(Target::Id(format!("{i:040x}")), ActionKind::Isolate))
+            .collect();
+        ghosts.iter().for_each(|g| lookups.add(g));
+        assert!(lookups.list_fleet);
+        assert_eq!(lookups.os_ids.len(), MAX_IDS_CHECKED_BY_FILTER);
+        let before = c.transport.calls("GET machines").len();
+        let prepared = prepare(&c, &lookups, false).await;
+        assert!(prepared.found.fleet.is_some());
+        assert_eq!(c.transport.calls("GET machines").len(), before + 1, "one listing page");
+        for g in [&ghosts[0], ghosts.last().unwrap()] {
+            let (id, m) = prepared.target(g).unwrap();
+            assert_eq!(prepared.check(g, &id, m).unwrap().status, Some(Status::NotFound));
+        }
         let (id, m) = prepared.target(&known).unwrap();
         assert_eq!(prepared.check(&known, &id, m), None);
     }

@@ -101,7 +101,8 @@ pub(crate) async fn prepare<T: Transport>(
                     );
                 }
                 prepared.os_known = true;
-                prepared.ids_checked = lookups.check_ids;
+                // Past the cap only the listing's set of ids knows them all.
+                prepared.ids_checked = lookups.check_ids && !lookups.list_fleet;
                 prepared.found = found;
             }
             Err(e) => {

@@ -304,7 +304,7 @@ pub(super) async fn look_up<T: Transport>(
     let batches = filter_batches(lookups, &no_ids).count() as u64;
     let mut calls = 0u64;
     let mut matches = Matches::new(lookups);
-    if batches > 1 {
+    if batches > 1 || lookups.list_fleet {
         let mut skip = 0u32;
         loop {
             let page = machines_page(ctx, None, skip).await?;
@@ -317,7 +317,7 @@ pub(super) async fn look_up<T: Transport>(
                 None => return Ok(matches.finish(pick_latest, true, calls)),
                 Some(s) => skip = s,
             }
-            if calls >= batches {
+            if calls >= batches && !lookups.list_fleet {
                 break;
             }
         }
@@ -451,7 +451,8 @@ pub(super) fn id_hash(id: &str) -> u64 {
 /// an FQDN only exactly.
 pub(super) fn name_matches(name: &str, dns: &str) -> bool {
     let (name, dns) = (name.trim().to_lowercase(), dns.to_lowercase());
-    name == dns || (!name.contains('.') && dns.split_once('.').is_some_and(|(first, _)| first == name))
+    name == dns
+        || (!name.contains('.') && dns.split_once('.').is_some_and(|(first, _)| first == name))
 }
 
 /// An IP address in one spelling (`FE80:0::1` and `fe80::1` are one address).
@@ -723,6 +724,7 @@ mod tests {
                 .collect(),
             os_ids: [fleet[7].id.clone(), "0".repeat(40)].into_iter().collect(),
             actions: [ActionKind::Offboard].into_iter().collect(),
+            ..Lookups::default()
         };
         let c = ctx(Tenant::new(fleet.clone()));
         let found = look_up(&c, &lookups, false).await.unwrap();
