@@ -106,7 +106,7 @@ pub struct RunArgs {
     /// Act on the machines that have seen the file with this SHA-1 (GET files/{sha1}/machines) instead of an input file; the default --sha1 of stop-and-quarantine. Needs -o FILE.
     #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"])]
     pub has_file: Option<String>,
-    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
+    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
     #[arg(short, long)]
     pub output: Option<String>,
     /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
@@ -166,7 +166,7 @@ pub struct RunArgs {
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
     #[arg(long, value_delimiter = ',', value_name = "STATUS,...")]
     pub only: Option<Vec<Status>>,
-    /// Validate, resolve device names, check pending actions and OS support, write `planned` rows and the estimated duration; send no action.
+    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration; send no action.
     #[arg(long)]
     pub dry_run: bool,
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
@@ -513,6 +513,7 @@ pub fn run_config(
         Some("-") => ResultsTarget::Stdout,
         Some(p) => ResultsTarget::File(PathBuf::from(p)),
         None => match &input_path {
+            Some(p) if args.dry_run => ResultsTarget::File(default_plan_path(p)),
             Some(p) => ResultsTarget::File(default_results_path(p)),
             None => bail!(
                 "reading standard input: name the results file with -o FILE (or -o - for standard output)"
@@ -654,12 +655,28 @@ fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// `isolate.csv` → `isolate.results.csv`, beside the input.
 pub fn default_results_path(input: &std::path::Path) -> PathBuf {
+    input.with_file_name(format!("{}.results.csv", input_stem(input)))
+}
+
+/// `isolate.csv` → `isolate.plan.csv`, beside the input: where a dry run
+/// writes its plan by default, so the results file of the real run that
+/// follows is not taken.
+pub fn default_plan_path(input: &std::path::Path) -> PathBuf {
+    input.with_file_name(format!("{}.plan.csv", input_stem(input)))
+}
+
+/// The input's name without its extension, nor the `.results` or `.plan`
+/// of a file this tool wrote (`hosts.results.csv` replays as `hosts`).
+fn input_stem(input: &std::path::Path) -> String {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".into());
-    let stem = stem.strip_suffix(".results").unwrap_or(&stem).to_string();
-    input.with_file_name(format!("{stem}.results.csv"))
+    [".results", ".plan"]
+        .iter()
+        .find_map(|suffix| stem.strip_suffix(suffix))
+        .unwrap_or(&stem)
+        .to_string()
 }
 
 /// Turns `status` flags and the environment into a validated configuration.
@@ -1321,6 +1338,15 @@ mod tests {
         assert_eq!(
             default_results_path(std::path::Path::new("last.results.csv")),
             PathBuf::from("last.results.csv")
+        );
+        assert_eq!(
+            default_plan_path(std::path::Path::new("a/isolate.xlsx")),
+            PathBuf::from("a/isolate.plan.csv")
+        );
+        assert_eq!(
+            default_results_path(std::path::Path::new("a/isolate.plan.csv")),
+            PathBuf::from("a/isolate.results.csv"),
+            "a plan run for real writes the results beside it"
         );
     }
 }

@@ -22,10 +22,7 @@ async fn more_rows_than_max_devices_are_refused_before_any_action_unless_allowed
     // A dry run says what it would need and plans every row.
     let out = output(isolate(&sim, &input, &["--max-devices", "5", "--dry-run"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        status_counts(&read_results(&dir.path("hosts.results.csv"))).get("planned"),
-        Some(&6)
-    );
+    assert_eq!(status_counts(&read_results(&dir.path("hosts.plan.csv"))).get("planned"), Some(&6));
 
     // Scans are not capped; --allow-large lets isolations through (no
     // terminal here, so nothing is asked).

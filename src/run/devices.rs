@@ -5,7 +5,9 @@
 //! listing (10,000 actions a call) beside the paged `GET machines` listing,
 //! never a call per device.
 //!
-//! The report is a CSV whose `machine_id` column makes it a valid input:
+//! The report is a CSV whose `machine_id` column makes it a valid input (its
+//! name column, `device_dns_name`, is no device-name alias, so a run
+//! carries it rather than looking it up):
 //! `mdebulk run isolated.csv --action unisolate ...` releases what it lists.
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use crate::results::dialect::Dialect;
 /// The report's columns, in order.
 pub const COLUMNS: [&str; 16] = [
     "machine_id",
-    "computer_dns_name",
+    "device_dns_name",
     "health_status",
     "os_platform",
     "rbac_group_name",

@@ -2,7 +2,7 @@
 //! (`--tag`, `--tag-prefix`) or having seen a file (`--has-file`). The
 //! service is asked once, before the survey, and its answer is written as an
 //! ordinary input file beside the results (`<results>.targets.csv`: the
-//! `machine_id`, `computer_dns_name` and `found_by` of each machine), which the run then
+//! `machine_id`, `device_dns_name` and `found_by` of each machine), which the run then
 //! reads like any other: pacing, the journal, resume, results, `--wait` and
 //! `undo` see ordinary rows, and `found_by` is carried to the results as a
 //! user column, saying how each row was found.
@@ -83,12 +83,13 @@ async fn ask<T: Transport>(ctx: &Ctx<T>, targets: &Targets) -> Result<Vec<Machin
     Ok(list.value.into_iter().filter(|m| seen.insert(m.id.to_ascii_lowercase())).collect())
 }
 
-/// The targets file: a header, then `machine_id,computer_dns_name,found_by`
-/// per machine (the id is what a row acts on; the name is for people).
+/// The targets file: a header, then `machine_id,device_dns_name,found_by`
+/// per machine (the id is what a row acts on; the name is for people, under
+/// a header that is no device-name alias, so it is carried, not looked up).
 fn write(path: &Path, found_by: &str, machines: &[Machine]) -> std::io::Result<()> {
     let file = crate::private::create(path)?;
     let mut w = Dialect::COMMA.writer(std::io::BufWriter::new(file));
-    w.write_record(["machine_id", "computer_dns_name", "found_by"])?;
+    w.write_record(["machine_id", "device_dns_name", "found_by"])?;
     for m in machines {
         let name = m.computer_dns_name.as_deref().unwrap_or_default();
         w.write_record([m.id.as_str(), name, found_by])?;
