@@ -2,11 +2,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = mdebulk::cli::Cli::parse();
-    mdebulk::logging::init(cli.log_format, cli.verbosity());
+    let env = |k: &str| std::env::var(k).ok();
+    // clap's own help and errors follow --color, NO_COLOR and TERM=dumb too.
+    let color = mdebulk::cli::color_in_args(std::env::args_os());
+    let command = mdebulk::cli::Cli::command().color(mdebulk::cli::clap_color(color, &env));
+    let cli = match mdebulk::cli::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    mdebulk::logging::init(cli.log_format, cli.verbosity(), cli.color);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
