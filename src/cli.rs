@@ -682,7 +682,7 @@ fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
 fn refuse_simulated_run(results: &std::path::Path, command: &str) -> anyhow::Result<()> {
     if crate::run::journal::recorded_api(results).as_deref() == Some(SIMULATED) {
         bail!(
-            "{}: written by `run --simulate`, whose in-process simulator stopped when that run ended, so its actions exist nowhere to {command}; to rehearse run, status and undo, start `mdebulk simulate` separately and pass its --api-url and --login-url (and credentials) to each command (README, \"Rehearsing\")",
+            "{}: written by `run --simulate`, whose in-process simulator stopped when that run ended, so no API holds its actions any more for `{command}`; to rehearse run, status and undo, start `mdebulk simulate` separately and pass its --api-url and --login-url (and credentials) to each command (README, \"Rehearsing\")",
             results.display()
         );
     }
