@@ -326,6 +326,12 @@ pub struct LoginArgs {
     /// Managed identity: a user-assigned identity's client id (default: AZURE_CLIENT_ID, else the system-assigned identity).
     #[arg(long, value_name = "CLIENT_ID", help_heading = "Auth & endpoint")]
     pub managed_identity_client_id: Option<String>,
+    /// Managed identity: a user-assigned identity by its object (principal) id.
+    #[arg(long, value_name = "OBJECT_ID", conflicts_with_all = ["managed_identity_client_id", "managed_identity_resource_id"])]
+    pub managed_identity_object_id: Option<String>,
+    /// Managed identity: a user-assigned identity by its Azure resource id.
+    #[arg(long, value_name = "RESOURCE_ID", conflicts_with = "managed_identity_client_id")]
+    pub managed_identity_resource_id: Option<String>,
     /// Managed identity: the IMDS base URL instead of http://169.254.169.254.
     #[arg(long, env = "MDEBULK_IMDS_URL", value_name = "URL", help_heading = "Auth & endpoint")]
     pub imds_url: Option<String>,
@@ -802,7 +808,7 @@ pub fn credentials(
 ) -> anyhow::Result<crate::api::auth::Credentials> {
     use crate::api::auth::{
         AzureCli, CertificateCredential, Credentials, IdentityEndpoint, ManagedIdentity, Secret,
-        TokenCommand, WorkloadIdentity,
+        TokenCommand, UserAssigned, WorkloadIdentity,
     };
     let get = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let missing = |method: &str, names: &[&str]| -> anyhow::Error {
@@ -856,13 +862,18 @@ pub fn credentials(
         })
     };
     let token = || get("MDE_TOKEN").map(|t| Credentials::Bearer(Secret::new(t)));
-    let identity_client_id = || {
-        login
-            .managed_identity_client_id
-            .as_deref()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .or_else(|| get("AZURE_CLIENT_ID"))
+    let flag = |v: &Option<String>| {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    };
+    let user_assigned = || {
+        flag(&login.managed_identity_object_id)
+            .map(UserAssigned::ObjectId)
+            .or_else(|| flag(&login.managed_identity_resource_id).map(UserAssigned::ResourceId))
+            .or_else(|| {
+                flag(&login.managed_identity_client_id)
+                    .or_else(|| get("AZURE_CLIENT_ID"))
+                    .map(UserAssigned::ClientId)
+            })
     };
     // The host's announced endpoint, if any.
     let announced = || {
@@ -880,7 +891,7 @@ pub fn credentials(
         None
     };
     let managed = |endpoint: IdentityEndpoint| {
-        Credentials::ManagedIdentity(ManagedIdentity { endpoint, client_id: identity_client_id() })
+        Credentials::ManagedIdentity(ManagedIdentity { endpoint, identity: user_assigned() })
     };
     let azure_cli = || {
         Credentials::AzureCli(AzureCli {

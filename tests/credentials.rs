@@ -299,10 +299,7 @@ fn issue(name: &str) -> Issued {
 }
 
 fn pem_cert(der: &[u8]) -> String {
-    let body = mdebulk::api::jwt::b64_std(der);
-    let lines: Vec<&str> =
-        body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+    mdebulk::api::jwt::pem_certificate(der)
 }
 
 fn pfx(issued: &Issued, password: &str) -> Vec<u8> {
@@ -465,8 +462,13 @@ async fn managed_identity_logs_in_by_imds_and_app_service_system_and_user_assign
     ]);
     let user = "7d4e2b8a-0000-4000-8000-00000000ua01";
     let dir = TempDir::new("managed");
-    let fleet = machines(5 * 14).await;
+    let fleet = machines(7 * 14).await;
     let msi = format!("{}/msi/token", sim.url);
+    // The user-assigned identity's object and resource ids, as the host knows them.
+    let identities: serde_json::Value =
+        reqwest::get(format!("{}/_sim/identities", sim.url)).await.unwrap().json().await.unwrap();
+    let ids =
+        identities.as_array().unwrap().iter().find(|i| i["client_id"] == user).unwrap().clone();
     type Setup<'a> = (&'a str, Vec<(&'a str, String)>, Vec<String>);
     let cases: Vec<Setup> = vec![
         (
@@ -499,6 +501,24 @@ async fn managed_identity_logs_in_by_imds_and_app_service_system_and_user_assign
             vec![],
         ),
         ("msi-2017", vec![("MSI_ENDPOINT", msi.clone()), ("MSI_SECRET", header.into())], vec![]),
+        (
+            "imds-object-user",
+            vec![],
+            vec![
+                "--imds-url".into(),
+                sim.url.clone(),
+                "--managed-identity-object-id".into(),
+                ids["object_id"].as_str().unwrap().to_string(),
+            ],
+        ),
+        (
+            "appservice-resource-user",
+            vec![("IDENTITY_ENDPOINT", msi.clone()), ("IDENTITY_HEADER", header.into())],
+            vec![
+                "--managed-identity-resource-id".into(),
+                ids["resource_id"].as_str().unwrap().to_string(),
+            ],
+        ),
     ];
     for (i, (name, vars, flags)) in cases.iter().enumerate() {
         let input = dir.write(&format!("{name}.csv"), ids_csv(&fleet[i * 14..(i + 1) * 14]));

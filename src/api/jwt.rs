@@ -132,6 +132,18 @@ pub fn thumbprint_hex(cert_der: &[u8]) -> String {
         .collect()
 }
 
+/// A DER certificate as PEM text (RFC 7468: base64 in 64-column lines).
+pub fn pem_certificate(der: &[u8]) -> String {
+    let body = b64_std(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        // base64 is ASCII: every chunk is valid UTF-8.
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
 /// Every certificate in a PEM text, in order (leaf first, by convention).
 pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, JwtError> {
     let mut out = Vec::new();
@@ -346,6 +358,15 @@ mod tests {
                 Err(JwtError::BadSignature)
             );
         }
+    }
+
+    #[test]
+    fn certificates_round_trip_through_pem() {
+        let der: Vec<u8> = (0..=255u8).cycle().take(700).collect();
+        let pem = pem_certificate(&der);
+        assert!(pem.lines().all(|l| l.len() <= 64), "{pem}");
+        // Not a parseable certificate, but PEM framing is all that is read here.
+        assert_eq!(certificates_from_pem(pem.as_bytes()).unwrap(), vec![der]);
     }
 
     #[test]

@@ -137,6 +137,12 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     ),
     e("GET", "/_sim/stats", "counters, per API too", "the simulator's own"),
     e(
+        "GET",
+        "/_sim/identities",
+        "the host's managed identities with their client, object and resource ids",
+        "the simulator's own",
+    ),
+    e(
         "POST",
         "/_sim/clients/{id}/revoke",
         "revoke an app or identity: its tokens and its next login fail (also /restore)",

@@ -248,10 +248,7 @@ mod tests {
     }
 
     fn pem_cert(der: &[u8]) -> String {
-        let body = b64_std(der);
-        let lines: Vec<&str> =
-            body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+        crate::api::jwt::pem_certificate(der)
     }
 
     fn pfx(issued: &Issued, password: &str) -> Vec<u8> {

@@ -80,10 +80,21 @@ impl Credentials {
             Credentials::Certificate(c) => {
                 format!("app {} with certificate {}", c.client_id, c.thumbprint())
             }
-            Credentials::ManagedIdentity(m) => match &m.client_id {
-                Some(id) => format!("user-assigned identity {id} via {}", m.shape()),
-                None => format!("system-assigned identity via {}", m.shape()),
-            },
+            Credentials::ManagedIdentity(m) => {
+                use super::managed::UserAssigned;
+                match &m.identity {
+                    Some(UserAssigned::ClientId(id)) => {
+                        format!("user-assigned identity {id} via {}", m.shape())
+                    }
+                    Some(UserAssigned::ObjectId(id)) => {
+                        format!("user-assigned identity with object id {id} via {}", m.shape())
+                    }
+                    Some(UserAssigned::ResourceId(id)) => {
+                        format!("user-assigned identity {id} via {}", m.shape())
+                    }
+                    None => format!("system-assigned identity via {}", m.shape()),
+                }
+            }
             Credentials::WorkloadIdentity(w) => format!("app {} (federated token)", w.client_id),
             Credentials::AzureCli(_) => "the Azure CLI's signed-in account".to_string(),
             Credentials::TokenCommand(_) => "whoever MDE_TOKEN_COMMAND logs in".to_string(),

@@ -63,13 +63,49 @@ pub enum IdentityEndpoint {
     },
 }
 
+/// Which user-assigned identity to ask for: the three ids Azure gives one,
+/// any of which the Azure SDKs let a caller name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssigned {
+    /// Its application (client) id.
+    ClientId(String),
+    /// Its service principal's object (principal) id.
+    ObjectId(String),
+    /// Its Azure resource id (`/subscriptions/.../userAssignedIdentities/NAME`).
+    ResourceId(String),
+}
+
+impl UserAssigned {
+    /// The query parameter that names it on `endpoint`: IMDS says
+    /// `client_id`/`object_id`/`msi_res_id` (E-IMDS), App Service
+    /// `client_id`/`principal_id`/`mi_res_id` (AZ-APPSVC), and its 2017
+    /// shape knows `clientid` only.
+    fn parameter(&self, endpoint: &IdentityEndpoint) -> Result<(&'static str, &str), String> {
+        Ok(match (self, endpoint) {
+            (UserAssigned::ClientId(id), IdentityEndpoint::Msi2017 { .. }) => ("clientid", id),
+            (UserAssigned::ClientId(id), _) => ("client_id", id),
+            (UserAssigned::ObjectId(id), IdentityEndpoint::Imds { .. }) => ("object_id", id),
+            (UserAssigned::ObjectId(id), IdentityEndpoint::AppService { .. }) => {
+                ("principal_id", id)
+            }
+            (UserAssigned::ResourceId(id), IdentityEndpoint::Imds { .. }) => ("msi_res_id", id),
+            (UserAssigned::ResourceId(id), IdentityEndpoint::AppService { .. }) => {
+                ("mi_res_id", id)
+            }
+            (_, IdentityEndpoint::Msi2017 { .. }) => {
+                return Err("the 2017-09-01 endpoint (MSI_ENDPOINT) names a user-assigned identity by its client id only".to_string());
+            }
+        })
+    }
+}
+
 /// A managed identity: where to ask, and which identity.
 #[derive(Debug, Clone)]
 pub struct ManagedIdentity {
     /// The endpoint of this host.
     pub endpoint: IdentityEndpoint,
-    /// A user-assigned identity's client id; `None` for the system-assigned one.
-    pub client_id: Option<String>,
+    /// A user-assigned identity; `None` for the system-assigned one.
+    pub identity: Option<UserAssigned>,
 }
 
 impl ManagedIdentity {
@@ -127,7 +163,6 @@ impl ManagedIdentity {
     pub(crate) fn url(&self, resource: &str) -> Result<Url, AuthError> {
         let invalid =
             |url: &str, reason: String| AuthError::InvalidEndpoint { url: url.to_string(), reason };
-        let id = self.client_id.as_deref().map(str::trim).filter(|c| !c.is_empty());
         let (raw, mut pairs) = match &self.endpoint {
             IdentityEndpoint::Imds { base } => {
                 let base = base.trim().trim_end_matches('/');
@@ -144,13 +179,12 @@ impl ManagedIdentity {
             }
         };
         pairs.push(("resource", resource));
-        if let Some(id) = id {
-            let key = if matches!(self.endpoint, IdentityEndpoint::Msi2017 { .. }) {
-                "clientid"
-            } else {
-                "client_id"
-            };
-            pairs.push((key, id));
+        if let Some(identity) = &self.identity {
+            let (key, id) = identity.parameter(&self.endpoint).map_err(|e| invalid(&raw, e))?;
+            let id = id.trim();
+            if !id.is_empty() {
+                pairs.push((key, id));
+            }
         }
         let mut url = Url::parse(&raw).map_err(|e| invalid(&raw, e.to_string()))?;
         url.query_pairs_mut().extend_pairs(pairs);
@@ -266,7 +300,7 @@ mod tests {
     fn imds(base: &str, client_id: Option<&str>) -> ManagedIdentity {
         ManagedIdentity {
             endpoint: IdentityEndpoint::Imds { base: base.to_string() },
-            client_id: client_id.map(str::to_string),
+            identity: client_id.map(|c| UserAssigned::ClientId(c.to_string())),
         }
     }
 
@@ -282,6 +316,37 @@ mod tests {
     }
 
     #[test]
+    fn user_assigned_identities_by_each_id_use_each_shapes_parameter() {
+        let imds = |identity| ManagedIdentity {
+            endpoint: IdentityEndpoint::Imds { base: "http://127.0.0.1:9".into() },
+            identity: Some(identity),
+        };
+        let app = |identity| ManagedIdentity {
+            endpoint: IdentityEndpoint::AppService {
+                endpoint: "http://127.0.0.1:9/msi/token".into(),
+                header: Secret::new("h"),
+            },
+            identity: Some(identity),
+        };
+        let old = |identity| ManagedIdentity {
+            endpoint: IdentityEndpoint::Msi2017 {
+                endpoint: "http://127.0.0.1:9/msi/token".into(),
+                secret: Secret::new("s"),
+            },
+            identity: Some(identity),
+        };
+        let query = |m: ManagedIdentity| m.url("r").map(|u| u.query().unwrap_or("").to_string());
+        let id = || UserAssigned::ObjectId("o-1".into());
+        let res = || UserAssigned::ResourceId("/subscriptions/s/rg/x".into());
+        assert!(query(imds(id())).unwrap().ends_with("&object_id=o-1"));
+        assert!(query(imds(res())).unwrap().ends_with("&msi_res_id=%2Fsubscriptions%2Fs%2Frg%2Fx"));
+        assert!(query(app(id())).unwrap().ends_with("&principal_id=o-1"));
+        assert!(query(app(res())).unwrap().contains("&mi_res_id="));
+        assert!(query(old(UserAssigned::ClientId("c".into()))).unwrap().ends_with("&clientid=c"));
+        assert!(matches!(query(old(id())), Err(AuthError::InvalidEndpoint { .. })));
+    }
+
+    #[test]
     fn urls_of_each_shape() {
         let url = imds("http://127.0.0.1:9/", Some("uai-1")).url(RESOURCE).unwrap();
         assert_eq!(url.path(), "/metadata/identity/oauth2/token");
@@ -291,7 +356,7 @@ mod tests {
                 endpoint: "http://127.0.0.1:41741/msi/token".into(),
                 header: Secret::new("h"),
             },
-            client_id: Some("uai-2".into()),
+            identity: Some(UserAssigned::ClientId("uai-2".into())),
         };
         let url = app.url(RESOURCE).unwrap();
         assert_eq!(url.path(), "/msi/token");
@@ -302,7 +367,7 @@ mod tests {
                 endpoint: "http://localhost:8081/msi/token".into(),
                 secret: Secret::new("s"),
             },
-            client_id: Some("uai-3".into()),
+            identity: Some(UserAssigned::ClientId("uai-3".into())),
         };
         let url = old.url(RESOURCE).unwrap();
         assert!(url.query().unwrap().starts_with("api-version=2017-09-01&"));
@@ -333,7 +398,7 @@ mod tests {
                 endpoint: endpoint.into(),
                 header: Secret::new("h"),
             },
-            client_id: None,
+            identity: None,
         };
         assert!(app("http://127.0.0.1:41741/msi/token").check().is_ok());
         // The IMDS exception is for IMDS only.
@@ -343,7 +408,7 @@ mod tests {
                 endpoint: "http://127.0.0.1:1/msi/token".into(),
                 header: Secret::new(""),
             },
-            client_id: None,
+            identity: None,
         };
         assert!(no_header.check().unwrap_err().contains("IDENTITY_HEADER"));
     }
@@ -421,7 +486,7 @@ mod tests {
                 endpoint: format!("{base}/msi/token"),
                 header: Secret::new("hdr-s3cret"),
             },
-            client_id: None,
+            identity: None,
         };
         app.fetch(ctx(&http)).await.unwrap();
         let seen = seen.lock().unwrap();
@@ -454,7 +519,7 @@ mod tests {
                     endpoint: format!("{base}/msi/token"),
                     header: Secret::new("hdr-s3cret"),
                 },
-                client_id: None,
+                identity: None,
             };
             let err = app.fetch(ctx(&http)).await.unwrap_err();
             assert_eq!(err.is_transient(), transient, "{status}: {err}");

@@ -1,8 +1,8 @@
 //! The `/_sim` hooks a test drives the simulator with: stats, taking
 //! machines online or offline, setting a machine's tags, IP history and
 //! files, the files the generated fleet has seen, the investigation
-//! packages `GetPackageUri` links to, and revoking or restoring a client's
-//! credentials.
+//! packages `GetPackageUri` links to, the host's managed identities with
+//! their ids, and revoking or restoring a client's credentials.
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -66,6 +66,9 @@ impl State {
                     _ => json!(e.sidecar.files),
                 };
                 Reply::json(200, body.to_string(), PLAIN_JSON)
+            }
+            (Method::GET, ["_sim", "identities"]) => {
+                Reply::json(200, self.identities_json().to_string(), PLAIN_JSON)
             }
             (Method::GET, ["_sim", "files"]) => {
                 let files: serde_json::Map<String, Value> = WELL_KNOWN_FILES

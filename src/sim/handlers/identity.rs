@@ -81,20 +81,34 @@ impl State {
         Identity::new(&guid_of(&format!("mi-system:{}", self.cfg.seed)), "system")
     }
 
+    /// The host's user-assigned identities, in the configured order.
+    fn user_identities(&self) -> Vec<Identity> {
+        self.cfg
+            .identity
+            .managed_identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Identity::new(id, &format!("sim-identity-{}", i + 1)))
+            .collect()
+    }
+
+    /// Every managed identity of the host with its three ids
+    /// (`GET /_sim/identities`), for tests that name one by object or
+    /// resource id.
+    pub(super) fn identities_json(&self) -> serde_json::Value {
+        let show = |kind: &str, i: Identity| json!({"kind": kind, "client_id": i.client_id, "object_id": i.object_id, "resource_id": i.resource_id});
+        let mut all = vec![show("system", self.system_identity())];
+        all.extend(self.user_identities().into_iter().map(|i| show("user", i)));
+        serde_json::Value::Array(all)
+    }
+
     /// The identity a request selects, or `None` when it names one the host
     /// does not have.
     fn select_identity(&self, q: &[(String, String)]) -> Option<Identity> {
         let get = |names: &[&str]| {
             q.iter().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.as_str())
         };
-        let users: Vec<Identity> = self
-            .cfg
-            .identity
-            .managed_identities
-            .iter()
-            .enumerate()
-            .map(|(i, id)| Identity::new(id, &format!("sim-identity-{}", i + 1)))
-            .collect();
+        let users = self.user_identities();
         if let Some(id) = get(&["client_id", "clientid"]) {
             return users.into_iter().find(|u| u.client_id.eq_ignore_ascii_case(id));
         }
