@@ -69,34 +69,43 @@ impl Cli {
     }
 }
 
-/// The `--color` choice of a command line before clap parses it, so that
-/// clap's own help and errors follow it too (the last one given wins; an
-/// unknown value is left to clap to reject).
-pub fn color_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ColorChoice {
-    let mut choice = ColorChoice::Auto;
+/// Whether a command line asks for JSON logs (`--log-format json`), read
+/// before clap parses it so that a usage error can be reported as JSON.
+pub fn json_logs_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    last_value(args, "--log-format").as_deref() == Some("json")
+}
+
+/// The value of the last `--flag VALUE` or `--flag=VALUE` before any `--`.
+fn last_value(args: impl IntoIterator<Item = std::ffi::OsString>, flag: &str) -> Option<String> {
+    let mut found = None;
     let mut next_is_value = false;
+    let prefix = format!("{flag}=");
     for arg in args {
         let arg = arg.to_string_lossy().into_owned();
         if arg == "--" {
             break;
         }
-        let value = if next_is_value {
+        if next_is_value {
             next_is_value = false;
-            Some(arg.as_str())
-        } else if arg == "--color" {
+            found = Some(arg);
+        } else if arg == flag {
             next_is_value = true;
-            None
-        } else {
-            arg.strip_prefix("--color=")
-        };
-        match value {
-            Some("always") => choice = ColorChoice::Always,
-            Some("never") => choice = ColorChoice::Never,
-            Some("auto") => choice = ColorChoice::Auto,
-            _ => {}
+        } else if let Some(v) = arg.strip_prefix(&prefix) {
+            found = Some(v.to_string());
         }
     }
-    choice
+    found
+}
+
+/// The `--color` choice of a command line before clap parses it, so that
+/// clap's own help and errors follow it too (the last one given wins; an
+/// unknown value is left to clap to reject).
+pub fn color_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ColorChoice {
+    match last_value(args, "--color").as_deref() {
+        Some("always") => ColorChoice::Always,
+        Some("never") => ColorChoice::Never,
+        _ => ColorChoice::Auto,
+    }
 }
 
 /// clap's colour setting for a `--color` choice and the environment.
@@ -327,10 +336,15 @@ pub struct LoginArgs {
     #[arg(long, value_name = "CLIENT_ID", help_heading = "Auth & endpoint")]
     pub managed_identity_client_id: Option<String>,
     /// Managed identity: a user-assigned identity by its object (principal) id.
-    #[arg(long, value_name = "OBJECT_ID", conflicts_with_all = ["managed_identity_client_id", "managed_identity_resource_id"])]
+    #[arg(long, value_name = "OBJECT_ID", conflicts_with_all = ["managed_identity_client_id", "managed_identity_resource_id"], help_heading = "Auth & endpoint")]
     pub managed_identity_object_id: Option<String>,
     /// Managed identity: a user-assigned identity by its Azure resource id.
-    #[arg(long, value_name = "RESOURCE_ID", conflicts_with = "managed_identity_client_id")]
+    #[arg(
+        long,
+        value_name = "RESOURCE_ID",
+        conflicts_with = "managed_identity_client_id",
+        help_heading = "Auth & endpoint"
+    )]
     pub managed_identity_resource_id: Option<String>,
     /// Managed identity: the IMDS base URL instead of http://169.254.169.254.
     #[arg(long, env = "MDEBULK_IMDS_URL", value_name = "URL", help_heading = "Auth & endpoint")]

@@ -102,6 +102,18 @@ fn help_groups_the_options_and_shows_examples() {
         assert!(help.find("--request-timeout").unwrap() < logging, "{help}");
     }
     let run = String::from_utf8(bin().args(["run", "--help"]).output().unwrap().stdout).unwrap();
+    // Every option has its group: the ungrouped list holds only help and version.
+    let options = run.split_once("\nOptions:\n").unwrap().1.split("\n\n").collect::<Vec<_>>();
+    let ungrouped: Vec<&str> = options
+        .iter()
+        .take_while(|block| !block.ends_with(':') && !block.contains(":\n"))
+        .filter(|block| block.trim_start().starts_with('-'))
+        .copied()
+        .collect();
+    assert!(
+        ungrouped.iter().all(|b| b.contains("--help") || b.contains("--version")),
+        "options without a group: {ungrouped:#?}"
+    );
     for heading in ["Input:", "Action:", "Waiting:", "Safety:"] {
         assert!(run.contains(&format!("\n{heading}\n")), "run lacks {heading}");
     }
@@ -190,6 +202,15 @@ async fn fatal_errors_are_json_under_json_logs() {
         serde_json::from_str(String::from_utf8(out.stderr).unwrap().trim()).unwrap();
     assert_eq!(error["error"]["kind"], "usage", "{error}");
     assert_eq!(api_calls(&sim, "isolate"), 0, "nothing was sent");
+
+    // So is a flag clap refuses.
+    let out = bin().args(["--log-format", "json", "run", "x.csv", "--no-such-flag"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let error: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stderr).unwrap().trim()).unwrap();
+    assert_eq!(error["error"]["kind"], "usage", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("--no-such-flag"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
