@@ -53,9 +53,9 @@ impl Progress {
         let bar = draw.then(|| {
             let bar = crate::logging::bars().add(ProgressBar::new(total));
             bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
-            // Invariant: the template is a constant known to parse.
             // The bar takes what the counts and ETA leave of the first line;
             // the reason fills the second and is cut at its end.
+            // Invariant: the template is a constant known to parse.
             let style = ProgressStyle::with_template(
                 "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} {prefix}\n  {wide_msg}",
             )
