@@ -410,11 +410,8 @@ async fn the_progress_display_fits_an_80_column_terminal_and_colour_rules_hold_t
     }
     assert!(rows.iter().any(|r| r.starts_with("run: 30 row(s)")), "{rows:#?}");
 
-    let no_colour = [
-        ("--color never ", vec![]),
-        ("", vec![("NO_COLOR", "1")]),
-        ("", vec![("TERM", "dumb")]),
-    ];
+    let no_colour =
+        [("--color never ", vec![]), ("", vec![("NO_COLOR", "1")]), ("", vec![("TERM", "dumb")])];
     for (flags, env) in no_colour {
         let args = format!("{flags}{run} --force");
         let screen = on_terminal(&sim, temp.path("").as_path(), &args, &env).await;
