@@ -260,6 +260,7 @@ fn status_and_undo_of_a_simulated_run_say_its_simulator_is_gone() {
 /// cursor movements and erasures the display uses (`ESC[nA`, `ESC[nB`,
 /// `ESC[K`, `ESC[J`, `ESC[nG`) are followed; other sequences (colours) are
 /// dropped.
+#[cfg(target_os = "linux")]
 fn terminal_rows(raw: &str, width: usize) -> Vec<String> {
     let mut grid: Vec<Vec<char>> = vec![Vec::new()];
     let (mut row, mut col) = (0usize, 0usize);
@@ -339,9 +340,9 @@ fn terminal_rows(raw: &str, width: usize) -> Vec<String> {
     seen
 }
 
-/// Runs `mdebulk ARGS` against `sim` under `script` on a pseudo-terminal
-/// of 80 columns (with `env`), returning what the terminal received.
-#[cfg(unix)]
+/// Runs `mdebulk ARGS` against `sim` under util-linux `script` (the BSD
+/// one takes other arguments) on a pseudo-terminal of 80 columns (with `env`), returning what the terminal received.
+#[cfg(target_os = "linux")]
 async fn on_terminal(
     sim: &mdebulk::sim::Sim,
     dir: &Path,
@@ -370,7 +371,7 @@ async fn on_terminal(
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_progress_display_fits_an_80_column_terminal_and_colour_rules_hold_there() {
     if !present("script") {
