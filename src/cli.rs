@@ -200,7 +200,7 @@ action asked about; 2 no token could be had, or a permission is missing.";
 pub struct RunArgs {
     /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input.
     pub input: String,
-    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it.
+    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
     #[arg(short, long, help_heading = "Output")]
     pub output: Option<String>,
     /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
@@ -264,7 +264,7 @@ pub struct RunArgs {
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
     #[arg(long, value_delimiter = ',', value_name = "STATUS,...", help_heading = "Input")]
     pub only: Option<Vec<Status>>,
-    /// Validate, resolve device names, check pending actions and OS support, write `planned` rows and the estimated duration; send no action.
+    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration; send no action.
     #[arg(long, help_heading = "Safety")]
     pub dry_run: bool,
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
@@ -589,6 +589,7 @@ pub fn run_config(
         Some("-") => ResultsTarget::Stdout,
         Some(p) => ResultsTarget::File(PathBuf::from(p)),
         None => match &input_path {
+            Some(p) if args.dry_run => ResultsTarget::File(default_plan_path(p)),
             Some(p) => ResultsTarget::File(default_results_path(p)),
             None => bail!(
                 "reading standard input: name the results file with -o FILE (or -o - for standard output)"
@@ -715,12 +716,28 @@ const SIMULATED: &str = "simulated";
 
 /// `isolate.csv` → `isolate.results.csv`, beside the input.
 pub fn default_results_path(input: &std::path::Path) -> PathBuf {
+    input.with_file_name(format!("{}.results.csv", input_stem(input)))
+}
+
+/// `isolate.csv` → `isolate.plan.csv`, beside the input: where a dry run
+/// writes its plan by default, so the results file of the real run that
+/// follows is not taken.
+pub fn default_plan_path(input: &std::path::Path) -> PathBuf {
+    input.with_file_name(format!("{}.plan.csv", input_stem(input)))
+}
+
+/// The input's name without its extension, nor the `.results` or `.plan`
+/// of a file this tool wrote (`hosts.results.csv` replays as `hosts`).
+fn input_stem(input: &std::path::Path) -> String {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".into());
-    let stem = stem.strip_suffix(".results").unwrap_or(&stem).to_string();
-    input.with_file_name(format!("{stem}.results.csv"))
+    [".results", ".plan"]
+        .iter()
+        .find_map(|suffix| stem.strip_suffix(suffix))
+        .unwrap_or(&stem)
+        .to_string()
 }
 
 /// Turns `status` flags and the environment into a validated configuration.
@@ -1355,6 +1372,15 @@ mod tests {
         assert_eq!(
             default_results_path(std::path::Path::new("last.results.csv")),
             PathBuf::from("last.results.csv")
+        );
+        assert_eq!(
+            default_plan_path(std::path::Path::new("a/isolate.xlsx")),
+            PathBuf::from("a/isolate.plan.csv")
+        );
+        assert_eq!(
+            default_results_path(std::path::Path::new("a/isolate.plan.csv")),
+            PathBuf::from("a/isolate.results.csv"),
+            "a plan run for real writes the results beside it"
         );
     }
 }

@@ -209,7 +209,14 @@ async fn a_header_only_file_is_an_empty_queue_and_says_so() {
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("no rows to act on"), "{name}: {stdout}");
-        assert!(read_results(&input.with_extension("results.csv")).is_empty());
+        assert!(
+            read_results(&input.with_extension(if flags.is_empty() {
+                "results.csv"
+            } else {
+                "plan.csv"
+            }))
+            .is_empty()
+        );
     }
     assert_eq!(stats(&sim).actions_created, 0);
 }

@@ -161,7 +161,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(api_calls(&sim, "GET machines"), 1, "five names: one filter call");
-    let rows = read_results(&dir.path("five.results.csv"));
+    let rows = read_results(&dir.path("five.plan.csv"));
     for (row, i) in rows.iter().zip(10..15) {
         assert_eq!(
             (row["status"].as_str(), row["machine_id"].as_str()),
@@ -178,7 +178,7 @@ async fn a_few_names_cost_one_filter_call_and_many_names_one_listing_call() {
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "twins are ambiguous: {}", text(&out));
     assert_eq!(api_calls(&sim, "GET machines"), 2, "300 names: one listing call");
-    let rows = read_results(&dir.path("many.results.csv"));
+    let rows = read_results(&dir.path("many.plan.csv"));
     let twins: Vec<usize> = (0..twin_count(1000)).map(|k| twin_of(1000, k)).collect();
     for (row, i) in rows.iter().zip(300..600) {
         if twins.contains(&i) {
@@ -212,7 +212,7 @@ async fn entra_device_ids_and_ip_addresses_resolve_too() {
     let cmd = isolate(&sim, &input, &["--dry-run"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let rows = read_results(&dir.path("other.results.csv"));
+    let rows = read_results(&dir.path("other.plan.csv"));
     let got: Vec<(&str, &str)> =
         rows.iter().map(|r| (r["status"].as_str(), r["machine_id"].as_str())).collect();
     assert_eq!(
@@ -334,7 +334,7 @@ async fn a_dry_run_sends_no_action_and_writes_the_plan_with_its_estimate() {
     let out = output(cmd).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
-    let rows = read_results(&dir.path("plan.results.csv"));
+    let rows = read_results(&dir.path("plan.plan.csv"));
     let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str()).collect();
     assert_eq!(
         statuses,

@@ -142,7 +142,8 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
     let mut cmd = isolate(&sim, &first, &["--dry-run", "-o"]);
     cmd.arg(dir.path("again.results.csv"));
     let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The dry run checks the ids: the missing one is not_found, a failure.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let original: Vec<Vec<String>> = csv::Reader::from_reader(csv.as_bytes())
         .records()
         .map(|r| r.unwrap().iter().skip(1).map(String::from).collect())
@@ -161,10 +162,10 @@ async fn replaying_a_results_file_keeps_user_columns_byte_for_byte() {
     // JSONL round trip too.
     let mut cmd = isolate(&sim, &first, &["--dry-run", "-o"]);
     cmd.arg(dir.path("again.jsonl"));
-    assert_eq!(output(cmd).await.status.code(), Some(0));
+    assert_eq!(output(cmd).await.status.code(), Some(1));
     let mut cmd = isolate(&sim, &dir.path("again.jsonl"), &["--dry-run", "-o"]);
     cmd.arg(dir.path("twice.jsonl"));
-    assert_eq!(output(cmd).await.status.code(), Some(0));
+    assert_eq!(output(cmd).await.status.code(), Some(1));
     let twice: Vec<serde_json::Value> = std::fs::read_to_string(dir.path("twice.jsonl"))
         .unwrap()
         .lines()

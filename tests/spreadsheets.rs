@@ -435,3 +435,94 @@ async fn a_workbook_run_stopped_at_its_deadline_resumes_and_every_row_ends_once(
     assert_eq!(stats(&sim).actions_created, 15);
     assert_eq!(stats(&sim).duplicate_submissions, 0);
 }
+
+/// Action requests the simulator received, of every action type.
+fn action_calls(sim: &mdebulk::sim::Sim) -> u64 {
+    mdebulk::api::action::ActionKind::ALL.iter().map(|a| api_calls(sim, a.path_segment())).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_the_plan_and_the_real_run_that_follows_needs_no_flag() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("plan-then-run");
+    let m = windows_online(&sim, 2);
+    let input = dir.write("hosts.csv", ids_csv(&m));
+    let out = output(isolate(&sim, &input, &["--dry-run", "--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let plan = dir.path("hosts.plan.csv");
+    assert!(stdout.contains(&format!("plan: {}", plan.display())), "{stdout}");
+    assert!(stdout.contains("the same command without --dry-run"), "{stdout}");
+    assert_eq!(column(&read_results(&plan), "status"), ["planned", "planned"]);
+    assert!(!dir.path("hosts.results.csv").exists(), "a dry run took the results file");
+    assert_eq!(action_calls(&sim), 0);
+
+    // The same dry run again rewrites its plan; the real run is not blocked.
+    let out = output(isolate(&sim, &input, &["--dry-run", "--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = output(isolate(&sim, &input, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&dir.path("hosts.results.csv"));
+    assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
+    assert_eq!(action_calls(&sim), 2);
+    assert_eq!(column(&read_results(&plan), "status"), ["planned", "planned"], "plan kept");
+
+    // A dry run into a results file of a real run still needs --force.
+    let mut cmd = isolate(&sim, &input, &["--dry-run", "--no-progress", "-o"]);
+    cmd.arg(dir.path("hosts.results.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_of_an_id_that_does_not_exist_is_not_found_with_no_action_call() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("plan-ghost");
+    let m = windows_online(&sim, 1);
+    let ghost = "0123456789abcdef0123456789abcdef01234567";
+    assert!(sim.fleet().iter().all(|f| f.id != ghost));
+    let input = dir.write("ghost.csv", format!("machine_id\n{}\n{ghost}\n", m[0].id));
+    let out = output(isolate(&sim, &input, &["--dry-run", "--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(1), "a not_found row fails: {}", text(&out));
+    let rows = read_results(&dir.path("ghost.plan.csv"));
+    assert_eq!(column(&rows, "status"), ["planned", "not_found"]);
+    assert_eq!(rows[1]["machine_id"], ghost);
+    assert!(rows[1]["error_message"].contains("no machine with this id"), "{:?}", rows[1]);
+    assert_eq!(action_calls(&sim), 0);
+    assert_eq!(api_calls(&sim, "GET machines"), 1, "both ids in one batched look-up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_and_a_name_that_name_different_machines_are_rejected_before_any_action() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("mismatch");
+    let m = windows_online(&sim, 4);
+    let short = name(&m[2]).split('.').next().unwrap().to_uppercase();
+    let content = format!(
+        "Timestamp,DeviceId,DeviceName,ActionType\n\
+         2026-11-30T08:12:44Z,{},{},ProcessCreated\n\
+         2026-11-30T08:12:45Z,{},{},ProcessCreated\n\
+         2026-11-30T08:12:46Z,{},{short},ProcessCreated\n\
+         2026-11-30T08:12:47Z,{},,ProcessCreated\n",
+        m[0].id,
+        name(&m[0]),
+        m[1].id,
+        name(&m[3]),
+        m[2].id,
+        m[3].id,
+    );
+    let input = dir.write("hunting.csv", content);
+    let out = output(isolate(&sim, &input, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(1), "the mismatch fails: {}", text(&out));
+    let rows = read_results(&dir.path("hunting.results.csv"));
+    assert_eq!(column(&rows, "status"), ["submitted", "rejected", "submitted", "submitted"]);
+    assert_eq!(rows[1]["error_code"], "IdNameMismatch");
+    let why = &rows[1]["error_message"];
+    assert!(why.contains(&m[1].id) && why.contains(name(&m[1])), "{why}");
+    assert!(why.contains(name(&m[3])) && why.contains("nothing was sent"), "{why}");
+    assert_eq!(rows[1]["machine_id"], m[1].id);
+    assert_eq!(api_calls(&sim, "isolate"), 3, "no action for the mismatched row");
+    assert!(stats(&sim).actions_created == 3);
+    assert_eq!(api_calls(&sim, "GET machines"), 1, "the ids are checked in one batched look-up");
+}

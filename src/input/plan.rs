@@ -90,6 +90,11 @@ pub struct RowPlan {
     /// The runner's columns of a results file being replayed or resumed:
     /// the earlier action id, request time and so on.
     pub previous: Option<ResultRow>,
+    /// The device name a row gives beside its machine id (an Advanced
+    /// Hunting export's `DeviceId` and `DeviceName`): the id is acted on,
+    /// and only after the tenant confirms it is that machine, so a row whose
+    /// two cells name different devices never acts on either.
+    pub named: Option<String>,
 }
 
 /// The longest `Comment` sent, in characters. Microsoft documents no limit
@@ -123,6 +128,7 @@ impl RowPlan {
             scan_type: None,
             previous_status: None,
             previous: None,
+            named: None,
         }
     }
 }
@@ -187,8 +193,15 @@ pub fn plan_row(
         })
     };
 
+    let mut named = None;
     let target = match (cell(Role::MachineId), cell(Role::DeviceName)) {
-        (Some((column, id)), _) => {
+        (Some((column, id)), name) => {
+            if let Some((name_column, name)) = name {
+                match device_name(name) {
+                    Ok(_) => named = Some(name.to_string()),
+                    Err(why) => bad(name_column, name, why),
+                }
+            }
             if is_machine_id(id) {
                 Some(Target::Id(id.to_ascii_lowercase()))
             } else {
@@ -362,6 +375,7 @@ pub fn plan_row(
             scan_type,
             previous_status: previous.as_ref().and_then(|p| p.status),
             previous,
+            named,
         }),
         _ => Err(problems),
     }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::call::Ctx;
 use super::identity::{RowKey, RunParams};
 use super::journal::{Intent, Journal, Recovered, journal_path};
-use super::plan::{Survey, previous_status, selected, survey};
+use super::plan::{Survey, previous_status, selected, survey_checking};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
@@ -109,7 +109,9 @@ async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunErr
     let input = Arc::new(Input::open(&config.input)?);
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
-        super::blocking(move || survey(&input, &defaults, only.as_deref())).await?
+        let check_ids = config.dry_run;
+        super::blocking(move || survey_checking(&input, &defaults, only.as_deref(), check_ids))
+            .await?
     };
     if !survey.problems.is_empty() && !config.skip_invalid {
         return Err(RunError::InvalidRows {
@@ -607,7 +609,13 @@ fn commit(journal: Option<Arc<Journal>>) -> Commit {
 /// Applies `--resume`/`--force` to an existing results file: without either,
 /// an existing results file (or its journal, or a `.partial` a stopped run
 /// left) is never touched; a resume needs the journal of what it continues.
+/// A dry run rewrites its own plan, which nothing else depends on.
 fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
+    if config.dry_run && is_plan(results) {
+        // A plan is a preview with no journal behind it: the next dry run
+        // writes it afresh.
+        return Ok(());
+    }
     let jpath = journal_path(results);
     let partial = super::partial_path(results);
     match config.existing {
@@ -623,6 +631,11 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
         }
         _ => Ok(()),
     }
+}
+
+/// True when `path` names a dry run's plan (`NAME.plan.csv`, `.plan.jsonl`).
+fn is_plan(path: &Path) -> bool {
+    path.file_stem().is_some_and(|s| s.to_string_lossy().to_ascii_lowercase().ends_with(".plan"))
 }
 
 /// Offboarding cannot be undone: it needs `--yes` or a typed confirmation.

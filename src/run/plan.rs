@@ -76,8 +76,20 @@ pub fn survey(
     defaults: &RowDefaults,
     only: Option<&[Status]>,
 ) -> Result<Survey, InputError> {
+    survey_checking(input, defaults, only, false)
+}
+
+/// [`survey`], and with `check_ids` every machine id is to be looked up
+/// too (a dry run: its plan says which ids are not in the tenant).
+pub fn survey_checking(
+    input: &Input,
+    defaults: &RowDefaults,
+    only: Option<&[Status]>,
+    check_ids: bool,
+) -> Result<Survey, InputError> {
     input.check_columns(defaults)?;
     let mut s = Survey::default();
+    s.lookups.check_ids = check_ids;
     let columns = input.columns();
     for record in input.records()? {
         let record: Record = record?;

@@ -167,13 +167,20 @@ impl Summary {
             let _ = writeln!(out, "  estimated time under the quota: {}", human(e));
         }
         let _ = writeln!(out, "  429 answers: {}", self.throttled);
+        let label = if self.dry_run { "plan" } else { "results" };
         match &self.results {
             Some(p) => {
-                let _ = writeln!(out, "  results: {}", p.display());
+                let _ = writeln!(out, "  {label}: {}", p.display());
             }
             None => {
-                let _ = writeln!(out, "  results: standard output");
+                let _ = writeln!(out, "  {label}: standard output");
             }
+        }
+        if self.dry_run && self.heading.is_none() {
+            let _ = writeln!(
+                out,
+                "  nothing was sent; to run it for real: the same command without --dry-run (the plan does not block it)"
+            );
         }
         out
     }

@@ -1,14 +1,15 @@
 //! Deciding a row from what was learnt, with no request: which machine a
 //! row plan acts on ([`Prepared::target`]), or the row settled before
 //! anything is sent ([`Prepared::check`]): `not_found`, `ambiguous`,
-//! `error` when the look-up failed, `rejected` by the OS check (a
-//! Windows-only action on Linux or macOS), `already_pending`.
+//! `error` when the look-up failed, `rejected` when a row's machine id and
+//! device name are different machines (`IdNameMismatch`) or by the OS check
+//! (a Windows-only action on Linux or macOS), `already_pending`.
 //!
 //! Apart from the look-ups because it runs on the reader thread, once per
 //! row, against the finished maps: it reads them and never calls the API.
 
 use super::Prepared;
-use super::names::{MachineRef, Resolution, id_hash};
+use super::names::{MachineRef, Resolution, id_hash, name_matches};
 use crate::api::time::format_utc;
 use crate::input::{RowPlan, Target};
 use crate::results::{ResultRow, Status};
@@ -73,7 +74,9 @@ impl Prepared {
     }
 
     /// Settles a row whose machine is known, before anything is sent: a
-    /// machine id that is not in the tenant (`not_found`), a Windows-only
+    /// machine id that is not in the tenant (`not_found`), a device name
+    /// given beside the id that names another machine (`rejected`,
+    /// `IdNameMismatch`), a Windows-only
     /// action on Linux or macOS (`rejected`, `OsPlatformNotSupported`), an
     /// action of the same type already open on the machine
     /// (`already_pending`). `None`: send it.
@@ -86,8 +89,9 @@ impl Prepared {
         let by_id = matches!(plan.target, Target::Id(_));
         let absent_from_listing =
             self.found.fleet.as_ref().is_some_and(|f| !f.contains(&id_hash(machine_id)));
-        let absent_from_os_lookup =
-            self.os_known && plan.action.windows_only() && machine.is_none();
+        let absent_from_os_lookup = self.os_known
+            && (plan.action.windows_only() || self.ids_checked || plan.named.is_some())
+            && machine.is_none();
         if by_id && (absent_from_listing || absent_from_os_lookup) {
             return Some(settled(
                 plan,
@@ -96,6 +100,36 @@ impl Prepared {
                 "NotFound",
                 "no machine with this id in the tenant; nothing was sent".to_string(),
             ));
+        }
+        if by_id && let Some(name) = &plan.named {
+            if !self.os_known {
+                let (code, why) = match &self.lookup_error {
+                    Some(e) => (e.code(), format!("looking the machine id up failed ({e})")),
+                    None => ("NotLookedUp", "the machine id was not looked up".to_string()),
+                };
+                return Some(settled(
+                    plan,
+                    machine_id.to_string(),
+                    Status::Error,
+                    code,
+                    format!(
+                        "{why}, so whether it is the device named {name:?} is unknown; nothing was sent"
+                    ),
+                ));
+            }
+            if let Some(dns) = self.found.dns_names.get(machine_id)
+                && !name_matches(name, dns)
+            {
+                return Some(settled(
+                    plan,
+                    machine_id.to_string(),
+                    Status::Rejected,
+                    "IdNameMismatch",
+                    format!(
+                        "the machine id {machine_id} is {dns:?} in the tenant, but the row names the device {name:?}: they are different machines; nothing was sent (correct one of them, or leave the name out with --ignore-column)"
+                    ),
+                ));
+            }
         }
         if plan.action.windows_only()
             && let Some(m) = machine.filter(|m| m.is_linux_or_macos())
@@ -172,6 +206,7 @@ fn ambiguous_message(what: &str, target: &Target, candidates: &[MachineRef]) -> 
 mod tests {
     use super::*;
     use crate::api::action::ActionKind;
+    use crate::run::resolve::lookups::MAX_IDS_CHECKED_BY_FILTER;
     use crate::run::resolve::test_support::{Tenant, action, ctx, plan};
     use crate::run::resolve::{Lookups, prepare};
     use crate::sim::fleet::{generate, host_name, twin_of};
@@ -293,5 +328,80 @@ mod tests {
         // Without the look-up nothing is known of ids: they are sent.
         let offboard = plan(Target::Id(fleet[7].id.clone()), ActionKind::Offboard);
         assert_eq!(prepared.check(&offboard, &fleet[7].id, None), None);
+        // Unless the row names its device too: whether both are one machine is unknown.
+        let mut both = plan(Target::Id(fleet[7].id.clone()), ActionKind::Isolate);
+        both.named = Some(host_name(7));
+        let r = prepared.check(&both, &fleet[7].id, None).unwrap();
+        assert_eq!((r.status, r.error_code.as_str()), (Some(Status::Error), "Forbidden"));
+    }
+
+    #[tokio::test]
+    async fn an_id_and_a_name_of_different_machines_are_rejected_and_a_dry_run_checks_every_id() {
+        let fleet = generate(1000, 17, 0.0);
+        let c = ctx(Tenant::new(fleet.clone()));
+        let dns = |i: usize| fleet[i].computer_dns_name.clone().unwrap();
+        let named = |i: usize, name: String| {
+            let mut p = plan(Target::Id(fleet[i].id.clone()), ActionKind::Isolate);
+            p.named = Some(name);
+            p
+        };
+        let short = dns(3).split('.').next().unwrap().to_uppercase();
+        let rows = [
+            named(1, dns(1)),
+            named(2, dns(5)),
+            named(3, short),
+            named(4, format!("{}.fabrikam.test", dns(4).split('.').next().unwrap())),
+            plan(Target::Id("e".repeat(40)), ActionKind::Isolate),
+        ];
+        let mut lookups = Lookups::default();
+        rows.iter().for_each(|r| lookups.add(r));
+        assert_eq!(lookups.os_ids.len(), 4, "ids with a name are looked up, others are not");
+        let prepared = prepare(&c, &lookups, false).await;
+        let outcome = |p: &RowPlan| {
+            let (id, m) = prepared.target(p).unwrap();
+            prepared.check(p, &id, m)
+        };
+        assert_eq!(outcome(&rows[0]), None, "the same machine");
+        let r = outcome(&rows[1]).unwrap();
+        assert_eq!((r.status, r.error_code.as_str()), (Some(Status::Rejected), "IdNameMismatch"));
+        assert!(r.error_message.contains(&dns(2)) && r.error_message.contains(&dns(5)));
+        assert_eq!(outcome(&rows[2]), None, "a short name matches the first label, any case");
+        let r = outcome(&rows[3]).unwrap();
+        assert_eq!(r.error_code, "IdNameMismatch", "an FQDN matches only exactly");
+        assert_eq!(outcome(&rows[4]), None, "a real run leaves an unknown id to the API");
+        assert_eq!(c.transport.calls("GET machines").len(), 1);
+
+        let mut lookups = Lookups { check_ids: true, ..Lookups::default() };
+        rows.iter().for_each(|r| lookups.add(r));
+        let prepared = prepare(&c, &lookups, false).await;
+        let ghost = &rows[4];
+        let r = prepared.check(ghost, &"e".repeat(40), None).unwrap();
+        assert_eq!(r.status, Some(Status::NotFound), "a dry run knows the id does not exist");
+        let known = plan(Target::Id(fleet[9].id.clone()), ActionKind::Isolate);
+        let mut lookups = Lookups { check_ids: true, ..Lookups::default() };
+        lookups.add(&known);
+        let prepared = prepare(&c, &lookups, false).await;
+        let (id, m) = prepared.target(&known).unwrap();
+        assert_eq!(prepared.check(&known, &id, m), None);
+
+        // Past the cap the ids are not collected: the full listing knows them.
+        let mut lookups = Lookups { check_ids: true, ..Lookups::default() };
+        lookups.add(&known);
+        let ghosts: Vec<RowPlan> = (0..MAX_IDS_CHECKED_BY_FILTER + 50)
+            .map(|i| plan(Target::Id(format!("{i:040x}")), ActionKind::Isolate))
+            .collect();
+        ghosts.iter().for_each(|g| lookups.add(g));
+        assert!(lookups.list_fleet);
+        assert_eq!(lookups.os_ids.len(), MAX_IDS_CHECKED_BY_FILTER);
+        let before = c.transport.calls("GET machines").len();
+        let prepared = prepare(&c, &lookups, false).await;
+        assert!(prepared.found.fleet.is_some());
+        assert_eq!(c.transport.calls("GET machines").len(), before + 1, "one listing page");
+        for g in [&ghosts[0], ghosts.last().unwrap()] {
+            let (id, m) = prepared.target(g).unwrap();
+            assert_eq!(prepared.check(g, &id, m).unwrap().status, Some(Status::NotFound));
+        }
+        let (id, m) = prepared.target(&known).unwrap();
+        assert_eq!(prepared.check(&known, &id, m), None);
     }
 }

@@ -11,6 +11,12 @@ use std::collections::BTreeSet;
 use crate::api::action::ActionKind;
 use crate::input::{RowPlan, Target};
 
+/// Machine ids a dry run checks by `$filter` at most; with more, the full
+/// listing answers for all of them: one call per 10,000 machines, and one
+/// hash per machine of the tenant to keep, where a million ids of an input
+/// would otherwise keep a million strings.
+pub(crate) const MAX_IDS_CHECKED_BY_FILTER: usize = 200;
+
 /// What the input needs looked up, collected by the survey: one entry per
 /// distinct key, whatever the number of rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,9 +27,21 @@ pub(crate) struct Lookups {
     pub(crate) aad_device_ids: BTreeSet<String>,
     /// IP addresses of rows with nothing more precise, normalised.
     pub(crate) ips: BTreeSet<String>,
-    /// Machine ids of Windows-only rows that name their machine by id: their
-    /// `osPlatform` decides whether the row can be sent.
+    /// Machine ids looked up by id: those of Windows-only rows, whose
+    /// `osPlatform` decides whether the row can be sent, those of rows that
+    /// give a device name too (the two must name one machine), and with
+    /// [`check_ids`](Self::check_ids) every id, so an id that is not in the
+    /// tenant is `not_found` before anything is sent.
     pub(crate) os_ids: BTreeSet<String>,
+    /// Look every machine id up, not only those the OS check needs: a dry
+    /// run sets it, so its plan says which ids do not exist (a real run
+    /// leaves it to the API's 404, which costs no extra read call).
+    pub(crate) check_ids: bool,
+    /// Read the tenant's full machine listing whatever the cost rule says:
+    /// set when [`check_ids`](Self::check_ids) meets more ids than
+    /// [`MAX_IDS_CHECKED_BY_FILTER`]; the listing's set of ids then settles
+    /// the ids not collected.
+    pub(crate) list_fleet: bool,
     /// The actions the input asks for (the pre-flight looks for these).
     pub(crate) actions: BTreeSet<ActionKind>,
 }
@@ -34,8 +52,17 @@ impl Lookups {
         self.actions.insert(plan.action);
         match &plan.target {
             Target::Id(id) => {
-                if plan.action.windows_only() && !self.os_ids.contains(id) {
+                if self.os_ids.contains(id) {
+                    return;
+                }
+                if plan.action.windows_only() || plan.named.is_some() {
                     self.os_ids.insert(id.clone());
+                } else if self.check_ids && !self.list_fleet {
+                    if self.os_ids.len() < MAX_IDS_CHECKED_BY_FILTER {
+                        self.os_ids.insert(id.clone());
+                    } else {
+                        self.list_fleet = true;
+                    }
                 }
             }
             Target::Name(name) => {

@@ -50,6 +50,10 @@ pub(crate) struct Prepared {
     pub(crate) lookup_error: Option<CallError>,
     /// Whether [`Found::os`] answers for every id of [`Lookups::os_ids`].
     pub(crate) os_known: bool,
+    /// Whether every machine id of the input was looked up
+    /// ([`Lookups::check_ids`]), so one absent from [`Found::os`] is not in
+    /// the tenant whatever its action.
+    pub(crate) ids_checked: bool,
     /// Open actions by machine and type (empty when the pre-flight failed:
     /// the API itself then refuses a repeat with `ActiveRequestAlreadyExists`).
     pub(crate) pending: PendingMap,
@@ -97,6 +101,8 @@ pub(crate) async fn prepare<T: Transport>(
                     );
                 }
                 prepared.os_known = true;
+                // Past the cap only the listing's set of ids knows them all.
+                prepared.ids_checked = lookups.check_ids && !lookups.list_fleet;
                 prepared.found = found;
             }
             Err(e) => {

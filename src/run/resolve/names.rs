@@ -1,6 +1,8 @@
 //! Device look-ups: device names, Entra ID device ids and IP addresses
-//! become machine ids, and the `osPlatform` of the machines that
-//! Windows-only rows (offboard, stop-and-quarantine) name by id is learnt.
+//! become machine ids, and the machines some rows name by id are looked up
+//! by it: their `osPlatform` for Windows-only rows (offboard,
+//! stop-and-quarantine), their `computerDnsName` for rows that give a
+//! device name beside the id, their existence in a dry run.
 //! One concern, one file: the cost rule, the paging and the compact answers
 //! live together because the answers are filled in place as pages arrive.
 //!
@@ -267,6 +269,10 @@ pub(crate) struct Found {
     /// The machines of [`Lookups::os_ids`] that exist, by id: an id looked
     /// up and absent here is not in the tenant.
     pub(crate) os: HashMap<String, MachineRef>,
+    /// The `computerDnsName` of each machine of [`os`](Self::os) that has
+    /// one, by id: what a device name given beside the id must match. Only
+    /// machines looked up by id keep one, so a names run pays nothing.
+    pub(crate) dns_names: HashMap<String, Box<str>>,
     /// Hashes ([`id_hash`]) of every machine id of the tenant, when the full
     /// listing was read; `None` after filters.
     pub(crate) fleet: Option<HashSet<u64>>,
@@ -298,7 +304,7 @@ pub(super) async fn look_up<T: Transport>(
     let batches = filter_batches(lookups, &no_ids).count() as u64;
     let mut calls = 0u64;
     let mut matches = Matches::new(lookups);
-    if batches > 1 {
+    if batches > 1 || lookups.list_fleet {
         let mut skip = 0u32;
         loop {
             let page = machines_page(ctx, None, skip).await?;
@@ -311,7 +317,7 @@ pub(super) async fn look_up<T: Transport>(
                 None => return Ok(matches.finish(pick_latest, true, calls)),
                 Some(s) => skip = s,
             }
-            if calls >= batches {
+            if calls >= batches && !lookups.list_fleet {
                 break;
             }
         }
@@ -439,6 +445,16 @@ pub(super) fn id_hash(id: &str) -> u64 {
     h.finish()
 }
 
+/// True when the device name `name` designates a machine whose
+/// `computerDnsName` is `dns`, by the rule names are looked up with: case
+/// ignored, a short name matches a bare name or the first label of an FQDN,
+/// an FQDN only exactly.
+pub(super) fn name_matches(name: &str, dns: &str) -> bool {
+    let (name, dns) = (name.trim().to_lowercase(), dns.to_lowercase());
+    name == dns
+        || (!name.contains('.') && dns.split_once('.').is_some_and(|(first, _)| first == name))
+}
+
 /// An IP address in one spelling (`FE80:0::1` and `fe80::1` are one address).
 fn normal_ip(s: &str) -> String {
     s.trim().parse::<IpAddr>().map_or_else(|_| s.trim().to_string(), |ip| ip.to_string())
@@ -452,6 +468,7 @@ struct Matches {
     aad_device_ids: ByKey,
     ips: ByKey,
     os: HashMap<String, MachineRef>,
+    dns_names: HashMap<String, Box<str>>,
     fleet: HashSet<u64>,
     /// One copy of each distinct pair of `osPlatform` and `healthStatus`.
     shared: HashSet<Arc<Traits>>,
@@ -465,6 +482,7 @@ impl Matches {
             aad_device_ids: ByKey::new(&lookups.aad_device_ids),
             ips: ByKey::new(&lookups.ips),
             os: HashMap::new(),
+            dns_names: HashMap::new(),
             fleet: HashSet::new(),
             shared: HashSet::new(),
         }
@@ -475,8 +493,9 @@ impl Matches {
     /// already found by id stay known, ids being unique.
     fn forget_keys(&mut self, lookups: &Lookups) {
         let os = std::mem::take(&mut self.os);
+        let dns_names = std::mem::take(&mut self.dns_names);
         let shared = std::mem::take(&mut self.shared);
-        *self = Matches { os, shared, ..Matches::new(lookups) };
+        *self = Matches { os, dns_names, shared, ..Matches::new(lookups) };
     }
 
     /// The shared copy of these traits.
@@ -511,6 +530,9 @@ impl Matches {
         if name_key.is_none() && short_key.is_none() && aad_key.is_none() && ip_key.is_none() && !os
         {
             return;
+        }
+        if os && let Some(dns) = &m.computer_dns_name {
+            self.dns_names.insert(id.clone(), dns.as_str().into());
         }
         let found = MachineRef {
             id: MachineId::new(m.id),
@@ -555,6 +577,7 @@ impl Matches {
             aad_device_ids: self.aad_device_ids,
             ips: self.ips,
             os: self.os,
+            dns_names: self.dns_names,
             fleet: complete.then_some(self.fleet),
             calls,
         }
@@ -701,6 +724,7 @@ mod tests {
                 .collect(),
             os_ids: [fleet[7].id.clone(), "0".repeat(40)].into_iter().collect(),
             actions: [ActionKind::Offboard].into_iter().collect(),
+            ..Lookups::default()
         };
         let c = ctx(Tenant::new(fleet.clone()));
         let found = look_up(&c, &lookups, false).await.unwrap();
