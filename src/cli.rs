@@ -12,7 +12,7 @@ use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
 use crate::api::cloud::Cloud;
 use crate::input::columns::ColumnAssignment;
 use crate::input::{ColumnChoices, InputFormat, InputSpec, RowDefaults, TextEncoding};
-use crate::logging::LogFormat;
+use crate::logging::{ColorChoice, LogFormat};
 use crate::pace::{parse_duration, parse_limits};
 use crate::results::Status;
 use crate::run::devices::DevicesConfig;
@@ -28,21 +28,94 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Log line format on stderr: text, or json for cron jobs and log pipelines.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log line format on stderr: text, or json for cron jobs and log pipelines (then the summary and fatal errors are JSON too).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
     /// More detail in the logs (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Logging")]
     pub verbose: u8,
     /// Only warnings and errors in the logs.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = "Logging")]
     pub quiet: bool,
+    /// Colours and the live progress display: auto (on a terminal, unless NO_COLOR is set or TERM=dumb), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN", help_heading = "Logging")]
+    pub color: ColorChoice,
+    /// The end-of-command summary: text, or json (one object: counts per status, elapsed, 429s, results, exit code, error). Default: json under --log-format json, else text.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", help_heading = "Output")]
+    pub summary: Option<SummaryFormat>,
+}
+
+/// How the end-of-command summary (and a fatal error) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryFormat {
+    /// Lines for a person.
+    Text,
+    /// One JSON object, for scripts and log pipelines.
+    Json,
 }
 
 impl Cli {
     /// Log verbosity: −1 quiet, 0 normal, 1+ more.
     pub fn verbosity(&self) -> i8 {
         if self.quiet { -1 } else { self.verbose.min(3) as i8 }
+    }
+
+    /// Whether the summary and fatal errors are JSON: `--summary json`, or
+    /// JSON logs without a `--summary` choice.
+    pub fn json_summary(&self) -> bool {
+        match self.summary {
+            Some(f) => f == SummaryFormat::Json,
+            None => self.log_format == LogFormat::Json,
+        }
+    }
+}
+
+/// Whether a command line asks for JSON logs (`--log-format json`), read
+/// before clap parses it so that a usage error can be reported as JSON.
+pub fn json_logs_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    last_value(args, "--log-format").as_deref() == Some("json")
+}
+
+/// The value of the last `--flag VALUE` or `--flag=VALUE` before any `--`.
+fn last_value(args: impl IntoIterator<Item = std::ffi::OsString>, flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut next_is_value = false;
+    let prefix = format!("{flag}=");
+    for arg in args {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--" {
+            break;
+        }
+        if next_is_value {
+            next_is_value = false;
+            found = Some(arg);
+        } else if arg == flag {
+            next_is_value = true;
+        } else if let Some(v) = arg.strip_prefix(&prefix) {
+            found = Some(v.to_string());
+        }
+    }
+    found
+}
+
+/// The `--color` choice of a command line before clap parses it, so that
+/// clap's own help and errors follow it too (the last one given wins; an
+/// unknown value is left to clap to reject).
+pub fn color_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ColorChoice {
+    match last_value(args, "--color").as_deref() {
+        Some("always") => ColorChoice::Always,
+        Some("never") => ColorChoice::Never,
+        _ => ColorChoice::Auto,
+    }
+}
+
+/// clap's colour setting for a `--color` choice and the environment.
+pub fn clap_color(choice: ColorChoice, env: &dyn Fn(&str) -> Option<String>) -> clap::ColorChoice {
+    match choice {
+        ColorChoice::Always => clap::ColorChoice::Always,
+        ColorChoice::Never => clap::ColorChoice::Never,
+        ColorChoice::Auto if !ColorChoice::Auto.enabled(true, env) => clap::ColorChoice::Never,
+        ColorChoice::Auto => clap::ColorChoice::Auto,
     }
 }
 
@@ -62,7 +135,41 @@ pub enum Command {
     /// Check the login: which method, tenant, identity, audience, expiry and permissions a token has.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Print a shell completion script to standard output (README, "Shell completions and man page").
+    Completions(CompletionsArgs),
+    /// Print the roff man page of mdebulk, or of one subcommand, to standard output.
+    Man(ManArgs),
 }
+
+/// `mdebulk completions`.
+#[derive(Debug, Args)]
+#[command(after_long_help = COMPLETIONS_AFTER_HELP)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+const COMPLETIONS_AFTER_HELP: &str = "\
+Examples:
+  mdebulk completions bash > ~/.local/share/bash-completion/completions/mdebulk
+  mdebulk completions zsh > ~/.zfunc/_mdebulk     # with fpath+=~/.zfunc before compinit
+  mdebulk completions fish > ~/.config/fish/completions/mdebulk.fish
+  mdebulk completions powershell >> $PROFILE";
+
+/// `mdebulk man`.
+#[derive(Debug, Args)]
+#[command(after_long_help = MAN_AFTER_HELP)]
+pub struct ManArgs {
+    /// A subcommand (run, status, undo, simulate, auth, completions, man); default: mdebulk itself.
+    pub subcommand: Option<String>,
+}
+
+const MAN_AFTER_HELP: &str = "\
+Examples:
+  mdebulk man | man -l -
+  mdebulk man > ~/.local/share/man/man1/mdebulk.1
+  mdebulk man run > ~/.local/share/man/man1/mdebulk-run.1";
 
 /// `mdebulk auth ...`.
 #[derive(Debug, Subcommand)]
@@ -78,7 +185,7 @@ pub struct AuthCheckArgs {
     /// An input file whose actions the token must allow (.csv, .tsv, .jsonl).
     pub input: Option<PathBuf>,
     /// An action the token must allow (and the action of rows without one).
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub action: Option<String>,
     /// API location and credentials.
     #[command(flatten)]
@@ -107,40 +214,44 @@ pub struct RunArgs {
     #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"])]
     pub has_file: Option<String>,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = "Output")]
     pub output: Option<String>,
     /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
-    #[arg(long, value_name = "csv|tsv|jsonl|lines|workbook")]
+    #[arg(long, value_name = "csv|tsv|jsonl|lines|workbook", help_heading = "Input")]
     pub input_format: Option<InputFormat>,
     /// Text encoding of the input. Default: from its byte order mark, else UTF-8 when valid, else Windows-1252 (with a warning).
-    #[arg(long, value_name = "utf-8|utf-16le|utf-16be|windows-1252|latin1")]
+    #[arg(
+        long,
+        value_name = "utf-8|utf-16le|utf-16be|windows-1252|latin1",
+        help_heading = "Input"
+    )]
     pub encoding: Option<TextEncoding>,
     /// Use the column HEADER for ROLE (machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type), over the header aliases; repeatable. Example: --column machine_id="Device Id".
-    #[arg(long = "column", value_name = "ROLE=HEADER")]
+    #[arg(long = "column", value_name = "ROLE=HEADER", help_heading = "Input")]
     pub columns: Vec<ColumnAssignment>,
     /// Give the column HEADER no role (it is still carried to the results); repeatable.
-    #[arg(long = "ignore-column", value_name = "HEADER")]
+    #[arg(long = "ignore-column", value_name = "HEADER", help_heading = "Input")]
     pub ignore_columns: Vec<String>,
     /// The sheet of a workbook input to read, by name or by position from 1. Default: the first.
-    #[arg(long, value_name = "NAME|INDEX")]
+    #[arg(long, value_name = "NAME|INDEX", help_heading = "Input")]
     pub sheet: Option<String>,
     /// Action for rows without an action column: isolate, unisolate (release), stop-and-quarantine, offboard, scan, ...
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub action: Option<String>,
     /// Comment recorded with each action (required by the API) for rows without a comment column.
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub comment: Option<String>,
     /// Isolation type for isolate rows without one: full, selective or unmanaged-device.
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub isolation_type: Option<String>,
     /// Sha1 of the file for stop-and-quarantine rows without one.
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub sha1: Option<String>,
     /// Scan type for scan rows without one: quick or full.
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub scan_type: Option<String>,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = "Pacing")]
     pub concurrency: u16,
     /// API location, credentials, pacing and retries.
     #[command(flatten)]
@@ -149,28 +260,28 @@ pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Run against a simulator started in-process on a loopback port (no tenant needed; plain HTTP, no proxy).
-    #[arg(long, conflicts_with_all = ["api_url", "login_url", "ca_certs", "proxy"])]
+    #[arg(long, conflicts_with_all = ["api_url", "login_url", "ca_certs", "proxy"], help_heading = "Auth & endpoint")]
     pub simulate: bool,
     /// Confirm irreversible actions (offboard) without asking.
-    #[arg(long, short = 'y')]
+    #[arg(long, short = 'y', help_heading = "Safety")]
     pub yes: bool,
     /// Record malformed rows as `invalid` and send the rest, instead of refusing the file.
-    #[arg(long)]
+    #[arg(long, help_heading = "Input")]
     pub skip_invalid: bool,
     /// Replace an existing results file and start over.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, conflicts_with = "resume", help_heading = "Safety")]
     pub force: bool,
     /// Continue an interrupted run on the same results file: never resend a row already sent.
-    #[arg(long)]
+    #[arg(long, help_heading = "Safety")]
     pub resume: bool,
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
-    #[arg(long, value_delimiter = ',', value_name = "STATUS,...")]
+    #[arg(long, value_delimiter = ',', value_name = "STATUS,...", help_heading = "Input")]
     pub only: Option<Vec<Status>>,
     /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration; send no action.
-    #[arg(long)]
+    #[arg(long, help_heading = "Safety")]
     pub dry_run: bool,
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
-    #[arg(long, value_enum, value_name = "latest")]
+    #[arg(long, value_enum, value_name = "latest", help_heading = "Input")]
     pub pick: Option<Pick>,
     /// Refuse more rows than this that isolate, restrict or offboard, unless --allow-large.
     #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES)]
@@ -185,10 +296,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub skip_satisfied: bool,
     /// Stop gracefully after this long (resumable, exit 75).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
     pub max_runtime: Option<Duration>,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_progress: bool,
 }
 
@@ -197,37 +308,37 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
-    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()])]
+    #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()], help_heading = "Pacing")]
     pub limits: Vec<String>,
     /// Safety margin added to each quota window (default: 1% of it, at most 250ms).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
     pub pace_margin: Option<Duration>,
     /// Attempts per request for transient errors (5xx, timeouts, connection errors).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Retries")]
     pub max_attempts: u32,
     /// First backoff step after a transient error (doubles each attempt, with jitter, up to 60s).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg, help_heading = "Retries")]
     pub backoff: Duration,
     /// Time limit for one request.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg, help_heading = "Retries")]
     pub request_timeout: Duration,
     /// Cloud whose API and login hosts to use.
-    #[arg(long, default_value = "global")]
+    #[arg(long, default_value = "global", help_heading = "Auth & endpoint")]
     pub cloud: Cloud,
     /// API base URL, overriding --cloud.
-    #[arg(long, env = "MDE_API_URL")]
+    #[arg(long, env = "MDE_API_URL", help_heading = "Auth & endpoint")]
     pub api_url: Option<String>,
     /// Login (token) base URL, overriding --cloud.
-    #[arg(long, env = "MDE_LOGIN_URL")]
+    #[arg(long, env = "MDE_LOGIN_URL", help_heading = "Auth & endpoint")]
     pub login_url: Option<String>,
     /// Refused: a secret on the command line is visible to every user (ps). Use AZURE_CLIENT_SECRET.
     #[arg(long, hide = true)]
     pub client_secret: Option<String>,
     /// Also trust the CA certificates in this PEM file (a TLS-inspecting proxy's CA), on top of the system's; repeatable. SSL_CERT_FILE is read too.
-    #[arg(long = "ca-cert", value_name = "FILE")]
+    #[arg(long = "ca-cert", value_name = "FILE", help_heading = "Auth & endpoint")]
     pub ca_certs: Vec<PathBuf>,
     /// Send login and API requests through this proxy (http://HOST:PORT), loopback included, instead of HTTPS_PROXY/HTTP_PROXY/NO_PROXY. A password in it is visible to every user (ps): prefer HTTPS_PROXY for one that needs it.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Auth & endpoint")]
     pub proxy: Option<String>,
     /// How to log in.
     #[command(flatten)]
@@ -238,22 +349,33 @@ pub struct ApiArgs {
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// How to log in; default: chosen from the environment (README, "Logging in").
-    #[arg(long, value_enum, env = "MDE_AUTH", value_name = "METHOD")]
+    #[arg(
+        long,
+        value_enum,
+        env = "MDE_AUTH",
+        value_name = "METHOD",
+        help_heading = "Auth & endpoint"
+    )]
     pub auth: Option<AuthMethod>,
     /// Managed identity: a user-assigned identity's client id (default: AZURE_CLIENT_ID, else the system-assigned identity).
-    #[arg(long, value_name = "CLIENT_ID")]
+    #[arg(long, value_name = "CLIENT_ID", help_heading = "Auth & endpoint")]
     pub managed_identity_client_id: Option<String>,
     /// Managed identity: a user-assigned identity by its object (principal) id.
-    #[arg(long, value_name = "OBJECT_ID", conflicts_with_all = ["managed_identity_client_id", "managed_identity_resource_id"])]
+    #[arg(long, value_name = "OBJECT_ID", conflicts_with_all = ["managed_identity_client_id", "managed_identity_resource_id"], help_heading = "Auth & endpoint")]
     pub managed_identity_object_id: Option<String>,
     /// Managed identity: a user-assigned identity by its Azure resource id.
-    #[arg(long, value_name = "RESOURCE_ID", conflicts_with = "managed_identity_client_id")]
+    #[arg(
+        long,
+        value_name = "RESOURCE_ID",
+        conflicts_with = "managed_identity_client_id",
+        help_heading = "Auth & endpoint"
+    )]
     pub managed_identity_resource_id: Option<String>,
     /// Managed identity: the IMDS base URL instead of http://169.254.169.254.
-    #[arg(long, env = "MDEBULK_IMDS_URL", value_name = "URL")]
+    #[arg(long, env = "MDEBULK_IMDS_URL", value_name = "URL", help_heading = "Auth & endpoint")]
     pub imds_url: Option<String>,
     /// Longest MDE_TOKEN_COMMAND or az may run before it is stopped.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg, help_heading = "Auth & endpoint")]
     pub token_command_timeout: Duration,
 }
 
@@ -322,13 +444,13 @@ impl ApiArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// Wait for the actions to finish and record their final status (succeeded, failed, timed_out, cancelled).
-    #[arg(long)]
+    #[arg(long, help_heading = "Waiting")]
     pub wait: bool,
     /// With --wait: time between two polls of the action list.
-    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "wait", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "wait", value_parser = parse_duration_arg, help_heading = "Waiting")]
     pub poll_interval: Duration,
     /// With --wait: give up waiting after this long; rows still open stay pending/in_progress.
-    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait", value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "wait", value_parser = parse_duration_arg, help_heading = "Waiting")]
     pub wait_timeout: Duration,
 }
 
@@ -368,7 +490,12 @@ there are; the file gets their status and action_status. Without --wait, one
 look; with --wait, until every action is final or --wait-timeout passes.
 
 Credentials come from the environment, as for run. Exit codes: 0 every row ok;
-1 some rows failed; 2 usage, file or auth error; 130 interrupted.";
+1 some rows failed; 2 usage, file or auth error; 130 interrupted.
+
+Examples:
+  mdebulk status hosts.results.csv
+  mdebulk status hosts.results.csv --wait --wait-timeout 1h
+  mdebulk status hosts.results.csv --summary json";
 
 /// `mdebulk devices`.
 #[derive(Debug, Args)]
@@ -409,19 +536,19 @@ pub struct UndoArgs {
     /// Results file of the run to undo (.csv or .jsonl).
     pub results: PathBuf,
     /// The undo's own results file. Default: the results file's name with .undo.csv, beside it.
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = "Output")]
     pub output: Option<PathBuf>,
     /// Confirm without asking: undo changes devices.
-    #[arg(long, short = 'y')]
+    #[arg(long, short = 'y', help_heading = "Safety")]
     pub yes: bool,
     /// Replace an existing undo results file.
-    #[arg(long)]
+    #[arg(long, help_heading = "Safety")]
     pub force: bool,
     /// Comment recorded with each release and cancel (default: one naming the results file).
-    #[arg(long)]
+    #[arg(long, help_heading = "Action")]
     pub comment: Option<String>,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = "Pacing")]
     pub concurrency: u16,
     /// API location, credentials, pacing and retries.
     #[command(flatten)]
@@ -438,7 +565,12 @@ can be reversed through the API.
 Credentials come from the environment, as for run. Exit codes: 0 every row
 undone or nothing to undo; 1 some rows could not be undone; 2 usage, file or
 auth error (nothing sent); 130 interrupted (run it again: what is undone is
-skipped).";
+skipped).
+
+Examples:
+  mdebulk undo hosts.results.csv
+  mdebulk undo hosts.results.csv --yes --comment \"IR-42 all clear\"
+  mdebulk status hosts.results.undo.csv --wait";
 
 /// The value parser of every `DURATION` flag: [`parse_duration`]'s
 /// spellings (`500ms`, `60s`, `30m`, `1h30m`, `0`). Its reason becomes the
@@ -458,7 +590,15 @@ a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
 Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
 (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
-(resumable).";
+(resumable).
+
+Examples:
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --dry-run
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --wait
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
+  mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
+  mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
+  mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";
 
 /// Where the API is, for a run.
 #[derive(Debug, Clone)]
@@ -600,7 +740,7 @@ pub fn run_config(
     };
     let (api, tenant) = match &endpoint {
         // A simulator started in-process lives and dies with its run.
-        Endpoint::Simulated { .. } => ("simulated".to_string(), "simulated".to_string()),
+        Endpoint::Simulated { .. } => (SIMULATED.to_string(), SIMULATED.to_string()),
         Endpoint::Remote(c) => {
             let tenant = match c.credentials.tenant() {
                 "" => env("AZURE_TENANT_ID").unwrap_or_default(),
@@ -653,6 +793,23 @@ fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a results file written by `run --simulate`: its actions lived in
+/// a simulator that stopped with that run, so no API holds them any more.
+/// The run's journal beside the file names the API it ran against.
+fn refuse_simulated_run(results: &std::path::Path, command: &str) -> anyhow::Result<()> {
+    if crate::run::journal::recorded_api(results).as_deref() == Some(SIMULATED) {
+        bail!(
+            "{}: written by `run --simulate`, whose in-process simulator stopped when that run ended, so no API holds its actions any more for `{command}`; to rehearse run, status and undo, start `mdebulk simulate` separately and pass its --api-url and --login-url (and credentials) to each command (README, \"Rehearsing\")",
+            results.display()
+        );
+    }
+    Ok(())
+}
+
+/// What a run's journal records as its API when it ran against the
+/// in-process simulator.
+const SIMULATED: &str = "simulated";
+
 /// `isolate.csv` → `isolate.results.csv`, beside the input.
 pub fn default_results_path(input: &std::path::Path) -> PathBuf {
     input.with_file_name(format!("{}.results.csv", input_stem(input)))
@@ -685,6 +842,7 @@ pub fn status_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(StatusConfig, crate::api::client::ClientConfig)> {
     refuse_workbook_results(&args.results)?;
+    refuse_simulated_run(&args.results, "status")?;
     let api = args.api.settings()?;
     let config = StatusConfig {
         results: args.results.clone(),
@@ -730,6 +888,7 @@ pub fn undo_config(
     args: &UndoArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(UndoConfig, crate::api::client::ClientConfig)> {
+    refuse_simulated_run(&args.results, "undo")?;
     let api = args.api.settings()?;
     if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
         bail!("--comment must not be empty: the API requires a comment on every action");
@@ -940,7 +1099,7 @@ pub fn credentials(
                 }
                 need.push("AZURE_CLIENT_SECRET");
                 bail!(
-                    "no credentials: set {} (an app registration with the WindowsDefenderATP permissions for the action), or AZURE_CLIENT_CERTIFICATE_PATH instead of the secret, AZURE_FEDERATED_TOKEN_FILE, MDE_TOKEN_COMMAND or MDE_TOKEN; or choose --auth managed-identity or --auth azure-cli; or try --simulate",
+                    "no credentials: set {} (an app registration with the WindowsDefenderATP permissions for the action), or AZURE_CLIENT_CERTIFICATE_PATH instead of the secret, AZURE_FEDERATED_TOKEN_FILE, MDE_TOKEN_COMMAND or MDE_TOKEN; or choose --auth managed-identity or --auth azure-cli; or rehearse against a simulator (`mdebulk run --simulate`, or `mdebulk simulate` and --api-url/--login-url)",
                     need.join(", ")
                 );
             }

@@ -12,6 +12,7 @@ use super::shared::{connect, finish, resume_command};
 pub(crate) async fn run(
     args: &RunArgs,
     env: &dyn Fn(&str) -> Option<String>,
+    json: bool,
 ) -> anyhow::Result<u8> {
     let (config, endpoint) = run_config(args, env)?;
     // Keeps an in-process simulator alive for the whole run.
@@ -36,7 +37,7 @@ pub(crate) async fn run(
     let summary = crate::run::pipeline::run(&config, client, stop).await?;
     // The summary goes to stdout, unless the results do.
     let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
-    Ok(finish(&summary, to_stderr, || {
+    Ok(finish(&summary, to_stderr, json, || {
         format!("to continue: {}", resume_command(&config.command_line))
     }))
 }

@@ -19,12 +19,23 @@ pub(crate) fn connect(config: ClientConfig) -> anyhow::Result<(Arc<Client>, Stop
 }
 
 /// Prints a command's summary (to stderr when stdout carries results),
-/// says how to continue after a stop, and returns the exit code.
+/// says how to continue after a stop, and returns the exit code. `json`:
+/// the summary, the stop and how to continue as one JSON object instead.
 pub(crate) fn finish(
     summary: &crate::run::Summary,
     to_stderr: bool,
+    json: bool,
     again: impl FnOnce() -> String,
 ) -> u8 {
+    if json {
+        let object = summary.to_json(summary.stopped.map(|_| again()));
+        if to_stderr {
+            eprintln!("{object}");
+        } else {
+            println!("{object}");
+        }
+        return summary.exit_code();
+    }
     let text = summary.render();
     if to_stderr {
         eprint!("{text}");

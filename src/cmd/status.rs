@@ -8,9 +8,10 @@ use super::shared::{connect, finish};
 pub(crate) async fn status(
     args: &StatusArgs,
     env: &dyn Fn(&str) -> Option<String>,
+    json: bool,
 ) -> anyhow::Result<u8> {
     let (config, client_config) = status_config(args, env)?;
     let (client, stop) = connect(client_config)?;
     let summary = crate::run::status::status(&config, client, stop).await?;
-    Ok(finish(&summary, false, || "run the same command again to continue".into()))
+    Ok(finish(&summary, false, json, || "run the same command again to continue".into()))
 }

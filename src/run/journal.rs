@@ -289,6 +289,19 @@ pub fn journal_path(results: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The API base URL the run's parameters in the journal beside `results`
+/// record (`simulated` for `run --simulate`); `None` when there is no
+/// journal or its first record cannot be read.
+pub fn recorded_api(results: &Path) -> Option<String> {
+    let file = File::open(journal_path(results)).ok()?;
+    let mut first = String::new();
+    BufReader::new(file).read_line(&mut first).ok()?;
+    match serde_json::from_str::<Record>(first.trim_end()).ok()? {
+        Record::Run(params) => Some(params.api),
+        _ => None,
+    }
+}
+
 impl Journal {
     /// Opens (creating if needed) and locks the journal, returning what an
     /// earlier run recorded in it. `fresh` truncates it first (a forced new run).

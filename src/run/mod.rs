@@ -265,6 +265,30 @@ pub enum RunError {
     Lookup(crate::api::client::CallError),
 }
 
+impl RunError {
+    /// A stable name for scripts (the `kind` of a JSON error).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Input(_) => "input",
+            RunError::InvalidRows { .. } => "invalid_rows",
+            RunError::ResultsExist(_) => "results_exist",
+            RunError::NothingToResume(_) => "nothing_to_resume",
+            RunError::ParamsChanged { .. } => "params_changed",
+            RunError::UnknownJournal(_) => "unknown_journal",
+            RunError::JournalFailed(_) | RunError::Journal(_) => "journal",
+            RunError::NotConfirmed(_) => "not_confirmed",
+            RunError::Auth(_) => "auth",
+            RunError::MissingPermission(_) => "missing_permission",
+            RunError::Io { .. } => "io",
+            RunError::Internal(_) => "internal",
+            RunError::Results(_) => "results",
+            RunError::Lookup(_) => "lookup",
+            RunError::Targets(_) => "targets",
+            RunError::TooLarge(_) => "too_large",
+        }
+    }
+}
+
 fn params_changed_message(
     journal: &std::path::Path,
     changes: &[(&'static str, String, String)],

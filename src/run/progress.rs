@@ -1,6 +1,10 @@
-//! What a person watching the run sees: an indicatif bar on a terminal
-//! (rows done, ok/failed, why the run is waiting and until when, ETA under
-//! the quota), or a log line every minute when stderr is not a terminal.
+//! What a person watching the run sees: on a terminal, two lines (the bar
+//! with rows done, ok/failed and the ETA under the quota; below it why the
+//! run is waiting and until when), each cut to the terminal's width, which
+//! is read again at every redraw so a resize is followed; or a log line
+//! every minute when stderr is not a terminal or escape codes are off
+//! (`--color never`, `NO_COLOR`, `TERM=dumb`: the live display redraws
+//! itself with cursor movements, which are escape codes too).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -41,17 +45,19 @@ struct Counts {
 
 impl Progress {
     /// Starts the display for `total` rows. `enabled` false (or stderr not
-    /// a terminal) draws no bar and no escape codes.
+    /// a terminal, or escape codes off) draws no bar and no escape codes.
     pub fn new(total: u64, enabled: bool, pacer: Arc<Pacer>) -> Progress {
         let counts = Arc::new(Counts::default());
         counts.total.store(total, Ordering::Relaxed);
-        let draw = enabled && std::io::stderr().is_terminal();
+        let draw = enabled && std::io::stderr().is_terminal() && crate::logging::ansi();
         let bar = draw.then(|| {
             let bar = crate::logging::bars().add(ProgressBar::new(total));
             bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+            // The bar takes what the counts and ETA leave of the first line;
+            // the reason fills the second and is cut at its end.
             // Invariant: the template is a constant known to parse.
             let style = ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} {prefix} {msg}",
+                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} {prefix}\n  {wide_msg}",
             )
             .expect("valid progress template");
             bar.set_style(style.progress_chars("=> "));
@@ -65,19 +71,34 @@ impl Progress {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     // The message costs a schedule computation: build it only
                     // when it will be shown.
-                    let message = || {
+                    let state = || {
                         let remaining = counts
                             .total
                             .load(Ordering::Relaxed)
                             .saturating_sub(counts.done.load(Ordering::Relaxed));
-                        let eta = pacer.schedule(remaining.min(ETA_HORIZON));
-                        describe(pacer.holds().first(), eta, remaining > ETA_HORIZON)
+                        let holds = pacer.holds();
+                        let eta = eta(&holds, pacer.schedule(remaining.min(ETA_HORIZON)));
+                        (holds.first().copied(), eta, remaining > ETA_HORIZON)
                     };
                     match &bar {
-                        Some(b) => b.set_message(message()),
+                        Some(b) => {
+                            let (hold, eta, more) = state();
+                            let failed = counts.failed.load(Ordering::Relaxed);
+                            let ok = counts.done.load(Ordering::Relaxed).saturating_sub(failed);
+                            b.set_prefix(format!(
+                                "ok {ok} failed {failed} eta {}{}",
+                                if more { ">" } else { "" },
+                                human(eta)
+                            ));
+                            b.set_message(
+                                reason(hold.as_ref())
+                                    .unwrap_or_else(|| "sending at the quota's pace".into()),
+                            );
+                        }
                         None if last_log.elapsed() >= LOG_EVERY => {
                             last_log = Instant::now();
-                            let msg = message();
+                            let (hold, eta, more) = state();
+                            let msg = describe(hold.as_ref(), eta, more);
                             tracing::info!(
                                 done = counts.done.load(Ordering::Relaxed),
                                 total = counts.total.load(Ordering::Relaxed),
@@ -101,9 +122,6 @@ impl Progress {
         }
         if let Some(b) = &self.bar {
             b.inc(1);
-            let failed = self.counts.failed.load(Ordering::Relaxed);
-            let ok = self.counts.done.load(Ordering::Relaxed) - failed;
-            b.set_prefix(format!("ok {ok} failed {failed}"));
         }
     }
 
@@ -124,28 +142,42 @@ impl Drop for Progress {
     }
 }
 
-/// The wait message: why calls are held and until when, plus the ETA.
+/// The time left: the schedule under the quota, after the longest pause a
+/// server's `Retry-After` imposes (nothing is sent before it ends).
+fn eta(holds: &[Hold], schedule: Duration) -> Duration {
+    let now = Instant::now();
+    let pause = holds
+        .iter()
+        .filter(|h| matches!(h.reason, WaitReason::RetryAfter))
+        .map(|h| h.until.saturating_duration_since(now))
+        .max()
+        .unwrap_or_default();
+    pause + schedule
+}
+
+/// Why calls are held and until when, if they are.
+fn reason(hold: Option<&Hold>) -> Option<String> {
+    let h = hold?;
+    let left = h.until.saturating_duration_since(Instant::now());
+    let until = format_utc(SystemTime::now() + left);
+    let until = until.get(11..19).unwrap_or(&until).to_string();
+    Some(match h.reason {
+        WaitReason::Quota(l) => {
+            format!("{}: quota {l} full, next call at {until} UTC (in {})", h.api, human(left))
+        }
+        WaitReason::RetryAfter => {
+            format!("{}: server said 429, waiting until {until} UTC (in {})", h.api, human(left))
+        }
+    })
+}
+
+/// The off-terminal progress message: why calls are held and until when,
+/// plus the ETA.
 fn describe(hold: Option<&Hold>, eta: Duration, more: bool) -> String {
     let eta = format!("eta {}{} under the quota", if more { "over " } else { "" }, human(eta));
-    match hold {
+    match reason(hold) {
         None => eta,
-        Some(h) => {
-            let left = h.until.saturating_duration_since(Instant::now());
-            let until = format_utc(SystemTime::now() + left);
-            let until = until.get(11..19).unwrap_or(&until).to_string();
-            match h.reason {
-                WaitReason::Quota(l) => format!(
-                    "{}: quota {l} full, next call at {until} UTC (in {}); {eta}",
-                    h.api,
-                    human(left)
-                ),
-                WaitReason::RetryAfter => format!(
-                    "{}: server said 429, waiting until {until} UTC (in {}); {eta}",
-                    h.api,
-                    human(left)
-                ),
-            }
-        }
+        Some(r) => format!("{r}; {eta}"),
     }
 }
 
@@ -158,5 +190,31 @@ pub fn human(d: Duration) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{}.{}s", s, d.subsec_millis() / 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_eta_waits_out_a_known_retry_after_first() {
+        let now = Instant::now();
+        let api = crate::api::route::Api::CancelAction;
+        let holds = [
+            Hold {
+                api,
+                until: now + Duration::from_secs(5),
+                reason: WaitReason::Quota(crate::pace::Limit {
+                    calls: 100,
+                    window: Duration::from_secs(60),
+                }),
+            },
+            Hold { api, until: now + Duration::from_secs(30), reason: WaitReason::RetryAfter },
+        ];
+        assert_eq!(eta(&holds, Duration::from_secs(60)), Duration::from_secs(90));
+        assert_eq!(eta(&holds[..1], Duration::from_secs(60)), Duration::from_secs(60));
+        let text = reason(Some(&holds[1])).unwrap();
+        assert!(text.contains("server said 429") && text.contains("(in 30.0s)"), "{text}");
     }
 }

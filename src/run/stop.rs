@@ -30,6 +30,28 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// A stable name for scripts (the `kind` of a JSON summary's `error`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            StopReason::Interrupted => "interrupted",
+            StopReason::Deadline => "deadline",
+            StopReason::AuthLost => "auth_lost",
+            StopReason::Connection => "connection",
+            StopReason::Storage => "storage",
+        }
+    }
+
+    /// What happened, when the stop carries no detail of its own.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Interrupted => "interrupted",
+            StopReason::Deadline => "stopped at --max-runtime",
+            StopReason::AuthLost => "the credentials stopped working",
+            StopReason::Connection => "the service cannot be reached safely",
+            StopReason::Storage => "the journal or results could not be written",
+        }
+    }
+
     /// The process exit code of a run that stopped for this reason.
     pub fn exit_code(self) -> u8 {
         match self {

@@ -186,6 +186,74 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The summary as one JSON object (`--summary json`, JSON logs): the
+    /// command, counts per status (every status, zeros included, so a
+    /// script need not guess keys), elapsed seconds, 429 answers, the
+    /// results path (`null`: standard output), the exit code, and, when a
+    /// stop cut the command short, `error` with a stable `kind` and what to
+    /// do `next`.
+    pub fn to_json(&self, next: Option<String>) -> serde_json::Value {
+        let verb = match self.heading {
+            Some(h) => h,
+            None if self.dry_run => "dry run",
+            None => "run",
+        };
+        let by_status: serde_json::Map<String, serde_json::Value> = Status::ALL
+            .iter()
+            .zip(self.by_status)
+            .map(|(s, n)| (s.as_str().to_string(), n.into()))
+            .collect();
+        let mut out = serde_json::json!({
+            "command": verb,
+            "rows": self.rows(),
+            "by_status": by_status,
+            "failed": self.failed(),
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "throttled_429": self.throttled,
+            "results": self.results.as_ref().map(|p| p.display().to_string()),
+            "exit_code": self.exit_code(),
+        });
+        let extra = [
+            ("not_selected", self.not_selected),
+            ("reconciled", self.reconciled),
+            ("no_longer_in_input", self.no_longer_in_input),
+        ];
+        for (key, n) in extra {
+            if n > 0 {
+                out[key] = n.into();
+            }
+        }
+        if !self.planned.is_empty() {
+            out["planned_per_action"] = serde_json::json!(self.planned);
+        }
+        if let Some(e) = self.estimate {
+            out["estimate_seconds"] = e.as_secs_f64().into();
+        }
+        if let Some(w) = &self.waited {
+            out["waited"] = serde_json::json!({
+                "rows": w.rows,
+                "polls": w.polls,
+                "list_calls": w.list_calls,
+                "still_open": w.still_open,
+                "unseen": w.unseen,
+                "elapsed_seconds": w.elapsed.as_secs_f64(),
+            });
+        }
+        if let Some(reason) = self.stopped {
+            let message = match &self.stop_detail {
+                Some(d) if !d.is_empty() => d.clone(),
+                _ => reason.describe().to_string(),
+            };
+            out["error"] = serde_json::json!({ "kind": reason.kind(), "message": message });
+        }
+        if let Some(next) = next {
+            out["next"] = next.into();
+        }
+        out
+    }
+}
+
 /// The summary lines of a wait.
 fn render_wait(out: &mut String, w: &WaitStats, results: Option<&std::path::Path>) {
     let _ = writeln!(
@@ -277,6 +345,27 @@ mod tests {
         assert_eq!(s.exit_code(), 130);
         s.stopped = Some(StopReason::Deadline);
         assert_eq!(s.exit_code(), 75);
+    }
+
+    #[test]
+    fn the_json_summary_counts_every_status_and_names_a_stop() {
+        let mut s = with(&[Status::Submitted, Status::Submitted, Status::Rejected]);
+        s.throttled = 3;
+        s.results = Some(PathBuf::from("r.csv"));
+        let v = s.to_json(None);
+        assert_eq!(v["rows"], 3);
+        assert_eq!(v["by_status"]["submitted"], 2);
+        assert_eq!(v["by_status"]["rejected"], 1);
+        assert_eq!(v["by_status"]["succeeded"], 0);
+        assert_eq!(v["throttled_429"], 3);
+        assert_eq!(v["results"], "r.csv");
+        assert_eq!(v["exit_code"], 1);
+        assert!(v.get("error").is_none(), "{v}");
+        s.stopped = Some(StopReason::Deadline);
+        let v = s.to_json(Some("to continue: mdebulk run x --resume".into()));
+        assert_eq!(v["error"]["kind"], "deadline");
+        assert_eq!(v["exit_code"], 75);
+        assert_eq!(v["next"], "to continue: mdebulk run x --resume");
     }
 
     #[test]
