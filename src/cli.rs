@@ -205,13 +205,13 @@ pub struct RunArgs {
     #[arg(required_unless_present_any = ["tag", "has_file"])]
     pub input: Option<String>,
     /// Act on the machines carrying this tag (GET machines/findbytag; without regard to case) instead of an input file. Needs -o FILE.
-    #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "has_file"])]
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "has_file"], help_heading = "Input")]
     pub tag: Option<String>,
     /// With --tag: every tag starting with TAG (useStartsWithFilter).
-    #[arg(long, requires = "tag")]
+    #[arg(long, requires = "tag", help_heading = "Input")]
     pub tag_prefix: bool,
     /// Act on the machines that have seen the file with this SHA-1 (GET files/{sha1}/machines) instead of an input file; the default --sha1 of stop-and-quarantine. Needs -o FILE.
-    #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"])]
+    #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"], help_heading = "Input")]
     pub has_file: Option<String>,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
     #[arg(short, long, help_heading = "Output")]
@@ -284,16 +284,16 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "latest", help_heading = "Input")]
     pub pick: Option<Pick>,
     /// Refuse more rows than this that isolate, restrict or offboard, unless --allow-large.
-    #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES)]
+    #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES, help_heading = "Safety")]
     pub max_devices: u64,
     /// Refuse more such rows than this percentage of the tenant's active devices (one paged GET machines listing), unless --allow-large.
-    #[arg(long, value_name = "P", value_parser = parse_percent)]
+    #[arg(long, value_name = "P", value_parser = parse_percent, help_heading = "Safety")]
     pub max_percent: Option<f64>,
     /// Go on above --max-devices or --max-percent (on a terminal, after typing the count back).
-    #[arg(long)]
+    #[arg(long, help_heading = "Safety")]
     pub allow_large: bool,
     /// Rows whose device is already in the asked state (isolated, released, restricted, unrestricted), by its latest completed actions, become already_done and are not sent (one paged GET machineactions listing).
-    #[arg(long)]
+    #[arg(long, help_heading = "Safety")]
     pub skip_satisfied: bool,
     /// Stop gracefully after this long (resumable, exit 75).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
