@@ -213,7 +213,7 @@ pub struct RunArgs {
     /// Act on the machines that have seen the file with this SHA-1 (GET files/{sha1}/machines) instead of an input file; the default --sha1 of stop-and-quarantine. Needs -o FILE.
     #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"], help_heading = "Input")]
     pub has_file: Option<String>,
-    /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
+    /// Results file (.csv, .jsonl or .xlsx; - for standard output). Default: the input's name with .results.csv, beside it (.results.xlsx for a workbook; .plan.csv / .plan.xlsx with --dry-run).
     #[arg(short, long, help_heading = "Output")]
     pub output: Option<String>,
     /// Input format, when the file name has no telling extension (stdin). lines: one device id, name, IP or Entra id per line.
@@ -649,12 +649,16 @@ pub fn run_config(
             "--tag and --has-file need a results file (-o FILE): the devices found are kept beside it (FILE with .targets.csv), so --resume, status and undo act on the same rows"
         );
     }
+    let format = args
+        .input_format
+        .or_else(|| input_path.as_deref().and_then(crate::input::InputFormat::from_extension));
+    let workbook = format == Some(InputFormat::Workbook);
     let results = match args.output.as_deref() {
         Some("-") => ResultsTarget::Stdout,
         Some(p) => ResultsTarget::File(PathBuf::from(p)),
         None => match &input_path {
-            Some(p) if args.dry_run => ResultsTarget::File(default_plan_path(p)),
-            Some(p) => ResultsTarget::File(default_results_path(p)),
+            Some(p) if args.dry_run => ResultsTarget::File(default_plan_path(p, workbook)),
+            Some(p) => ResultsTarget::File(default_results_path(p, workbook)),
             None => bail!(
                 "reading standard input: name the results file with -o FILE (or -o - for standard output)"
             ),
@@ -663,9 +667,6 @@ pub fn run_config(
     if let ResultsTarget::File(out) = &results {
         refuse_workbook_results(out)?;
     }
-    let format = args
-        .input_format
-        .or_else(|| input_path.as_deref().and_then(crate::input::InputFormat::from_extension));
     if args.sheet.is_some() && format != Some(InputFormat::Workbook) {
         bail!(
             "--sheet chooses a sheet of a workbook (.xlsx, .xlsm, .xls, .ods); this input is not one"
@@ -784,9 +785,22 @@ fn run_targets(args: &RunArgs) -> anyhow::Result<Option<crate::run::Targets>> {
 /// rewritten in place by `status` and `--wait`) as CSV or JSONL only, and
 /// CSV bytes under a workbook's name would not open in Excel.
 fn refuse_workbook_results(path: &std::path::Path) -> anyhow::Result<()> {
+    if InputFormat::from_extension(path) == Some(InputFormat::Workbook)
+        && crate::output::ResultFormat::for_path(path) != crate::output::ResultFormat::Xlsx
+    {
+        bail!(
+            "{}: results workbooks are written as .xlsx only; name the file .xlsx, or .csv or .jsonl",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a workbook for `devices -o`: that listing is written as CSV.
+fn refuse_devices_workbook(path: &std::path::Path) -> anyhow::Result<()> {
     if InputFormat::from_extension(path) == Some(InputFormat::Workbook) {
         bail!(
-            "{}: results are written as CSV or JSONL, not as a workbook; name them .csv (Excel opens them in columns: they repeat the input's delimiter and carry a UTF-8 BOM)",
+            "{}: the device listing is written as CSV, not as a workbook; name it .csv (Excel opens it in columns)",
             path.display()
         );
     }
@@ -810,16 +824,23 @@ fn refuse_simulated_run(results: &std::path::Path, command: &str) -> anyhow::Res
 /// in-process simulator.
 const SIMULATED: &str = "simulated";
 
-/// `isolate.csv` → `isolate.results.csv`, beside the input.
-pub fn default_results_path(input: &std::path::Path) -> PathBuf {
-    input.with_file_name(format!("{}.results.csv", input_stem(input)))
+/// `isolate.csv` → `isolate.results.csv`, beside the input; a workbook
+/// input (`isolate.xlsx`, `.xls`, `.ods`, ...) → `isolate.results.xlsx`.
+pub fn default_results_path(input: &std::path::Path, workbook: bool) -> PathBuf {
+    input.with_file_name(format!("{}.results.{}", input_stem(input), results_extension(workbook)))
 }
 
-/// `isolate.csv` → `isolate.plan.csv`, beside the input: where a dry run
-/// writes its plan by default, so the results file of the real run that
-/// follows is not taken.
-pub fn default_plan_path(input: &std::path::Path) -> PathBuf {
-    input.with_file_name(format!("{}.plan.csv", input_stem(input)))
+/// `isolate.csv` → `isolate.plan.csv`, beside the input (`.plan.xlsx` for a
+/// workbook input): where a dry run writes its plan by default, so the
+/// results file of the real run that follows is not taken.
+pub fn default_plan_path(input: &std::path::Path, workbook: bool) -> PathBuf {
+    input.with_file_name(format!("{}.plan.{}", input_stem(input), results_extension(workbook)))
+}
+
+/// The extension of a results file by default: a workbook's results are a
+/// workbook, so they open where the input did.
+fn results_extension(workbook: bool) -> &'static str {
+    if workbook { "xlsx" } else { "csv" }
 }
 
 /// The input's name without its extension, nor the `.results` or `.plan`
@@ -864,7 +885,7 @@ pub fn devices_config(
         None | Some("-") => None,
         Some(p) => {
             let p = PathBuf::from(p);
-            refuse_workbook_results(&p)?;
+            refuse_devices_workbook(&p)?;
             Some(p)
         }
     };
@@ -1490,20 +1511,29 @@ mod tests {
 
     #[test]
     fn default_results_paths() {
+        let p = std::path::Path::new;
         assert_eq!(
-            default_results_path(std::path::Path::new("a/isolate.csv")),
+            default_results_path(p("a/isolate.csv"), false),
             PathBuf::from("a/isolate.results.csv")
         );
         assert_eq!(
-            default_results_path(std::path::Path::new("last.results.csv")),
+            default_results_path(p("last.results.csv"), false),
             PathBuf::from("last.results.csv")
         );
         assert_eq!(
-            default_plan_path(std::path::Path::new("a/isolate.xlsx")),
-            PathBuf::from("a/isolate.plan.csv")
+            default_plan_path(p("a/isolate.xlsx"), true),
+            PathBuf::from("a/isolate.plan.xlsx")
         );
         assert_eq!(
-            default_results_path(std::path::Path::new("a/isolate.plan.csv")),
+            default_results_path(p("a/hosts.ods"), true),
+            PathBuf::from("a/hosts.results.xlsx")
+        );
+        assert_eq!(
+            default_results_path(p("a/hosts.results.xlsx"), true),
+            PathBuf::from("a/hosts.results.xlsx")
+        );
+        assert_eq!(
+            default_results_path(p("a/isolate.plan.csv"), false),
             PathBuf::from("a/isolate.results.csv"),
             "a plan run for real writes the results beside it"
         );

@@ -568,6 +568,7 @@ fn result_row(rng: &mut Rng, line: u64) -> ResultRow {
     ResultRow {
         line,
         machine_id: text(rng),
+        device_name: text(rng),
         action: text(rng),
         status: rng.bool().then(|| Status::ALL[rng.usize(..Status::ALL.len())]),
         action_id: text(rng),
@@ -984,13 +985,14 @@ fn trimmed_text(rng: &mut Rng) -> String {
 }
 
 fn gen_results(rng: &mut Rng) -> ResultsCase {
-    let format = if rng.bool() { ResultFormat::Csv } else { ResultFormat::Jsonl };
+    let format = [ResultFormat::Csv, ResultFormat::Jsonl, ResultFormat::Xlsx][rng.usize(..3)];
     let user_columns: Vec<String> = (0..rng.usize(..4)).map(|i| format!("owner{i}")).collect();
     let rows = (0..rng.usize(1..12))
         .map(|i| {
             let user = user_columns.iter().map(|_| text(rng)).collect();
             let mut row = result_row(rng, 2 + i as u64);
             row.machine_id = trimmed_text(rng);
+            row.device_name = trimmed_text(rng);
             row.action = trimmed_text(rng);
             row.action_id = trimmed_text(rng);
             row.action_status = trimmed_text(rng);
@@ -1015,18 +1017,46 @@ impl std::io::Write for Buffer {
     }
 }
 
+/// What a results workbook keeps of `s`: U+FFFE and U+FFFF, which XML
+/// cannot hold, become U+FFFD (the sink's documented substitution).
+fn in_workbook(s: &str) -> String {
+    s.replace(['\u{FFFE}', '\u{FFFF}'], "\u{FFFD}")
+}
+
 fn check_results(case: &ResultsCase) -> Result<(), String> {
     let buffer = Buffer::default();
     let mut out = sink(case.format, buffer.clone(), &case.user_columns);
     for (user, row) in &case.rows {
         out.write_row(user, row).map_err(|e| format!("write: {e}"))?;
     }
-    out.flush().map_err(|e| format!("flush: {e}"))?;
+    out.finish().map_err(|e| format!("finish: {e}"))?;
     drop(out);
     let bytes = buffer.0.lock().map_err(|_| "poisoned".to_string())?.clone();
     let dir = TempDir::new("fuzz-results");
     let path = dir.write(&format!("run.results.{}", case.format.extension()), &bytes);
-    read_back(&path, case)
+    if case.format != ResultFormat::Xlsx {
+        return read_back(&path, case);
+    }
+    let kept = |row: &ResultRow| ResultRow {
+        machine_id: in_workbook(&row.machine_id),
+        device_name: in_workbook(&row.device_name),
+        action: in_workbook(&row.action),
+        action_id: in_workbook(&row.action_id),
+        action_status: in_workbook(&row.action_status),
+        error_code: in_workbook(&row.error_code),
+        error_message: in_workbook(&row.error_message),
+        ..row.clone()
+    };
+    let expected = ResultsCase {
+        format: case.format,
+        user_columns: case.user_columns.clone(),
+        rows: case
+            .rows
+            .iter()
+            .map(|(user, row)| (user.iter().map(|u| in_workbook(u)).collect(), kept(row)))
+            .collect(),
+    };
+    read_back(&path, &expected)
 }
 
 fn read_back(path: &Path, case: &ResultsCase) -> Result<(), String> {

@@ -98,7 +98,9 @@ async fn excels_unicode_text_is_utf16_tab_separated_with_a_header() {
     assert_eq!(column(&rows, "Notiz"), ["ßäö", "東京"]);
     assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
     let (header, bom, crlf) = shape(&results);
-    assert!(header.starts_with("DeviceName\tComment\tNotiz\tline\t"), "{header}");
+    // The DeviceName column lives on as the runner's device_name.
+    assert!(header.starts_with("Comment\tNotiz\tline\tmachine_id\tdevice_name\t"), "{header}");
+    assert_eq!(column(&rows, "device_name"), [name(&m[0]), name(&m[1])]);
     assert!(bom && crlf);
     // A broken UTF-16 file names the encoding and the line.
     let mut bad = utf16le_bom("DeviceName\r\nh1\r\n");
@@ -338,21 +340,36 @@ async fn a_workbook_is_read_with_the_sheets_row_numbers_and_cells_as_shown() {
     write_workbook(&book, &[(&m[0].id, "Jürgen", 1.2e15), (&m[1].id, "Änne", 42.0)]);
     let out = output(isolate(&sim, &book, &[])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let rows = read_results(&dir.path("geraete.results.csv"));
+    let rows = read_results(&dir.path("geraete.results.xlsx"));
     assert_eq!(column(&rows, "line"), ["3", "5"], "the sheet's own row numbers");
     assert_eq!(column(&rows, "machine_id"), [m[0].id.clone(), m[1].id.clone()]);
     assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne"]);
     assert_eq!(column(&rows, "Ticket"), ["1200000000000000", "42"], "not 1.2E+15, not 42.0");
     assert_eq!(column(&rows, "Gesehen"), ["2026-11-30", "2026-11-30"]);
     assert_eq!(column(&rows, "status"), ["submitted", "submitted"]);
-    assert!(shape(&dir.path("geraete.results.csv")).1, "Excel reads the results as UTF-8");
-    // Results are CSV or JSONL: a workbook name for them is refused.
+    // -o x.csv still gives CSV, in the dialect Excel opens in columns.
+    let mut cmd = isolate(&sim, &book, &["--force", "-o"]);
+    cmd.arg(dir.path("geraete.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (header, bom, crlf) = shape(&dir.path("geraete.csv"));
+    assert!(header.starts_with("DeviceId,Zuständig,Ticket,Gesehen,line,machine_id,"), "{header}");
+    assert!(bom && crlf, "Excel reads the results as UTF-8");
+    assert_eq!(
+        column(&read_results(&dir.path("geraete.csv")), "Ticket"),
+        ["1200000000000000", "42"]
+    );
+    // Results workbooks are .xlsx: another workbook name is refused.
     let mut cmd = isolate(&sim, &book, &["-o"]);
-    cmd.arg(dir.path("out.xlsx"));
+    cmd.arg(dir.path("out.ods"));
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("out.xlsx: results are written as CSV or JSONL"), "{}", text(&out));
-    assert!(!dir.path("out.xlsx").exists());
+    assert!(
+        text(&out).contains("out.ods: results workbooks are written as .xlsx only"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path("out.ods").exists());
 
     // A bad row is named by the file, the sheet and the sheet's row.
     let bad = dir.path("bad.xlsx");
@@ -378,7 +395,7 @@ async fn a_workbook_from_another_writer_is_read_and_its_sheets_chosen() {
     cmd.arg("run").arg(&book).args(["--action", "isolate"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let rows = read_results(&dir.path("handmade.results.csv"));
+    let rows = read_results(&dir.path("handmade.results.xlsx"));
     let fleet = sim.fleet();
     let id_of = |n: &str| {
         fleet.iter().find(|m| m.computer_dns_name.as_deref() == Some(n)).unwrap().id.clone()
@@ -424,12 +441,21 @@ async fn a_workbook_run_stopped_at_its_deadline_resumes_and_every_row_ends_once(
     let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--max-runtime", "1200ms"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    // The stopped run still leaves a whole workbook: every row, those the
+    // deadline kept from being sent as not_sent.
+    let stopped = read_results(&dir.path("contain.results.xlsx"));
+    assert_eq!(stopped.len(), 15);
+    assert!(stopped.iter().any(|r| r["status"] == "not_sent"), "{stopped:?}");
     let cmd = isolate(&sim, &book, &["--limit", "5/1s", "--resume"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let results = read_results(&dir.path("contain.results.csv"));
+    let path = dir.path("contain.results.xlsx");
+    let results = read_results(&path);
+    assert!(!dir.path("contain.results.xlsx.partial").exists());
     let lines: Vec<String> = (0..15).map(|i| (3 + 2 * i).to_string()).collect();
     assert_eq!(column(&results, "line"), lines, "the sheet's rows, each once");
+    let names: Vec<String> = m.iter().map(|d| name(d).to_string()).collect();
+    assert_eq!(column(&results, "device_name"), names, "the resumed rows and the rest alike");
     assert_eq!(column(&results, "Ticket")[14], "14");
     assert!(results.iter().all(|r| r["status"] == "submitted"), "{results:?}");
     assert_eq!(stats(&sim).actions_created, 15);
@@ -525,4 +551,223 @@ async fn an_id_and_a_name_that_name_different_machines_are_rejected_before_any_a
     assert_eq!(api_calls(&sim, "isolate"), 3, "no action for the mismatched row");
     assert!(stats(&sim).actions_created == 3);
     assert_eq!(api_calls(&sim, "GET machines"), 1, "the ids are checked in one batched look-up");
+}
+
+/// True when the file at `path` is a zip (a workbook), not text.
+fn is_workbook(path: &std::path::Path) -> bool {
+    std::fs::read(path).unwrap().starts_with(b"PK\x03\x04")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workbook_run_writes_a_results_workbook_the_users_columns_then_ours_ids_as_text() {
+    use calamine::Data;
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("results-workbook");
+    let m = windows_online(&sim, 2);
+    let book = dir.path("geraete.xlsx");
+    write_workbook(&book, &[(&m[0].id, "Jürgen", 1.2e15), (&m[1].id, "=1+1", 42.0)]);
+    // A dry run of a workbook writes its plan as a workbook (and leaves
+    // the results workbook to the real run).
+    let out = output(isolate(&sim, &book, &["--dry-run", "--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = dir.path("geraete.plan.xlsx");
+    assert!(is_workbook(&plan));
+    let planned = read_results(&plan);
+    assert_eq!(column(&planned, "status"), ["planned", "planned"]);
+    let names: Vec<String> = m.iter().map(|d| name(d).to_string()).collect();
+    assert_eq!(column(&planned, "device_name"), names, "as the id check found them");
+
+    let out = output(isolate(&sim, &book, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let path = dir.path("geraete.results.xlsx");
+    assert!(is_workbook(&path));
+    assert!(!dir.path("geraete.results.xlsx.partial").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "results list devices: owner-only");
+    }
+    let (sheet, rows) = read_workbook(&path);
+    assert_eq!(sheet, "Results");
+    let header: Vec<String> = rows[0].iter().map(|c| c.to_string()).collect();
+    let want: Vec<&str> = ["DeviceId", "Zuständig", "Ticket", "Gesehen"]
+        .into_iter()
+        .chain(mdebulk::results::RUNNER_COLUMNS)
+        .collect();
+    assert_eq!(header, want, "the user's columns, then the runner's in CSV order");
+    let at = |c: &str| header.iter().position(|h| h == c).unwrap();
+    for (row, machine) in rows[1..].iter().zip(&m) {
+        assert_eq!(row[at("DeviceId")], Data::String(machine.id.clone()));
+        assert_eq!(row[at("machine_id")], Data::String(machine.id.clone()));
+        assert_eq!(row[at("device_name")], Data::String(name(machine).to_string()));
+        assert_eq!(row[at("status")], Data::String("submitted".into()));
+        assert!(matches!(row[at("line")], Data::Float(_)), "line is a number");
+        assert!(matches!(row[at("action_id")], Data::String(_)));
+    }
+    // A number-looking cell of the user's stays text, exactly as read; a
+    // formula-looking one is text too, never evaluated.
+    assert_eq!(rows[1][at("Ticket")], Data::String("1200000000000000".into()));
+    assert_eq!(rows[2][at("Zuständig")], Data::String("=1+1".into()));
+
+    // -o x.xlsx gives a workbook for a CSV input too.
+    let input = dir.write("hosts.csv", ids_csv(&m));
+    let mut cmd = isolate(&sim, &input, &["--dry-run", "--no-progress", "-o"]);
+    cmd.arg(dir.path("hosts.out.xlsx"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(is_workbook(&dir.path("hosts.out.xlsx")));
+    let pending = read_results(&dir.path("hosts.out.xlsx"));
+    assert_eq!(column(&pending, "status"), ["already_pending", "already_pending"], "just isolated");
+    assert_eq!(column(&pending, "device_name"), names, "as the open actions name them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_workbook_replays_with_only_and_status_and_undo_keep_it_a_workbook() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("workbook-round-trip");
+    let m = windows_online(&sim, 2);
+    let ghost = "0123456789abcdef0123456789abcdef01234567";
+    let book = dir.path("geraete.xlsx");
+    write_workbook(
+        &book,
+        &[(&m[0].id, "Jürgen", 1.0), (ghost, "Änne", 2.0), (&m[1].id, "Öz", 3.0)],
+    );
+    let out = output(isolate(&sim, &book, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(1), "one row is not found: {}", text(&out));
+    let results = dir.path("geraete.results.xlsx");
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "status"), ["submitted", "not_found", "submitted"]);
+    assert_eq!(column(&rows, "device_name"), [name(&m[0]), "", name(&m[1])]);
+    assert_eq!(api_calls(&sim, "isolate"), 3);
+
+    // `status --wait` rewrites the workbook in place, as a workbook.
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("status").arg(&results).arg("--wait");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(is_workbook(&results));
+    assert!(!dir.path("geraete.results.xlsx.rewrite").exists());
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "status"), ["succeeded", "not_found", "succeeded"]);
+    assert_eq!(column(&rows, "Zuständig"), ["Jürgen", "Änne", "Öz"]);
+    assert_eq!(column(&rows, "Ticket"), ["1", "2", "3"]);
+    assert_eq!(column(&rows, "device_name"), [name(&m[0]), "", name(&m[1])]);
+
+    // The results workbook replays with --only: the one not_found row alone.
+    let replay = dir.path("replay.xlsx");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&results).args(["--only", "not_found", "--action", "isolate"]);
+    cmd.args(["--comment", "IR-7", "-o"]).arg(&replay);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let replayed = read_results(&replay);
+    assert_eq!(column(&replayed, "Zuständig"), ["Änne"]);
+    assert_eq!(column(&replayed, "machine_id"), [ghost]);
+    assert_eq!(column(&replayed, "status"), ["not_found"]);
+    assert_eq!(api_calls(&sim, "isolate"), 4, "only the selected row was sent");
+
+    // Undo reads the workbook and writes its own as a workbook, beside it.
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("undo").arg(&results).args(["--yes", "--comment", "IR-7 Freigabe"]);
+    let out = output(cmd).await;
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let undo = dir.path("geraete.results.undo.xlsx");
+    assert!(is_workbook(&undo));
+    let undone = read_results(&undo);
+    assert_eq!(column(&undone, "Zuständig"), ["Jürgen", "Änne", "Öz"]);
+    assert_eq!(undone.iter().filter(|r| r["action"] == "unisolate").count(), 2, "{undone:?}");
+    assert_eq!(column(&undone, "device_name"), [name(&m[0]), "", name(&m[1])]);
+    assert_eq!(api_calls(&sim, "unisolate"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_results_row_carries_the_device_name_the_api_knows() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("device-name");
+    let m = windows_online(&sim, 4);
+    // Ids, a short name in capitals, an FQDN, and a name nobody has.
+    let short = name(&m[1]).split('.').next().unwrap().to_uppercase();
+    let content = format!(
+        "machine_id,hostname,owner\n{},,ann\n,{short},bob\n,{},cy\n,no-such-host,dee\n{},,eve\n",
+        m[0].id,
+        name(&m[2]),
+        m[3].id
+    );
+    let input = dir.write("mixed.csv", content);
+    let out = output(isolate(&sim, &input, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(1), "one name is not found: {}", text(&out));
+    let rows = read_results(&dir.path("mixed.results.csv"));
+    assert_eq!(
+        column(&rows, "status"),
+        ["submitted", "submitted", "submitted", "not_found", "submitted"]
+    );
+    assert_eq!(
+        column(&rows, "device_name"),
+        [name(&m[0]), name(&m[1]), name(&m[2]), "no-such-host", name(&m[3])],
+        "the API's name of each machine acted on; the row's own where none matched"
+    );
+    assert_eq!(column(&rows, "hostname"), ["", &short, name(&m[2]), "no-such-host", ""]);
+
+    // An input's own DeviceName column is the runner's device_name in the
+    // results, never a second column; the not-found name replays from it.
+    let hunting = dir.write(
+        "hunting.csv",
+        format!("DeviceName,Comment\n{},IR-1\nghost-host,IR-1\n", name(&m[0])),
+    );
+    let out = output(isolate(&sim, &hunting, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let results = dir.path("hunting.results.csv");
+    let (header, _, _) = shape(&results);
+    assert_eq!(header.matches("device_name").count(), 1, "{header}");
+    assert!(!header.contains("DeviceName"), "{header}");
+    let rows = read_results(&results);
+    assert_eq!(column(&rows, "device_name"), [name(&m[0]), "ghost-host"]);
+    let lookups = api_calls(&sim, "GET machines");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&results).args(["--only", "not_found", "--action", "isolate", "-o"]);
+    cmd.arg(dir.path("hunting.replay.csv"));
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let replayed = read_results(&dir.path("hunting.replay.csv"));
+    assert_eq!(column(&replayed, "status"), ["not_found"]);
+    assert!(
+        replayed[0]["error_message"].contains("no machine named \"ghost-host\""),
+        "{replayed:?}"
+    );
+    assert_eq!(api_calls(&sim, "GET machines"), lookups + 1, "the name was looked up again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_file_of_an_earlier_version_without_device_name_still_replays() {
+    let sim = sim(sim_config(&[])).await;
+    let dir = TempDir::new("old-results");
+    let m = windows_online(&sim, 2);
+    // The twelve runner columns of earlier versions, no device_name.
+    let old = format!(
+        "owner,line,machine_id,action,status,action_id,action_status,http_status,error_code,error_message,attempts,requested_at,finished_at\n\
+         ann,2,{},isolate,submitted,a-1,Pending,201,,,1,2024-05-01T08:00:00.0000000Z,2024-05-01T08:00:00.5000000Z\n\
+         bob,3,{},isolate,not_sent,,,,,stopped,0,,2024-05-01T08:00:01.0000000Z\n",
+        m[0].id, m[1].id
+    );
+    let results = dir.write("old.results.csv", old);
+    let replay = dir.path("old.replay.csv");
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&results).args([
+        "--only",
+        "not_sent",
+        "--comment",
+        "IR-9",
+        "--no-progress",
+        "-o",
+    ]);
+    cmd.arg(&replay);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = read_results(&replay);
+    assert_eq!(column(&rows, "owner"), ["bob"]);
+    assert_eq!(column(&rows, "machine_id"), [m[1].id.clone()]);
+    assert_eq!(column(&rows, "status"), ["submitted"]);
+    assert_eq!(column(&rows, "device_name"), [name(&m[1])], "named now by the action's answer");
+    assert_eq!(api_calls(&sim, "isolate"), 1);
 }

@@ -67,6 +67,8 @@ async fn a_tag_targets_exactly_its_machines_and_a_resume_does_not_ask_again() {
     for r in &rows {
         assert_eq!(r["status"], "submitted");
         assert_eq!(r["found_by"], "tag:ir-7731-compromised");
+        let machine = tagged.iter().find(|m| m.id == r["machine_id"]).unwrap();
+        assert_eq!(Some(r["device_name"].as_str()), machine.computer_dns_name.as_deref());
     }
     assert_eq!(api_calls(&sim, "GET machines/findbytag"), 1);
     assert_eq!(api_calls(&sim, "isolate"), 3);

@@ -212,6 +212,11 @@ pub struct Columns {
     roles: Vec<Vec<usize>>,
     /// The header has the runner's `line` and `status`: a results file.
     results_file: bool,
+    /// In a results file, the runner's `device_name` column: a record of the
+    /// name the API gave, not a device name to check beside the row's id, so
+    /// it takes no role; it names the device only of a row with no machine
+    /// id ([`Columns::recorded_name`]).
+    recorded_name: Option<usize>,
 }
 
 impl Columns {
@@ -234,7 +239,19 @@ impl Columns {
         }
         let has = |c: &str| folded.iter().any(|f| *f == fold_name(c));
         let results_file = has("line") && has("status");
-        Columns { names, user, user_names, roles, results_file }
+        let recorded_name = results_file
+            .then(|| {
+                let device_name = fold_name(RECORDED_NAME);
+                names
+                    .iter()
+                    .position(|n| n == RECORDED_NAME)
+                    .or_else(|| folded.iter().rposition(|f| *f == device_name))
+            })
+            .flatten();
+        if let Some(i) = recorded_name {
+            roles[Role::DeviceName.index()].retain(|&c| c != i);
+        }
+        Columns { names, user, user_names, roles, results_file, recorded_name }
     }
 
     /// Classifies a list of column names, then applies the user's choices:
@@ -326,7 +343,18 @@ impl Columns {
     pub fn is_results_file(&self) -> bool {
         self.results_file
     }
+
+    /// A results file's recorded `device_name` of a row, trimmed, when not
+    /// blank: the name the API gave the machine, or the name the row gave
+    /// when the API never matched it.
+    pub fn recorded_name<'v>(&self, values: &'v [String]) -> Option<&'v str> {
+        let v = values.get(self.recorded_name?)?.trim();
+        (!v.is_empty()).then_some(v)
+    }
 }
+
+/// The runner's column that records the device name of a row.
+const RECORDED_NAME: &str = "device_name";
 
 #[cfg(test)]
 mod tests {
@@ -433,8 +461,9 @@ mod tests {
         assert_eq!(c.role_columns(Role::MachineId), &[1]);
         assert_eq!(c.role_columns(Role::Comment), &[3]);
         assert!(!c.has(Role::DeviceName));
-        // Every column is still carried to the results.
-        assert_eq!(c.user_columns(), names.as_slice());
+        // Every column is still carried to the results, but DeviceName,
+        // which the runner's device_name replaces.
+        assert_eq!(c.user_columns(), &names[..4]);
         let missing = ColumnChoices { ignored: vec!["Owner".into()], ..ColumnChoices::default() };
         assert_eq!(
             Columns::with_choices(names, &missing).unwrap_err(),
@@ -456,6 +485,17 @@ mod tests {
         let values: Vec<String> = (0..7).map(|i| i.to_string()).collect();
         assert_eq!(c.user_values(&values), ["0", "2", "4"]);
         assert!(!cols(&["owner", "status"]).is_results_file());
+        // A results file's device_name is a record, not a name to check
+        // beside the id; a plain input's device_name is a name like any.
+        let c = cols(&["hostname", "line", "machine_id", "device_name", "status"]);
+        assert_eq!(c.user_columns(), &["hostname"]);
+        assert_eq!(c.role_columns(Role::DeviceName), &[0]);
+        let v: Vec<String> = ["h", "2", "", " host-1 ", "not_found"].map(String::from).into();
+        assert_eq!(c.recorded_name(&v), Some("host-1"));
+        let c = cols(&["DeviceName", "comment"]);
+        assert_eq!(c.user_columns(), &["comment"], "DeviceName folds like device_name");
+        assert_eq!(c.role_columns(Role::DeviceName), &[0]);
+        assert_eq!(c.recorded_name(&["x".into(), "y".into()]), None);
         assert!(!cols(&["line", "hostname"]).is_results_file());
         assert!(cols(&[]).is_empty());
     }

@@ -95,6 +95,11 @@ pub struct RowPlan {
     /// and only after the tenant confirms it is that machine, so a row whose
     /// two cells name different devices never acts on either.
     pub named: Option<String>,
+    /// The device name the row itself gives: its name target, the name
+    /// beside its id, or a results file's recorded `device_name`. The
+    /// results carry it as `device_name` when the API never names the
+    /// machine (a name not found, a row settled before its look-up).
+    pub given_name: Option<String>,
 }
 
 /// The longest `Comment` sent, in characters. Microsoft documents no limit
@@ -129,6 +134,7 @@ impl RowPlan {
             previous_status: None,
             previous: None,
             named: None,
+            given_name: None,
         }
     }
 }
@@ -220,6 +226,12 @@ pub fn plan_row(
         (None, None) if cell(Role::Device).is_some() => {
             let (column, value) = cell(Role::Device).unwrap_or_default();
             classify_device(value).map_err(|why| bad(column, value, why)).ok()
+        }
+        // A results file's row that never matched a machine: the name it
+        // gave then, recorded in the runner's device_name.
+        (None, None) if columns.recorded_name(values).is_some() => {
+            let name = columns.recorded_name(values).unwrap_or_default();
+            device_name(name).map_err(|why| bad("device_name", name, why)).ok()
         }
         (None, None) => match (cell(Role::AadDeviceId), cell(Role::IpAddress)) {
             (Some((column, aad)), _) => {
@@ -364,6 +376,10 @@ pub fn plan_row(
         None
     };
 
+    let given_name = match &target {
+        Some(Target::Name(n)) => Some(n.clone()),
+        _ => named.clone().or_else(|| columns.recorded_name(values).map(str::to_string)),
+    };
     match (target, action, comment) {
         (Some(target), Some(action), Some(comment)) if problems.is_empty() => Ok(RowPlan {
             line,
@@ -376,6 +392,7 @@ pub fn plan_row(
             previous_status: previous.as_ref().and_then(|p| p.status),
             previous,
             named,
+            given_name,
         }),
         _ => Err(problems),
     }

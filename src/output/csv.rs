@@ -97,7 +97,7 @@ mod tests {
         let mut sink = csv_sink(buf.clone(), Dialect::COMMA, &["owner".into(), "=note".into()]);
         assert_eq!(
             buf.text(),
-            "owner,'=note,line,machine_id,action,status,action_id,action_status,http_status,\
+            "owner,'=note,line,machine_id,device_name,action,status,action_id,action_status,http_status,\
              error_code,error_message,attempts,requested_at,finished_at\n"
         );
         let row = ResultRow {
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(
             body,
             format!(
-                "\"Ann, \"\"SOC\"\"\",\"line1\r\nline2\",2,{},isolate,submitted,\
+                "\"Ann, \"\"SOC\"\"\",\"line1\r\nline2\",2,{},,isolate,submitted,\
                  5382f7ea-7557-4ab7-9782-d50480024a4e,Pending,201,,'-x,1,,\n",
                 "ab".repeat(20)
             )

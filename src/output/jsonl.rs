@@ -50,6 +50,7 @@ impl<W: Write + Send> ResultSink for JsonlSink<W> {
         let runner: [Value; RUNNER_COLUMNS.len()] = [
             row.line.into(),
             row.machine_id.as_str().into(),
+            row.device_name.as_str().into(),
             row.action.as_str().into(),
             row.status.map(|s| s.as_str()).unwrap_or("").into(),
             row.action_id.as_str().into(),
@@ -114,7 +115,7 @@ mod tests {
         assert_eq!(
             lines[0],
             format!(
-                r#"{{"ticket":"IR-1","note \"x\"":"é🔥","line":3,"machine_id":"{}","action":"offboard","status":"error","action_id":"","action_status":"","http_status":null,"error_code":"Timeout","error_message":"=no answer\nafter 30s","attempts":5,"requested_at":"","finished_at":""}}"#,
+                r#"{{"ticket":"IR-1","note \"x\"":"é🔥","line":3,"machine_id":"{}","device_name":"","action":"offboard","status":"error","action_id":"","action_status":"","http_status":null,"error_code":"Timeout","error_message":"=no answer\nafter 30s","attempts":5,"requested_at":"","finished_at":""}}"#,
                 "ab".repeat(20)
             )
         );

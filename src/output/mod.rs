@@ -2,10 +2,11 @@
 //! followed by the runner's ([`crate::results::RUNNER_COLUMNS`]). The rows themselves live
 //! on the ground floor ([`crate::results`]); this room only writes them.
 //!
-//! - [`csv`] and [`jsonl`]: the two writers behind [`ResultSink`].
+//! - [`csv`], [`jsonl`] and [`xlsx`]: the three writers behind [`ResultSink`].
 
 pub(crate) mod csv;
 pub(crate) mod jsonl;
+pub(crate) mod xlsx;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use crate::results::dialect::Dialect;
 
 pub use self::csv::csv_sink;
 pub use self::jsonl::jsonl_sink;
+pub use self::xlsx::xlsx_sink;
 
 /// The format of a results file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +27,20 @@ pub enum ResultFormat {
     Csv,
     /// One JSON object per line: what a script or a log pipeline reads.
     Jsonl,
+    /// An Excel workbook (`.xlsx`): what a workbook input's results default
+    /// to; written whole at the end ([`ResultSink::finish`]).
+    Xlsx,
 }
 
 impl ResultFormat {
     /// The format a results path asks for: `.jsonl`, `.ndjson` and
-    /// `.json-lines` (any case) give JSONL; anything else, including `-` for
-    /// stdout, gives CSV.
+    /// `.json-lines` (any case) give JSONL, `.xlsx` a workbook; anything
+    /// else, including `-` for stdout, gives CSV.
     pub fn for_path(path: &Path) -> ResultFormat {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "jsonl" | "ndjson" | "json-lines" => ResultFormat::Jsonl,
+            "xlsx" => ResultFormat::Xlsx,
             _ => ResultFormat::Csv,
         }
     }
@@ -44,6 +50,7 @@ impl ResultFormat {
         match self {
             ResultFormat::Csv => "csv",
             ResultFormat::Jsonl => "jsonl",
+            ResultFormat::Xlsx => "xlsx",
         }
     }
 }
@@ -63,8 +70,16 @@ pub trait ResultSink: Send {
     /// [`io::ErrorKind::InvalidInput`] rather than shifting columns.
     fn write_row(&mut self, user: &[String], row: &ResultRow) -> io::Result<()>;
 
-    /// Pushes everything written so far to the underlying writer.
+    /// Pushes everything written so far to the underlying writer (a
+    /// workbook has nothing to push before [`ResultSink::finish`]).
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Ends the file: a workbook, which cannot be written row by row, is
+    /// written whole here; the text formats only flush. Called once every
+    /// row is written; a second call does nothing more.
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }
 
 /// A sink of the given format over `w` (see [`csv_sink`] and [`jsonl_sink`]),
@@ -78,7 +93,7 @@ pub fn sink<W: Write + Send + 'static>(
 }
 
 /// A sink of the given format over `w`; a CSV one writes `dialect` (the
-/// input's delimiter, line end and BOM), a JSONL one has no dialect.
+/// input's delimiter, line end and BOM), JSONL and workbooks have none.
 pub fn sink_in<W: Write + Send + 'static>(
     format: ResultFormat,
     dialect: Dialect,
@@ -88,6 +103,7 @@ pub fn sink_in<W: Write + Send + 'static>(
     match format {
         ResultFormat::Csv => csv_sink(w, dialect, user_columns),
         ResultFormat::Jsonl => jsonl_sink(w, user_columns),
+        ResultFormat::Xlsx => xlsx_sink(w, user_columns),
     }
 }
 
@@ -147,6 +163,9 @@ mod tests {
             ("a.json-lines", ResultFormat::Jsonl),
             ("a.csv", ResultFormat::Csv),
             ("a.results.csv", ResultFormat::Csv),
+            ("a.results.xlsx", ResultFormat::Xlsx),
+            ("A.XLSX", ResultFormat::Xlsx),
+            ("a.ods", ResultFormat::Csv),
             ("-", ResultFormat::Csv),
             ("noext", ResultFormat::Csv),
         ] {
@@ -188,6 +207,7 @@ mod tests {
         ResultRow {
             line,
             machine_id: "1e5bc9d7e413ddd7902c2932e418702b84d0cc07".into(),
+            device_name: "host-7.contoso.test".into(),
             action: "isolate".into(),
             status: Some(Status::Rejected),
             action_id: String::new(),
@@ -249,15 +269,16 @@ mod tests {
             sink.write_row(&user, &row).unwrap();
             originals.push((user, row));
         }
-        sink.flush().unwrap();
+        sink.finish().unwrap();
         assert!(!originals.is_empty());
 
         let back_format = match out {
             ResultFormat::Csv => InputFormat::Csv,
             ResultFormat::Jsonl => InputFormat::Jsonl,
+            ResultFormat::Xlsx => InputFormat::Workbook,
         };
-        let text = buf.text();
-        let back = Input::from_reader(text.as_bytes(), Some(back_format)).expect("results open");
+        let bytes = buf.0.lock().unwrap().clone();
+        let back = Input::from_reader(&bytes[..], Some(back_format)).expect("results open");
         assert!(back.is_results_file());
         assert_eq!(back.columns().user_columns(), &user_columns[..]);
         let defaults = RowDefaults { comment: Some("replay".into()), ..RowDefaults::default() };
@@ -330,6 +351,16 @@ mod tests {
     #[test]
     fn jsonl_input_to_csv_results_and_back() {
         round_trip(&nasty_jsonl(), InputFormat::Jsonl, ResultFormat::Csv);
+    }
+
+    #[test]
+    fn csv_input_to_xlsx_results_and_back() {
+        round_trip(&nasty_csv(), InputFormat::Csv, ResultFormat::Xlsx);
+    }
+
+    #[test]
+    fn jsonl_input_to_xlsx_results_and_back() {
+        round_trip(&nasty_jsonl(), InputFormat::Jsonl, ResultFormat::Xlsx);
     }
 
     #[test]

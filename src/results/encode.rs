@@ -12,7 +12,14 @@ use super::time::Timestamp;
 pub fn row_fields(out: &mut Vec<u8>, row: &ResultRow) {
     out.extend_from_slice(b"\"line\":");
     push_u64(out, row.line);
-    push_str_fields(out, &[("machine_id", &row.machine_id), ("action", &row.action)]);
+    push_str_fields(
+        out,
+        &[
+            ("machine_id", &row.machine_id),
+            ("device_name", &row.device_name),
+            ("action", &row.action),
+        ],
+    );
     out.extend_from_slice(b",\"status\":");
     match row.status {
         Some(status) => push_str(out, status.as_str()),

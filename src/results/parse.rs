@@ -86,6 +86,7 @@ where
                 }
             }
             "machine_id" => row.machine_id = trimmed.to_string(),
+            "device_name" => row.device_name = trimmed.to_string(),
             "action" => row.action = trimmed.to_string(),
             "action_id" => row.action_id = trimmed.to_string(),
             "action_status" => row.action_status = trimmed.to_string(),
@@ -116,6 +117,7 @@ mod tests {
         let row = ResultRow {
             line: 12,
             machine_id: "1e5bc9d7e413ddd7902c2932e418702b84d0cc07".into(),
+            device_name: "host-1.contoso.test".into(),
             action: "stop-and-quarantine".into(),
             status: Some(Status::AlreadyPending),
             action_id: "5382f7ea-7557-4ab7-9782-d50480024a4e".into(),
@@ -139,6 +141,30 @@ mod tests {
         assert_eq!(back, ResultRow::default());
         let back = parse_result_row([("line", "7"), ("line", "x")]).unwrap();
         assert_eq!(back.line, 7);
+    }
+
+    /// A results file of an earlier version has no `device_name`: its rows
+    /// read back with the name empty and everything else intact.
+    #[test]
+    fn a_row_without_device_name_reads_back_with_it_empty() {
+        let old: Vec<&str> =
+            RUNNER_COLUMNS.iter().copied().filter(|c| *c != "device_name").collect();
+        let row = ResultRow {
+            line: 3,
+            machine_id: "ab".repeat(20),
+            action: "isolate".into(),
+            status: Some(Status::Failed),
+            attempts: 1,
+            ..ResultRow::default()
+        };
+        let fields: Vec<String> = row
+            .to_fields()
+            .into_iter()
+            .zip(RUNNER_COLUMNS)
+            .filter(|(_, c)| *c != "device_name")
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(parse_result_row(old.iter().zip(fields.iter())).unwrap(), row);
     }
 
     #[test]

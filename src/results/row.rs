@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 use super::time::{self, Timestamp};
 
 /// The runner's columns, in the order they follow the user's own columns.
-/// Input columns with these names are replaced by the runner's, never duplicated.
-pub const RUNNER_COLUMNS: [&str; 12] = [
+/// Input columns with these names are replaced by the runner's, never
+/// duplicated: an input's `device_name` (or `DeviceName`, which folds alike)
+/// lives on in the runner's `device_name` (see [`ResultRow::device_name`]).
+pub const RUNNER_COLUMNS: [&str; 13] = [
     "line",
     "machine_id",
+    "device_name",
     "action",
     "status",
     "action_id",
@@ -192,6 +195,15 @@ pub struct ResultRow {
     pub line: u64,
     /// The machine acted on (resolved from a name when the row had none).
     pub machine_id: String,
+    /// The machine's `computerDnsName` as the API reported it (in the
+    /// action's reply, or when the run looked the machine up); when the API
+    /// never named the machine (a name not found, an invalid row), the
+    /// device name the row itself gave, so an input's own `device_name`
+    /// column, which this one replaces, is never lost and a replay finds the
+    /// same device. Empty when neither is known. Absent from the results
+    /// and journals of earlier versions, which read back with it empty.
+    #[serde(default)]
+    pub device_name: String,
     /// The action, by its CLI name (`isolate`, `stop-and-quarantine`, ...).
     pub action: String,
     /// What happened; `None` only before the row is decided.
@@ -260,10 +272,11 @@ impl ResultRow {
     }
 
     /// The runner's columns as text, in [`RUNNER_COLUMNS`] order.
-    pub fn to_fields(&self) -> [String; 12] {
+    pub fn to_fields(&self) -> [String; RUNNER_COLUMNS.len()] {
         [
             self.line.to_string(),
             self.machine_id.clone(),
+            self.device_name.clone(),
             self.action.clone(),
             self.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
             self.action_id.clone(),

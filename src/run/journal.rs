@@ -922,6 +922,7 @@ mod tests {
             let row = ResultRow {
                 line: if i == 0 { u64::MAX } else { i },
                 machine_id: pick(),
+                device_name: pick(),
                 action: pick(),
                 status: if i % 7 == 0 {
                     None

@@ -406,7 +406,8 @@ async fn execute<T: Transport>(
     }
     summary.no_longer_in_input =
         reader.await.map_err(|e| RunError::Internal(e.to_string()))?? as u64;
-    writer.flush(stop);
+    // A workbook is written now, whole (the journal holds every row).
+    writer.finish(stop);
     progress.finish();
     Ok(Executed { open, results_whole: !writer.failed })
 }
@@ -416,6 +417,11 @@ async fn execute<T: Transport>(
 /// `not_sent`; a task that failed records the cause.
 async fn send<T: Transport>(ctx: Arc<Ctx<T>>, job: Job) -> ResultRow {
     let (line, machine_id, action) = (job.line, job.machine_id.clone(), job.action);
+    let device_name = job.device_name.clone();
+    let not_sent = move |line, machine_id: &str, action| ResultRow {
+        device_name,
+        ..not_sent(line, machine_id, action)
+    };
     let task = tokio::spawn(async move {
         let row = execute_row(&ctx, &job).await;
         // Written now; made durable by the next group commit, before the
@@ -505,6 +511,15 @@ impl Writer {
     fn flush(&mut self, stop: &Stop) {
         if !self.failed
             && let Err(e) = self.sink.flush()
+        {
+            self.fail(e, stop);
+        }
+    }
+
+    /// Ends the file: a workbook is written whole here.
+    fn finish(&mut self, stop: &Stop) {
+        if !self.failed
+            && let Err(e) = self.sink.finish()
         {
             self.fail(e, stop);
         }
@@ -880,14 +895,24 @@ impl Reader<'_> {
                 Err(problems) => {
                     let why: Vec<String> =
                         problems.iter().map(|p| format!("{}: {}", p.column, p.why)).collect();
-                    let row = ResultRow::settled(
-                        record.line,
-                        cell(columns, Role::MachineId, &record),
-                        cell(columns, Role::Action, &record),
-                        Status::Invalid,
-                        why.join("; "),
-                    )
-                    .with_code("InvalidRow");
+                    let row = ResultRow {
+                        // As the row gave it, like its machine id: an
+                        // input's own device_name column lives on here.
+                        device_name: columns
+                            .cell(Role::DeviceName, &record.values)
+                            .map(|(_, v)| v)
+                            .or_else(|| columns.recorded_name(&record.values))
+                            .unwrap_or_default()
+                            .to_string(),
+                        ..ResultRow::settled(
+                            record.line,
+                            cell(columns, Role::MachineId, &record),
+                            cell(columns, Role::Action, &record),
+                            Status::Invalid,
+                            why.join("; "),
+                        )
+                        .with_code("InvalidRow")
+                    };
                     // Validation is redone on every run: no journal record.
                     Item::Settled { seq, user, row, journal: None }
                 }
@@ -903,8 +928,32 @@ impl Reader<'_> {
 
     /// Settles a valid row at once (settled earlier, device not found or
     /// ambiguous, duplicate, unsupported OS, already pending, dry run, a
-    /// stop) or makes it a job.
+    /// stop) or makes it a job. Every row leaves with the best
+    /// `device_name` known: the API's name of its machine when a look-up or
+    /// an answer gave one, else the name the row gave.
     fn decide(&mut self, plan: RowPlan, stop: &Stop, seq: u64, user: Vec<String>) -> Item {
+        let given = plan.given_name.clone().unwrap_or_default();
+        match self.decide_row(plan, stop, seq, user) {
+            Item::Settled { seq, user, mut row, journal } => {
+                if row.device_name.is_empty() {
+                    row.device_name = match row.machine_id.as_str() {
+                        "" => None,
+                        id => self.prepared.found.dns_name(id),
+                    }
+                    .map_or(given, str::to_string);
+                }
+                Item::Settled { seq, user, row, journal }
+            }
+            Item::Send { seq, user, mut job } => {
+                job.device_name =
+                    self.prepared.found.dns_name(&job.machine_id).map_or(given, str::to_string);
+                Item::Send { seq, user, job }
+            }
+        }
+    }
+
+    /// [`Reader::decide`] before the device name is filled in.
+    fn decide_row(&mut self, plan: RowPlan, stop: &Stop, seq: u64, user: Vec<String>) -> Item {
         let key = RowKey::of(&plan);
         if let Some(row) = self.earlier.take(&key) {
             return self.restored(&key, plan.line, row, seq, user);
@@ -954,6 +1003,7 @@ impl Reader<'_> {
             key: key.as_str().to_string(),
             line: plan.line,
             machine_id,
+            device_name: String::new(),
             action: plan.action,
             body,
         };
@@ -1042,6 +1092,7 @@ async fn reconcile<T: Transport>(
                             let row = ResultRow {
                                 action_id: a.id.clone(),
                                 action_status: a.status.clone(),
+                                device_name: a.computer_dns_name.clone().unwrap_or_default(),
                                 attempts: 1,
                                 requested_at: intent.at,
                                 ..ResultRow::settled(

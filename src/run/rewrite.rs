@@ -4,7 +4,7 @@
 //! A results file is a valid input, so it is read with [`Input`], whose
 //! reader undoes the CSV formula neutralisation; the rows are written again
 //! with the same sinks that wrote them, so the user's columns come back byte
-//! for byte. The new file is written beside the old one, made durable, and
+//! for byte, and a workbook is rewritten as a workbook. The new file is written beside the old one, made durable, and
 //! renamed over it: a reader sees the old file or the new one, never a mix,
 //! and a crash leaves the old file whole. A rewrite that changes no row
 //! leaves the file untouched.
@@ -81,6 +81,7 @@ impl ResultsFile {
         let input_format = match format {
             ResultFormat::Csv => InputFormat::Csv,
             ResultFormat::Jsonl => InputFormat::Jsonl,
+            ResultFormat::Xlsx => InputFormat::Workbook,
         };
         let input = Input::open(&InputSpec {
             path: Some(path.to_path_buf()),
@@ -238,7 +239,8 @@ where
             sink.write_row(&user, &row).map_err(io)?;
             done.rows += 1;
         }
-        sink.flush().map_err(io)?;
+        // A workbook is written here, whole.
+        sink.finish().map_err(io)?;
         drop(sink);
         durable.sync_all().map_err(io)?;
         Ok(done)

@@ -40,6 +40,10 @@ pub struct Job {
     pub line: u64,
     /// The target machine id (lowercase).
     pub machine_id: String,
+    /// The machine's name as far as the run knows it (looked up, or as the
+    /// row gave it; empty when unknown): the row's `device_name` until an
+    /// answer names the machine.
+    pub device_name: String,
     /// The action.
     pub action: ActionKind,
     /// The request body.
@@ -64,6 +68,7 @@ enum Next {
 pub async fn execute<T: Transport>(ctx: &Ctx<T>, job: &Job) -> Option<ResultRow> {
     let api = Api::Action(job.action);
     let mut row = ResultRow::new(job.line, job.machine_id.clone(), job.action.cli_name());
+    row.device_name.clone_from(&job.device_name);
     let mut attempts = Attempts::new(ctx, api);
     // Earliest send time of this row: the window in which an in-doubt
     // request could have created an action.
@@ -148,10 +153,14 @@ fn finish(row: ResultRow) -> ResultRow {
     row.finished_now()
 }
 
-/// Copies a MachineAction's identity into the row.
-fn record_action(row: &mut ResultRow, action: &MachineAction) {
+/// Copies a MachineAction's identity into the row, and the name the API
+/// gives its machine: the authority on `device_name`.
+pub(crate) fn record_action(row: &mut ResultRow, action: &MachineAction) {
     row.action_id = action.id.clone();
     row.action_status = action.status.clone();
+    if let Some(name) = action.computer_dns_name.as_deref().filter(|n| !n.is_empty()) {
+        row.device_name = name.to_string();
+    }
 }
 
 /// Turns one attempt's outcome into the next step, filling the row's
@@ -421,6 +430,7 @@ mod tests {
             key: format!("isolate|id:{}|||", "ab".repeat(20)),
             line: 2,
             machine_id: "ab".repeat(20),
+            device_name: String::new(),
             action: ActionKind::Isolate,
             body: ActionBody {
                 comment: "c".into(),

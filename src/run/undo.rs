@@ -80,7 +80,7 @@ pub struct UndoConfig {
 }
 
 /// `hosts.results.csv` → `hosts.results.undo.csv`, beside it (JSONL results
-/// give a JSONL undo file).
+/// give a JSONL undo file, a results workbook an undo workbook).
 pub fn default_undo_path(results: &Path) -> PathBuf {
     let stem = results
         .file_stem()
@@ -459,7 +459,7 @@ async fn undo_locked<T: Transport>(
     }
     drop(rows);
     reader.await.map_err(|e| RunError::Internal(e.to_string()))??;
-    sink.flush().map_err(io)?;
+    sink.finish().map_err(io)?;
     drop(sink);
     std::fs::rename(&partial, &config.output)
         .map_err(|source| RunError::Io { path: config.output.clone(), source })?;
@@ -558,7 +558,10 @@ fn by_cancel(a: &MachineAction) -> String {
 
 /// An undo row settled without a request.
 fn settled(original: &ResultRow, status: Status, why: String) -> ResultRow {
-    ResultRow::settled(original.line, original.machine_id.clone(), "", status, why)
+    ResultRow {
+        device_name: original.device_name.clone(),
+        ..ResultRow::settled(original.line, original.machine_id.clone(), "", status, why)
+    }
 }
 
 /// Stamps the row as finished now.
@@ -580,6 +583,7 @@ async fn release_row<T: Transport>(
         key: format!("undo:{}", of.id.to_ascii_lowercase()),
         line: original.line,
         machine_id: of.machine_id.to_ascii_lowercase(),
+        device_name: of.computer_dns_name.clone().unwrap_or_else(|| original.device_name.clone()),
         action: reverse,
         body: ActionBody::new(comment),
     };
@@ -623,6 +627,7 @@ enum Cancel {
 fn cancel_row(original: &ResultRow, of: &MachineAction) -> ResultRow {
     ResultRow {
         action_id: of.id.clone(),
+        device_name: of.computer_dns_name.clone().unwrap_or_else(|| original.device_name.clone()),
         ..ResultRow::new(original.line, original.machine_id.clone(), "cancel")
     }
 }

@@ -154,6 +154,9 @@ pub fn ids_csv(machines: &[Machine]) -> String {
 /// is skipped and the delimiter is the header line's most frequent of
 /// comma, semicolon and tab.
 pub fn read_results(path: &Path) -> Vec<HashMap<String, String>> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xlsx")) {
+        return read_workbook_results(path);
+    }
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&bytes);
     let header = body.split(|&b| b == b'\n' || b == b'\r').next().unwrap_or_default();
@@ -169,6 +172,30 @@ pub fn read_results(path: &Path) -> Vec<HashMap<String, String>> {
             headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()
         })
         .collect()
+}
+
+/// The cells of the first sheet of the workbook at `path`, as calamine
+/// reads them (types kept).
+pub fn read_workbook(path: &Path) -> (String, Vec<Vec<calamine::Data>>) {
+    use calamine::Reader;
+    let mut book =
+        calamine::open_workbook_auto(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = book.sheet_names()[0].clone();
+    let range = book.worksheet_range(&name).unwrap();
+    (name, range.rows().map(|r| r.to_vec()).collect())
+}
+
+/// A results workbook's rows by header, each cell as a person reads it
+/// (a whole number without `.0`).
+fn read_workbook_results(path: &Path) -> Vec<HashMap<String, String>> {
+    let text = |c: &calamine::Data| match c {
+        calamine::Data::Float(f) if f.fract() == 0.0 => format!("{}", *f as i64),
+        calamine::Data::Empty => String::new(),
+        other => other.to_string(),
+    };
+    let (_, rows) = read_workbook(path);
+    let header: Vec<String> = rows[0].iter().map(text).collect();
+    rows[1..].iter().map(|r| header.iter().cloned().zip(r.iter().map(text)).collect()).collect()
 }
 
 /// Count of rows per status.

@@ -119,18 +119,22 @@ impl Prepared {
                     ),
                 ));
             }
-            if let Some(dns) = self.found.dns_names.get(machine_id)
+            if let Some(dns) = self.found.dns_name(machine_id)
                 && !name_matches(name, dns)
             {
-                return Some(settled(
-                    plan,
-                    machine_id.to_string(),
-                    Status::Rejected,
-                    "IdNameMismatch",
-                    format!(
-                        "the machine id {machine_id} is {dns:?} in the tenant, but the row names the device {name:?}: they are different machines; nothing was sent (correct one of them, or leave the name out with --ignore-column)"
-                    ),
-                ));
+                // Not the machine acted on: the row keeps the name it gave.
+                return Some(ResultRow {
+                    device_name: name.clone(),
+                    ..settled(
+                        plan,
+                        machine_id.to_string(),
+                        Status::Rejected,
+                        "IdNameMismatch",
+                        format!(
+                            "the machine id {machine_id} is {dns:?} in the tenant, but the row names the device {name:?}: they are different machines; nothing was sent (correct one of them, or leave the name out with --ignore-column)"
+                        ),
+                    )
+                });
             }
         }
         if plan.action.windows_only()
@@ -166,6 +170,7 @@ impl Prepared {
         );
         row.action_id = pending.id.clone();
         row.action_status = pending.status.clone();
+        row.device_name = pending.device_name.clone().unwrap_or_default();
         Some(row)
     }
 }

@@ -106,7 +106,7 @@ impl MachineRef {
 /// their 20 bytes (no allocation; case does not matter and they are shown
 /// in lowercase, as the service writes them). Any other spelling is kept
 /// verbatim, so an id of a shape the tool does not expect still works.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum MachineId {
     /// 40 hex digits, as bytes.
     Hex([u8; 20]),
@@ -269,15 +269,24 @@ pub(crate) struct Found {
     /// The machines of [`Lookups::os_ids`] that exist, by id: an id looked
     /// up and absent here is not in the tenant.
     pub(crate) os: HashMap<String, MachineRef>,
-    /// The `computerDnsName` of each machine of [`os`](Self::os) that has
-    /// one, by id: what a device name given beside the id must match. Only
-    /// machines looked up by id keep one, so a names run pays nothing.
-    pub(crate) dns_names: HashMap<String, Box<str>>,
+    /// The `computerDnsName` of every machine matched (by id, name, Entra
+    /// id or address) that has one: what a device name given beside the id
+    /// must match, and each row's `device_name` in the results. Kept by the
+    /// 20 bytes of the id: about 60 bytes and the name's text per machine.
+    pub(crate) dns_names: HashMap<MachineId, Box<str>>,
     /// Hashes ([`id_hash`]) of every machine id of the tenant, when the full
     /// listing was read; `None` after filters.
     pub(crate) fleet: Option<HashSet<u64>>,
     /// `GET machines` calls made (pages included, retries not).
     pub(crate) calls: u64,
+}
+
+impl Found {
+    /// The `computerDnsName` of the machine `id`, when a look-up matched it.
+    pub(crate) fn dns_name(&self, id: &str) -> Option<&str> {
+        // Ids other than 40 hex digits are kept verbatim in lowercase.
+        self.dns_names.get(&MachineId::new(id.to_ascii_lowercase())).map(|n| &**n)
+    }
 }
 
 /// Resolves device names (lowercased in the answer's keys) to machines, by
@@ -468,7 +477,7 @@ struct Matches {
     aad_device_ids: ByKey,
     ips: ByKey,
     os: HashMap<String, MachineRef>,
-    dns_names: HashMap<String, Box<str>>,
+    dns_names: HashMap<MachineId, Box<str>>,
     fleet: HashSet<u64>,
     /// One copy of each distinct pair of `osPlatform` and `healthStatus`.
     shared: HashSet<Arc<Traits>>,
@@ -531,8 +540,8 @@ impl Matches {
         {
             return;
         }
-        if os && let Some(dns) = &m.computer_dns_name {
-            self.dns_names.insert(id.clone(), dns.as_str().into());
+        if let Some(dns) = &m.computer_dns_name {
+            self.dns_names.insert(MachineId::new(id.clone()), dns.as_str().into());
         }
         let found = MachineRef {
             id: MachineId::new(m.id),

@@ -26,6 +26,9 @@ pub(crate) struct PendingAction {
     pub(crate) status: String,
     /// When it was created, as the API wrote it.
     pub(crate) created: Option<String>,
+    /// The machine's `computerDnsName`, as the action names it: the row's
+    /// `device_name` when the run never looked the machine up.
+    pub(crate) device_name: Option<String>,
 }
 
 /// (machine id lowercased, action) → the newest action of that type still open on it.
@@ -55,6 +58,7 @@ pub(super) async fn pending_actions<T: Transport>(
             id: a.id,
             status: a.status,
             created: a.creation_date_time_utc,
+            device_name: a.computer_dns_name,
         });
     }
     Ok(open)
