@@ -473,7 +473,7 @@ impl WaitArgs {
 #[derive(Debug, Args)]
 #[command(after_long_help = STATUS_AFTER_HELP)]
 pub struct StatusArgs {
-    /// Results file of an earlier run (.csv or .jsonl); updated in place.
+    /// Results file of an earlier run (.csv, .jsonl or .xlsx); updated in place, in its own format.
     pub results: PathBuf,
     /// `--wait` and its knobs.
     #[command(flatten)]
@@ -533,9 +533,9 @@ Exit codes: 0 written; 2 usage, file or auth error.";
 #[derive(Debug, Args)]
 #[command(after_long_help = UNDO_AFTER_HELP)]
 pub struct UndoArgs {
-    /// Results file of the run to undo (.csv or .jsonl).
+    /// Results file of the run to undo (.csv, .jsonl or .xlsx).
     pub results: PathBuf,
-    /// The undo's own results file. Default: the results file's name with .undo.csv, beside it.
+    /// The undo's own results file. Default: the results file's name with .undo.csv, beside it (.undo.jsonl, .undo.xlsx for those).
     #[arg(short, long, help_heading = "Output")]
     pub output: Option<PathBuf>,
     /// Confirm without asking: undo changes devices.

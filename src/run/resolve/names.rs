@@ -2,7 +2,8 @@
 //! become machine ids, and the machines some rows name by id are looked up
 //! by it: their `osPlatform` for Windows-only rows (offboard,
 //! stop-and-quarantine), their `computerDnsName` for rows that give a
-//! device name beside the id, their existence in a dry run.
+//! device name beside the id, their existence in a dry run. Every machine
+//! matched keeps its `computerDnsName`, the results' `device_name`.
 //! One concern, one file: the cost rule, the paging and the compact answers
 //! live together because the answers are filled in place as pages arrive.
 //!
@@ -34,7 +35,8 @@
 //! survey's keys and filled in place as pages arrive: there is no second
 //! map of candidates to convert at the end, so the largest structure exists
 //! once. 64 bytes per key looked up plus the key's text, and one listing
-//! page in flight.
+//! page in flight; and, per machine matched, its `computerDnsName` by id
+//! (about 60 bytes and the name's text), each results row's `device_name`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
