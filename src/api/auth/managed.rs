@@ -24,9 +24,9 @@ use std::net::IpAddr;
 use reqwest::Url;
 use reqwest::header::ACCEPT;
 
-use super::super::net::{transport_kind, transport_message};
+use super::endpoint::exchange;
 use super::error::AuthError;
-use super::secret::{Secret, error_chain, scrub};
+use super::secret::{Secret, scrub};
 use super::token::{FetchContext, Fetched, MAX_TOKEN_LIFETIME, lifetime_of, lifetime_until};
 use crate::text::excerpt;
 
@@ -205,24 +205,9 @@ impl ManagedIdentity {
             IdentityEndpoint::Msi2017 { secret, .. } => ("secret", secret.expose()),
         };
         let secrets = [value];
-        let unreachable = |e: reqwest::Error, after_headers: bool| {
-            let kind = transport_kind(&e, after_headers);
-            AuthError::Unreachable {
-                url: shown.clone(),
-                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
-                kind,
-            }
-        };
-        let response = ctx
-            .http
-            .get(url.clone())
-            .header(name, value)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| unreachable(e, false))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
+        let request =
+            ctx.http.get(url.clone()).header(name, value).header(ACCEPT, "application/json");
+        let (status, body) = exchange(request, &shown, &secrets).await?;
         if (200..300).contains(&status) {
             return parse_identity_reply(status, &body);
         }
