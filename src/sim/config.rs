@@ -20,7 +20,7 @@ use crate::pace::window::WindowModel;
 /// permissions of the log-on users (`User.Read.All`) and investigation
 /// (`Alert.ReadWrite.All`) APIs. One bit each in a `u16` roles mask, so at
 /// most sixteen; the defaults grant the first eight.
-pub(crate) const KNOWN_ROLES: [&str; 11] = [
+pub const KNOWN_ROLES: [&str; 11] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
