@@ -38,7 +38,7 @@ pub(crate) async fn request_token(
     form.extend_from_slice(proof);
     form.push(("scope", scope));
     let request = http.post(url.clone()).header(ACCEPT, "application/json").form(&form);
-    let (status, body) = exchange(request, url.as_str(), secrets).await?;
+    let Answer { status, body, .. } = exchange(request, url.as_str(), secrets).await?;
     if (200..300).contains(&status) {
         let reply = parse_token_reply(status, &body)?;
         return Ok(Fetched {
@@ -58,7 +58,7 @@ pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
     shown: &str,
     secrets: &[&str],
-) -> Result<(u16, Vec<u8>), AuthError> {
+) -> Result<Answer, AuthError> {
     let unreachable = |e: reqwest::Error, after_headers: bool| {
         let kind = transport_kind(&e, after_headers);
         AuthError::Unreachable {
@@ -69,8 +69,23 @@ pub(crate) async fn exchange(
     };
     let response = request.send().await.map_err(|e| unreachable(e, false))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
-    Ok((status, body.to_vec()))
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.map_err(|e| unreachable(e, true))?.to_vec();
+    Ok(Answer { status, challenge, body })
+}
+
+/// A login or identity endpoint's whole answer.
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// `WWW-Authenticate`, which Azure Arc's agent uses to name its key file.
+    pub(crate) challenge: Option<String>,
+    /// The body, read whole (login replies are small).
+    pub(crate) body: Vec<u8>,
 }
 
 /// `{login_base}/{tenant}/oauth2/v2.0/token`, the tenant percent-encoded as
