@@ -87,7 +87,24 @@ async fn names_resolve_by_fqdn_short_name_and_any_case_and_twins_are_ambiguous()
         assert_eq!(row["machine_id"], fleet[i].id, "the resolved id goes into machine_id");
         assert_eq!(row["action_id"].len(), 36);
     }
-    assert_eq!(rows[1]["device_name"], "HOST-00002", "the user's cell is kept as given");
+    // The input's device_name column is the runner's in the results: the
+    // API's spelling of each machine acted on, the row's own where no single
+    // machine matched.
+    let names: Vec<&str> = rows.iter().map(|r| r["device_name"].as_str()).collect();
+    let twin = format!("host-{t:05}.contoso.test");
+    let short = format!("host-{t:05}");
+    assert_eq!(
+        names,
+        [
+            "host-00001.contoso.test",
+            "host-00002.contoso.test",
+            "host-00003.contoso.test",
+            twin.as_str(),
+            short.as_str(),
+            "no-such-host",
+            "host-00001.fabrikam.test"
+        ]
+    );
     for row in &rows[3..5] {
         assert_eq!(row["status"], "ambiguous", "{row:?}");
         assert_eq!(row["machine_id"], "");
