@@ -39,7 +39,7 @@ use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
 use crate::api::time::format_utc;
-use crate::input::{Columns, Input, Record, Role, RowPlan, plan_row};
+use crate::input::{Columns, Input, Record, Role, RowPlan, Target, plan_row};
 use crate::output::{self, ResultFormat, ResultSink};
 use crate::pace::Pacer;
 use crate::results::{ResultRow, Status, Timestamp};
@@ -933,20 +933,27 @@ impl Reader<'_> {
     /// an answer gave one, else the name the row gave.
     fn decide(&mut self, plan: RowPlan, stop: &Stop, seq: u64, user: Vec<String>) -> Item {
         let given = plan.given_name.clone().unwrap_or_default();
-        match self.decide_row(plan, stop, seq, user) {
+        // A name that resolved and left no other spelling matched the
+        // machine's name exactly: its lowercase key is that name.
+        let key = match &plan.target {
+            Target::Name(n) => Some(n.to_lowercase()),
+            _ => None,
+        };
+        let item = self.decide_row(plan, stop, seq, user);
+        let found = &self.prepared.found;
+        let known = |id: &str| match id {
+            "" => None,
+            id => found.dns_name(id).map(str::to_string).or_else(|| key.clone()),
+        };
+        match item {
             Item::Settled { seq, user, mut row, journal } => {
                 if row.device_name.is_empty() {
-                    row.device_name = match row.machine_id.as_str() {
-                        "" => None,
-                        id => self.prepared.found.dns_name(id),
-                    }
-                    .map_or(given, str::to_string);
+                    row.device_name = known(&row.machine_id).unwrap_or(given);
                 }
                 Item::Settled { seq, user, row, journal }
             }
             Item::Send { seq, user, mut job } => {
-                job.device_name =
-                    self.prepared.found.dns_name(&job.machine_id).map_or(given, str::to_string);
+                job.device_name = known(&job.machine_id).unwrap_or(given);
                 Item::Send { seq, user, job }
             }
         }

@@ -3,7 +3,8 @@
 //! by it: their `osPlatform` for Windows-only rows (offboard,
 //! stop-and-quarantine), their `computerDnsName` for rows that give a
 //! device name beside the id, their existence in a dry run. Every machine
-//! matched keeps its `computerDnsName`, the results' `device_name`.
+//! matched keeps its `computerDnsName` (the results' `device_name`), but
+//! one matched by its exact name: that is the key already.
 //! One concern, one file: the cost rule, the paging and the compact answers
 //! live together because the answers are filled in place as pages arrive.
 //!
@@ -35,8 +36,9 @@
 //! survey's keys and filled in place as pages arrive: there is no second
 //! map of candidates to convert at the end, so the largest structure exists
 //! once. 64 bytes per key looked up plus the key's text, and one listing
-//! page in flight; and, per machine matched, its `computerDnsName` by id
-//! (about 60 bytes and the name's text), each results row's `device_name`.
+//! page in flight; and, per machine matched other than by its exact name,
+//! its `computerDnsName` by id (about 60 bytes and the name's text), each
+//! results row's `device_name`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -272,9 +274,11 @@ pub(crate) struct Found {
     /// up and absent here is not in the tenant.
     pub(crate) os: HashMap<String, MachineRef>,
     /// The `computerDnsName` of every machine matched (by id, name, Entra
-    /// id or address) that has one: what a device name given beside the id
-    /// must match, and each row's `device_name` in the results. Kept by the
-    /// 20 bytes of the id: about 60 bytes and the name's text per machine.
+    /// id or address) that has one, but those matched by a name key spelled
+    /// exactly like it (the key is the name then): what a device name given
+    /// beside the id must match, and each row's `device_name` in the
+    /// results. Kept by the 20 bytes of the id: about 60 bytes and the
+    /// name's text per machine.
     pub(crate) dns_names: HashMap<MachineId, Box<str>>,
     /// Hashes ([`id_hash`]) of every machine id of the tenant, when the full
     /// listing was read; `None` after filters.
@@ -542,8 +546,11 @@ impl Matches {
         {
             return;
         }
-        if let Some(dns) = &m.computer_dns_name {
-            self.dns_names.insert(MachineId::new(id.clone()), dns.as_str().into());
+        // A name that matched exactly is the machine's name already (keys
+        // are lowercase): only other spellings are kept, so a names run of
+        // FQDNs keeps nothing more.
+        if let Some(dns) = m.computer_dns_name.as_deref().filter(|d| os || name_key != Some(*d)) {
+            self.dns_names.insert(MachineId::new(id.clone()), dns.into());
         }
         let found = MachineRef {
             id: MachineId::new(m.id),
