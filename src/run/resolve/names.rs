@@ -290,6 +290,10 @@ pub(crate) struct Found {
 impl Found {
     /// The `computerDnsName` of the machine `id`, when a look-up matched it.
     pub(crate) fn dns_name(&self, id: &str) -> Option<&str> {
+        // Asked once a row: a run that looked nothing up allocates nothing.
+        if self.dns_names.is_empty() {
+            return None;
+        }
         // Ids other than 40 hex digits are kept verbatim in lowercase.
         self.dns_names.get(&MachineId::new(id.to_ascii_lowercase())).map(|n| &**n)
     }
@@ -757,6 +761,20 @@ mod tests {
         assert_eq!(found.os[&fleet[7].id].os_platform(), Some("Linux"));
         assert!(!found.os.contains_key(&"0".repeat(40)));
         assert!(found.fleet.is_none(), "filters do not see the whole tenant");
+        // Every machine matched other than by its exact name keeps its name,
+        // the results' device_name: by short name, Entra id, IP or id.
+        let name = |i: usize| fleet[i].computer_dns_name.as_deref();
+        for i in [10, 20, 7] {
+            assert_eq!(found.dns_name(&fleet[i].id), name(i), "machine {i}");
+        }
+        assert_eq!(found.dns_name(&with_aad[0].id), with_aad[0].computer_dns_name.as_deref());
+        assert_eq!(found.dns_name(&fleet[7].id.to_uppercase()), name(7), "ids in any case");
+        assert_eq!(found.dns_name(&fleet[30].id), None, "not matched");
+        // A machine matched by its exact name keeps no second copy of it.
+        let exact = Lookups { names: set(&["host-00011.contoso.test"]), ..Lookups::default() };
+        let found = look_up(&c, &exact, false).await.unwrap();
+        assert_eq!(found_id(&found.names["host-00011.contoso.test"]), fleet[11].id);
+        assert_eq!(found.dns_name(&fleet[11].id), None);
     }
 
     #[test]
