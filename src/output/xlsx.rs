@@ -31,7 +31,7 @@ use super::{ResultSink, width_mismatch};
 use crate::results::{RUNNER_COLUMNS, ResultRow};
 
 /// The name of the one sheet of a results workbook.
-pub const SHEET_NAME: &str = "Results";
+pub(crate) const SHEET_NAME: &str = "Results";
 
 /// Rows a sheet holds at most, the header included (Excel's limit).
 const MAX_ROWS: u64 = 1_048_576;

@@ -295,6 +295,19 @@ impl ResultRow {
 mod tests {
     use super::*;
 
+    /// A journal record of an earlier version has no `device_name`: it
+    /// reads with the name empty.
+    #[test]
+    fn a_row_without_device_name_deserialises_with_it_empty() {
+        let old = r#"{"line":2,"machine_id":"ab","action":"isolate","status":"submitted","action_id":"a-1","action_status":"Pending","http_status":201,"error_code":"","error_message":"","attempts":1,"requested_at":"","finished_at":""}"#;
+        let row: ResultRow = serde_json::from_str(old).unwrap();
+        assert_eq!(row.device_name, "");
+        assert_eq!(
+            (row.line, row.status, row.http_status),
+            (2, Some(Status::Submitted), Some(201))
+        );
+    }
+
     #[test]
     fn statuses_round_trip_through_text() {
         for s in Status::ALL {
