@@ -448,6 +448,8 @@ mod tests {
             &["--tls", "--tls-cert", "c.pem"],
             &["--tls", "--tls-key", "k.pem"],
             &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca-out", "ca.pem"],
+            &["--tenants", "3", "--tenant", "contoso"],
+            &["--tenants", "3", "--fleet", "f.json"],
         ] {
             assert!(config(argv).is_err(), "{argv:?}");
         }
@@ -462,6 +464,8 @@ mod tests {
             (&["--error-rate", "1.5"], "invalid --error-rate"),
             (&["--roles", "Machine.Nuke"], "unknown role"),
             (&["--fleet", "/nonexistent/f.json"], "cannot read fleet file /nonexistent/f.json"),
+            (&["--tenants", "0"], "invalid --tenants: 0 is not between 1 and 99"),
+            (&["--tenants", "100"], "invalid --tenants: 100 is not between 1 and 99"),
         ] {
             let e = config(argv).unwrap_err().to_string();
             assert!(e.contains(needle), "{argv:?}: {e}");
