@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(stats.requests, 2);
         assert_eq!(stats.tenants["tenant-01"].requests, 0);
         assert_eq!(stats.tenants["tenant-02"].requests, 1);
-        assert_eq!(stats.tenants["tenant-02"].by_api["ListMachines"].calls, 1);
+        assert_eq!(stats.tenants["tenant-02"].by_api["GET machines"].calls, 1);
     }
 
     #[test]
