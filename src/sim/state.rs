@@ -103,7 +103,7 @@ impl State {
                         let seed = tenant::fleet_seed(cfg.seed, &name);
                         let fleet =
                             Tenant::generated(machines, seed, cfg.offline_rate, clock.wall_origin);
-                        Tenant::new(name.clone(), guid_of(&name), fleet)
+                        Tenant::new(name.clone(), tenant::tenant_id(&name), fleet)
                     })
                     .collect()
             }
@@ -229,12 +229,22 @@ impl State {
         self.tenant().action_by_id(id)
     }
 
-    /// The principal number of (client id, tenant), allocating one on first
-    /// use. Keyed by the tenant's id, so a tenant named by domain and by id
-    /// shares one quota, as the service counts per app and tenant.
-    pub(crate) fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
+    /// The id (`tid`) of the tenant a login names as `tenant`: with
+    /// `--tenants`, the id of the tenant served (the login's, whether named
+    /// by name or id); otherwise [`guid_of`] the name, as for any tenant.
+    pub(crate) fn tenant_id_of(&self, tenant: &str) -> String {
+        match self.serving {
+            Some(t) if self.multi_tenant() => self.tenants[t].id.clone(),
+            _ => guid_of(tenant),
+        }
+    }
+
+    /// The principal number of (client id, tenant id), allocating one on
+    /// first use. Keyed by the tenant's id, so a tenant named by domain and
+    /// by id shares one quota, as the service counts per app and tenant.
+    pub(crate) fn principal(&mut self, client_id: &str, tid: &str) -> Principal {
         let next = self.principals.len();
-        *self.principals.entry((client_id.to_string(), guid_of(tenant))).or_insert(next)
+        *self.principals.entry((client_id.to_string(), tid.to_string())).or_insert(next)
     }
 
     /// Revokes a client's credentials, as deleting its secret or disabling
@@ -356,7 +366,7 @@ mod tests {
         let own = fleet::generate(30, tenant::fleet_seed(1, "tenant-02"), 0.0);
         assert_eq!(s.tenants[1].machines()[..], own[..]);
         assert_eq!(s.tenant_index("TENANT-02"), Some(1));
-        assert_eq!(s.tenant_index(&guid_of("tenant-03")), Some(2));
+        assert_eq!(s.tenant_index(&tenant::tenant_id("tenant-03")), Some(2));
         assert_eq!(s.tenant_index("tenant-04"), None);
         assert_eq!(s.stats().tenants.len(), 3);
     }

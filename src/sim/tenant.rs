@@ -3,7 +3,7 @@
 //! and its counters. One simulator serves one tenant (any name at the
 //! token endpoint, as before), or, with `--tenants N`, the tenants
 //! `tenant-01` … `tenant-NN`, each with its own fleet drawn from a seed of
-//! its own ([`fleet_seed`]), its own id ([`guid_of`] its name) and its own
+//! its own ([`fleet_seed`]), its own id ([`tenant_id`]) and its own
 //! data, as a managed security provider's customers are separate
 //! directories with separate Defender for Endpoint instances.
 
@@ -23,24 +23,44 @@ pub(crate) fn tenant_name(n: usize) -> String {
     format!("tenant-{n:02}")
 }
 
-/// The seed of a tenant's fleet: the simulator's seed mixed with the
-/// tenant's name (FNV-1a of the name, then SplitMix64's finaliser), so each
-/// tenant draws other machine ids from the same `--seed`, and the same
-/// `--seed` always gives each tenant the same fleet.
-pub(crate) fn fleet_seed(base: u64, name: &str) -> u64 {
+/// FNV-1a (64 bits) of a name, lowercase: where a tenant's seed and id start.
+fn name_hash(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.to_ascii_lowercase().bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mut z = base ^ h;
+    h
+}
+
+/// SplitMix64's finaliser: every bit of the output depends on every bit of
+/// the input, so names a character apart give unrelated values.
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
+/// The id of the tenant named `name` (`--tenants`): a GUID made from the
+/// name alone (whatever `--seed`), mixed so that `tenant-01` and
+/// `tenant-02` have ids that look nothing alike, as real tenant ids do.
+pub(crate) fn tenant_id(name: &str) -> String {
+    let a = mix(name_hash(name) ^ 0x7e4a_471d);
+    let b = mix(a ^ 0x5eed_7e4a);
+    let x = format!("{a:016x}{b:016x}");
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+/// The seed of a tenant's fleet: the simulator's seed mixed with the
+/// tenant's name (FNV-1a of the name, then SplitMix64's finaliser), so each
+/// tenant draws other machine ids from the same `--seed`, and the same
+/// `--seed` always gives each tenant the same fleet.
+pub(crate) fn fleet_seed(base: u64, name: &str) -> u64 {
+    mix(base ^ name_hash(name))
+}
+
 /// A GUID made from a name, the same for the same name: the tenant id of a
-/// tenant named by domain (or by `tenant-01`), the object id of a client.
+/// tenant named by domain in a one-tenant simulator, the object id of a client.
 pub(crate) fn guid_of(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
     if is_guid(&lower) {
@@ -123,7 +143,9 @@ pub(crate) struct Tenant {
     /// Its name (`tenant-01`; in a one-tenant simulator, empty: that one
     /// answers to any tenant name).
     pub(crate) name: String,
-    /// Its id, the `tid` of its tokens: [`guid_of`] its name.
+    /// Its id, the `tid` of its tokens: [`tenant_id`] of its name (in a
+    /// one-tenant simulator, empty: the `tid` is [`guid_of`] the name the
+    /// login was asked with).
     pub(crate) id: String,
     /// The fleet, in seed (or file) order.
     pub(crate) machines: Vec<MachineEntry>,
@@ -291,6 +313,17 @@ mod tests {
     }
 
     #[test]
+    fn tenant_ids_are_guids_unlike_each_other() {
+        let ids: Vec<String> = (1..=MAX_TENANTS).map(|n| tenant_id(&tenant_name(n))).collect();
+        assert!(ids.iter().all(|id| is_guid(id)), "{ids:?}");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), MAX_TENANTS);
+        // Neighbours share no leading group, as random GUIDs would not.
+        assert!(ids.windows(2).all(|w| w[0][..8] != w[1][..8]), "{ids:?}");
+        assert_eq!(tenant_id("tenant-01"), tenant_id("TENANT-01"));
+        assert_eq!(guid_of(&tenant_id("tenant-01")), tenant_id("tenant-01"));
+    }
+
+    #[test]
     fn guids_of_names_are_stable_and_guids_stay_themselves() {
         let g = guid_of("contoso.onmicrosoft.com");
         assert!(is_guid(&g), "{g}");
@@ -304,11 +337,11 @@ mod tests {
     #[test]
     fn a_tenant_answers_to_its_name_and_its_id() {
         let name = tenant_name(2);
-        let t = Tenant::new(name.clone(), guid_of(&name), Vec::new());
+        let t = Tenant::new(name.clone(), tenant_id(&name), Vec::new());
         assert!(t.answers_to("tenant-02"));
         assert!(t.answers_to("TENANT-02"));
-        assert!(t.answers_to(&guid_of("tenant-02").to_uppercase()));
+        assert!(t.answers_to(&tenant_id("tenant-02").to_uppercase()));
         assert!(!t.answers_to("tenant-2"));
-        assert!(!t.answers_to(&guid_of("tenant-03")));
+        assert!(!t.answers_to(&tenant_id("tenant-03")));
     }
 }

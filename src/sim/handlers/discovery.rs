@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use super::mint::jwks;
 use super::reply::{PLAIN_JSON, Reply, Request};
 use crate::sim::state::State;
-use crate::sim::tenant::guid_of;
 
 /// Which discovery document a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl State {
             );
         }
         let origin = req.origin();
-        let tid = if multi { "{tenantid}".to_string() } else { guid_of(tenant) };
+        let tid = if multi { "{tenantid}".to_string() } else { self.tenant_id_of(tenant) };
         let body = match doc {
             Document::OpenIdV2 => open_id(&origin, tenant, &tid, true),
             Document::OpenIdV1 => open_id(&origin, tenant, &tid, false),

@@ -166,7 +166,7 @@ impl State {
         now: Instant,
     ) -> Result<Minted, JwtError> {
         let key = signing_key()?;
-        let tid = guid_of(tenant);
+        let tid = self.tenant_id_of(tenant);
         let issuer = format!("{}/{tid}/", req.origin());
         let ttl = self.cfg.token_ttl;
         let lifetime = ttl.as_secs();
@@ -206,7 +206,7 @@ impl State {
         header.insert("x5t".into(), Value::String(kid.clone()));
         header.insert("kid".into(), Value::String(kid));
         let token = key.sign(Algorithm::Rs256, header, &claims)?;
-        let principal = self.principal(client_id, tenant);
+        let principal = self.principal(client_id, &tid);
         self.tokens.insert(
             token.clone(),
             TokenInfo {
