@@ -340,6 +340,40 @@ async fn hooks_take_their_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn discovery_names_each_tenant_by_its_id() {
+    let env = Env::start_tenants(false, 2, config()).await;
+    let b = env.sim.tenants()[1].clone();
+    for key in [&b.name, &b.id] {
+        let url = format!("{}/{key}/v2.0/.well-known/openid-configuration", env.base);
+        let r = send(env.http.get(url)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let issuer = r.json["issuer"].as_str().unwrap();
+        assert!(issuer.contains(&b.id), "{issuer}");
+    }
+    // The token's issuer is the one discovery announces.
+    let token = env.token_for(&b.name).await;
+    let iss = Jws::parse(&token).unwrap().claim_str("iss").unwrap().to_string();
+    assert!(iss.contains(&b.id), "{iss}");
+    let url = format!("{}/tenant-03/v2.0/.well-known/openid-configuration", env.base);
+    let r = send(env.http.get(url)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["error"], "invalid_tenant");
+    // The v1 endpoint serves the tenant of its URL too.
+    let v1 = send(env.http.post(format!("{}/{}/oauth2/token", env.base, b.id)).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "app"),
+        ("client_secret", SECRET),
+        ("resource", "https://api.securitycenter.microsoft.com"),
+    ]))
+    .await;
+    assert_eq!(v1.status, 200, "{}", v1.text);
+    let v1 = v1.json["access_token"].as_str().unwrap().to_string();
+    assert_eq!(tid(&v1), b.id);
+    assert_eq!(env.listed_ids(&v1).await, env.tenant_ids("tenant-02"));
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_managed_identity_lives_in_the_first_tenant() {
     let env = Env::start_tenants(false, 2, config()).await;
     let r = send(

@@ -124,7 +124,8 @@ impl Sim {
         lock(&self.shared.state).stats()
     }
 
-    /// The machines as they stand now (health changes through `/_sim` hooks included).
+    /// The machines as they stand now (health changes through `/_sim` hooks
+    /// included); with `--tenants`, the first tenant's (see [`Sim::tenant_fleet`]).
     pub fn fleet(&self) -> Vec<Machine> {
         lock(&self.shared.state).machines()
     }
