@@ -83,7 +83,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TENANT", conflicts_with = "tenants")]
     pub tenant: Option<String>,
 
-    /// Serve N tenants (1 to 99), tenant-01 … tenant-NN, each with its own --machines fleet, actions and quotas; the client is consented in every one.
+    /// Serve N tenants (1 to 99), tenant-01 ... tenant-NN, each with its own --machines fleet, actions and quotas; the client is consented in every one.
     #[arg(long, value_name = "N", conflicts_with = "fleet")]
     pub tenants: Option<usize>,
 
@@ -323,7 +323,7 @@ fn summary(c: &SimConfig) -> String {
     let fleet = match &c.fleet {
         FleetSpec::Generate { machines } => match c.tenants {
             Some(n) => format!(
-                "{n} tenants (tenant-01 … {}) of {machines} generated machines each (seed {})",
+                "{n} tenants (tenant-01 ... {}) of {machines} generated machines each (seed {})",
                 super::tenant::tenant_name(n),
                 c.seed
             ),
