@@ -313,7 +313,13 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct NotifyArgs {
     /// POST one summary message ({"text": ...}, as Slack and Teams incoming webhooks take) to this webhook URL when the command ends; retried a few times, never changes the exit code. The URL is a secret: prefer the environment variable.
-    #[arg(long, value_name = "URL", env = "MDEBULK_NOTIFY_URL", hide_env_values = true, help_heading = "Output")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MDEBULK_NOTIFY_URL",
+        hide_env_values = true,
+        help_heading = "Output"
+    )]
     pub notify: Option<String>,
 }
 

@@ -245,16 +245,20 @@ async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
                             .lines()
                             .find_map(|l| {
                                 let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
                             })
                             .unwrap_or(0usize);
                         if buf.len() >= end + 4 + len {
-                            break String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                            break String::from_utf8_lossy(&buf[end + 4..end + 4 + len])
+                                .to_string();
                         }
                     }
                 };
                 kept.lock().unwrap().push(body);
-                let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
                 let _ = conn.write_all(reply.as_bytes()).await;
             });
         }

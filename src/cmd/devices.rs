@@ -71,6 +71,9 @@ mod tests {
         assert_eq!(v["containment_actions"], 5);
         assert_eq!(v["output"], "iso.csv");
         assert_eq!(v["exit_code"], 0);
-        assert_eq!(summary_json(&r, None, std::time::Duration::ZERO)["output"], serde_json::Value::Null);
+        assert_eq!(
+            summary_json(&r, None, std::time::Duration::ZERO)["output"],
+            serde_json::Value::Null
+        );
     }
 }

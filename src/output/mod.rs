@@ -227,8 +227,9 @@ mod tests {
             lines[0]
         );
         assert!(
-            lines[1]
-                .ends_with(r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"","tag_result":""}"#),
+            lines[1].ends_with(
+                r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"","tag_result":""}"#
+            ),
             "{}",
             lines[1]
         );

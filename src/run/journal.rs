@@ -434,7 +434,8 @@ impl Journal {
 
     /// Records, durably, that the service confirmed `tag` on `machine_ids`.
     pub async fn tagged(&self, tag: &str, machine_ids: &[String]) -> Result<(), JournalFailed> {
-        let record = Record::Tagged(Tagged { tag: tag.to_string(), machine_ids: machine_ids.to_vec() });
+        let record =
+            Record::Tagged(Tagged { tag: tag.to_string(), machine_ids: machine_ids.to_vec() });
         self.shared.append(|out| {
             // Invariant: serialising plain strings into a Vec cannot fail.
             serde_json::to_writer(&mut *out, &record).expect("a tag record serialises");
@@ -580,8 +581,7 @@ fn removed(_file: &File, path: &Path) -> bool {
 }
 
 /// Record starts, for splitting a line that two writes joined.
-const RECORD_STARTS: [&[u8]; 4] =
-    [b"{\"run\":", b"{\"intent\":", b"{\"row\":", b"{\"tagged\":"];
+const RECORD_STARTS: [&[u8]; 4] = [b"{\"run\":", b"{\"intent\":", b"{\"row\":", b"{\"tagged\":"];
 
 /// Reads an existing journal, cutting off a torn last line.
 fn recover(file: &mut File) -> std::io::Result<Recovered> {

@@ -133,8 +133,8 @@ pub async fn write_tags<T: Transport>(
             continue;
         }
         out.calls += 1;
-        let answer = read(ctx, Api::MachinesTags, || ctx.transport.tag_machines(tag, add, batch))
-            .await;
+        let answer =
+            read(ctx, Api::MachinesTags, || ctx.transport.tag_machines(tag, add, batch)).await;
         match answer {
             Ok(_) => {
                 out.done.extend(batch.iter().cloned());

@@ -173,6 +173,9 @@ pub(crate) mod scripted {
     /// A handler for one kind of call.
     type Handler<A, R> = Box<dyn Fn(A) -> Result<Reply<R>, CallError> + Send + Sync>;
 
+    /// A tag call's value, whether it adds, and its machines.
+    type TagCall = (String, bool, Vec<String>);
+
     /// The scripted service.
     #[derive(Default)]
     pub(crate) struct Scripted {
@@ -181,7 +184,7 @@ pub(crate) mod scripted {
         submit: Option<Handler<(String, ActionKind), MachineAction>>,
         list_actions: Option<Handler<ListQuery, ODataList<MachineAction>>>,
         cancel: Option<Handler<String, MachineAction>>,
-        tags: Option<Handler<(String, bool, Vec<String>), serde::de::IgnoredAny>>,
+        tags: Option<Handler<TagCall, serde::de::IgnoredAny>>,
         /// Every call, in order: its kind and, for lists, the filter.
         calls: Mutex<Vec<(&'static str, String)>>,
     }
@@ -240,7 +243,8 @@ pub(crate) mod scripted {
             + Sync
             + 'static,
         ) -> Scripted {
-            self.tags = Some(Box::new(move |(v, a, ids): (String, bool, Vec<String>)| f(&v, a, &ids)));
+            self.tags =
+                Some(Box::new(move |(v, a, ids): (String, bool, Vec<String>)| f(&v, a, &ids)));
             self
         }
 
