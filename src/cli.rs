@@ -550,6 +550,8 @@ listing (10,000 entries a call), whatever the number of devices. Its
 machine_id column makes it a run input:
   mdebulk devices --isolated -o isolated.csv
   mdebulk run isolated.csv --action unisolate --comment \"IR-42 release\"
+--summary json prints the counts as one JSON object (on stderr when the
+report goes to standard output).
 Exit codes: 0 written; 2 usage, file or auth error.";
 
 /// `mdebulk undo`.
@@ -614,14 +616,16 @@ and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
 Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
 a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
-Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
-(nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
-(resumable).
+Exit codes: 0 every row ok; 1 some rows failed, or --tag-result could not
+tag some devices; 2 usage, input or auth error (nothing sent); 75 stopped by
+--max-runtime (resumable); 130 interrupted (resumable). --notify never
+changes the exit code.
 
 Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --dry-run
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --wait
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --tag-result \"IR-42 isolated\"
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
   mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";

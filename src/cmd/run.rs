@@ -20,10 +20,14 @@ pub(crate) async fn run(
     let client_config = match endpoint {
         Endpoint::Remote(c) => *c,
         Endpoint::Simulated { request_timeout } => {
-            let sim_config = crate::sim::SimConfig {
+            let mut sim_config = crate::sim::SimConfig {
                 listen: "127.0.0.1:0".into(),
                 ..crate::sim::SimConfig::default()
             };
+            if config.tag_result.is_some() {
+                // A rehearsal may write the tags it is asked to.
+                sim_config.roles.push("Machine.ReadWrite.All".into());
+            }
             let sim = crate::sim::Sim::start(sim_config)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the simulator: {e}"))?;
