@@ -91,7 +91,7 @@ where
             "action_status" => row.action_status = trimmed.to_string(),
             "error_code" => row.error_code = value.to_string(),
             "error_message" => row.error_message = value.to_string(),
-            "tag_result" => row.tag_result = trimmed.to_string(),
+            "tag_result" => row.tag_result = value.to_string(),
             // Invariant: the arms above cover every entry of RUNNER_COLUMNS
             // (checked by `every_runner_field_reads_back_from_its_text`).
             other => unreachable!("RUNNER_COLUMNS entry {other} has no parser"),
