@@ -756,6 +756,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn confirmed_tags_are_recovered_per_tag_and_survive_a_joined_line() {
+        let temp = temp("tagged");
+        {
+            let (j, _) = Journal::open(&temp.0, true).unwrap();
+            j.tagged("IR-42 Isolated", &["a".repeat(40), "b".repeat(40)]).await.unwrap();
+            j.tagged("other", &["c".repeat(40)]).await.unwrap();
+            j.close().await;
+        }
+        // A torn record that a whole tag record joined on one line.
+        let mut bytes = std::fs::read(&temp.0).unwrap();
+        bytes.extend_from_slice(b"{\"row\":{\"key\":\"isol");
+        bytes.extend_from_slice(br#"{"tagged":{"tag":"ir-42 isolated","machine_ids":["dddd"]}}"#);
+        bytes.push(b'\n');
+        std::fs::write(&temp.0, bytes).unwrap();
+        let (_j, rec) = Journal::open(&temp.0, false).unwrap();
+        let ir = &rec.tagged["ir-42 isolated"];
+        assert_eq!(ir.len(), 3, "{ir:?}");
+        assert!(ir.contains(&"a".repeat(40)) && ir.contains("dddd"));
+        assert_eq!(rec.tagged["other"].len(), 1);
+    }
+
+    #[tokio::test]
     async fn recovers_rows_and_in_doubt_intents_by_identity_and_cuts_a_torn_tail() {
         let temp = temp("recover");
         let path = &temp.0;
