@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Url;
 
+use super::auth::error_chain;
 use super::client::{ClientConfig, ConfigError, http_client_for, is_loopback_url};
 
 /// Attempts per message.
@@ -50,11 +51,18 @@ pub enum WebhookError {
 }
 
 /// A checked webhook and the client that posts to it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhook {
     http: reqwest::Client,
     url: Url,
     shown: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    /// Only the shown form: the URL itself is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.shown).finish()
+    }
 }
 
 impl Webhook {
@@ -126,7 +134,7 @@ impl Webhook {
                     }
                     (why, asked)
                 }
-                Err(e) => (e.without_url().to_string(), None),
+                Err(e) => (error_chain(&e.without_url()), None),
             };
             let pause = asked.unwrap_or(wait).max(wait);
             if attempt >= ATTEMPTS || began.elapsed() + pause >= BUDGET {
@@ -176,6 +184,7 @@ mod tests {
             assert!(err.contains(why), "{url}: {err}");
             assert!(!err.contains("secret-path") && !err.contains("pw"), "{err}");
         }
-        assert!(Webhook::new("http://127.0.0.1:9/hook", &config()).is_ok());
+        let local = Webhook::new("http://127.0.0.1:9/hook-secret", &config()).unwrap();
+        assert!(!format!("{local:?}").contains("hook-secret"));
     }
 }

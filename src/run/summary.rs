@@ -426,6 +426,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_that_could_not_be_written_fails_the_run_but_a_stop_keeps_its_code() {
+        let mut s = with(&[Status::Submitted, Status::Submitted]);
+        s.tagged = Some(TagStats {
+            tag: "IR-42".into(),
+            add: true,
+            done: 1,
+            not_done: 1,
+            calls: 2,
+            error: Some("HTTP 403 Forbidden".into()),
+        });
+        assert_eq!(s.exit_code(), 1);
+        let text = s.render();
+        assert!(text.contains("  tagged \"IR-42\": 1 device(s), 2 call(s)\n"), "{text}");
+        assert!(
+            text.contains("  not tagged: 1 device(s) (HTTP 403 Forbidden); `--resume`"),
+            "{text}"
+        );
+        let v = s.to_json(None);
+        assert_eq!(v["tag_result"]["not_done"], 1);
+        assert_eq!(v["tag_result"]["action"], "add");
+        assert_eq!(v["exit_code"], 1);
+        // Cut short by a stop, without an error: the stop's code.
+        if let Some(t) = s.tagged.as_mut() {
+            t.error = None;
+        }
+        s.stopped = Some(StopReason::Interrupted);
+        assert_eq!(s.exit_code(), 130);
+        assert!(s.render().contains("not tagged: 1 device(s) (the command stopped first)"));
+    }
+
+    #[test]
     fn a_wait_moves_counts_and_open_rows_are_not_failures() {
         let mut s = with(&[Status::Submitted, Status::Submitted, Status::AlreadyPending]);
         s.moved(Some(Status::Submitted), Some(Status::Succeeded));
