@@ -8,8 +8,8 @@ mod sim_support;
 
 use std::collections::HashSet;
 
-use mdebulk::api::jwt::Jws;
-use mdebulk::sim::{SimConfig, Stats};
+use mdebulk::api::jwt::{self, Algorithm, Jws, SigningKey};
+use mdebulk::sim::{IdentityConfig, SimConfig, Stats};
 use serde_json::{Value, json};
 use sim_support::{Env, SCOPE, SECRET, assert_error, config, send};
 
@@ -370,6 +370,57 @@ async fn discovery_names_each_tenant_by_its_id() {
     let v1 = v1.json["access_token"].as_str().unwrap().to_string();
     assert_eq!(tid(&v1), b.id);
     assert_eq!(env.listed_ids(&v1).await, env.tenant_ids("tenant-02"));
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_of_the_app_logs_in_to_every_tenant() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mssp-app".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let signer = SigningKey::from_der(&key.serialize_der()).unwrap();
+    let cfg = SimConfig {
+        client_id: Some("app".into()),
+        identity: IdentityConfig {
+            client_certificates: vec![cert.der().to_vec()],
+            ..IdentityConfig::default()
+        },
+        ..config()
+    };
+    let env = Env::start_tenants(false, 3, cfg).await;
+    let with_certificate = |tenant: String| {
+        let url = format!("{}/{tenant}/oauth2/v2.0/token", env.base);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let now = now.as_secs();
+        let claims = json!({"aud": url, "iss": "app", "sub": "app", "nbf": now, "exp": now + 600,
+            "jti": mdebulk::api::model::new_guid()});
+        let Value::Object(header) = json!({"typ": "JWT", "x5t": jwt::x5t(cert.der())}) else {
+            unreachable!()
+        };
+        let assertion = signer.sign(Algorithm::Rs256, header, &claims).unwrap();
+        let req = env.http.post(url).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("scope", SCOPE),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", &assertion),
+        ]);
+        async move { send(req).await }
+    };
+    for t in env.sim.tenants() {
+        let r = with_certificate(t.name.clone()).await;
+        assert_eq!(r.status, 200, "{}: {}", t.name, r.text);
+        let token = r.json["access_token"].as_str().unwrap();
+        assert_eq!(tid(token), t.id);
+        assert_eq!(env.listed_ids(token).await, env.tenant_ids(&t.name));
+    }
+    // A tenant that withdrew its consent refuses the certificate as well.
+    assert_eq!(env.hook("clients/app/revoke?tenant=tenant-02").await.status, 200);
+    let refused = with_certificate("tenant-02".into()).await;
+    assert_eq!(refused.json["error_codes"], json!([700016]), "{}", refused.text);
+    assert_eq!(with_certificate("tenant-03".into()).await.status, 200);
     env.sim.shutdown().await;
 }
 
