@@ -16,7 +16,7 @@ use super::time::{self, Timestamp};
 /// Input columns with these names are replaced by the runner's, never
 /// duplicated: an input's `device_name` (or `DeviceName`, which folds alike)
 /// lives on in the runner's `device_name` (see [`ResultRow::device_name`]).
-pub const RUNNER_COLUMNS: [&str; 13] = [
+pub const RUNNER_COLUMNS: [&str; 14] = [
     "line",
     "machine_id",
     "device_name",
@@ -30,6 +30,7 @@ pub const RUNNER_COLUMNS: [&str; 13] = [
     "attempts",
     "requested_at",
     "finished_at",
+    "tag_result",
 ];
 
 /// What happened to a row.
@@ -228,6 +229,11 @@ pub struct ResultRow {
     /// When the row reached its status; `None` before it did.
     #[serde(with = "time::or_empty")]
     pub finished_at: Option<Timestamp>,
+    /// `--tag-result`: the tag written to the device for this row (in an
+    /// undo's results, the tag removed); empty when none was. Absent from
+    /// files and journals written before the column existed.
+    #[serde(default)]
+    pub tag_result: String,
 }
 
 impl ResultRow {
@@ -287,6 +293,7 @@ impl ResultRow {
             self.attempts.to_string(),
             Timestamp::text_of(self.requested_at),
             Timestamp::text_of(self.finished_at),
+            self.tag_result.clone(),
         ]
     }
 }
