@@ -135,6 +135,12 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         "the link to a collected investigation package",
         "addendum §2.1",
     ),
+    e(
+        "POST",
+        "/v1.0/security/runHuntingQuery",
+        "Microsoft Graph, on its own listener: Advanced Hunting over DeviceInfo and DeviceFileEvents for a subset of KQL (ThreatHunting.Read.All, 45 a minute)",
+        "addendum §3.1",
+    ),
     e("GET", "/_sim/stats", "counters, per API too", "the simulator's own"),
     e(
         "GET",

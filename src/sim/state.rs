@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
+use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, Service, SimConfig, Stats};
 use super::fleet;
 use super::lifecycle::{ActionRecord, Clock, Timing};
 use super::quota::{Principal, Quotas};
@@ -73,6 +73,8 @@ pub(crate) struct TokenInfo {
     pub(crate) roles: u16,
     /// When it stops being accepted.
     pub(crate) expires: Instant,
+    /// The service it was issued for (its `aud`): the other refuses it.
+    pub(crate) service: Service,
 }
 
 /// Identity of a (machine, type, parameters) submission, for `duplicate_submissions`.
