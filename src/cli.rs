@@ -786,7 +786,8 @@ fn graph_config(
     let cloud = args.api.cloud;
     let ready_token = match credentials {
         crate::api::auth::Credentials::Bearer(_) => {
-            let token = env("MDE_GRAPH_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let token =
+                env("MDE_GRAPH_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
             let Some(token) = token else {
                 bail!(
                     "--query with a ready token (MDE_TOKEN) needs MDE_GRAPH_TOKEN too: a token serves one audience, and Advanced Hunting is Microsoft Graph's ({}); or log in another way (README, \"Logging in\"), which gets both tokens",
@@ -821,7 +822,7 @@ fn query_text(args: &RunArgs) -> anyhow::Result<Option<String>> {
     let (text, source) = match (&args.query, &args.query_file) {
         (Some(q), _) => (q.clone().into_bytes(), "--query".to_string()),
         (None, Some(path)) => {
-            let shown = format!("--query-file {}", crate::text::quote(&path.display().to_string()));
+            let shown = format!("--query-file {}", path.display());
             let bytes = if path.as_os_str() == "-" {
                 let mut buf = Vec::new();
                 std::io::Read::read_to_end(

@@ -59,8 +59,7 @@ async fn hunt(sim: &Sim, token: &str, query: &str) -> (u16, Value, Option<String
         .await
         .unwrap();
     let status = r.status().as_u16();
-    let retry_after =
-        r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     (status, r.json().await.unwrap_or(Value::Null), retry_after)
 }
 
@@ -91,7 +90,13 @@ async fn set_hook(sim: &Sim, id: &str, what: &str, values: &[&str]) {
 }
 
 /// `mdebulk run --query KQL --action ACTION --comment IR -o OUT` plus `extra`.
-fn query_run(sim: &Sim, kql: &str, action: &str, out: &std::path::Path, extra: &[&str]) -> std::process::Command {
+fn query_run(
+    sim: &Sim,
+    kql: &str,
+    action: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Command {
     let mut cmd = mdebulk(sim);
     cmd.env("MDE_GRAPH_URL", sim.graph_url())
         .args(["run", "--query", kql, "--action", action, "--comment", "IR"])
@@ -215,10 +220,20 @@ async fn a_result_without_device_ids_is_refused_before_any_action() {
     let sim = small_sim().await;
     let dir = TempDir::new("query-no-id");
     let out_path = dir.path("out.csv");
-    let out = output(query_run(&sim, "DeviceInfo | project DeviceName, OSPlatform | take 5", "isolate", &out_path, &[])).await;
+    let out = output(query_run(
+        &sim,
+        "DeviceInfo | project DeviceName, OSPlatform | take 5",
+        "isolate",
+        &out_path,
+        &[],
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let all = text(&out);
-    assert!(all.contains("no DeviceId column") && all.contains("\"DeviceName\", \"OSPlatform\""), "{all}");
+    assert!(
+        all.contains("no DeviceId column") && all.contains("\"DeviceName\", \"OSPlatform\""),
+        "{all}"
+    );
     assert_eq!(api_calls(&sim, HUNTING), 1);
     assert_eq!(stats(&sim).actions_created, 0);
     assert!(!out_path.exists(), "no results file for a run that sent nothing");
@@ -233,7 +248,8 @@ async fn stop_and_quarantine_takes_each_rows_file_from_the_query() {
     let machines = windows_online(&sim, 2);
     set_hook(&sim, &machines[0].id, "files", &[f1, f2]).await;
     set_hook(&sim, &machines[1].id, "files", &[f2]).await;
-    let kql = format!("DeviceFileEvents | where SHA1 in ('{f1}', '{f2}') | distinct DeviceId, SHA1");
+    let kql =
+        format!("DeviceFileEvents | where SHA1 in ('{f1}', '{f2}') | distinct DeviceId, SHA1");
     let out_path = dir.path("sq.csv");
     let out = output(query_run(&sim, &kql, "stop-and-quarantine", &out_path, &[])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -266,7 +282,8 @@ async fn stop_and_quarantine_takes_each_rows_file_from_the_query() {
     assert!(text(&out).contains("no SHA1 column"), "{}", text(&out));
     assert_eq!(api_calls(&sim, "StopAndQuarantineFile"), 3);
     // With --sha1, the file is that one on every device found.
-    let out = output(query_run(&sim, &kql, "stop-and-quarantine", &out_path, &["--sha1", f1])).await;
+    let out =
+        output(query_run(&sim, &kql, "stop-and-quarantine", &out_path, &["--sha1", f1])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let rows = read_results(&out_path);
     assert_eq!(ids_of(&rows), BTreeSet::from([machines[0].id.to_ascii_lowercase()]));
@@ -338,7 +355,8 @@ async fn without_threat_hunting_the_run_names_the_permission_and_sends_nothing()
     .await;
     let dir = TempDir::new("query-403");
     let out_path = dir.path("out.csv");
-    let out = output(query_run(&sim, "DeviceInfo | distinct DeviceId", "isolate", &out_path, &[])).await;
+    let out =
+        output(query_run(&sim, "DeviceInfo | distinct DeviceId", "isolate", &out_path, &[])).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("HTTP 403") && all.contains("ThreatHunting.Read.All"), "{all}");
@@ -348,11 +366,9 @@ async fn without_threat_hunting_the_run_names_the_permission_and_sends_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_on_graph_is_waited_out_and_the_query_asked_again() {
     // One call per API every 2 s: the test's own query spends Graph's.
-    let sim = sim(SimConfig {
-        fleet: FleetSpec::Generate { machines: 50 },
-        ..sim_config(&["1/2s"])
-    })
-    .await;
+    let sim =
+        sim(SimConfig { fleet: FleetSpec::Generate { machines: 50 }, ..sim_config(&["1/2s"]) })
+            .await;
     let dir = TempDir::new("query-429");
     let target = &windows_online(&sim, 1)[0];
     set_hook(&sim, &target.id, "tags", &["IR-429"]).await;
@@ -380,7 +396,12 @@ async fn simulate_points_the_query_at_its_own_graph() {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mdebulk"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["run", "--simulate", "--query", "DeviceInfo | where OSPlatform == 'Linux' | distinct DeviceId"])
+        .args([
+            "run",
+            "--simulate",
+            "--query",
+            "DeviceInfo | where OSPlatform == 'Linux' | distinct DeviceId",
+        ])
         .args(["--action", "isolate", "--comment", "rehearsal", "--dry-run", "--no-progress"])
         .args(["-o", plan.to_str().unwrap()]);
     let out = output(cmd).await;

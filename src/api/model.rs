@@ -395,7 +395,8 @@ mod tests {
 
     #[test]
     fn reads_graph_hunting_results_in_both_schema_casings() {
-        for name in ["graph-runhuntingquery-200.json", "graph-runhuntingquery-200-pascalschema.json"]
+        for name in
+            ["graph-runhuntingquery-200.json", "graph-runhuntingquery-200-pascalschema.json"]
         {
             let r: HuntingQueryResults = serde_json::from_str(&fixture(name)).unwrap();
             let names: Vec<&str> = r.schema.iter().map(|c| c.name.as_str()).collect();

@@ -175,7 +175,7 @@ impl Targets {
             Targets::Tag { tag, prefix: false } => format!("tag:{tag}"),
             Targets::Tag { tag, prefix: true } => format!("tag-prefix:{tag}"),
             Targets::File { sha1 } => format!("has-file:{sha1}"),
-            Targets::Query { kql, .. } => format!("query:{}", targets::query_digest(kql)),
+            Targets::Query { kql, .. } => format!("query:{}", query_digest(kql)),
         }
     }
 }
@@ -274,7 +274,7 @@ pub enum RunError {
     #[error("looking up the target devices failed; nothing was sent: {0}")]
     Targets(crate::api::client::CallError),
     /// The hunting query (`--query`) failed or was refused; nothing was sent.
-    #[error("{}", targets::hunting_failed_message(.0))]
+    #[error("{}", hunting_failed_message(.0))]
     Hunting(crate::api::client::CallError),
     /// The hunting query's result cannot be acted on (no `DeviceId`
     /// column, no `SHA1` column for stop-and-quarantine); nothing was sent.
@@ -309,6 +309,31 @@ impl RunError {
             RunError::TooLarge(_) => "too_large",
         }
     }
+}
+
+/// The first 12 hex digits of the SHA-256 of a query's text: its name in
+/// `found_by`.
+fn query_digest(kql: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, kql.as_bytes());
+    d.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The message of a failed hunting query, with what to do about the usual
+/// refusals.
+fn hunting_failed_message(e: &crate::api::client::CallError) -> String {
+    let hint = match e.http_status() {
+        Some(400) => {
+            "; the service refused the query as written: fix it and run again (README, \"Targets: a hunting query\")"
+        }
+        Some(401) => {
+            "; Microsoft Graph refused the token: it must be a Graph token (audience https://graph.microsoft.com, or the cloud's Graph host)"
+        }
+        Some(403) => {
+            "; the app needs Microsoft Graph's ThreatHunting.Read.All application permission, with admin consent (README, \"Registering the app\")"
+        }
+        _ => "",
+    };
+    format!("the hunting query failed; nothing was sent: {e}{hint}")
 }
 
 fn params_changed_message(

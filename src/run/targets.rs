@@ -29,7 +29,6 @@ use super::call::{Ctx, read};
 use super::stop::Stop;
 use super::transport::Transport;
 use super::{Existing, RunConfig, RunError, Targets};
-use crate::api::client::CallError;
 use crate::api::model::{HuntingQueryResults, Machine};
 use crate::api::route::Api;
 use crate::pace::Pacer;
@@ -53,31 +52,6 @@ struct Found {
     name: String,
     /// The file to stop and quarantine on it (a query's `SHA1`).
     sha1: Option<String>,
-}
-
-/// The first 12 hex digits of the SHA-256 of a query's text: its name in
-/// `found_by`.
-pub(crate) fn query_digest(kql: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, kql.as_bytes());
-    d.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The message of a failed hunting query, with what to do about the usual
-/// refusals.
-pub(crate) fn hunting_failed_message(e: &CallError) -> String {
-    let hint = match e.http_status() {
-        Some(400) => {
-            "; the service refused the query as written: fix it and run again (README, \"Targets: a hunting query\")"
-        }
-        Some(401) => {
-            "; Microsoft Graph refused the token: it must be a Graph token (audience https://graph.microsoft.com, or the cloud's Graph host)"
-        }
-        Some(403) => {
-            "; the app needs Microsoft Graph's ThreatHunting.Read.All application permission, with admin consent (README, \"Registering the app\")"
-        }
-        _ => "",
-    };
-    format!("the hunting query failed; nothing was sent: {e}{hint}")
 }
 
 /// `out.results.csv` → `out.results.targets.csv`: the targets file of a
@@ -251,7 +225,10 @@ mod tests {
     fn result(columns: &[&str], rows: &[&[&str]]) -> HuntingQueryResults {
         let schema = columns
             .iter()
-            .map(|c| crate::api::model::HuntingColumn { name: c.to_string(), kind: "String".into() })
+            .map(|c| crate::api::model::HuntingColumn {
+                name: c.to_string(),
+                kind: "String".into(),
+            })
             .collect();
         let results = rows
             .iter()
@@ -270,7 +247,13 @@ mod tests {
     fn a_result_collapses_repeated_devices_and_keeps_empty_ids_for_the_survey() {
         let r = result(
             &["Timestamp", "DeviceId", "DeviceName"],
-            &[&["t1", "AA", "a"], &["t2", "aa", "a"], &["t3", "bb", "b"], &["t4", "", ""], &["t5", "", ""]],
+            &[
+                &["t1", "AA", "a"],
+                &["t2", "aa", "a"],
+                &["t3", "bb", "b"],
+                &["t4", "", ""],
+                &["t5", "", ""],
+            ],
         );
         let found = devices_of(&r, false).unwrap();
         let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
@@ -284,11 +267,46 @@ mod tests {
         assert_eq!(pairs, [("aa", Some("f1")), ("aa", Some("f2"))]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_query_waits_out_its_retry_after_on_its_own_lane() {
+        use crate::api::client::CallError;
+        use crate::run::transport::scripted::{Scripted, ok};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let answered = AtomicU32::new(0);
+        let t = Arc::new(Scripted::new().on_hunting_query(move |_| {
+            if answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(CallError::Throttled {
+                    retry_after: Some(std::time::Duration::from_secs(7)),
+                    error: None,
+                });
+            }
+            ok(result(&["DeviceId"], &[&["aa"], &["bb"], &["aa"]]))
+        }));
+        let limits = crate::pace::Limit::api_defaults();
+        let pacer = Arc::new(Pacer::new(&limits, None));
+        let ctx = Ctx::new(t.clone(), pacer.clone(), None, Default::default(), Stop::new());
+        let started = tokio::time::Instant::now();
+        let targets = Targets::Query { kql: "DeviceInfo".into(), sha1_column: false };
+        let found = ask(&ctx, &targets).await.unwrap();
+        assert_eq!(found.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["aa", "bb"]);
+        assert_eq!(t.count("hunting_query"), 2, "asked again once the wait was over");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(7), "{:?}", started.elapsed());
+        assert_eq!(pacer.started(Api::HuntingQuery), 2);
+        assert_eq!(
+            crate::pace::Limit::for_api(&limits, Api::HuntingQuery),
+            [crate::pace::Limit::HUNTING_PER_MINUTE],
+            "Advanced Hunting's own quota, not the API's"
+        );
+    }
+
     #[test]
     fn a_result_without_device_ids_or_files_is_refused_naming_its_columns() {
         let e = devices_of(&result(&["DeviceName", "Timestamp"], &[]), false).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("no DeviceId column") && text.contains("\"DeviceName\", \"Timestamp\""), "{text}");
+        assert!(
+            text.contains("no DeviceId column") && text.contains("\"DeviceName\", \"Timestamp\""),
+            "{text}"
+        );
         assert_eq!(e.kind(), "query_result");
         let e = devices_of(&result(&["DeviceId"], &[&["aa"]]), true).unwrap_err().to_string();
         assert!(e.contains("no SHA1 column") && e.contains("--sha1"), "{e}");

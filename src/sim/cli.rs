@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{
-    DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig,
-    SimConfig, SimError,
+    DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, SimConfig, SimError,
 };
 use super::tls::SimTls;
 use super::{Sim, fleet};

@@ -192,7 +192,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, KqlError> {
                 while i < chars.len() && word_char(chars[i]) {
                     i += 1;
                 }
-                let mut w: String = std::iter::once('!').chain(chars[start..i].iter().copied()).collect();
+                let mut w: String =
+                    std::iter::once('!').chain(chars[start..i].iter().copied()).collect();
                 if w == "!in" && chars.get(i) == Some(&'~') {
                     w.push('~');
                     i += 1;
@@ -277,7 +278,12 @@ enum Expr {
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     /// `column op literal(s)`, negated for `!=`, `!~`, `!in`, `!has`, ...
-    Test { column: usize, compare: Compare, negated: bool, values: Vec<Cell> },
+    Test {
+        column: usize,
+        compare: Compare,
+        negated: bool,
+        values: Vec<Cell>,
+    },
 }
 
 /// One tabular operator, its columns resolved to positions in the schema it sees.
@@ -290,7 +296,10 @@ enum Step {
     Distinct(Vec<usize>),
     Take(usize),
     /// `summarize arg_max(max, *) by by...`.
-    ArgMax { max: usize, by: Vec<usize> },
+    ArgMax {
+        max: usize,
+        by: Vec<usize>,
+    },
 }
 
 /// A parsed, checked query.
@@ -303,7 +312,8 @@ pub(crate) struct Query {
 }
 
 /// What this simulator serves, for refusals.
-const SUPPORTED: &str = "supported: where, project, distinct, take, limit, summarize arg_max(COLUMN, *) by COLUMN";
+const SUPPORTED: &str =
+    "supported: where, project, distinct, take, limit, summarize arg_max(COLUMN, *) by COLUMN";
 
 /// The recursive-descent parser's position in the tokens.
 struct Parser<'t> {
@@ -349,9 +359,10 @@ impl<'t> Parser<'t> {
 
 /// The position of `name` in `schema`, or Kusto's refusal of an unknown name.
 fn resolve(schema: &[(String, Kind)], name: &str) -> Result<usize, KqlError> {
-    schema.iter().position(|(n, _)| n == name).ok_or_else(|| {
-        KqlError(format!("Failed to resolve scalar expression named '{name}'"))
-    })
+    schema
+        .iter()
+        .position(|(n, _)| n == name)
+        .ok_or_else(|| KqlError(format!("Failed to resolve scalar expression named '{name}'")))
 }
 
 /// Parses `text` and checks it against `tables`.
@@ -389,9 +400,17 @@ pub(crate) fn parse(text: &str, tables: &[Table]) -> Result<Query, KqlError> {
                 Step::Distinct(cols)
             }
             "take" | "limit" => match p.next() {
-                Some(Token::Number(n)) if *n >= 0 => Step::Take(usize::try_from(*n).unwrap_or(usize::MAX)),
-                Some(t) => return err(format!("Query could not be parsed at '{t}': {op} takes a whole number")),
-                None => return err(format!("Query could not be parsed: {op} takes a whole number")),
+                Some(Token::Number(n)) if *n >= 0 => {
+                    Step::Take(usize::try_from(*n).unwrap_or(usize::MAX))
+                }
+                Some(t) => {
+                    return err(format!(
+                        "Query could not be parsed at '{t}': {op} takes a whole number"
+                    ));
+                }
+                None => {
+                    return err(format!("Query could not be parsed: {op} takes a whole number"));
+                }
             },
             "summarize" => {
                 let (step, out) = summarize(&mut p, &schema)?;
@@ -408,7 +427,9 @@ pub(crate) fn parse(text: &str, tables: &[Table]) -> Result<Query, KqlError> {
         if let Some(t) = p.peek()
             && *t != Token::Symbol("|")
         {
-            return err(format!("Query could not be parsed at '{t}': expected '|' or the end of the query"));
+            return err(format!(
+                "Query could not be parsed at '{t}': expected '|' or the end of the query"
+            ));
         }
     }
     Ok(Query { table, steps })
@@ -444,7 +465,9 @@ fn summarize(
     schema: &[(String, Kind)],
 ) -> Result<(Step, Vec<(String, Kind)>), KqlError> {
     let refuse = || {
-        err("summarize is supported by this simulator only as 'summarize arg_max(COLUMN, *) by COLUMN[, COLUMN...]'")
+        err(
+            "summarize is supported by this simulator only as 'summarize arg_max(COLUMN, *) by COLUMN[, COLUMN...]'",
+        )
     };
     if !p.is_word("arg_max") {
         return refuse();
@@ -526,8 +549,14 @@ fn comparison(p: &mut Parser<'_>, schema: &[(String, Kind)]) -> Result<Expr, Kql
     let op = match p.next() {
         Some(Token::Symbol(s)) => (*s).to_string(),
         Some(Token::Word(w)) => w.clone(),
-        Some(t) => return err(format!("Query could not be parsed at '{t}': expected an operator after {name}")),
-        None => return err(format!("Query could not be parsed: expected an operator after {name}")),
+        Some(t) => {
+            return err(format!(
+                "Query could not be parsed at '{t}': expected an operator after {name}"
+            ));
+        }
+        None => {
+            return err(format!("Query could not be parsed: expected an operator after {name}"));
+        }
     };
     let (negated, bare) = match op.strip_prefix('!') {
         Some(rest) if !rest.is_empty() && rest != "=" && rest != "~" => (true, rest.to_string()),
@@ -579,10 +608,7 @@ fn comparison(p: &mut Parser<'_>, schema: &[(String, Kind)]) -> Result<Expr, Kql
 fn literal(p: &mut Parser<'_>, kind: Kind, column: &str) -> Result<Cell, KqlError> {
     let t = p.next();
     let mismatch = |t: &Token| {
-        err(format!(
-            "Cannot compare the column '{column}' of type {} with {t}",
-            kind.name()
-        ))
+        err(format!("Cannot compare the column '{column}' of type {} with {t}", kind.name()))
     };
     match (kind, t) {
         (Kind::String, Some(Token::Str(s))) => Ok(Cell::Text(s.clone())),
@@ -594,7 +620,9 @@ fn literal(p: &mut Parser<'_>, kind: Kind, column: &str) -> Result<Cell, KqlErro
             "comparing the DateTime column '{column}' is not supported by this simulator"
         )),
         (_, Some(t)) => mismatch(t),
-        (_, None) => err(format!("Query could not be parsed: expected a value to compare {column} with")),
+        (_, None) => {
+            err(format!("Query could not be parsed: expected a value to compare {column} with"))
+        }
     }
 }
 
@@ -749,9 +777,30 @@ mod tests {
             vec![text(t), text(id), text(name), text(os), build, Cell::Bool(aad)]
         };
         let rows = vec![
-            row("2026-11-01T00:00:00Z", "a1", "host-1.contoso.test", "Windows10", Cell::Long(19045), true),
-            row("2026-11-02T00:00:00Z", "a1", "host-1.contoso.test", "Windows10", Cell::Long(19045), true),
-            row("2026-11-02T00:00:00Z", "b2", "web-2.fabrikam.test", "Windows11", Cell::Long(22631), false),
+            row(
+                "2026-11-01T00:00:00Z",
+                "a1",
+                "host-1.contoso.test",
+                "Windows10",
+                Cell::Long(19045),
+                true,
+            ),
+            row(
+                "2026-11-02T00:00:00Z",
+                "a1",
+                "host-1.contoso.test",
+                "Windows10",
+                Cell::Long(19045),
+                true,
+            ),
+            row(
+                "2026-11-02T00:00:00Z",
+                "b2",
+                "web-2.fabrikam.test",
+                "Windows11",
+                Cell::Long(22631),
+                false,
+            ),
             row("2026-11-03T00:00:00Z", "c3", "linux-3.contoso.test", "Linux", Cell::Null, false),
         ];
         vec![Table { name: "DeviceInfo", columns, rows }]
@@ -811,7 +860,9 @@ mod tests {
         assert_eq!(ids(q), ["b2", "c3"]);
         assert_eq!(ids("DeviceInfo | where not(DeviceName has 'contoso')"), ["b2"]);
         assert_eq!(
-            ids("DeviceInfo\n// a comment | where\n| where not(OSPlatform == 'Linux') and not(OSPlatform startswith 'Windows1')"),
+            ids(
+                "DeviceInfo\n// a comment | where\n| where not(OSPlatform == 'Linux') and not(OSPlatform startswith 'Windows1')"
+            ),
             Vec::<String>::new()
         );
     }
@@ -832,7 +883,10 @@ mod tests {
         let r = run_q("DeviceInfo | summarize arg_max(Timestamp, *) by DeviceId");
         let names: Vec<&str> =
             r["schema"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["DeviceId", "Timestamp", "DeviceName", "OSPlatform", "OSBuild", "IsAzureADJoined"]);
+        assert_eq!(
+            names,
+            ["DeviceId", "Timestamp", "DeviceName", "OSPlatform", "OSBuild", "IsAzureADJoined"]
+        );
         let rows = r["results"].as_array().unwrap();
         assert_eq!(rows.len(), 3, "one row per device");
         assert_eq!(rows[0]["Timestamp"], "2026-11-02T00:00:00Z", "the latest report");
@@ -845,26 +899,56 @@ mod tests {
     #[test]
     fn everything_else_is_refused_naming_what() {
         let cases = [
-            ("DeviceEvents | take 1", "Failed to resolve table or column expression named 'DeviceEvents'"),
+            (
+                "DeviceEvents | take 1",
+                "Failed to resolve table or column expression named 'DeviceEvents'",
+            ),
             ("DeviceInfo | extend X = 1", "The tabular operator 'extend' is not supported"),
-            ("DeviceInfo | order by Timestamp desc", "The tabular operator 'order' is not supported"),
+            (
+                "DeviceInfo | order by Timestamp desc",
+                "The tabular operator 'order' is not supported",
+            ),
             ("DeviceInfo | join (DeviceInfo) on DeviceId", "'join' is not supported"),
-            ("DeviceInfo | summarize count() by DeviceId", "summarize is supported by this simulator only as"),
+            (
+                "DeviceInfo | summarize count() by DeviceId",
+                "summarize is supported by this simulator only as",
+            ),
             ("DeviceInfo | summarize arg_max(Timestamp, DeviceName) by DeviceId", "only as"),
-            ("DeviceInfo | where Timestamp > ago(1d)", "the timespan literal '1d' is not supported"),
-            ("DeviceInfo | where Timestamp == '2026-11-01'", "comparing the DateTime column 'Timestamp'"),
+            (
+                "DeviceInfo | where Timestamp > ago(1d)",
+                "the timespan literal '1d' is not supported",
+            ),
+            (
+                "DeviceInfo | where Timestamp == '2026-11-01'",
+                "comparing the DateTime column 'Timestamp'",
+            ),
             ("DeviceInfo | where OSBuild > 5", "the operator '>' is not supported"),
-            ("DeviceInfo | where OSPlatform matches regex 'x'", "the operator 'matches' is not supported"),
-            ("DeviceInfo | where isnotempty(DeviceName)", "the function 'isnotempty()' is not supported"),
+            (
+                "DeviceInfo | where OSPlatform matches regex 'x'",
+                "the operator 'matches' is not supported",
+            ),
+            (
+                "DeviceInfo | where isnotempty(DeviceName)",
+                "the function 'isnotempty()' is not supported",
+            ),
             ("DeviceInfo | where Nope == 'x'", "Failed to resolve scalar expression named 'Nope'"),
-            ("DeviceInfo | where OSBuild == 'x'", "Cannot compare the column 'OSBuild' of type Int64"),
-            ("DeviceInfo | where OSBuild has '1'", "compares text; the column 'OSBuild' is of type Int64"),
+            (
+                "DeviceInfo | where OSBuild == 'x'",
+                "Cannot compare the column 'OSBuild' of type Int64",
+            ),
+            (
+                "DeviceInfo | where OSBuild has '1'",
+                "compares text; the column 'OSBuild' is of type Int64",
+            ),
             ("DeviceInfo | project N = DeviceName", "renamed or computed column"),
             ("DeviceInfo | where DeviceName == 'x", "a string literal is not closed"),
             ("DeviceInfo | take 1.5", "only whole numbers"),
             ("DeviceInfo | take", "take takes a whole number"),
             ("DeviceInfo DeviceId", "expected '|'"),
-            ("DeviceInfo | where DeviceName == 'a' DeviceId", "expected '|' or the end of the query"),
+            (
+                "DeviceInfo | where DeviceName == 'a' DeviceId",
+                "expected '|' or the end of the query",
+            ),
             ("DeviceInfo | where (DeviceName == 'a'", "expected ')'"),
             ("DeviceInfo | where DeviceName == 'a' ; ", "expected '|' or the end"),
             ("DeviceInfo | where DeviceName == #", "unexpected character"),

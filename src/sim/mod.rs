@@ -90,10 +90,8 @@ impl Sim {
             Some(t) => (Some(t.acceptor), t.ca_pem),
             None => (None, None),
         };
-        let front = |service, at: SocketAddr| server::Front {
-            service,
-            local: at.to_string().into(),
-        };
+        let front =
+            |service, at: SocketAddr| server::Front { service, local: at.to_string().into() };
         let tasks = vec![
             tokio::spawn(server::accept_loop(
                 listener,
@@ -178,7 +176,8 @@ impl Sim {
 
 /// Binds a listener at `at`: it and its address (with the real port).
 async fn bind(at: &str) -> Result<(tokio::net::TcpListener, SocketAddr), SimError> {
-    let fail = |e: std::io::Error| SimError::Listen { addr: at.to_string(), why: fleet::io_reason(&e) };
+    let fail =
+        |e: std::io::Error| SimError::Listen { addr: at.to_string(), why: fleet::io_reason(&e) };
     let listener = tokio::net::TcpListener::bind(at).await.map_err(fail)?;
     let addr = listener.local_addr().map_err(fail)?;
     Ok((listener, addr))

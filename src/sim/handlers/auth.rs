@@ -89,7 +89,9 @@ impl State {
         }
         // A Graph token (`aud` Graph) is no token of this API.
         if info.service != crate::sim::config::Service::Mde {
-            return Err(unauthorized("The access token is invalid: it was issued for another audience"));
+            return Err(unauthorized(
+                "The access token is invalid: it was issued for another audience",
+            ));
         }
         Ok(*info)
     }

@@ -34,14 +34,19 @@ impl State {
     pub(crate) fn graph(&mut self, req: &Request<'_>, now: Instant) -> Reply {
         let path = req.path.trim_end_matches('/');
         let lower = path.to_ascii_lowercase();
-        if !matches!(lower.as_str(), "/v1.0/security/runhuntingquery" | "/beta/security/runhuntingquery")
-        {
+        if !matches!(
+            lower.as_str(),
+            "/v1.0/security/runhuntingquery" | "/beta/security/runhuntingquery"
+        ) {
             self.stats.not_found += 1;
             let segment = path.rsplit('/').next().unwrap_or_default();
             return Reply::graph_error(
                 400,
                 "BadRequest",
-                format!("Resource not found for the segment '{}'.", crate::api::odata::decode(segment)),
+                format!(
+                    "Resource not found for the segment '{}'.",
+                    crate::api::odata::decode(segment)
+                ),
             );
         }
         if req.method != Method::POST {
@@ -194,7 +199,8 @@ impl State {
                 .and_then(|t| t.checked_sub(EARLIER_REPORT))
                 .map(crate::api::time::format_utc)
                 .unwrap_or_else(|| last.clone());
-            let build = m.extra.get("osBuild").and_then(Value::as_i64).map_or(Cell::Null, Cell::Long);
+            let build =
+                m.extra.get("osBuild").and_then(Value::as_i64).map_or(Cell::Null, Cell::Long);
             let aad = m.extra.get("isAadJoined").and_then(Value::as_bool).unwrap_or(false);
             let tags = Value::from(entry.tags()).to_string();
             let rest = vec![
@@ -268,7 +274,9 @@ fn hunting_query(body: &[u8]) -> Result<String, String> {
     };
     match map.iter().find(|(k, _)| k.eq_ignore_ascii_case("query")).map(|(_, v)| v) {
         Some(Value::String(q)) if !q.trim().is_empty() => Ok(q.clone()),
-        Some(Value::String(_)) | None => Err("The Query property is required and must not be empty.".into()),
+        Some(Value::String(_)) | None => {
+            Err("The Query property is required and must not be empty.".into())
+        }
         Some(_) => Err("The Query property must be a string.".into()),
     }
 }
@@ -280,7 +288,10 @@ mod tests {
     #[test]
     fn the_body_needs_a_query_string() {
         assert_eq!(hunting_query(br#"{"Query":"DeviceInfo"}"#).as_deref(), Ok("DeviceInfo"));
-        assert_eq!(hunting_query(br#"{"query":"DeviceInfo","Timespan":"P1D"}"#).as_deref(), Ok("DeviceInfo"));
+        assert_eq!(
+            hunting_query(br#"{"query":"DeviceInfo","Timespan":"P1D"}"#).as_deref(),
+            Ok("DeviceInfo")
+        );
         assert!(hunting_query(br#"{"Query":" "}"#).unwrap_err().contains("required"));
         assert!(hunting_query(br#"{"Query":1}"#).unwrap_err().contains("string"));
         assert!(hunting_query(b"[]").unwrap_err().contains("JSON object"));
@@ -295,7 +306,8 @@ mod tests {
         let state = State::new(cfg, crate::sim::lifecycle::Clock::start());
         let tables = state.hunting_tables();
         assert_eq!(tables[0].rows.len(), 60);
-        let q = kql::parse("DeviceInfo | summarize arg_max(Timestamp, *) by DeviceId", &tables).unwrap();
+        let q = kql::parse("DeviceInfo | summarize arg_max(Timestamp, *) by DeviceId", &tables)
+            .unwrap();
         let reply = kql::run(&q, &tables);
         let rows = reply["results"].as_array().unwrap();
         assert_eq!(rows.len(), 30);

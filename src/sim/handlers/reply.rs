@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::api::model::{ErrorEnvelope, GraphErrorEnvelope, new_guid};
-use crate::sim::config::Service;
 use crate::api::time::format_utc;
+use crate::sim::config::Service;
 
 /// `Content-Type` of OData replies, as the service sends it.
 pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
