@@ -607,6 +607,7 @@ Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
+  mdebulk run --query 'DeviceInfo | where DeviceManualTags has \"IR-42\" | distinct DeviceId' --action isolate --comment IR-42 -o ir42.csv
   mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";
 
 /// Where the API is, for a run.

@@ -296,8 +296,10 @@ pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", sim.url())?;
-        writeln!(out, "graph on {}", sim.graph_url())?;
+        // One write for both lines: a reader that takes the first line and
+        // closes the pipe must not make a second write fail.
+        let lines = format!("listening on {}\ngraph on {}\n", sim.url(), sim.graph_url());
+        out.write_all(lines.as_bytes())?;
         out.flush()?;
     }
     eprintln!("{summary}");

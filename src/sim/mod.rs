@@ -1,7 +1,9 @@
 //! A faithful local simulator of the Defender for Endpoint machine-actions
 //! API (`mdebulk simulate`): token endpoint, action POSTs, look-ups and lists,
 //! quotas in three window models, action lifecycle, duplicates, and injected
-//! faults, following the team reference (`mde-api.md` §13–§14).
+//! faults, following the team reference (`mde-api.md` §13–§14); and, on a
+//! second listener, Microsoft Graph's Advanced Hunting (`runHuntingQuery`)
+//! for a subset of KQL (addendum §3.1).
 //!
 //! Tests and benches start it in-process with [`Sim::start`]; the CLI runs it
 //! with [`serve`]. The parts:
