@@ -22,7 +22,7 @@ use crate::pace::window::WindowModel;
 /// permission (`ThreatHunting.Read.All`), which only Graph tokens carry. One
 /// bit each in a `u16` roles mask, so at most sixteen; the defaults grant
 /// the first eight and the Graph one.
-pub(crate) const KNOWN_ROLES: [&str; 12] = [
+pub const KNOWN_ROLES: [&str; 12] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -80,6 +80,10 @@ pub struct IdentityConfig {
     /// The `X-IDENTITY-HEADER` value the App Service endpoint demands (its
     /// `IDENTITY_HEADER`, also the 2017 shape's `secret`).
     pub identity_header: String,
+    /// When set, the IMDS path answers as Azure Arc's agent does: a first
+    /// request is challenged with a key file written in this directory,
+    /// and only a request carrying that file's content gets a token.
+    pub arc_key_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for IdentityConfig {
@@ -89,6 +93,7 @@ impl Default for IdentityConfig {
             federated: Vec::new(),
             managed_identities: Vec::new(),
             identity_header: DEFAULT_IDENTITY_HEADER.to_string(),
+            arc_key_dir: None,
         }
     }
 }

@@ -49,8 +49,8 @@ use crate::api::model::Machine;
 
 pub use cli::{SimulateArgs, serve};
 pub use config::{
-    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, Service,
-    SimConfig, SimError, Stats,
+    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
+    Service, SimConfig, SimError, Stats,
 };
 pub use fleet::FleetError;
 pub use tls::{SimTls, TlsError};

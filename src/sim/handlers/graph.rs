@@ -122,7 +122,7 @@ impl State {
     fn graph_token(&self, header: Option<&str>, now: Instant) -> Result<TokenInfo, Reply> {
         let unauthorized = |msg: &str| {
             let mut r = Reply::graph_error(401, "InvalidAuthenticationToken", msg);
-            r.www_authenticate = true;
+            r.www_authenticate = Some("Bearer".to_string());
             r
         };
         let token = header
