@@ -1297,6 +1297,94 @@ mod tests {
     }
 
     #[test]
+    fn a_query_target_reads_its_kql_checks_it_and_finds_graph_by_cloud() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.csv");
+        let out = out.to_str().unwrap();
+        let secret = |k: &str| match k {
+            "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" => Some("x".to_string()),
+            "AZURE_CLIENT_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let q = "DeviceInfo | distinct DeviceId";
+        let base = ["--query", q, "--comment", "IR", "-o", out];
+        let (config, endpoint) =
+            run_config(&parse(&[&base[..], &["--action", "isolate"]].concat()), &secret).unwrap();
+        assert_eq!(
+            config.targets,
+            Some(crate::run::Targets::Query { kql: q.into(), sha1_column: false })
+        );
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        let graph = c.graph.as_ref().unwrap();
+        assert_eq!(graph.base, "https://graph.microsoft.com");
+        assert_eq!(graph.scope, "https://graph.microsoft.com/.default");
+        // Stop-and-quarantine takes each row's SHA1 unless --sha1 names one.
+        let sq = [&base[..], &["--action", "stop-and-quarantine"]].concat();
+        let (config, _) = run_config(&parse(&sq), &secret).unwrap();
+        assert!(matches!(
+            config.targets,
+            Some(crate::run::Targets::Query { sha1_column: true, .. })
+        ));
+        let one = [&sq[..], &["--sha1", "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"]].concat();
+        let (config, _) = run_config(&parse(&one), &secret).unwrap();
+        assert!(matches!(
+            config.targets,
+            Some(crate::run::Targets::Query { sha1_column: false, .. })
+        ));
+        // Graph by cloud, or as given.
+        let gov = [&base[..], &["--action", "isolate", "--cloud", "gcc-high"]].concat();
+        let (_, endpoint) = run_config(&parse(&gov), &secret).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().scope, "https://graph.microsoft.us/.default");
+        let local =
+            [&base[..], &["--action", "isolate", "--graph-url", "http://127.0.0.1:9"]].concat();
+        let (_, endpoint) = run_config(&parse(&local), &secret).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().base, "http://127.0.0.1:9");
+
+        // A ready token serves one audience: MDE_GRAPH_TOKEN is needed too.
+        let args = parse(&[&base[..], &["--action", "isolate"]].concat());
+        let token = |k: &str| (k == "MDE_TOKEN").then(|| "mde-tok".to_string());
+        let err = run_config(&args, &token).unwrap_err().to_string();
+        assert!(err.contains("MDE_GRAPH_TOKEN") && !err.contains("mde-tok"), "{err}");
+        let both = |k: &str| match k {
+            "MDE_TOKEN" => Some("mde-tok".to_string()),
+            "MDE_GRAPH_TOKEN" => Some("graph-tok".to_string()),
+            _ => None,
+        };
+        let (_, endpoint) = run_config(&args, &both).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().ready_token.as_ref().unwrap().expose(), "graph-tok");
+        assert!(!format!("{endpoint:?}").contains("graph-tok"), "never printed");
+
+        // Refusals: no results file, an empty query, a file that is not there or not UTF-8.
+        let refused = |extra: &[&str]| {
+            let mut full = vec!["--action", "isolate", "--comment", "IR"];
+            full.extend_from_slice(extra);
+            run_config(&parse(&full), &secret).unwrap_err().to_string()
+        };
+        assert!(refused(&["--query", q]).contains("need a results file"));
+        assert!(refused(&["--query", "  \n", "-o", out]).contains("--query: the query is empty"));
+        let missing = dir.path().join("nope.kql");
+        let e = refused(&["--query-file", missing.to_str().unwrap(), "-o", out]);
+        assert!(e.contains("nope.kql") && e.contains("cannot read it"), "{e}");
+        let latin = dir.path().join("latin.kql");
+        std::fs::write(&latin, b"DeviceInfo | where DeviceName has 'caf\xe9'").unwrap();
+        let e = refused(&["--query-file", latin.to_str().unwrap(), "-o", out]);
+        assert!(e.contains("not UTF-8") && e.contains("byte 39"), "{e}");
+        // Flags that exclude each other.
+        for other in [
+            &["in.csv"][..],
+            &["--tag", "T"],
+            &["--has-file", "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"],
+        ] {
+            let mut full = vec!["mdebulk", "run", "--query", q];
+            full.extend_from_slice(other);
+            assert!(Cli::try_parse_from(full).is_err(), "{other:?}");
+        }
+    }
+
+    #[test]
     fn credentials_come_from_the_environment() {
         let args = parse(&["in.csv"]);
         let err = run_config(&args, &|_| None).unwrap_err().to_string();
