@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
@@ -130,6 +130,8 @@ pub enum Command {
     Status(Box<StatusArgs>),
     /// Undo what an earlier run did: release isolations, lift restrictions, cancel actions still pending.
     Undo(Box<UndoArgs>),
+    /// Carry out exactly a plan written by `run --dry-run`, once its digest is confirmed and every row still hits the machine the plan names.
+    Apply(Box<ApplyArgs>),
     /// List the tenant's devices with their containment now (isolated, restricted), from each one's latest completed actions; the output is a valid run input.
     Devices(Box<DevicesArgs>),
     /// Check the login: which method, tenant, identity, audience, expiry and permissions a token has.
@@ -295,6 +297,15 @@ pub struct RunArgs {
     /// Rows whose device is already in the asked state (isolated, released, restricted, unrestricted), by its latest completed actions, become already_done and are not sent (one paged GET machineactions listing).
     #[arg(long, help_heading = "Safety")]
     pub skip_satisfied: bool,
+    /// The protected-devices policy: devices to never isolate, restrict, offboard or stop-and-quarantine on (TOML: machine_ids, names, tags, groups, os_platforms, device_values, actions). A run with protected rows is refused before any action call.
+    #[arg(long, value_name = "FILE", env = "MDEBULK_PROTECT", help_heading = "Safety")]
+    pub protect: Option<PathBuf>,
+    /// With --protect: record protected rows as `protected` and send the rest, instead of refusing the run.
+    #[arg(long, help_heading = "Safety")]
+    pub skip_protected: bool,
+    /// With --dry-run: who makes the plan, recorded beside it and covered by its digest (default: the OS user).
+    #[arg(long, value_name = "NAME", requires = "dry_run", help_heading = "Safety")]
+    pub planner: Option<String>,
     /// Stop gracefully after this long (resumable, exit 75).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
     pub max_runtime: Option<Duration>,
@@ -303,9 +314,73 @@ pub struct RunArgs {
     pub no_progress: bool,
 }
 
+/// `mdebulk apply`.
+#[derive(Debug, Args)]
+#[command(after_long_help = APPLY_AFTER_HELP)]
+pub struct ApplyArgs {
+    /// The plan written by `run --dry-run` (NAME.plan.csv), with its record beside it (NAME.plan.csv.params.json).
+    pub plan: PathBuf,
+    /// The plan's digest, all 64 hex digits, as the dry run printed it: the plan is refused if it (or its record) changed since.
+    #[arg(long, value_name = "SHA256", help_heading = "Safety")]
+    pub digest: String,
+    /// Who approves the plan, recorded in each action's comment and the journal (default: the OS user).
+    #[arg(long, value_name = "NAME", help_heading = "Safety")]
+    pub approver: Option<String>,
+    /// Results file (.csv or .jsonl). Default: the plan's input name with .results.csv, beside the plan.
+    #[arg(short, long, help_heading = "Output")]
+    pub output: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = "Pacing")]
+    pub concurrency: u16,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// `--wait` and its knobs.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Confirm irreversible actions (offboard) without asking.
+    #[arg(long, short = 'y', help_heading = "Safety")]
+    pub yes: bool,
+    /// Replace an existing results file and start over.
+    #[arg(long, conflicts_with = "resume", help_heading = "Safety")]
+    pub force: bool,
+    /// Continue an interrupted apply on the same results file: never resend a row already sent.
+    #[arg(long, help_heading = "Safety")]
+    pub resume: bool,
+    /// Refuse more rows than this that isolate, restrict or offboard, unless --allow-large.
+    #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES, help_heading = "Safety")]
+    pub max_devices: u64,
+    /// Refuse more such rows than this percentage of the tenant's active devices, unless --allow-large.
+    #[arg(long, value_name = "P", value_parser = parse_percent, help_heading = "Safety")]
+    pub max_percent: Option<f64>,
+    /// Go on above --max-devices or --max-percent (on a terminal, after typing the count back).
+    #[arg(long, help_heading = "Safety")]
+    pub allow_large: bool,
+    /// The protected-devices policy, checked again at apply time (as for run).
+    #[arg(long, value_name = "FILE", env = "MDEBULK_PROTECT", help_heading = "Safety")]
+    pub protect: Option<PathBuf>,
+    /// With --protect: record protected rows as `protected` and send the rest, instead of refusing.
+    #[arg(long, help_heading = "Safety")]
+    pub skip_protected: bool,
+    /// Stop gracefully after this long (resumable, exit 75).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
+    pub max_runtime: Option<Duration>,
+    /// No progress bar.
+    #[arg(long, help_heading = "Output")]
+    pub no_progress: bool,
+}
+
+const APPLY_AFTER_HELP: &str = "\
+One person plans, another approves and applies:
+  mdebulk run hosts.csv --action isolate --comment IR-7 --dry-run --planner alice
+  mdebulk apply hosts.plan.csv --digest 3f9a...e1 --approver bob
+Only the plan's `planned` rows are sent, with the plan's parameters; the
+digest, planner and approver lead each action's comment. Exit codes as for
+run; 2 when the digest differs or a row would now hit another machine.";
+
 /// The API flags every command that calls the API shares: where it is,
 /// how to pace and retry calls. Credentials come from the environment.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
     #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()], help_heading = "Pacing")]
@@ -346,7 +421,7 @@ pub struct ApiArgs {
 }
 
 /// How to log in: the method and the few settings that are not secrets.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LoginArgs {
     /// How to log in; default: chosen from the environment (README, "Logging in").
     #[arg(
@@ -441,7 +516,7 @@ impl ApiArgs {
 }
 
 /// `--wait` and its knobs (`run` and `status`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
     /// Wait for the actions to finish and record their final status (succeeded, failed, timed_out, cancelled).
     #[arg(long, help_heading = "Waiting")]
@@ -732,6 +807,10 @@ pub fn run_config(
         command_line: std::env::args().collect(),
         api: String::new(),
         tenant: String::new(),
+        protect: protect_policy(args.protect.as_deref())?,
+        skip_protected: args.skip_protected,
+        planner: person("--planner", args.planner.as_deref(), env)?,
+        approval: None,
     };
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
@@ -751,6 +830,151 @@ pub fn run_config(
     };
     let config = RunConfig { api, tenant, ..config };
     Ok((config, endpoint))
+}
+
+/// Turns `apply` flags, the plan's record and the environment into the
+/// configuration of an ordinary run of the plan: its `planned` rows, with
+/// the parameters the plan was made with. Refuses a digest that is not the
+/// plan's, a plan or record changed since, and an API or tenant other than
+/// the plan's.
+pub fn apply_config(
+    args: &ApplyArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(RunConfig, Endpoint)> {
+    use crate::run::approval;
+    let given = args.digest.trim().to_ascii_lowercase();
+    if given.len() != 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "--digest {}: the plan's digest is 64 hex digits, as the dry run printed it (the short form in comments only names it)",
+            crate::text::quote(&args.digest)
+        );
+    }
+    let record = approval::read_record(&args.plan)?;
+    let bytes = std::fs::read(&args.plan)
+        .with_context(|| format!("reading the plan {}", args.plan.display()))?;
+    let now = approval::digest(&record.params, &record.planner, &bytes);
+    if now != record.digest {
+        bail!(
+            "{}: the plan or its record changed since the dry run made it (its digest is now {now}, the record says {}); nothing was sent. Make the plan again and have it approved",
+            args.plan.display(),
+            record.digest
+        );
+    }
+    if given != record.digest {
+        bail!(
+            "{}: --digest {given} is not this plan's digest ({}); nothing was sent. Check that this is the plan that was approved",
+            args.plan.display(),
+            record.digest
+        );
+    }
+    if record.params.api == SIMULATED {
+        bail!(
+            "{}: planned against `run --simulate`, whose in-process simulator stopped with it; plan against `mdebulk simulate` (README, \"Rehearsing\")",
+            args.plan.display()
+        );
+    }
+    let p = &record.params;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let run_args = RunArgs {
+        input: Some(args.plan.display().to_string()),
+        tag: None,
+        tag_prefix: false,
+        has_file: None,
+        output: args.output.clone(),
+        input_format: None,
+        encoding: None,
+        columns: Vec::new(),
+        ignore_columns: Vec::new(),
+        sheet: None,
+        action: opt(&p.action),
+        comment: opt(&p.comment),
+        isolation_type: opt(&p.isolation_type),
+        sha1: opt(&p.sha1),
+        scan_type: opt(&p.scan_type),
+        concurrency: args.concurrency,
+        api: args.api.clone(),
+        wait: args.wait.clone(),
+        simulate: false,
+        yes: args.yes,
+        skip_invalid: false,
+        force: args.force,
+        resume: args.resume,
+        only: Some(vec![Status::Planned]),
+        dry_run: false,
+        pick: None,
+        max_devices: args.max_devices,
+        max_percent: args.max_percent,
+        allow_large: args.allow_large,
+        skip_satisfied: false,
+        protect: args.protect.clone(),
+        skip_protected: args.skip_protected,
+        planner: None,
+        max_runtime: args.max_runtime,
+        no_progress: args.no_progress,
+    };
+    let (mut config, endpoint) = run_config(&run_args, env)?;
+    if let ResultsTarget::Stdout = config.results {
+        bail!("apply writes a results file (-o FILE), not standard output: it keeps a journal");
+    }
+    let here = crate::run::identity::RunParams::new(&config.defaults, &config.api, &config.tenant, String::new());
+    let mut differ = Vec::new();
+    if here.api != p.api {
+        differ.push(format!("the API (--api-url): the plan {:?}, now {:?}", p.api, here.api));
+    }
+    if !here.tenant.is_empty() && !p.tenant.is_empty() && here.tenant != p.tenant {
+        differ.push(format!("the tenant (AZURE_TENANT_ID): the plan {:?}, now {:?}", p.tenant, here.tenant));
+    }
+    if !differ.is_empty() {
+        bail!(
+            "{}: this invocation's parameters differ from the plan's; nothing was sent: {}",
+            args.plan.display(),
+            differ.join("; ")
+        );
+    }
+    config.approval = Some(approval::Approval {
+        digest: record.digest,
+        planner: record.planner,
+        approver: person("--approver", args.approver.as_deref(), env)?,
+    });
+    Ok((config, endpoint))
+}
+
+/// `--protect FILE` (or `MDEBULK_PROTECT`), read and checked now: a policy
+/// that cannot be used stops the run before anything else.
+pub fn protect_policy(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::run::protect::Policy>>> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else { return Ok(None) };
+    Ok(Some(std::sync::Arc::new(crate::run::protect::Policy::load(path)?)))
+}
+
+/// A planner's or approver's name as given (`flag`), or the OS user
+/// (`USER`, `USERNAME`); checked to be short, printable text, because it
+/// goes into every action's comment.
+pub fn person(
+    flag: &str,
+    given: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    let name = match given {
+        Some(n) => n.trim().to_string(),
+        None => env("USER")
+            .or_else(|| env("USERNAME"))
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "unknown".to_string()),
+    };
+    let max = crate::run::approval::MAX_PERSON_CHARS;
+    if name.is_empty() {
+        bail!("{flag} must not be empty");
+    }
+    if name.chars().count() > max || name.chars().any(|c| c.is_control() || c == '[' || c == ']') {
+        bail!(
+            "{flag} {}: a name of at most {max} characters, without control characters or brackets (it goes into each action's comment)",
+            crate::text::quote(&name)
+        );
+    }
+    Ok(name)
 }
 
 /// `--max-percent`: a number above 0 and at most 100.

@@ -89,10 +89,14 @@ impl Prepared {
         machine: Option<&MachineRef>,
     ) -> Option<ResultRow> {
         let by_id = matches!(plan.target, Target::Id(_));
+        let guarded = self.protect.as_ref().is_some_and(|p| p.guards(plan.action));
         let absent_from_listing =
             self.found.fleet.as_ref().is_some_and(|f| !f.contains(&id_hash(machine_id)));
         let absent_from_os_lookup = self.os_known
-            && (plan.action.windows_only() || self.ids_checked || plan.named.is_some())
+            && (plan.action.windows_only()
+                || self.ids_checked
+                || plan.named.is_some()
+                || (guarded && self.guarded_checked))
             && machine.is_none();
         if by_id && (absent_from_listing || absent_from_os_lookup) {
             return Some(settled(
@@ -132,6 +136,9 @@ impl Prepared {
                     ),
                 ));
             }
+        }
+        if guarded && let Some(row) = self.protected(plan, machine_id) {
+            return Some(row);
         }
         if plan.action.windows_only()
             && let Some(m) = machine.filter(|m| m.is_linux_or_macos())
@@ -207,6 +214,44 @@ impl Prepared {
             row.action_status = "Succeeded".into();
         }
         Some(row)
+    }
+}
+
+impl Prepared {
+    /// A row the protected-devices policy guards, settled `protected` when
+    /// its machine is protected, or `error` when the machines could not be
+    /// looked up (a guarded row is never sent unchecked). `None`: the
+    /// policy lets it through.
+    fn protected(&self, plan: &RowPlan, machine_id: &str) -> Option<ResultRow> {
+        let policy = self.protect.as_ref()?;
+        if !self.os_known {
+            let (code, why) = match &self.lookup_error {
+                Some(e) => (e.code(), format!("looking the machine up failed ({e})")),
+                None => ("NotLookedUp", "the machine was not looked up".to_string()),
+            };
+            return Some(settled(
+                plan,
+                machine_id.to_string(),
+                Status::Error,
+                code,
+                format!(
+                    "{why}, so whether the protected-devices policy {} protects it is unknown; nothing was sent",
+                    policy.path().display()
+                ),
+            ));
+        }
+        let why = self.found.protected.get(&machine_id.to_ascii_lowercase())?;
+        Some(settled(
+            plan,
+            machine_id.to_string(),
+            Status::Protected,
+            "Protected",
+            format!(
+                "protected by {} ({why}): {} is never sent to this device; nothing was sent",
+                policy.path().display(),
+                plan.action.cli_name()
+            ),
+        ))
     }
 }
 
