@@ -237,8 +237,9 @@ impl State {
 
     /// Renames machine `i` (`computerDnsName`), as a re-named or re-imaged
     /// device shows up in the tenant: look-ups by name find it under the
-    /// new name only.
+    /// new name only. Lowercased, as the service keeps its names.
     pub(crate) fn rename_machine(&mut self, i: usize, name: String) {
+        let name = name.to_lowercase();
         if let Some(old) = self.machines[i].machine.computer_dns_name.take()
             && let Some(list) = self.by_name.get_mut(&old.to_ascii_lowercase())
         {
