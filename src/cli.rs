@@ -916,13 +916,21 @@ pub fn apply_config(
     if let ResultsTarget::Stdout = config.results {
         bail!("apply writes a results file (-o FILE), not standard output: it keeps a journal");
     }
-    let here = crate::run::identity::RunParams::new(&config.defaults, &config.api, &config.tenant, String::new());
+    let here = crate::run::identity::RunParams::new(
+        &config.defaults,
+        &config.api,
+        &config.tenant,
+        String::new(),
+    );
     let mut differ = Vec::new();
     if here.api != p.api {
         differ.push(format!("the API (--api-url): the plan {:?}, now {:?}", p.api, here.api));
     }
     if !here.tenant.is_empty() && !p.tenant.is_empty() && here.tenant != p.tenant {
-        differ.push(format!("the tenant (AZURE_TENANT_ID): the plan {:?}, now {:?}", p.tenant, here.tenant));
+        differ.push(format!(
+            "the tenant (AZURE_TENANT_ID): the plan {:?}, now {:?}",
+            p.tenant, here.tenant
+        ));
     }
     if !differ.is_empty() {
         bail!(

@@ -69,12 +69,19 @@ async fn a_domain_controller_by_tag_or_group_is_never_isolated_and_the_run_is_re
     set_tags(&sim, &machines[1].id, &["Tier0", "DomainController"]).await;
     // The group of machine 4 protects every machine of the input in it.
     let dc_group = group(&machines[4]);
-    let protected: Vec<&Machine> =
-        machines.iter().enumerate().filter(|(i, m)| *i == 1 || group(m) == dc_group).map(|(_, m)| m).collect();
+    let protected: Vec<&Machine> = machines
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i == 1 || group(m) == dc_group)
+        .map(|(_, m)| m)
+        .collect();
     assert!(protected.len() < machines.len(), "some devices are left to isolate");
     let policy = dir.write(
         "protect.toml",
-        format!("# never cut off a DC\ntags = [\"domaincontroller\"]\ngroups = [\"{}\"]\n", dc_group.to_uppercase()),
+        format!(
+            "# never cut off a DC\ntags = [\"domaincontroller\"]\ngroups = [\"{}\"]\n",
+            dc_group.to_uppercase()
+        ),
     );
     let input = dir.write("hosts.csv", ids_csv(&machines));
     let lookups = api_calls(&sim, "GET machines");
@@ -86,7 +93,11 @@ async fn a_domain_controller_by_tag_or_group_is_never_isolated_and_the_run_is_re
     assert!(all.contains("line 3: isolate") && all.contains(&machines[1].id), "{all}");
     assert!(all.contains("tags \"domaincontroller\"") && all.contains("--skip-protected"), "{all}");
     assert_eq!(api_calls(&sim, "isolate"), 0, "nothing is sent");
-    assert_eq!(api_calls(&sim, "GET machines") - lookups, 1, "the 12 ids are looked up in one batch");
+    assert_eq!(
+        api_calls(&sim, "GET machines") - lookups,
+        1,
+        "the 12 ids are looked up in one batch"
+    );
     assert!(!dir.path("hosts.results.csv").exists());
     assert!(!dir.path("hosts.results.csv.journal").exists(), "a refused run leaves no journal");
 
@@ -125,7 +136,8 @@ async fn names_by_glob_and_machine_ids_are_protected_and_actions_limit_what_is_g
     // Rows by name: the renamed DC matches the glob on its first label.
     let mut names = String::from("device_name\n");
     for (i, m) in machines.iter().enumerate() {
-        let name = if i == 2 { "dc-lon-01".to_string() } else { m.computer_dns_name.clone().unwrap() };
+        let name =
+            if i == 2 { "dc-lon-01".to_string() } else { m.computer_dns_name.clone().unwrap() };
         names.push_str(&format!("{name}\n"));
     }
     let input = dir.write("names.csv", names);
@@ -252,7 +264,8 @@ fn apply(sim: &Sim, dir: &TempDir, digest: &str) -> std::process::Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approved_plan_is_applied_exactly_with_the_digest_planner_and_approver_in_each_comment() {
+async fn an_approved_plan_is_applied_exactly_with_the_digest_planner_and_approver_in_each_comment()
+{
     let sim = sim(sim_config(&["100/60s", "1500/3600s"])).await;
     let dir = TempDir::new("apply");
     let machines = windows_online(&sim, 4);
@@ -260,7 +273,11 @@ async fn an_approved_plan_is_applied_exactly_with_the_digest_planner_and_approve
     assert_eq!(api_calls(&sim, "isolate"), 0);
     let out = output(apply(&sim, &dir, &digest)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains(&format!("plan {digest} by alice, approved by bob")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("plan {digest} by alice, approved by bob")),
+        "{}",
+        text(&out)
+    );
     let rows = read_results(&dir.path("hosts.results.csv"));
     assert_eq!(ids_with(&rows, "submitted"), ids(&machines.iter().collect::<Vec<_>>()));
     assert_eq!(api_calls(&sim, "isolate"), 4, "each planned row once");

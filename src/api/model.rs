@@ -185,9 +185,11 @@ pub struct MachineSummary {
 impl From<Machine> for MachineSummary {
     fn from(m: Machine) -> Self {
         let text = |key: &str| m.extra.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        let machine_tags = m.extra.get("machineTags").and_then(|v| v.as_array()).map(|tags| {
-            tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()
-        });
+        let machine_tags = m
+            .extra
+            .get("machineTags")
+            .and_then(|v| v.as_array())
+            .map(|tags| tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect());
         let (rbac_group_name, device_value) = (text("rbacGroupName"), text("deviceValue"));
         MachineSummary {
             machine_tags,

@@ -16,7 +16,9 @@ pub(crate) async fn apply(
 ) -> anyhow::Result<u8> {
     let (config, endpoint) = apply_config(args, env)?;
     let Endpoint::Remote(client_config) = endpoint else {
-        anyhow::bail!("apply runs against the API the plan was made with, never a simulator started in-process");
+        anyhow::bail!(
+            "apply runs against the API the plan was made with, never a simulator started in-process"
+        );
     };
     let (client, stop) = connect(*client_config)?;
     let summary = crate::run::pipeline::run(&config, client, stop).await?;

@@ -132,7 +132,8 @@ pub fn write_record(
     planner: &str,
 ) -> Result<PlanRecord, PlanError> {
     use std::io::Write;
-    let bytes = std::fs::read(plan).map_err(|source| PlanError::Io { path: plan.into(), source })?;
+    let bytes =
+        std::fs::read(plan).map_err(|source| PlanError::Io { path: plan.into(), source })?;
     let record = PlanRecord {
         version: PLAN_RECORD_VERSION,
         digest: digest(&params, planner, &bytes),
@@ -151,8 +152,8 @@ pub fn write_record(
 /// Reads the record beside the plan at `plan`.
 pub fn read_record(plan: &Path) -> Result<PlanRecord, PlanError> {
     let path = record_path(plan);
-    let text =
-        std::fs::read_to_string(&path).map_err(|source| PlanError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| PlanError::Io { path: path.clone(), source })?;
     let record: PlanRecord = serde_json::from_str(&text)
         .map_err(|e| PlanError::Unreadable { path: path.clone(), why: e.to_string() })?;
     if record.version != PLAN_RECORD_VERSION {
@@ -190,7 +191,11 @@ mod tests {
 
     #[test]
     fn the_prefix_carries_the_short_digest_planner_and_approver() {
-        let a = Approval { digest: "0123456789abcdef".repeat(4), planner: "alice".into(), approver: "bob".into() };
+        let a = Approval {
+            digest: "0123456789abcdef".repeat(4),
+            planner: "alice".into(),
+            approver: "bob".into(),
+        };
         assert_eq!(a.prefix(), "[plan 0123456789ab by alice, approved by bob]");
         assert_eq!(a.comment("IR-7"), "[plan 0123456789ab by alice, approved by bob] IR-7");
     }

@@ -627,7 +627,8 @@ async fn refuse_rows(
     prepared: Prepared,
     earlier: EarlierRows,
 ) -> Result<(Prepared, EarlierRows), RunError> {
-    let protected = !prepared.found.protected.is_empty() && !config.dry_run && !config.skip_protected;
+    let protected =
+        !prepared.found.protected.is_empty() && !config.dry_run && !config.skip_protected;
     if !protected && config.approval.is_none() {
         return Ok((prepared, earlier));
     }
@@ -646,7 +647,8 @@ async fn refuse_rows(
         text
     };
     if total_protected > 0 {
-        let policy = config.protect.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
+        let policy =
+            config.protect.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
         return Err(RunError::Protected(format!(
             "{total_protected} row(s) would act on devices the protected-devices policy {policy} protects; nothing was sent:{}\nRemove them from the input, or add --skip-protected to record them as `protected` and send the rest (--dry-run shows them in the plan)",
             list(&on_protected, total_protected)
@@ -703,7 +705,11 @@ fn scan_refusals(
             Ok(target) => target,
             Err(row) => {
                 if config.approval.is_some() {
-                    push(&mut out.changed, &mut out.total_changed, format!("{at}: {}", row.error_message));
+                    push(
+                        &mut out.changed,
+                        &mut out.total_changed,
+                        format!("{at}: {}", row.error_message),
+                    );
                 }
                 continue;
             }
@@ -716,19 +722,27 @@ fn scan_refusals(
             && row.status == Some(Status::Protected)
             && protected
         {
-            push(&mut out.protected, &mut out.total_protected, format!("{at}: {}", row.error_message));
+            push(
+                &mut out.protected,
+                &mut out.total_protected,
+                format!("{at}: {}", row.error_message),
+            );
             continue;
         }
         let Some(approval) = &config.approval else { continue };
         let planned = plan.previous.as_ref().map(|p| p.machine_id.as_str()).unwrap_or_default();
         let why = match &settled {
-            Some(row) if row.status == Some(Status::NotFound) || row.error_code == "IdNameMismatch" => {
+            Some(row)
+                if row.status == Some(Status::NotFound) || row.error_code == "IdNameMismatch" =>
+            {
                 Some(row.error_message.clone())
             }
             _ if !planned.eq_ignore_ascii_case(&machine_id) => Some(format!(
                 "the plan acts on machine {planned:?}, the tenant now names {machine_id:?}"
             )),
-            _ if approval.comment(&plan.comment).chars().count() > crate::input::MAX_COMMENT_CHARS => {
+            _ if approval.comment(&plan.comment).chars().count()
+                > crate::input::MAX_COMMENT_CHARS =>
+            {
                 Some(format!(
                     "the comment with the approval prefix {:?} is longer than {} characters",
                     approval.prefix(),

@@ -174,28 +174,33 @@ impl Policy {
             };
             invalid(e.span(), message)
         })?;
-        let lower = |items: Vec<toml::Spanned<String>>, key: &str| -> Result<Vec<String>, PolicyError> {
-            items
-                .into_iter()
-                .map(|item| {
-                    let span = item.span();
-                    let value = item.into_inner();
-                    if value.trim().is_empty() {
-                        return Err(invalid(Some(span), format!("{key}: an empty value protects nothing")));
-                    }
-                    Ok(value.trim().to_lowercase())
-                })
-                .collect()
-        };
+        let lower =
+            |items: Vec<toml::Spanned<String>>, key: &str| -> Result<Vec<String>, PolicyError> {
+                items
+                    .into_iter()
+                    .map(|item| {
+                        let span = item.span();
+                        let value = item.into_inner();
+                        if value.trim().is_empty() {
+                            return Err(invalid(
+                                Some(span),
+                                format!("{key}: an empty value protects nothing"),
+                            ));
+                        }
+                        Ok(value.trim().to_lowercase())
+                    })
+                    .collect()
+            };
         let actions = match file.actions {
             None => DEFAULT_GUARDED.into_iter().collect(),
             Some(items) => {
                 let mut actions = BTreeSet::new();
                 for item in items {
                     let span = item.span();
-                    let action = item.get_ref().parse::<ActionKind>().map_err(|e| {
-                        invalid(Some(span), format!("actions: {e}"))
-                    })?;
+                    let action = item
+                        .get_ref()
+                        .parse::<ActionKind>()
+                        .map_err(|e| invalid(Some(span), format!("actions: {e}")))?;
                     actions.insert(action);
                 }
                 actions
@@ -267,7 +272,8 @@ impl Policy {
 /// names are looked up (`dc-*` matches `dc-01` and `dc-01.corp.example`).
 fn name_matches(pattern: &str, dns: &str) -> bool {
     glob(pattern, dns)
-        || (!pattern.contains('.') && dns.split_once('.').is_some_and(|(first, _)| glob(pattern, first)))
+        || (!pattern.contains('.')
+            && dns.split_once('.').is_some_and(|(first, _)| glob(pattern, first)))
 }
 
 /// Glob matching with `*` (any run of characters, dots included) and `?`

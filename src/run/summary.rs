@@ -169,11 +169,8 @@ impl Summary {
             );
         }
         if let Some(a) = &self.approval {
-            let _ = writeln!(
-                out,
-                "  plan {} by {}, approved by {}",
-                a.digest, a.planner, a.approver
-            );
+            let _ =
+                writeln!(out, "  plan {} by {}, approved by {}", a.digest, a.planner, a.approver);
         }
         if self.not_selected > 0 {
             let _ = writeln!(out, "  not selected by --only: {}", self.not_selected);

@@ -86,8 +86,7 @@ pub(crate) async fn prepare<T: Transport>(
             look_up(ctx, lookups, pick_latest),
             pending_actions(ctx, &lookups.actions)
         );
-        let mut prepared =
-            Prepared { protect: lookups.protect.clone(), ..Prepared::default() };
+        let mut prepared = Prepared { protect: lookups.protect.clone(), ..Prepared::default() };
         match found {
             Ok(found) => {
                 if !lookups.no_machines() {

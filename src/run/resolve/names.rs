@@ -536,8 +536,11 @@ impl Matches {
         let aad_key = wanted(&self.aad_device_ids, aad.as_deref());
         let ip_key = wanted(&self.ips, ip.as_deref());
         let os = lookups.os_ids.contains(&id);
-        let matched =
-            name_key.is_some() || short_key.is_some() || aad_key.is_some() || ip_key.is_some() || os;
+        let matched = name_key.is_some()
+            || short_key.is_some()
+            || aad_key.is_some()
+            || ip_key.is_some()
+            || os;
         // Past the cap of ids looked up by filter, the listing answers for
         // the ids not collected: every machine is matched against the policy.
         if let Some(policy) = &lookups.protect
