@@ -279,7 +279,7 @@ pub struct RunArgs {
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
     #[arg(long, value_delimiter = ',', value_name = "STATUS,...", help_heading = "Input")]
     pub only: Option<Vec<Status>>,
-    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration; send no action.
+    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration and its digest for `mdebulk apply`; send no action.
     #[arg(long, help_heading = "Safety")]
     pub dry_run: bool,
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.

@@ -163,17 +163,11 @@ impl Policy {
             let (line, column) = line_column(text, span.map_or(0, |s| s.start));
             PolicyError::Invalid { path: path.to_path_buf(), line, column, message }
         };
-        let file: PolicyFile = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().replace('\n', " ");
-            let message = if message.contains("unknown field") {
-                format!(
-                    "{message} (a policy has only these keys: machine_ids, names, tags, groups, os_platforms, device_values, actions)"
-                )
-            } else {
-                message
-            };
-            invalid(e.span(), message)
-        })?;
+        let file: PolicyFile = toml::from_str(text)
+            // The parser's message quotes the value: bounded and escaped.
+            .map_err(|e| {
+                invalid(e.span(), crate::text::clip(e.message().trim()).max(300).to_string())
+            })?;
         let lower =
             |items: Vec<toml::Spanned<String>>, key: &str| -> Result<Vec<String>, PolicyError> {
                 items
