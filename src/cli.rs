@@ -1271,6 +1271,14 @@ pub fn credentials(
         if let (Some(endpoint), Some(secret)) = (get("MSI_ENDPOINT"), get("MSI_SECRET")) {
             return Some(IdentityEndpoint::Msi2017 { endpoint, secret: Secret::new(secret) });
         }
+        // Azure Arc's agent announces itself with both variables (and no
+        // IDENTITY_HEADER, which App Service sets).
+        if let (Some(endpoint), Some(_)) = (get("IDENTITY_ENDPOINT"), get("IMDS_ENDPOINT")) {
+            let key_dir = get("MDEBULK_ARC_KEY_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::api::auth::arc_key_dir(get("ProgramData").as_deref()));
+            return Some(IdentityEndpoint::Arc { endpoint, key_dir });
+        }
         if login.imds_url.is_some() || get("AZURE_POD_IDENTITY_AUTHORITY_HOST").is_some() {
             return Some(IdentityEndpoint::Imds {
                 base: imds_base(login.imds_url.as_deref(), env),

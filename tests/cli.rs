@@ -351,19 +351,12 @@ async fn on_terminal(
 ) -> String {
     let line = format!("stty cols 80 rows 24; exec {} {args}", env!("CARGO_BIN_EXE_mdebulk"));
     let mut script = Command::new("script");
+    common::pointed_at(&mut script, sim);
     script
         .args(["-qec", &line, "/dev/null"])
         .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AZURE_TENANT_ID", "tenant-1")
-        .env("AZURE_CLIENT_ID", "app-1")
-        .env("AZURE_CLIENT_SECRET", "s3cret-value-never-logged")
-        .env("MDE_API_URL", sim.url())
-        .env("MDE_LOGIN_URL", sim.url())
         .env("COLUMNS", "80")
-        .env("TERM", "xterm")
-        .stdin(Stdio::null());
+        .env("TERM", "xterm");
     for (k, v) in env {
         script.env(k, v);
     }

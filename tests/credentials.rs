@@ -549,6 +549,61 @@ async fn managed_identity_logs_in_by_imds_and_app_service_system_and_user_assign
     }
 }
 
+/// Azure Arc's agent: the first request is challenged with a key file in
+/// the agent's directory, the client reads it and asks again; each refresh
+/// of the 2 s tokens goes through a new challenge, with no failed row and
+/// no key in any output. A user-assigned identity, which Arc does not have,
+/// is refused before anything is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_logs_in_through_azure_arcs_key_file_challenge() {
+    let keys = TempDir::new("arc-keys");
+    let key_dir = keys.path("");
+    let sim = SimProcess::start(&["--token-ttl", "2s", "--arc-key-dir", key_dir.to_str().unwrap()]);
+    let dir = TempDir::new("arc");
+    let input = dir.write("hosts.csv", ids_csv(&machines(14).await));
+    let results = dir.path("hosts.results.csv");
+    let endpoint = format!("{}/metadata/identity/oauth2/token", sim.url);
+    let arc = |cmd: &mut Command| {
+        cmd.env("IDENTITY_ENDPOINT", &endpoint)
+            .env("IMDS_ENDPOINT", &sim.url)
+            .env("MDEBULK_ARC_KEY_DIR", &key_dir);
+    };
+    let mut cmd = bare(&sim.url);
+    arc(&mut cmd);
+    isolate_slowly(&mut cmd, &input, &results);
+    let out = output(cmd).await;
+    all_submitted(&out, &results, 14);
+    let issued: Vec<String> = std::fs::read_dir(&key_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(issued.len() >= 2, "{} challenges", issued.len());
+    // Each challenge is one request refused and one let in.
+    let asked = sim.stats().await["managed_identity_requests"].as_u64().unwrap();
+    assert!(asked >= 2 * issued.len() as u64, "{asked} requests, {} keys", issued.len());
+    let keys_sent: Vec<&str> = issued.iter().map(String::as_str).collect();
+    assert_nothing_secret(&everything(&out, &results), &keys_sent);
+
+    let mut check = bare(&sim.url);
+    arc(&mut check);
+    check.args(["auth", "check", "--action", "isolate"]);
+    let out = output(check).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("Azure Arc"), "{all}");
+
+    let before = sim.stats().await["managed_identity_requests"].as_u64().unwrap();
+    let mut user = bare(&sim.url);
+    arc(&mut user);
+    user.env("AZURE_CLIENT_ID", "7d4e2b8a-0000-4000-8000-00000000ua01");
+    isolate_slowly(&mut user, &input, &dir.path("user.results.csv"));
+    let out = output(user).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("Azure Arc has only the machine's system-assigned identity"), "{all}");
+    assert_eq!(sim.stats().await["managed_identity_requests"].as_u64().unwrap(), before);
+}
+
 /// `auth check` names the permission a token lacks; `run` of a file that
 /// needs it is refused with exit 2 before any action call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,24 +21,12 @@ use mdebulk::sim::{FleetSpec, SimConfig, fleet};
 use serde_json::{Value, json};
 use sim_support::*;
 
-/// Every permission the simulator knows.
-const ALL_ROLES: [&str; 11] = [
-    "Machine.Isolate",
-    "Machine.StopAndQuarantine",
-    "Machine.Offboard",
-    "Machine.Scan",
-    "Machine.CollectForensics",
-    "Machine.RestrictExecution",
-    "Machine.LiveResponse",
-    "Machine.Read.All",
-    "Machine.ReadWrite.All",
-    "User.Read.All",
-    "Alert.ReadWrite.All",
-];
-
 /// 100 machines, no quota, every permission.
 fn all_roles() -> SimConfig {
-    SimConfig { roles: ALL_ROLES.iter().map(|r| r.to_string()).collect(), ..config() }
+    SimConfig {
+        roles: mdebulk::sim::KNOWN_ROLES.iter().map(|r| r.to_string()).collect(),
+        ..config()
+    }
 }
 
 fn ids_of(r: &Reply) -> Vec<String> {

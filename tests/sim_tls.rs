@@ -58,21 +58,7 @@ fn trusting_only(pem: &[u8]) -> reqwest::Client {
 
 /// A token from the simulator's token endpoint, through `http`.
 async fn token(http: &reqwest::Client, url: &str) -> String {
-    let reply: serde_json::Value = http
-        .post(format!("{url}/tenant-1/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app-1"),
-            ("client_secret", "s3cret"),
-            ("scope", "https://api.securitycenter.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply["access_token"].as_str().unwrap().to_string()
+    common::access_token_with(http, url, "tenant-1", "app-1", "s3cret").await
 }
 
 /// Lists the machines and isolates the `nth`; returns the list reply and the

@@ -90,23 +90,8 @@ fn msal_logs_in_through_discovery_with_a_secret_and_a_certificate() {
         }
         rt.block_on(async { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() })
     };
-    let token: serde_json::Value = rt.block_on(async {
-        http.post(format!("{url}/{tenant}/oauth2/v2.0/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client),
-                ("client_secret", "msal-secret"),
-                ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let machines =
-        get("/api/machines?$filter=osPlatform eq 'Windows11'", token["access_token"].as_str());
+    let token = rt.block_on(common::access_token_with(&http, &url, tenant, client, "msal-secret"));
+    let machines = get("/api/machines?$filter=osPlatform eq 'Windows11'", Some(&token));
     let ids: Vec<&str> =
         machines["value"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
     assert!(ids.len() >= 3, "{machines}");

@@ -72,8 +72,8 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     e(
         "GET",
         "/metadata/identity/oauth2/token",
-        "managed identity, Azure IMDS shape (Metadata: true)",
-        "addendum §6.1",
+        "managed identity, Azure IMDS shape (Metadata: true); with --arc-key-dir, Azure Arc's agent (a Basic challenge naming a key file)",
+        "addendum §6.1, §6.3",
     ),
     e(
         "GET",

@@ -170,6 +170,12 @@ pub struct IdentityArgs {
     /// The X-IDENTITY-HEADER value the App Service token endpoint demands.
     #[arg(long, default_value = DEFAULT_IDENTITY_HEADER, value_name = "VALUE", hide_default_value = true)]
     pub identity_header: String,
+
+    /// Answer the IMDS path as Azure Arc's agent does (api-version
+    /// 2020-06-01): challenge a first request with a key file written in
+    /// DIR, and give a token only to a request that sends its content.
+    #[arg(long, value_name = "DIR")]
+    pub arc_key_dir: Option<PathBuf>,
 }
 
 impl IdentityArgs {
@@ -204,11 +210,18 @@ impl IdentityArgs {
         if self.identity_header.is_empty() {
             return Err(SimError::Invalid { flag: "--identity-header", why: "is empty".into() });
         }
+        if let Some(dir) = self.arc_key_dir.as_deref().filter(|d| !d.is_dir()) {
+            return Err(SimError::Invalid {
+                flag: "--arc-key-dir",
+                why: format!("{} is not a directory", dir.display()),
+            });
+        }
         Ok(IdentityConfig {
             client_certificates,
             federated,
             managed_identities: self.managed_identities,
             identity_header: self.identity_header,
+            arc_key_dir: self.arc_key_dir,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::pace::window::WindowModel;
 /// permissions of the log-on users (`User.Read.All`) and investigation
 /// (`Alert.ReadWrite.All`) APIs. One bit each in a `u16` roles mask, so at
 /// most sixteen; the defaults grant the first eight.
-pub(crate) const KNOWN_ROLES: [&str; 11] = [
+pub const KNOWN_ROLES: [&str; 11] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -65,6 +65,10 @@ pub struct IdentityConfig {
     /// The `X-IDENTITY-HEADER` value the App Service endpoint demands (its
     /// `IDENTITY_HEADER`, also the 2017 shape's `secret`).
     pub identity_header: String,
+    /// When set, the IMDS path answers as Azure Arc's agent does: a first
+    /// request is challenged with a key file written in this directory,
+    /// and only a request carrying that file's content gets a token.
+    pub arc_key_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for IdentityConfig {
@@ -74,6 +78,7 @@ impl Default for IdentityConfig {
             federated: Vec::new(),
             managed_identities: Vec::new(),
             identity_header: DEFAULT_IDENTITY_HEADER.to_string(),
+            arc_key_dir: None,
         }
     }
 }

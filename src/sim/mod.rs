@@ -45,8 +45,8 @@ use crate::api::model::Machine;
 
 pub use cli::{SimulateArgs, serve};
 pub use config::{
-    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, SimConfig,
-    SimError, Stats,
+    ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
+    SimConfig, SimError, Stats,
 };
 pub use fleet::FleetError;
 pub use tls::{SimTls, TlsError};

@@ -279,8 +279,10 @@ fn to_response(reply: Reply) -> hyper::Response<Full> {
             }
         }
     }
-    if reply.www_authenticate {
-        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    if let Some(challenge) = reply.www_authenticate.as_deref()
+        && let Ok(value) = HeaderValue::from_str(challenge)
+    {
+        headers.insert(WWW_AUTHENTICATE, value);
     }
     res
 }

@@ -122,6 +122,9 @@ pub(crate) struct State {
     /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
     /// their tokens are refused and no new one is issued.
     pub(crate) revoked: HashSet<String>,
+    /// The contents of the Azure Arc key files handed out so far
+    /// (`--arc-key-dir`): a request that sends one of them is let in.
+    pub(crate) arc_keys: HashSet<String>,
     /// Investigations started through `startInvestigation`: numbers their ids.
     pub(crate) investigations: u64,
     /// `(client id, jti)` of every client assertion accepted, with its `exp`:
@@ -186,6 +189,7 @@ impl State {
             accepted: HashSet::new(),
             tokens: HashMap::new(),
             revoked: HashSet::new(),
+            arc_keys: HashSet::new(),
             investigations: 0,
             used_assertions: HashMap::new(),
             principals: HashMap::new(),

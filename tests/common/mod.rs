@@ -54,7 +54,19 @@ pub fn sim_config(limits: &[&str]) -> SimConfig {
 /// An access token from the simulator at `base` for `client` in `tenant`,
 /// asked the way an app asks Entra (client credentials, v2 endpoint).
 pub async fn access_token(base: &str, tenant: &str, client: &str, secret: &str) -> String {
-    let reply: serde_json::Value = reqwest::Client::new()
+    access_token_with(&reqwest::Client::new(), base, tenant, client, secret).await
+}
+
+/// [`access_token`] through `http` (a client that trusts the simulator's CA,
+/// say).
+pub async fn access_token_with(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    client: &str,
+    secret: &str,
+) -> String {
+    let reply: serde_json::Value = http
         .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -79,6 +91,13 @@ pub fn stats(sim: &Sim) -> Stats {
 /// `mdebulk` pointed at `sim`, with credentials in the environment.
 pub fn mdebulk(sim: &Sim) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdebulk"));
+    pointed_at(&mut cmd, sim);
+    cmd
+}
+
+/// Clears `cmd`'s environment but `PATH`, then points it at `sim` with the
+/// credentials its default client accepts, and closes its standard input.
+pub fn pointed_at(cmd: &mut Command, sim: &Sim) {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AZURE_TENANT_ID", "tenant-1")
@@ -87,7 +106,6 @@ pub fn mdebulk(sim: &Sim) -> Command {
         .env("MDE_API_URL", sim.url())
         .env("MDE_LOGIN_URL", sim.url())
         .stdin(Stdio::null());
-    cmd
 }
 
 /// `mdebulk run INPUT --action isolate --comment x` against `sim`, plus `extra` flags.

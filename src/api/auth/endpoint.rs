@@ -37,23 +37,8 @@ pub(crate) async fn request_token(
     let mut form = vec![("grant_type", "client_credentials"), ("client_id", client_id)];
     form.extend_from_slice(proof);
     form.push(("scope", scope));
-    let unreachable = |e: reqwest::Error, after_headers: bool| {
-        let kind = transport_kind(&e, after_headers);
-        AuthError::Unreachable {
-            url: url.to_string(),
-            message: transport_message(&e, kind, scrub(&error_chain(&e), secrets)),
-            kind,
-        }
-    };
-    let response = http
-        .post(url.clone())
-        .header(ACCEPT, "application/json")
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| unreachable(e, false))?;
-    let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
+    let request = http.post(url.clone()).header(ACCEPT, "application/json").form(&form);
+    let Answer { status, body, .. } = exchange(request, url.as_str(), secrets).await?;
     if (200..300).contains(&status) {
         let reply = parse_token_reply(status, &body)?;
         return Ok(Fetched {
@@ -62,6 +47,45 @@ pub(crate) async fn request_token(
         });
     }
     Err(parse_oauth_error(status, &body, secrets, check))
+}
+
+/// Sends one request to a login or identity endpoint and reads its whole
+/// answer, whatever its status: the callers parse success and error bodies
+/// each in their own shape. A transport failure names `shown` (the URL
+/// without a query that may carry an identity's id) and is scrubbed of
+/// `secrets`.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    shown: &str,
+    secrets: &[&str],
+) -> Result<Answer, AuthError> {
+    let unreachable = |e: reqwest::Error, after_headers: bool| {
+        let kind = transport_kind(&e, after_headers);
+        AuthError::Unreachable {
+            url: shown.to_string(),
+            message: transport_message(&e, kind, scrub(&error_chain(&e), secrets)),
+            kind,
+        }
+    };
+    let response = request.send().await.map_err(|e| unreachable(e, false))?;
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.map_err(|e| unreachable(e, true))?.to_vec();
+    Ok(Answer { status, challenge, body })
+}
+
+/// A login or identity endpoint's whole answer.
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// `WWW-Authenticate`, which Azure Arc's agent uses to name its key file.
+    pub(crate) challenge: Option<String>,
+    /// The body, read whole (login replies are small).
+    pub(crate) body: Vec<u8>,
 }
 
 /// `{login_base}/{tenant}/oauth2/v2.0/token`, the tenant percent-encoded as

@@ -3,7 +3,7 @@
 //! for its system-assigned identity or a user-assigned one, over a local
 //! endpoint that needs no secret from us.
 //!
-//! Three shapes of that endpoint exist:
+//! Four shapes of that endpoint exist:
 //!
 //! - IMDS, `GET http://169.254.169.254/metadata/identity/oauth2/token` with
 //!   `Metadata: true` (api-version 2018-02-01). Link-local plain http by
@@ -14,19 +14,29 @@
 //!   `X-IDENTITY-HEADER: $IDENTITY_HEADER` (api-version 2019-08-01).
 //! - The older App Service shape: `MSI_ENDPOINT` with the header
 //!   `secret: $MSI_SECRET` (api-version 2017-09-01, `clientid`).
+//! - Azure Arc's agent on a server outside Azure: `IDENTITY_ENDPOINT` (with
+//!   `IMDS_ENDPOINT` beside it) and `Metadata: true`, api-version
+//!   2020-06-01. It answers a first request 401 with `WWW-Authenticate:
+//!   Basic realm=<file>`, a `.key` file in the agent's token directory that
+//!   only administrators can read; the request is sent again with
+//!   `Authorization: Basic <its content>`. Proving that the caller may read
+//!   that directory is the agent's guard, so the file is read only if it
+//!   lies in that directory, ends in `.key` and holds at most 4,096 bytes
+//!   (as the Azure SDKs check), never wherever the answer points.
 //!
 //! The IMDS documentation asks for retries of 404, 410, 429 and 5xx: those
 //! answers are transient [`AuthError::Identity`] errors, retried by the call
 //! engine with its stoppable back-off like any transient failure.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 use reqwest::header::ACCEPT;
 
-use super::super::net::{transport_kind, transport_message};
+use super::endpoint::{Answer, exchange};
 use super::error::AuthError;
-use super::secret::{Secret, error_chain, scrub};
+use super::secret::{Secret, scrub};
 use super::token::{FetchContext, Fetched, MAX_TOKEN_LIFETIME, lifetime_of, lifetime_until};
 use crate::text::excerpt;
 
@@ -35,6 +45,22 @@ pub const IMDS_DEFAULT_BASE: &str = "http://169.254.169.254";
 
 /// The only address plain http is accepted for besides loopback.
 const IMDS_ADDRESS: [u8; 4] = [169, 254, 169, 254];
+
+/// The largest key file Azure Arc's challenge may name.
+const ARC_KEY_MAX_BYTES: u64 = 4096;
+
+/// Where Azure Arc's agent writes its key files on this platform: the
+/// directory its challenge must point into. `program_data` is
+/// `%ProgramData%` on Windows.
+pub fn arc_key_dir(program_data: Option<&str>) -> PathBuf {
+    if cfg!(windows) {
+        Path::new(program_data.unwrap_or(r"C:\ProgramData"))
+            .join("AzureConnectedMachine")
+            .join("Tokens")
+    } else {
+        PathBuf::from("/var/opt/azcmagent/tokens")
+    }
+}
 
 /// Longest excerpt of an identity endpoint's reply kept in an error.
 const EXCERPT_CHARS: usize = 200;
@@ -61,6 +87,14 @@ pub enum IdentityEndpoint {
         /// The `secret` header.
         secret: Secret,
     },
+    /// Azure Arc's agent (`IDENTITY_ENDPOINT` with `IMDS_ENDPOINT`).
+    Arc {
+        /// The token URL itself.
+        endpoint: String,
+        /// The directory its key files must lie in ([`arc_key_dir`], or
+        /// `MDEBULK_ARC_KEY_DIR`).
+        key_dir: PathBuf,
+    },
 }
 
 /// Which user-assigned identity to ask for: the three ids Azure gives one,
@@ -82,6 +116,9 @@ impl UserAssigned {
     /// shape knows `clientid` only.
     fn parameter(&self, endpoint: &IdentityEndpoint) -> Result<(&'static str, &str), String> {
         Ok(match (self, endpoint) {
+            (_, IdentityEndpoint::Arc { .. }) => {
+                return Err("Azure Arc has only the machine's system-assigned identity: leave out the user-assigned identity (--managed-identity-*, AZURE_CLIENT_ID)".to_string());
+            }
             (UserAssigned::ClientId(id), IdentityEndpoint::Msi2017 { .. }) => ("clientid", id),
             (UserAssigned::ClientId(id), _) => ("client_id", id),
             (UserAssigned::ObjectId(id), IdentityEndpoint::Imds { .. }) => ("object_id", id),
@@ -115,6 +152,7 @@ impl ManagedIdentity {
             IdentityEndpoint::Imds { .. } => "IMDS",
             IdentityEndpoint::AppService { .. } => "App Service",
             IdentityEndpoint::Msi2017 { .. } => "App Service (2017-09-01)",
+            IdentityEndpoint::Arc { .. } => "Azure Arc",
         }
     }
 
@@ -134,6 +172,12 @@ impl ManagedIdentity {
                     return Err("MSI_SECRET is empty".to_string());
                 }
                 ("MSI_ENDPOINT", endpoint.as_str(), false)
+            }
+            IdentityEndpoint::Arc { endpoint, .. } => {
+                if let Some(identity) = &self.identity {
+                    return Err(identity.parameter(&self.endpoint).err().unwrap_or_default());
+                }
+                ("IDENTITY_ENDPOINT", endpoint.as_str(), false)
             }
         };
         let url = Url::parse(raw.trim()).map_err(|e| format!("{what} URL {raw:?}: {e}"))?;
@@ -177,6 +221,9 @@ impl ManagedIdentity {
             IdentityEndpoint::Msi2017 { endpoint, .. } => {
                 (endpoint.trim().to_string(), vec![("api-version", "2017-09-01")])
             }
+            IdentityEndpoint::Arc { endpoint, .. } => {
+                (endpoint.trim().to_string(), vec![("api-version", "2020-06-01")])
+            }
         };
         pairs.push(("resource", resource));
         if let Some(identity) = &self.identity {
@@ -203,31 +250,81 @@ impl ManagedIdentity {
             IdentityEndpoint::Imds { .. } => ("Metadata", "true"),
             IdentityEndpoint::AppService { header, .. } => ("X-IDENTITY-HEADER", header.expose()),
             IdentityEndpoint::Msi2017 { secret, .. } => ("secret", secret.expose()),
+            IdentityEndpoint::Arc { .. } => ("Metadata", "true"),
         };
-        let secrets = [value];
-        let unreachable = |e: reqwest::Error, after_headers: bool| {
-            let kind = transport_kind(&e, after_headers);
-            AuthError::Unreachable {
-                url: shown.clone(),
-                message: transport_message(&e, kind, scrub(&error_chain(&e), &secrets)),
-                kind,
-            }
-        };
-        let response = ctx
-            .http
-            .get(url.clone())
-            .header(name, value)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| unreachable(e, false))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| unreachable(e, true))?;
+        let request =
+            || ctx.http.get(url.clone()).header(name, value).header(ACCEPT, "application/json");
+        let mut secrets = vec![value.to_string()];
+        let mut answer = exchange(request(), &shown, &[value]).await?;
+        if let (IdentityEndpoint::Arc { key_dir, .. }, 401) = (&self.endpoint, answer.status) {
+            let key = arc_key(answer.challenge.as_deref(), key_dir)?;
+            secrets.push(key.expose().to_string());
+            let authorization = format!("Basic {}", key.expose());
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            answer = exchange(
+                request().header(reqwest::header::AUTHORIZATION, authorization),
+                &shown,
+                &secrets,
+            )
+            .await?;
+        }
+        let Answer { status, body, .. } = answer;
         if (200..300).contains(&status) {
             return parse_identity_reply(status, &body);
         }
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         Err(parse_identity_error(&shown, status, &body, &secrets))
     }
+}
+
+/// The key Azure Arc's `challenge` (`Basic realm=<file>`) names, read only
+/// from a `.key` file of at most 4,096 bytes directly in `key_dir`.
+fn arc_key(challenge: Option<&str>, key_dir: &Path) -> Result<Secret, AuthError> {
+    let refuse = |message: String| AuthError::Credential {
+        method: "managed-identity",
+        message: format!("Azure Arc: {message}"),
+        transient: false,
+    };
+    let realm = challenge
+        .map(str::trim)
+        .and_then(|c| c.get(..6).filter(|s| s.eq_ignore_ascii_case("basic ")).map(|_| &c[6..]))
+        .and_then(|rest| rest.trim_start().strip_prefix("realm="))
+        .map(|r| r.trim().trim_matches('"'))
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            refuse("the agent answered 401 without a Basic realm naming its key file".to_string())
+        })?;
+    let file = Path::new(realm);
+    let shown = crate::text::quote(realm);
+    if file.extension().and_then(|e| e.to_str()) != Some("key") {
+        return Err(refuse(format!("the challenge names {shown}, which is not a .key file")));
+    }
+    let dir_of = |p: &Path| std::fs::canonicalize(p).ok();
+    let (Some(parent), Some(expected)) = (file.parent().and_then(dir_of), dir_of(key_dir)) else {
+        return Err(refuse(format!(
+            "the challenge names {shown}, outside the agent's key directory {} (or it is unreadable)",
+            key_dir.display()
+        )));
+    };
+    if parent != expected {
+        return Err(refuse(format!(
+            "the challenge names {shown}, outside the agent's key directory {}",
+            key_dir.display()
+        )));
+    }
+    let unreadable = |e: std::io::Error| {
+        refuse(format!(
+            "cannot read the key file {shown}: {e} (reading it needs the agent's group: himds on Linux, Administrators or \"Hybrid agent extension applications\" on Windows)"
+        ))
+    };
+    let size = std::fs::metadata(file).map_err(unreadable)?.len();
+    if size > ARC_KEY_MAX_BYTES {
+        return Err(refuse(format!(
+            "the key file {shown} holds {size} bytes, more than a key's {ARC_KEY_MAX_BYTES}"
+        )));
+    }
+    let key = std::fs::read_to_string(file).map_err(unreadable)?;
+    Ok(Secret::new(key.trim().to_string()))
 }
 
 /// A number or a string of digits.
@@ -344,6 +441,69 @@ mod tests {
         assert!(query(app(res())).unwrap().contains("&mi_res_id="));
         assert!(query(old(UserAssigned::ClientId("c".into()))).unwrap().ends_with("&clientid=c"));
         assert!(matches!(query(old(id())), Err(AuthError::InvalidEndpoint { .. })));
+    }
+
+    #[test]
+    fn arc_reads_only_a_small_key_file_in_the_agents_directory() {
+        let agent = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let write = |dir: &Path, name: &str, content: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            path.display().to_string()
+        };
+        let good = write(agent.path(), "a1.key", b"k3y-value\n");
+        let read = |challenge: &str| arc_key(Some(challenge), agent.path());
+        assert_eq!(read(&format!("Basic realm={good}")).unwrap().expose(), "k3y-value");
+        assert_eq!(read(&format!("basic realm=\"{good}\"")).unwrap().expose(), "k3y-value");
+
+        let refused = |challenge: Option<&str>| match arc_key(challenge, agent.path()) {
+            Err(AuthError::Credential {
+                method: "managed-identity",
+                message,
+                transient: false,
+            }) => message,
+            other => panic!("{challenge:?}: {other:?}"),
+        };
+        assert!(refused(None).contains("without a Basic realm"));
+        assert!(refused(Some(&format!("Bearer realm={good}"))).contains("without a Basic realm"));
+        let not_key = write(agent.path(), "a1.txt", b"k");
+        assert!(refused(Some(&format!("Basic realm={not_key}"))).contains("not a .key file"));
+        let outside = write(elsewhere.path(), "a2.key", b"k");
+        assert!(refused(Some(&format!("Basic realm={outside}"))).contains("outside the agent's"));
+        // `agent/../<elsewhere>/a2.key`: a path that starts in the agent's
+        // directory and climbs out of it.
+        let sibling = elsewhere.path().file_name().unwrap();
+        let climbing = agent.path().join("..").join(sibling).join("a2.key").display().to_string();
+        assert!(refused(Some(&format!("Basic realm={climbing}"))).contains("outside the agent's"));
+        let big = write(agent.path(), "big.key", &[b'k'; 4097]);
+        assert!(refused(Some(&format!("Basic realm={big}"))).contains("4097 bytes"));
+        let missing = agent.path().join("gone.key").display().to_string();
+        assert!(refused(Some(&format!("Basic realm={missing}"))).contains("cannot read"));
+    }
+
+    #[test]
+    fn arc_asks_with_its_own_api_version_and_has_no_user_assigned_identity() {
+        let arc = |identity| ManagedIdentity {
+            endpoint: IdentityEndpoint::Arc {
+                endpoint: "http://localhost:40342/metadata/identity/oauth2/token".into(),
+                key_dir: PathBuf::from("/var/opt/azcmagent/tokens"),
+            },
+            identity,
+        };
+        let url = arc(None).url(RESOURCE).unwrap();
+        assert!(url.query().unwrap().starts_with("api-version=2020-06-01&resource="), "{url}");
+        assert!(arc(None).check().is_ok());
+        let user = arc(Some(UserAssigned::ClientId("c".into())));
+        assert!(user.check().unwrap_err().contains("only the machine's system-assigned identity"));
+        assert_eq!(
+            arc_key_dir(None),
+            PathBuf::from(if cfg!(windows) {
+                r"C:\ProgramData\AzureConnectedMachine\Tokens"
+            } else {
+                "/var/opt/azcmagent/tokens"
+            })
+        );
     }
 
     #[test]

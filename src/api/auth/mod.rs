@@ -24,7 +24,9 @@ pub use command::{AzureCli, DEFAULT_COMMAND_TIMEOUT, TokenCommand};
 pub use credential::Credentials;
 pub use error::AuthError;
 pub use federated::WorkloadIdentity;
-pub use managed::{IMDS_DEFAULT_BASE, IdentityEndpoint, ManagedIdentity, UserAssigned};
+pub use managed::{
+    IMDS_DEFAULT_BASE, IdentityEndpoint, ManagedIdentity, UserAssigned, arc_key_dir,
+};
 pub use secret::Secret;
 pub(crate) use secret::{error_chain, scrub};
 pub use token::{epoch_now as epoch_seconds, token_permissions};

@@ -69,7 +69,7 @@ impl State {
     fn authenticate(&self, header: Option<&str>, now: Instant) -> Result<TokenInfo, Reply> {
         let unauthorized = |msg: &str| {
             let mut r = Reply::error(401, "Unauthorized", msg);
-            r.www_authenticate = true;
+            r.www_authenticate = Some("Bearer".to_string());
             r
         };
         let Some(h) = header else {

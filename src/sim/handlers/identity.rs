@@ -10,6 +10,13 @@
 //!   and its 2017-09-01 shape (header `secret`, `clientid`, `expires_on` as
 //!   a date) that `MSI_ENDPOINT`/`MSI_SECRET` still reach.
 //!
+//! - Azure Arc's agent (`--arc-key-dir`), on the IMDS path with
+//!   api-version 2020-06-01 (§6.3): a first request is answered 401 with
+//!   `WWW-Authenticate: Basic realm=<DIR/NAME.key>`, a file the simulator
+//!   writes (owner-only) holding a fresh key; the request sent again with
+//!   `Authorization: Basic <that key>` gets the IMDS-shaped token. Arc has
+//!   no user-assigned identities: naming one is a 400.
+//!
 //! The host has a system-assigned identity (its client id derived from the
 //! seed) and the user-assigned ones configured; `client_id`, `object_id`
 //! (`principal_id`) and `msi_res_id` (`mi_res_id`) pick one. IMDS error
@@ -151,6 +158,19 @@ impl State {
                 if req.header("metadata") != Some("true") {
                     return error(400, "bad_request_102", "Required metadata header not specified");
                 }
+                if let Some(dir) = self.cfg.identity.arc_key_dir.clone() {
+                    let named = ["client_id", "object_id", "msi_res_id", "mi_res_id"];
+                    if q.iter().any(|(k, _)| named.contains(&k.as_str())) {
+                        return error(
+                            400,
+                            "invalid_request",
+                            "User assigned identity is not supported on Azure Arc",
+                        );
+                    }
+                    if let Err(challenge) = self.arc_challenge(&dir, req) {
+                        return challenge;
+                    }
+                }
             }
             Shape::AppService => {
                 let (name, want) = if legacy {
@@ -224,6 +244,55 @@ impl State {
         };
         Reply::json(200, body.to_string(), PLAIN_JSON)
     }
+}
+
+impl State {
+    /// Azure Arc's challenge: lets in a request whose `Authorization: Basic`
+    /// is the content of a key file handed out earlier; any other gets a
+    /// 401 naming a new key file in `dir`.
+    fn arc_challenge(&mut self, dir: &std::path::Path, req: &Request<'_>) -> Result<(), Reply> {
+        let sent = req.header("authorization").and_then(|h| h.strip_prefix("Basic "));
+        if sent.is_some_and(|key| self.arc_keys.contains(key.trim())) {
+            return Ok(());
+        }
+        let key = new_guid().replace('-', "");
+        let path = dir.join(format!("{}.key", new_guid()));
+        let refuse = |description: &str| {
+            Reply::json(
+                401,
+                json!({"error": "unauthorized", "error_description": description}).to_string(),
+                PLAIN_JSON,
+            )
+        };
+        if let Err(e) = write_owner_only(&path, key.as_bytes()) {
+            return Err(Reply::json(
+                500,
+                json!({"error": "unknown", "error_description": format!("cannot write the key file: {e}")})
+                    .to_string(),
+                PLAIN_JSON,
+            ));
+        }
+        self.arc_keys.insert(key);
+        let mut challenge = refuse("Send the content of the key file named by the challenge");
+        challenge.www_authenticate = Some(format!("Basic realm={}", path.display()));
+        Err(challenge)
+    }
+}
+
+/// Writes a key file only its owner may read, as the Arc agent keeps its
+/// keys readable by its administrators only.
+fn write_owner_only(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    // On Windows the file inherits the directory's ACL, which on an Arc
+    // host is the agent's administrators-only token directory.
+    options.open(path)?.write_all(content)
 }
 
 /// `expires_on` of the 2017-09-01 shape: "a timestamp format" (AZ-APPSVC),

@@ -75,8 +75,9 @@ pub(crate) struct Reply {
     /// A `Retry-After` sent verbatim in place of `retry_after` (the
     /// `throttle_retry_after` fault).
     pub(crate) retry_after_text: Option<String>,
-    /// Whether to send `WWW-Authenticate: Bearer` (401s).
-    pub(crate) www_authenticate: bool,
+    /// A `WWW-Authenticate` challenge to send: `Bearer` on the API's 401s,
+    /// `Basic realm=<key file>` on Azure Arc's first answer.
+    pub(crate) www_authenticate: Option<String>,
     /// Set when the client must see a closed connection instead of this reply.
     pub(crate) drop: Option<Disconnect>,
 }
@@ -92,7 +93,7 @@ impl Reply {
             content_type,
             retry_after: None,
             retry_after_text: None,
-            www_authenticate: false,
+            www_authenticate: None,
             drop: None,
         }
     }
