@@ -163,7 +163,7 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_long_help = MAN_AFTER_HELP)]
 pub struct ManArgs {
-    /// A subcommand (run, status, undo, simulate, auth, completions, man); default: mdebulk itself.
+    /// A subcommand (run, apply, status, undo, devices, simulate, auth, completions, man); default: mdebulk itself.
     pub subcommand: Option<String>,
 }
 

@@ -332,3 +332,48 @@ async fn a_plan_whose_device_was_renamed_since_is_refused_naming_the_row() {
     assert_eq!(api_calls(&sim, "isolate"), 0);
     assert!(!dir.path("hosts.results.csv.journal").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_and_a_replay_are_checked_against_the_policy_too() {
+    let sim = sim(sim_config(&["100/60s", "1500/3600s"])).await;
+    let dir = TempDir::new("protect-resume");
+    let machines = windows_online(&sim, 4);
+    set_tags(&sim, &machines[3].id, &["DomainController"]).await;
+    let policy = dir.write("protect.toml", "tags = [\"DomainController\"]\n");
+    let input = dir.write("hosts.csv", ids_csv(&machines[..3]));
+    let out = output(isolate(&sim, &input, &["--no-progress"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(api_calls(&sim, "isolate"), 3);
+
+    // The DC joins the input: a resume with the policy refuses it alone
+    // (the rows sent earlier are not in question) and keeps the journal.
+    let input = dir.write("hosts.csv", ids_csv(&machines));
+    let flags = ["--no-progress", "--resume", "--protect", policy.to_str().unwrap()];
+    let out = output(isolate(&sim, &input, &flags)).await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("1 row(s) would act on devices") && all.contains("line 5: isolate"),
+        "{all}"
+    );
+    assert_eq!(api_calls(&sim, "isolate"), 3);
+    assert!(dir.path("hosts.results.csv.journal").exists(), "a resumed run's journal is kept");
+
+    // Replaying a results file that holds the DC is refused the same way.
+    let earlier = dir.write(
+        "earlier.results.csv",
+        format!("machine_id,line,status\n{},2,error\n{},3,error\n", machines[0].id, machines[3].id),
+    );
+    let replay = dir.path("replay.csv");
+    let flags = ["--no-progress", "--only", "error", "-o", replay.to_str().unwrap()];
+    let out = output(isolate(
+        &sim,
+        &earlier,
+        &[&flags[..], &["--protect", policy.to_str().unwrap()]].concat(),
+    ))
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("line 3: isolate") && all.contains(&machines[3].id), "{all}");
+    assert_eq!(api_calls(&sim, "isolate"), 3);
+}

@@ -122,9 +122,11 @@ pub async fn run<T: Transport>(
         execute(config, &setup, input, &survey, prepared, earlier, &mut summary, started).await?;
     wait_for_outcomes(config, &setup, executed.open, &mut summary).await?;
     finish(setup, executed.results_whole, &mut summary).await?;
+    // A plan a stop cut short is not one to approve: no record, no digest.
     if config.dry_run
         && let Some(plan) = &summary.results
         && executed.results_whole
+        && !stop.is_set()
     {
         let params = run_params(config);
         let plan = plan.clone();
