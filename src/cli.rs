@@ -809,7 +809,11 @@ pub fn run_config(
         tenant: String::new(),
         protect: protect_policy(args.protect.as_deref())?,
         skip_protected: args.skip_protected,
-        planner: person("--planner", args.planner.as_deref(), env)?,
+        // Only a plan records its planner.
+        planner: match args.dry_run {
+            true => person("--planner", args.planner.as_deref(), env)?,
+            false => String::new(),
+        },
         approval: None,
     };
     let endpoint = if args.simulate {
@@ -1726,6 +1730,18 @@ mod tests {
         let args = parse(&["in.csv", "--login-url", "http://127.0.0.1:1"]);
         let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
         assert_eq!(c.login_base, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn planners_and_approvers_default_to_the_os_user_and_are_short_printable_names() {
+        let env = |k: &str| (k == "USERNAME").then(|| "CONTOSO\\alice".to_string());
+        assert_eq!(person("--planner", None, &env).unwrap(), "CONTOSO\\alice");
+        assert_eq!(person("--planner", Some(" bob "), &env).unwrap(), "bob");
+        assert_eq!(person("--approver", None, &|_| None).unwrap(), "unknown");
+        for bad in ["", "a]b", "x\u{1b}[31m", &"n".repeat(65)] {
+            let e = person("--approver", Some(bad), &env).unwrap_err().to_string();
+            assert!(e.starts_with("--approver"), "{e}");
+        }
     }
 
     #[test]
