@@ -663,14 +663,15 @@ and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
 Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
 a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
-Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error
-(nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
+Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error,
+or rows on protected devices (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
 (resumable).
 
 Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --dry-run
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --wait
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --protect protect.toml
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
   mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";
