@@ -857,7 +857,7 @@ pub fn apply_config(
     let record = approval::read_record(&args.plan)?;
     let bytes = std::fs::read(&args.plan)
         .with_context(|| format!("reading the plan {}", args.plan.display()))?;
-    let now = approval::digest(&record.params, &record.planner, &bytes);
+    let now = approval::digest(&record.params, &record.planner, &record.columns, &bytes);
     if now != record.digest {
         bail!(
             "{}: the plan or its record changed since the dry run made it (its digest is now {now}, the record says {}); nothing was sent. Make the plan again and have it approved",
@@ -888,8 +888,14 @@ pub fn apply_config(
         output: args.output.clone(),
         input_format: None,
         encoding: None,
-        columns: Vec::new(),
-        ignore_columns: Vec::new(),
+        columns: record
+            .columns
+            .assigned
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}", approval::record_path(&args.plan).display()))?,
+        ignore_columns: record.columns.ignored.clone(),
         sheet: None,
         action: opt(&p.action),
         comment: opt(&p.comment),

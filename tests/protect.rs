@@ -377,3 +377,23 @@ async fn a_resume_and_a_replay_are_checked_against_the_policy_too() {
     assert!(all.contains("line 3: isolate") && all.contains(&machines[3].id), "{all}");
     assert_eq!(api_calls(&sim, "isolate"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reads_the_plan_with_the_column_choices_the_plan_was_made_with() {
+    let sim = sim(sim_config(&["100/60s", "1500/3600s"])).await;
+    let dir = TempDir::new("apply-columns");
+    let machines = windows_online(&sim, 2);
+    // `name` is the owner here, not the device: left out with --ignore-column.
+    let body: String = machines.iter().map(|m| format!("{},Alice\n", m.id)).collect();
+    let input = dir.write("hosts.csv", format!("machine_id,name\n{body}"));
+    let mut cmd = mdebulk(&sim);
+    cmd.arg("run").arg(&input).args(["--action", "isolate", "--comment", "IR-7"]);
+    cmd.args(["--ignore-column", "name", "--dry-run", "--planner", "alice", "--no-progress"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    let digest = all.lines().find_map(|l| l.trim().strip_prefix("plan digest: ")).unwrap();
+    let out = output(apply(&sim, &dir, digest)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(api_calls(&sim, "isolate"), 2);
+}

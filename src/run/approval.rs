@@ -3,7 +3,8 @@
 //! `mdebulk apply` carries into each action's comment and the journal.
 //!
 //! The digest is SHA-256 over the run's parameters (action defaults,
-//! comment, isolation type, sha1, scan type, API URL, tenant, planner),
+//! comment, isolation type, sha1, scan type, API URL, tenant, planner, the
+//! column choices the plan is read back with),
 //! each written as a JSON string on a line of its own so no value can pass
 //! for another, followed by the plan file's bytes, which hold every
 //! resolved row: the machine id it would hit, its action and parameters,
@@ -37,6 +38,38 @@ pub struct PlanRecord {
     pub planner: String,
     /// The run's parameters: what `apply` runs the plan with.
     pub params: RunParams,
+    /// How `apply` reads the plan's columns: the dry run's own choices.
+    #[serde(default)]
+    pub columns: PlanColumns,
+}
+
+/// The column choices of the input a plan was made from (`--column`,
+/// `--ignore-column`), so `apply` reads the plan's columns as the dry run
+/// read the input's: a column left out there (a `name` that is not the
+/// device's) is left out again. An assignment of the machine id is not
+/// kept: the plan's own `machine_id` column is what each row hits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanColumns {
+    /// `--column ROLE=HEADER`, as `ROLE=HEADER` with the role's canonical name.
+    pub assigned: Vec<String>,
+    /// `--ignore-column HEADER`.
+    pub ignored: Vec<String>,
+}
+
+impl PlanColumns {
+    /// The choices of a dry run's input.
+    pub fn of(choices: &crate::input::ColumnChoices) -> PlanColumns {
+        PlanColumns {
+            assigned: choices
+                .assigned
+                .iter()
+                .filter(|a| a.role != crate::input::Role::MachineId)
+                .map(|a| format!("{}={}", a.role.canonical(), a.header))
+                .collect(),
+            ignored: choices.ignored.clone(),
+        }
+    }
 }
 
 /// An approved plan being applied: what goes into each action's comment
@@ -99,9 +132,9 @@ pub fn record_path(plan: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The digest of a plan made by `planner` with `params`, whose file holds
-/// `plan` (its bytes).
-pub fn digest(params: &RunParams, planner: &str, plan: &[u8]) -> String {
+/// The digest of a plan made by `planner` with `params`, read with
+/// `columns`, whose file holds `plan` (its bytes).
+pub fn digest(params: &RunParams, planner: &str, columns: &PlanColumns, plan: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut text = String::from("mdebulk plan 1\n");
     let fields: [(&str, &str); 8] = [
@@ -118,6 +151,11 @@ pub fn digest(params: &RunParams, planner: &str, plan: &[u8]) -> String {
         // A JSON string has no raw line break: one value cannot end early.
         let _ = writeln!(text, "{key}: {}", serde_json::Value::from(value));
     }
+    for (key, values) in [("column", &columns.assigned), ("ignore_column", &columns.ignored)] {
+        for value in values {
+            let _ = writeln!(text, "{key}: {}", serde_json::Value::from(value.as_str()));
+        }
+    }
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(plan);
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
@@ -130,15 +168,17 @@ pub fn write_record(
     plan: &Path,
     params: RunParams,
     planner: &str,
+    columns: PlanColumns,
 ) -> Result<PlanRecord, PlanError> {
     use std::io::Write;
     let bytes =
         std::fs::read(plan).map_err(|source| PlanError::Io { path: plan.into(), source })?;
     let record = PlanRecord {
         version: PLAN_RECORD_VERSION,
-        digest: digest(&params, planner, &bytes),
+        digest: digest(&params, planner, &columns, &bytes),
         planner: planner.to_string(),
         params,
+        columns,
     };
     let path = record_path(plan);
     let io = |source| PlanError::Io { path: path.clone(), source };
@@ -170,6 +210,10 @@ mod tests {
     use super::*;
     use crate::input::RowDefaults;
 
+    fn none() -> PlanColumns {
+        PlanColumns::default()
+    }
+
     fn params(comment: &str) -> RunParams {
         let defaults = RowDefaults { comment: Some(comment.into()), ..RowDefaults::default() };
         RunParams::new(&defaults, "http://127.0.0.1:1", "t1", "2026-01-01T00:00:00Z".into())
@@ -177,16 +221,19 @@ mod tests {
 
     #[test]
     fn the_digest_covers_the_parameters_the_planner_and_every_byte_of_the_plan() {
-        let base = digest(&params("IR-7"), "alice", b"line,machine_id\n2,ab\n");
+        let base = digest(&params("IR-7"), "alice", &none(), b"line,machine_id\n2,ab\n");
         assert_eq!(base.len(), 64);
-        assert_eq!(base, digest(&params("IR-7"), "alice", b"line,machine_id\n2,ab\n"));
-        assert_ne!(base, digest(&params("IR-8"), "alice", b"line,machine_id\n2,ab\n"));
-        assert_ne!(base, digest(&params("IR-7"), "bob", b"line,machine_id\n2,ab\n"));
-        assert_ne!(base, digest(&params("IR-7"), "alice", b"line,machine_id\n2,ac\n"));
+        assert_eq!(base, digest(&params("IR-7"), "alice", &none(), b"line,machine_id\n2,ab\n"));
+        assert_ne!(base, digest(&params("IR-8"), "alice", &none(), b"line,machine_id\n2,ab\n"));
+        assert_ne!(base, digest(&params("IR-7"), "bob", &none(), b"line,machine_id\n2,ab\n"));
+        assert_ne!(base, digest(&params("IR-7"), "alice", &none(), b"line,machine_id\n2,ac\n"));
         // A value cannot spill into the next field.
         let mut shifted = params("IR-7\"\naction: \"offboard");
         shifted.action = String::new();
-        assert_ne!(digest(&shifted, "alice", b""), digest(&params("IR-7"), "alice", b""));
+        assert_ne!(
+            digest(&shifted, "alice", &none(), b""),
+            digest(&params("IR-7"), "alice", &none(), b"")
+        );
     }
 
     #[test]
@@ -205,9 +252,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plan = dir.path().join("hosts.plan.csv");
         std::fs::write(&plan, "line,machine_id\n2,ab\n").unwrap();
-        let written = write_record(&plan, params("IR-7"), "alice").unwrap();
+        let columns = PlanColumns {
+            assigned: vec!["device_name=Server".into()],
+            ignored: vec!["name".into()],
+        };
+        let written = write_record(&plan, params("IR-7"), "alice", columns.clone()).unwrap();
         assert_eq!(read_record(&plan).unwrap(), written);
-        assert_eq!(written.digest, digest(&params("IR-7"), "alice", b"line,machine_id\n2,ab\n"));
+        assert_eq!(
+            written.digest,
+            digest(&params("IR-7"), "alice", &columns, b"line,machine_id\n2,ab\n")
+        );
+        assert_ne!(
+            written.digest,
+            digest(&params("IR-7"), "alice", &none(), b"line,machine_id\n2,ab\n")
+        );
         std::fs::write(record_path(&plan), "{\"version\": 1}").unwrap();
         assert!(matches!(read_record(&plan), Err(PlanError::Unreadable { .. })));
     }

@@ -131,8 +131,11 @@ pub async fn run<T: Transport>(
         let params = run_params(config);
         let plan = plan.clone();
         let planner = config.planner.clone();
-        let record =
-            super::blocking(move || super::approval::write_record(&plan, params, &planner)).await?;
+        let columns = super::approval::PlanColumns::of(&config.input.columns);
+        let record = super::blocking(move || {
+            super::approval::write_record(&plan, params, &planner, columns)
+        })
+        .await?;
         summary.plan_digest = Some(record.digest);
     }
     summary.approval = config.approval.clone();
