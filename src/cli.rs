@@ -312,6 +312,26 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, help_heading = "Output")]
     pub no_progress: bool,
+    /// After the actions are sent, add this device tag (at most 200 characters) to every device the run acted on (AddOrRemoveTagForMultipleMachines, 500 a call; needs Machine.ReadWrite.All) and record it in the tag_result column; undo removes it. Needs -o FILE.
+    #[arg(long, value_name = "TAG", help_heading = "Output")]
+    pub tag_result: Option<String>,
+    /// `--notify`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// `--notify`: the end-of-command webhook (`run`, `apply`, `status`, `undo`).
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// POST one summary message ({"text": ...}, as Slack and Teams incoming webhooks take) to this webhook URL when the command ends; retried a few times, never changes the exit code. The URL is a secret: prefer the environment variable.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MDEBULK_NOTIFY_URL",
+        hide_env_values = true,
+        help_heading = "Output"
+    )]
+    pub notify: Option<String>,
 }
 
 /// `mdebulk apply`.
@@ -368,6 +388,12 @@ pub struct ApplyArgs {
     /// No progress bar.
     #[arg(long, help_heading = "Output")]
     pub no_progress: bool,
+    /// After the actions are sent, add this device tag to every device the apply acted on (as for run).
+    #[arg(long, value_name = "TAG", help_heading = "Output")]
+    pub tag_result: Option<String>,
+    /// `--notify`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 const APPLY_AFTER_HELP: &str = "\
@@ -556,6 +582,9 @@ pub struct StatusArgs {
     /// API location, credentials, pacing and retries.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// `--notify`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 const STATUS_AFTER_HELP: &str = "\
@@ -602,6 +631,8 @@ listing (10,000 entries a call), whatever the number of devices. Its
 machine_id column makes it a run input:
   mdebulk devices --isolated -o isolated.csv
   mdebulk run isolated.csv --action unisolate --comment \"IR-42 release\"
+--summary json prints the counts as one JSON object (on stderr when the
+report goes to standard output).
 Exit codes: 0 written; 2 usage, file or auth error.";
 
 /// `mdebulk undo`.
@@ -628,6 +659,9 @@ pub struct UndoArgs {
     /// API location, credentials, pacing and retries.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// `--notify`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 const UNDO_AFTER_HELP: &str = "\
@@ -663,15 +697,17 @@ and the Azure CLI with --auth. `mdebulk auth check` shows what a token allows.
 Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
 a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
-Exit codes: 0 every row ok; 1 some rows failed; 2 usage, input or auth error,
-or rows on protected devices (nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
-(resumable).
+Exit codes: 0 every row ok; 1 some rows failed, or --tag-result could not
+tag some devices; 2 usage, input or auth error, or rows on protected devices
+(nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
+(resumable). --notify never changes the exit code.
 
 Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --dry-run
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --wait
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --protect protect.toml
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --tag-result \"IR-42 isolated\"
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
   mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";
@@ -755,6 +791,19 @@ pub fn run_config(
     if args.resume && results == ResultsTarget::Stdout {
         bail!("--resume needs a results file (-o FILE), not standard output");
     }
+    if let Some(tag) = &args.tag_result {
+        crate::run::check_tag(tag).map_err(anyhow::Error::msg)?;
+        if results == ResultsTarget::Stdout {
+            bail!(
+                "--tag-result needs a results file (-o FILE), not standard output: each row records whether its device was tagged, and --resume finishes the tagging"
+            );
+        }
+        if args.tag.as_deref().is_some_and(|t| t.to_lowercase() == tag.to_lowercase()) {
+            bail!(
+                "--tag-result {tag:?} is the tag the run finds its devices by (--tag): undo would take off the tag they were found by; choose another tag"
+            );
+        }
+    }
     let wait = args.wait.options()?;
     if wait.is_some() && results == ResultsTarget::Stdout {
         bail!(
@@ -803,6 +852,7 @@ pub fn run_config(
         max_devices: args.max_devices,
         max_percent: args.max_percent,
         allow_large: args.allow_large,
+        tag_result: args.tag_result.clone(),
         wait,
         in_flight_grace: request_timeout.min(Duration::from_secs(5)),
         command_line: std::env::args().collect(),
@@ -922,6 +972,8 @@ pub fn apply_config(
         planner: None,
         max_runtime: args.max_runtime,
         no_progress: args.no_progress,
+        tag_result: args.tag_result.clone(),
+        notify: args.notify.clone(),
     };
     let (mut config, endpoint) = run_config(&run_args, env)?;
     if let ResultsTarget::Stdout = config.results {

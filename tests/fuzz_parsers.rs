@@ -578,6 +578,7 @@ fn result_row(rng: &mut Rng, line: u64) -> ResultRow {
         attempts: if rng.bool() { rng.u32(..10) } else { rng.u32(..) },
         requested_at: stamp(rng),
         finished_at: stamp(rng),
+        tag_result: text(rng),
     }
 }
 

@@ -166,6 +166,7 @@ pub fn run_config(
         // Benchmarks measure whole runs of any size: no blast-radius cap.
         max_devices: u64::MAX,
         max_percent: None,
+        tag_result: None,
         allow_large: true,
         wait: None,
         in_flight_grace: Duration::from_secs(5),

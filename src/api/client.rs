@@ -214,26 +214,8 @@ impl Client {
         let api = api_root(check_base_url("API", &config.api_base)?);
         let login = check_base_url("login", &config.login_base)?;
 
-        let roots = config
-            .extra_roots
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::Http(error_chain(&e)))?;
-        let base = || {
-            let builder = reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                .default_headers(HeaderMap::from_iter([(
-                    ACCEPT,
-                    HeaderValue::from_static("application/json"),
-                )]))
-                .timeout(config.request_timeout)
-                .connect_timeout(config.connect_timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .retry(reqwest::retry::never());
-            // Merged with the platform verifier's roots, not in their place.
-            if roots.is_empty() { builder } else { builder.tls_certs_merge(roots.clone()) }
-        };
+        let roots = extra_roots(&config)?;
+        let base = || http_builder(&config, &roots);
         let mut builder = base();
         let login_used = config.credentials.uses_login_endpoint();
         match &config.proxy {
@@ -327,6 +309,25 @@ impl Client {
     pub async fn file_machines(&self, sha1: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
         let url = self.url(&["files", sha1, "machines"], None);
         self.call(Api::FileMachines, Method::GET, url, None).await
+    }
+
+    /// `POST machines/AddOrRemoveTagForMultipleMachines`: adds (or, with
+    /// `add` false, removes) the tag `value` on up to 500 machines. The
+    /// updated machines in the reply are not read: the caller knows which
+    /// machines it named.
+    pub async fn tag_machines(
+        &self,
+        value: &str,
+        add: bool,
+        machine_ids: &[String],
+    ) -> Result<Reply<serde::de::IgnoredAny>, CallError> {
+        let url = self.url(&["machines", "AddOrRemoveTagForMultipleMachines"], None);
+        let body = serde_json::json!({
+            "Value": value,
+            "Action": if add { "Add" } else { "Remove" },
+            "MachineIds": machine_ids,
+        });
+        self.call(Api::MachinesTags, Method::POST, url, Some(body)).await
     }
 
     /// `GET machines/{id}`: by machine id or by computer name.
@@ -563,6 +564,59 @@ fn check_base_url(what: &'static str, raw: &str) -> Result<Url, ConfigError> {
         return Err(ConfigError::QueryInUrl { what, url: shown });
     }
     Ok(url)
+}
+
+/// The CA roots of [`ClientConfig::extra_roots`], as reqwest takes them.
+fn extra_roots(config: &ClientConfig) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    config
+        .extra_roots
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Http(error_chain(&e)))
+}
+
+/// The HTTP stack of every request this tool makes: its user agent, JSON
+/// accepted, the configured timeouts, no redirects (a redirect could carry
+/// a bearer to another host), no retries of reqwest's own (the callers
+/// count every attempt), and TLS verified against the platform's roots
+/// plus `roots`. The proxy is the caller's choice.
+fn http_builder(config: &ClientConfig, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .default_headers(HeaderMap::from_iter([(
+            ACCEPT,
+            HeaderValue::from_static("application/json"),
+        )]))
+        .timeout(config.request_timeout)
+        .connect_timeout(config.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never());
+    // Merged with the platform verifier's roots, not in their place.
+    if roots.is_empty() { builder } else { builder.tls_certs_merge(roots.to_vec()) }
+}
+
+/// An HTTP client for a URL other than the API's (the `--notify`
+/// webhook), with the API client's TLS trust, timeouts and proxy rules:
+/// `--proxy` when given, else the environment's proxy, never for a
+/// loopback `target`.
+pub(crate) fn http_client_for(
+    config: &ClientConfig,
+    target: &Url,
+) -> Result<reqwest::Client, ConfigError> {
+    let roots = extra_roots(config)?;
+    let mut builder = http_builder(config, &roots);
+    match &config.proxy {
+        Some(proxy) => builder = builder.proxy(proxy_from(proxy.expose())?),
+        None if is_loopback(target) => builder = builder.no_proxy(),
+        None => {}
+    }
+    builder.build().map_err(|e| ConfigError::Http(error_chain(&e)))
+}
+
+/// True when the URL's host is a loopback address (see [`is_loopback`]).
+pub(crate) fn is_loopback_url(url: &Url) -> bool {
+    is_loopback(url)
 }
 
 /// The `--proxy` URL as reqwest's proxy: `http://` or `https://`, with a

@@ -14,3 +14,4 @@ pub mod odata;
 pub mod route;
 pub mod time;
 pub mod trust;
+pub mod webhook;

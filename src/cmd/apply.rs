@@ -6,7 +6,7 @@
 
 use crate::cli::{ApplyArgs, Endpoint, apply_config};
 
-use super::shared::{connect, finish, resume_command};
+use super::shared::{connect, finish, notify, resume_command, send, webhook};
 
 /// `mdebulk apply`.
 pub(crate) async fn apply(
@@ -20,9 +20,22 @@ pub(crate) async fn apply(
             "apply runs against the API the plan was made with, never a simulator started in-process"
         );
     };
+    let hook = webhook(args.notify.notify.as_deref(), &client_config)?;
     let (client, stop) = connect(*client_config)?;
-    let summary = crate::run::pipeline::run(&config, client, stop).await?;
-    Ok(finish(&summary, false, json, || {
+    let summary = match crate::run::pipeline::run(&config, client, stop).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(hook) = &hook {
+                let kind = e.kind();
+                send(hook, &format!("mdebulk apply refused or failed ({kind}, exit code 2): {e}"))
+                    .await;
+            }
+            return Err(e.into());
+        }
+    };
+    let code = finish(&summary, false, json, || {
         format!("to continue: {}", resume_command(&config.command_line))
-    }))
+    });
+    notify(hook.as_ref(), &summary, code).await;
+    Ok(code)
 }

@@ -44,7 +44,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Status(args) => status::status(&args, &env, json).await,
         Command::Undo(args) => undo::undo(&args, &env, json).await,
         Command::Apply(args) => apply::apply(&args, &env, json).await,
-        Command::Devices(args) => devices::devices(&args, &env).await,
+        Command::Devices(args) => devices::devices(&args, &env, json).await,
         Command::Auth(crate::cli::AuthCommand::Check(args)) => auth::check(&args, &env).await,
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => man::man(&args),

@@ -6,7 +6,7 @@ use crate::api::auth::{Credentials, Secret};
 use crate::api::client::ClientConfig;
 use crate::cli::{Endpoint, RunArgs, run_config};
 
-use super::shared::{connect, finish, resume_command};
+use super::shared::{connect, finish, notify, resume_command, send, webhook};
 
 /// `mdebulk run`.
 pub(crate) async fn run(
@@ -20,10 +20,14 @@ pub(crate) async fn run(
     let client_config = match endpoint {
         Endpoint::Remote(c) => *c,
         Endpoint::Simulated { request_timeout } => {
-            let sim_config = crate::sim::SimConfig {
+            let mut sim_config = crate::sim::SimConfig {
                 listen: "127.0.0.1:0".into(),
                 ..crate::sim::SimConfig::default()
             };
+            if config.tag_result.is_some() {
+                // A rehearsal may write the tags it is asked to.
+                sim_config.roles.push("Machine.ReadWrite.All".into());
+            }
             let sim = crate::sim::Sim::start(sim_config)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the simulator: {e}"))?;
@@ -33,13 +37,26 @@ pub(crate) async fn run(
             c
         }
     };
+    let hook = webhook(args.notify.notify.as_deref(), &client_config)?;
     let (client, stop) = connect(client_config)?;
-    let summary = crate::run::pipeline::run(&config, client, stop).await?;
+    let summary = match crate::run::pipeline::run(&config, client, stop).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(hook) = &hook {
+                let kind = e.kind();
+                send(hook, &format!("mdebulk run refused or failed ({kind}, exit code 2): {e}"))
+                    .await;
+            }
+            return Err(e.into());
+        }
+    };
     // The summary goes to stdout, unless the results do.
     let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
-    Ok(finish(&summary, to_stderr, json, || {
+    let code = finish(&summary, to_stderr, json, || {
         format!("to continue: {}", resume_command(&config.command_line))
-    }))
+    });
+    notify(hook.as_ref(), &summary, code).await;
+    Ok(code)
 }
 
 /// Client settings for a simulator started in-process (it accepts any

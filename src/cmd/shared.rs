@@ -61,14 +61,62 @@ pub(crate) fn finish(
     summary.exit_code()
 }
 
+/// The `--notify` webhook of a command, checked before anything is sent
+/// (a bad URL is a usage error), with the API client's TLS and proxy
+/// settings.
+pub(crate) fn webhook(
+    url: Option<&str>,
+    config: &ClientConfig,
+) -> anyhow::Result<Option<crate::api::webhook::Webhook>> {
+    url.map(|u| crate::api::webhook::Webhook::new(u, config)).transpose().map_err(Into::into)
+}
+
+/// Posts the end-of-command message to the `--notify` webhook: the
+/// summary as it is printed, headed by the command and followed by its
+/// exit code. A receiver that cannot be reached costs one warning, and
+/// the command's exit code stays as it was.
+pub(crate) async fn notify(
+    hook: Option<&crate::api::webhook::Webhook>,
+    summary: &crate::run::Summary,
+    code: u8,
+) {
+    if let Some(hook) = hook {
+        let text = format!("mdebulk {}exit code {code}", summary.render());
+        send(hook, &text).await;
+    }
+}
+
+/// Posts `text` to the webhook; see [`notify`].
+pub(crate) async fn send(hook: &crate::api::webhook::Webhook, text: &str) {
+    match hook.post(text).await {
+        Ok(attempts) => {
+            tracing::info!(webhook = hook.shown(), attempts, "--notify: summary delivered")
+        }
+        Err(why) => tracing::warn!(
+            webhook = hook.shown(),
+            "--notify: the summary could not be delivered ({why}); the command's outcome is unchanged"
+        ),
+    }
+}
+
 /// The command that resumes a stopped run: the same arguments with
 /// `--resume` (and without `--force`).
 pub fn resume_command(args: &[String]) -> String {
-    let mut out: Vec<String> = args
-        .iter()
-        .filter(|a| *a != "--force" && *a != "--resume")
-        .map(|a| shell_quote(a))
-        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut hide_next = false;
+    for a in args.iter().filter(|a| *a != "--force" && *a != "--resume") {
+        // A webhook URL is a secret: the hint names it, never shows it.
+        if std::mem::take(&mut hide_next) {
+            out.push("\"$MDEBULK_NOTIFY_URL\"".into());
+        } else if a == "--notify" {
+            hide_next = true;
+            out.push(a.clone());
+        } else if a.starts_with("--notify=") {
+            out.push("--notify=\"$MDEBULK_NOTIFY_URL\"".into());
+        } else {
+            out.push(shell_quote(a));
+        }
+    }
     out.push("--resume".into());
     out.join(" ")
 }
@@ -96,5 +144,23 @@ mod tests {
             resume_command(&args),
             "mdebulk run 'my hosts.csv' --comment 'IR-42 it'\\''s bad' --resume"
         );
+    }
+
+    #[test]
+    fn the_resume_command_never_shows_a_webhook_url() {
+        let args: Vec<String> = [
+            "mdebulk",
+            "run",
+            "h.csv",
+            "--notify",
+            "https://hooks.example.com/SECRET",
+            "--notify=https://hooks.example.com/SECRET2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let hint = resume_command(&args);
+        assert!(!hint.contains("SECRET"), "{hint}");
+        assert!(hint.contains("--notify \"$MDEBULK_NOTIFY_URL\""), "{hint}");
     }
 }

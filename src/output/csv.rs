@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(
             buf.text(),
             "owner,'=note,line,machine_id,action,status,action_id,action_status,http_status,\
-             error_code,error_message,attempts,requested_at,finished_at\n"
+             error_code,error_message,attempts,requested_at,finished_at,tag_result\n"
         );
         let row = ResultRow {
             line: 2,
@@ -120,7 +120,7 @@ mod tests {
             body,
             format!(
                 "\"Ann, \"\"SOC\"\"\",\"line1\r\nline2\",2,{},isolate,submitted,\
-                 5382f7ea-7557-4ab7-9782-d50480024a4e,Pending,201,,'-x,1,,\n",
+                 5382f7ea-7557-4ab7-9782-d50480024a4e,Pending,201,,'-x,1,,,\n",
                 "ab".repeat(20)
             )
         );

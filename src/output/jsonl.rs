@@ -60,6 +60,7 @@ impl<W: Write + Send> ResultSink for JsonlSink<W> {
             row.attempts.into(),
             Timestamp::text_of(row.requested_at).into(),
             Timestamp::text_of(row.finished_at).into(),
+            row.tag_result.as_str().into(),
         ];
         let line = &mut self.line;
         line.clear();
@@ -114,7 +115,7 @@ mod tests {
         assert_eq!(
             lines[0],
             format!(
-                r#"{{"ticket":"IR-1","note \"x\"":"é🔥","line":3,"machine_id":"{}","action":"offboard","status":"error","action_id":"","action_status":"","http_status":null,"error_code":"Timeout","error_message":"=no answer\nafter 30s","attempts":5,"requested_at":"","finished_at":""}}"#,
+                r#"{{"ticket":"IR-1","note \"x\"":"é🔥","line":3,"machine_id":"{}","action":"offboard","status":"error","action_id":"","action_status":"","http_status":null,"error_code":"Timeout","error_message":"=no answer\nafter 30s","attempts":5,"requested_at":"","finished_at":"","tag_result":""}}"#,
                 "ab".repeat(20)
             )
         );

@@ -198,6 +198,7 @@ mod tests {
             attempts: 1,
             requested_at: crate::results::Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
             finished_at: crate::results::Timestamp::parse("2024-05-01T08:00:01.1234567Z"),
+            tag_result: String::new(),
         }
     }
 
@@ -210,7 +211,7 @@ mod tests {
         let mut csv = sink(ResultFormat::Csv, buf.clone(), &[]);
         csv.write_row(&[], &row).unwrap();
         csv.flush().unwrap();
-        assert!(buf.text().ends_with(",1,2024-05-01T08:00:00.0000000Z,\n"), "{}", buf.text());
+        assert!(buf.text().ends_with(",1,2024-05-01T08:00:00.0000000Z,,\n"), "{}", buf.text());
         let buf = SharedBuf::default();
         let mut jsonl = sink(ResultFormat::Jsonl, buf.clone(), &[]);
         jsonl.write_row(&[], &sample_row(2)).unwrap();
@@ -220,14 +221,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].ends_with(
-                r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"2024-05-01T08:00:01.1234567Z"}"#
+                r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"2024-05-01T08:00:01.1234567Z","tag_result":""}"#
             ),
             "{}",
             lines[0]
         );
         assert!(
-            lines[1]
-                .ends_with(r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":""}"#),
+            lines[1].ends_with(
+                r#""requested_at":"2024-05-01T08:00:00.0000000Z","finished_at":"","tag_result":""}"#
+            ),
             "{}",
             lines[1]
         );

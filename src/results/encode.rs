@@ -7,7 +7,7 @@
 use super::row::ResultRow;
 use super::time::Timestamp;
 
-/// Appends the row's fields, `"line":…` to `"finished_at":"…"`, in the
+/// Appends the row's fields, `"line":…` to `"tag_result":"…"`, in the
 /// order `serde_json` writes them, without the enclosing braces.
 pub fn row_fields(out: &mut Vec<u8>, row: &ResultRow) {
     out.extend_from_slice(b"\"line\":");
@@ -32,6 +32,7 @@ pub fn row_fields(out: &mut Vec<u8>, row: &ResultRow) {
     let (requested, finished) =
         (Timestamp::text_of(row.requested_at), Timestamp::text_of(row.finished_at));
     push_str_fields(out, &[("requested_at", &requested), ("finished_at", &finished)]);
+    push_str_fields(out, &[("tag_result", &row.tag_result)]);
 }
 
 /// Appends `,"key":"value"` for each field (keys are plain identifiers).

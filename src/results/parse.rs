@@ -91,6 +91,7 @@ where
             "action_status" => row.action_status = trimmed.to_string(),
             "error_code" => row.error_code = value.to_string(),
             "error_message" => row.error_message = value.to_string(),
+            "tag_result" => row.tag_result = value.to_string(),
             // Invariant: the arms above cover every entry of RUNNER_COLUMNS
             // (checked by `every_runner_field_reads_back_from_its_text`).
             other => unreachable!("RUNNER_COLUMNS entry {other} has no parser"),
@@ -126,6 +127,7 @@ mod tests {
             attempts: 2,
             requested_at: Timestamp::parse("2024-05-01T08:00:00.0000000Z"),
             finished_at: Timestamp::parse("2024-05-01T08:00:00.5000000Z"),
+            tag_result: "IR-42 isolated".into(),
         };
         let fields = row.to_fields();
         let back = parse_result_row(RUNNER_COLUMNS.iter().zip(fields.iter())).unwrap();

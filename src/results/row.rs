@@ -14,7 +14,7 @@ use super::time::{self, Timestamp};
 
 /// The runner's columns, in the order they follow the user's own columns.
 /// Input columns with these names are replaced by the runner's, never duplicated.
-pub const RUNNER_COLUMNS: [&str; 12] = [
+pub const RUNNER_COLUMNS: [&str; 13] = [
     "line",
     "machine_id",
     "action",
@@ -27,6 +27,7 @@ pub const RUNNER_COLUMNS: [&str; 12] = [
     "attempts",
     "requested_at",
     "finished_at",
+    "tag_result",
 ];
 
 /// What happened to a row.
@@ -222,6 +223,11 @@ pub struct ResultRow {
     /// When the row reached its status; `None` before it did.
     #[serde(with = "time::or_empty")]
     pub finished_at: Option<Timestamp>,
+    /// `--tag-result`: the tag written to the device for this row (in an
+    /// undo's results, the tag removed); empty when none was. Absent from
+    /// files and journals written before the column existed.
+    #[serde(default)]
+    pub tag_result: String,
 }
 
 impl ResultRow {
@@ -266,7 +272,7 @@ impl ResultRow {
     }
 
     /// The runner's columns as text, in [`RUNNER_COLUMNS`] order.
-    pub fn to_fields(&self) -> [String; 12] {
+    pub fn to_fields(&self) -> [String; RUNNER_COLUMNS.len()] {
         [
             self.line.to_string(),
             self.machine_id.clone(),
@@ -280,6 +286,7 @@ impl ResultRow {
             self.attempts.to_string(),
             Timestamp::text_of(self.requested_at),
             Timestamp::text_of(self.finished_at),
+            self.tag_result.clone(),
         ]
     }
 }

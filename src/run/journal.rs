@@ -70,6 +70,19 @@ pub enum Record {
     /// A settled row's action was followed to a new state (`--wait`,
     /// `status`): it replaces the row that holds the same action id.
     Update(ResultRow),
+    /// `--tag-result`: the service confirmed that these machines carry the
+    /// tag now (one record per batch call), so a resume does not tag them
+    /// again.
+    Tagged(Tagged),
+}
+
+/// One confirmed `--tag-result` call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tagged {
+    /// The tag, as given.
+    pub tag: String,
+    /// The machines tagged, lowercased.
+    pub machine_ids: Vec<String>,
 }
 
 /// A settled row and its identity.
@@ -148,6 +161,9 @@ pub struct Recovered {
     pub in_doubt: HashMap<RowKey, Intent>,
     /// Records that could not be read at all.
     pub unreadable: u64,
+    /// `--tag-result`: per tag (lowercased, as the service compares tags),
+    /// the machines (lowercased) an earlier invocation tagged.
+    pub tagged: HashMap<String, std::collections::HashSet<String>>,
     /// Action id (lowercase) → the row that holds it, for updates.
     by_action_id: HashMap<String, RowKey>,
 }
@@ -416,6 +432,18 @@ impl Journal {
         self.shared.append(|out| encode_row(out, key, row));
     }
 
+    /// Records, durably, that the service confirmed `tag` on `machine_ids`.
+    pub async fn tagged(&self, tag: &str, machine_ids: &[String]) -> Result<(), JournalFailed> {
+        let record =
+            Record::Tagged(Tagged { tag: tag.to_string(), machine_ids: machine_ids.to_vec() });
+        self.shared.append(|out| {
+            // Invariant: serialising plain strings into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, &record).expect("a tag record serialises");
+            out.push(b'\n');
+        });
+        self.flush().await
+    }
+
     /// Records that a settled row's action reached a new state (the row
     /// with the same action id), without waiting (see [`Journal::row_nowait`]).
     pub fn update_nowait(&self, row: &ResultRow) {
@@ -553,7 +581,7 @@ fn removed(_file: &File, path: &Path) -> bool {
 }
 
 /// Record starts, for splitting a line that two writes joined.
-const RECORD_STARTS: [&[u8]; 3] = [b"{\"run\":", b"{\"intent\":", b"{\"row\":"];
+const RECORD_STARTS: [&[u8]; 4] = [b"{\"run\":", b"{\"intent\":", b"{\"row\":", b"{\"tagged\":"];
 
 /// Reads an existing journal, cutting off a torn last line.
 fn recover(file: &mut File) -> std::io::Result<Recovered> {
@@ -663,6 +691,9 @@ impl Recovered {
                     *row = ResultRow { line: row.line, ..update };
                 }
             }
+            Record::Tagged(Tagged { tag, machine_ids }) => {
+                self.tagged.entry(tag.to_lowercase()).or_default().extend(machine_ids);
+            }
         }
     }
 }
@@ -722,6 +753,28 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::now()
+    }
+
+    #[tokio::test]
+    async fn confirmed_tags_are_recovered_per_tag_and_survive_a_joined_line() {
+        let temp = temp("tagged");
+        {
+            let (j, _) = Journal::open(&temp.0, true).unwrap();
+            j.tagged("IR-42 Isolated", &["a".repeat(40), "b".repeat(40)]).await.unwrap();
+            j.tagged("other", &["c".repeat(40)]).await.unwrap();
+            j.close().await;
+        }
+        // A torn record that a whole tag record joined on one line.
+        let mut bytes = std::fs::read(&temp.0).unwrap();
+        bytes.extend_from_slice(b"{\"row\":{\"key\":\"isol");
+        bytes.extend_from_slice(br#"{"tagged":{"tag":"ir-42 isolated","machine_ids":["dddd"]}}"#);
+        bytes.push(b'\n');
+        std::fs::write(&temp.0, bytes).unwrap();
+        let (_j, rec) = Journal::open(&temp.0, false).unwrap();
+        let ir = &rec.tagged["ir-42 isolated"];
+        assert_eq!(ir.len(), 3, "{ir:?}");
+        assert!(ir.contains(&"a".repeat(40)) && ir.contains("dddd"));
+        assert_eq!(rec.tagged["other"].len(), 1);
     }
 
     #[tokio::test]
@@ -872,7 +925,7 @@ mod tests {
         let text = String::from_utf8(got).unwrap();
         assert!(
             text.ends_with(
-                "\"attempts\":0,\"requested_at\":\"2024-05-01T08:00:00.5000000Z\",\"finished_at\":\"\"}}\n"
+                "\"attempts\":0,\"requested_at\":\"2024-05-01T08:00:00.5000000Z\",\"finished_at\":\"\",\"tag_result\":\"\"}}\n"
             ),
             "{text}"
         );
@@ -936,6 +989,7 @@ mod tests {
                 attempts: i as u32,
                 requested_at: stamp(),
                 finished_at: stamp(),
+                tag_result: pick(),
             };
             let key = pick();
             let keyed = KeyedRow { key: key.clone(), row: row.clone() };

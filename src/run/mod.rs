@@ -33,6 +33,7 @@ pub(crate) mod status;
 pub(crate) mod stop;
 pub(crate) mod submit;
 pub(crate) mod summary;
+pub(crate) mod tagging;
 pub(crate) mod targets;
 pub(crate) mod transport;
 pub(crate) mod undo;
@@ -48,6 +49,7 @@ use crate::results::Status;
 pub use call::RetryPolicy;
 pub use stop::{Stop, StopReason};
 pub use summary::Summary;
+pub use tagging::check_tag;
 
 /// Where results go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +124,9 @@ pub struct RunConfig {
     /// (isolated, released, restricted, unrestricted) are `already_done`
     /// and cost no action call.
     pub skip_satisfied: bool,
+    /// `--tag-result`: the tag written to every device the run acted on
+    /// (checked with `tagging::check_tag`).
+    pub tag_result: Option<String>,
     /// Wait for submitted actions to finish.
     pub wait: Option<WaitOptions>,
     /// How long a request may still be travelling after the process that

@@ -98,7 +98,8 @@ pub async fn run<T: Transport>(
     let mut setup = set_up(config, transport, &stop, &survey).await?;
     let mut summary = Summary::new(setup.results.clone(), config.dry_run);
     summary.not_selected = survey.not_selected;
-    let recovered = std::mem::take(&mut setup.recovered);
+    let mut recovered = std::mem::take(&mut setup.recovered);
+    let earlier_tags = std::mem::take(&mut recovered.tagged);
     let earlier = settle_earlier(&setup.ctx, recovered, &survey, config, &mut summary).await;
     // Look devices up, pre-flight, OS check (read calls only).
     let mut prepared = resolve::prepare(&setup.ctx, &survey.lookups, config.pick_latest).await;
@@ -120,6 +121,7 @@ pub async fn run<T: Transport>(
     };
     let executed =
         execute(config, &setup, input, &survey, prepared, earlier, &mut summary, started).await?;
+    tag_results(config, &setup, &executed, earlier_tags, &mut summary).await?;
     wait_for_outcomes(config, &setup, executed.open, &mut summary).await?;
     finish(setup, executed.results_whole, &mut summary).await?;
     // A plan a stop cut short is not one to approve: no record, no digest.
@@ -218,6 +220,21 @@ fn check_permissions(
     )))
 }
 
+/// Refuses a `--tag-result` run whose token, by its own claims, cannot
+/// write tags: the actions would go out and every tag call then fail.
+pub(crate) fn check_tag_permission(granted: &[String]) -> Result<(), RunError> {
+    if granted.iter().any(|g| g == TAG_PERMISSION) {
+        return Ok(());
+    }
+    let has = if granted.is_empty() { "none".to_string() } else { granted.join(", ") };
+    Err(RunError::MissingPermission(format!(
+        "the token lacks the permission {TAG_PERMISSION} (for --tag-result); it carries: {has}. Nothing was sent. Add the WindowsDefenderATP application permission to the app registration and grant admin consent (README, \"Registering the app\"), or run without --tag-result"
+    )))
+}
+
+/// The permission `AddOrRemoveTagForMultipleMachines` needs.
+const TAG_PERMISSION: &str = "Machine.ReadWrite.All";
+
 /// What the phases after the set-up share.
 struct Setup<T> {
     /// The call engine: transport, pacer, journal, retries, stop.
@@ -254,6 +271,9 @@ async fn set_up<T: Transport>(
         .map_err(RunError::Auth)?;
     if let Some(granted) = transport.permissions().await {
         check_permissions(&granted, survey.per_action.keys().copied())?;
+        if config.tag_result.is_some() && !config.dry_run {
+            check_tag_permission(&granted)?;
+        }
     }
     {
         // Before the journal, so a refused run leaves nothing behind.
@@ -316,6 +336,9 @@ async fn settle_earlier<T: Transport>(
 struct Executed {
     /// Rows whose actions `--wait` follows.
     open: Vec<Open>,
+    /// `--tag-result`: the line and machine (lowercased) of every row the
+    /// run acted on, in results order.
+    to_tag: Vec<(u64, String)>,
     /// Whether every row reached the results file.
     results_whole: bool,
 }
@@ -388,6 +411,8 @@ async fn execute<T: Transport>(
     // without a flush per row when thousands settle each second.
     let mut last_flush = Instant::now();
     let mut open: Vec<Open> = Vec::new();
+    let mut to_tag: Vec<(u64, String)> = Vec::new();
+    let tagging = config.tag_result.is_some() && !config.dry_run;
     let run_began =
         SystemTime::now().checked_sub(started.elapsed()).unwrap_or(std::time::UNIX_EPOCH);
     // A row counts as done only once its journal record is durable. Rows
@@ -422,6 +447,9 @@ async fn execute<T: Transport>(
                     progress.row_done(&row);
                     writer.write(&user, &row, stop);
                     open.extend(config.wait.and_then(|_| Open::of(&row, run_began)));
+                    if tagging && super::tagging::acted_on(&row) {
+                        to_tag.push((row.line, row.machine_id.trim().to_ascii_lowercase()));
+                    }
                 }
                 if last_flush.elapsed() >= FLUSH_EVERY {
                     writer.flush(stop);
@@ -437,7 +465,7 @@ async fn execute<T: Transport>(
         reader.await.map_err(|e| RunError::Internal(e.to_string()))?? as u64;
     writer.flush(stop);
     progress.finish();
-    Ok(Executed { open, results_whole: !writer.failed })
+    Ok(Executed { open, to_tag, results_whole: !writer.failed })
 }
 
 /// Sends one row in a task of its own (so a slow row never stalls the
@@ -466,6 +494,73 @@ async fn send<T: Transport>(ctx: Arc<Ctx<T>>, job: Job) -> ResultRow {
             row
         }
     }
+}
+
+/// Phase 3b (`--tag-result`): tags every device the run acted on, in
+/// batches, skipping those an earlier invocation of the run confirmed, and
+/// records the tag in the rows' `tag_result` column. A failure to tag keeps
+/// the results (they are written already): the summary reports it, and the
+/// exit code is 1.
+async fn tag_results<T: Transport>(
+    config: &RunConfig,
+    setup: &Setup<T>,
+    executed: &Executed,
+    mut earlier: HashMap<String, HashSet<String>>,
+    summary: &mut Summary,
+) -> Result<(), RunError> {
+    let Some(tag) = config.tag_result.clone() else {
+        return Ok(());
+    };
+    if config.dry_run {
+        tracing::info!("--tag-result: a dry run writes no tag");
+        return Ok(());
+    }
+    let already = earlier.remove(&tag.to_lowercase()).unwrap_or_default();
+    let mut machines: Vec<String> = Vec::new();
+    let mut named: HashSet<&str> = HashSet::new();
+    for (_, m) in &executed.to_tag {
+        if named.insert(m.as_str()) {
+            machines.push(m.clone());
+        }
+    }
+    let outcome = super::tagging::write_tags(
+        &setup.ctx,
+        &tag,
+        true,
+        &machines,
+        &already,
+        setup.journal.as_deref(),
+    )
+    .await;
+    let lines: HashSet<u64> = executed
+        .to_tag
+        .iter()
+        .filter(|(_, m)| outcome.done.contains(m))
+        .map(|(line, _)| *line)
+        .collect();
+    if let (Some(partial), true) = (&setup.partial, executed.results_whole && !lines.is_empty()) {
+        let format = setup.results.as_deref().map_or(ResultFormat::Csv, ResultFormat::for_path);
+        let (partial, value) = (partial.clone(), tag.clone());
+        super::blocking(move || {
+            super::rewrite::rewrite_with(&partial, format, |row| {
+                let mark = lines.contains(&row.line) && row.tag_result != value;
+                if mark {
+                    row.tag_result.clone_from(&value);
+                }
+                mark
+            })
+        })
+        .await?;
+    }
+    summary.tagged = Some(super::summary::TagStats {
+        tag,
+        add: true,
+        done: machines.iter().filter(|m| outcome.done.contains(*m)).count() as u64,
+        not_done: outcome.not_done,
+        calls: outcome.calls,
+        error: outcome.error,
+    });
+    Ok(())
 }
 
 /// Phase 4 (`--wait`): follows the actions and rewrites their rows.

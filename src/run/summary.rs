@@ -53,6 +53,34 @@ pub struct Summary {
     pub plan_digest: Option<String>,
     /// `apply`: the plan carried out, who made it and who approved it.
     pub approval: Option<super::approval::Approval>,
+    /// `--tag-result` (and its removal by `undo`), when asked for.
+    pub tagged: Option<TagStats>,
+}
+
+/// What `--tag-result` (or `undo` taking the tag off) did, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagStats {
+    /// The tag.
+    pub tag: String,
+    /// True for adding it (`run`), false for removing it (`undo`).
+    pub add: bool,
+    /// Devices that carry it now (removing: no longer), this invocation's
+    /// calls and earlier ones' together.
+    pub done: u64,
+    /// Devices it should be on (or off) that are not confirmed.
+    pub not_done: u64,
+    /// Batch calls this invocation made.
+    pub calls: u64,
+    /// Why devices were left without it, when a call failed (not a stop).
+    pub error: Option<String>,
+}
+
+impl TagStats {
+    /// Whether writing the tag failed for some device (exit code 1): not
+    /// when only a stop cut the work short (the stop's code stands).
+    pub fn failed(&self) -> bool {
+        self.not_done > 0 && self.error.is_some()
+    }
 }
 
 /// `protected` rows the summary names at most.
@@ -118,6 +146,7 @@ impl Summary {
         match self.stopped {
             Some(reason) => reason.exit_code(),
             None if self.failed() > 0 => 1,
+            None if self.tagged.as_ref().is_some_and(TagStats::failed) => 1,
             None => 0,
         }
     }
@@ -188,6 +217,9 @@ impl Summary {
         }
         if let Some(w) = &self.waited {
             render_wait(&mut out, w, self.results.as_deref());
+        }
+        if let Some(t) = &self.tagged {
+            render_tags(&mut out, t);
         }
         if let Some(e) = self.estimate {
             let _ = writeln!(out, "  estimated time under the quota: {}", human(e));
@@ -285,6 +317,16 @@ impl Summary {
                 "elapsed_seconds": w.elapsed.as_secs_f64(),
             });
         }
+        if let Some(t) = &self.tagged {
+            out["tag_result"] = serde_json::json!({
+                "tag": t.tag,
+                "action": if t.add { "add" } else { "remove" },
+                "done": t.done,
+                "not_done": t.not_done,
+                "calls": t.calls,
+                "error": t.error,
+            });
+        }
         if let Some(reason) = self.stopped {
             let message = match &self.stop_detail {
                 Some(d) if !d.is_empty() => d.clone(),
@@ -296,6 +338,21 @@ impl Summary {
             out["next"] = next.into();
         }
         out
+    }
+}
+
+/// The summary lines of `--tag-result` (or of `undo` removing the tag).
+fn render_tags(out: &mut String, t: &TagStats) {
+    let tag = crate::text::quote(&t.tag);
+    let (done, not_done, again) = if t.add {
+        (format!("tagged {tag}"), "not tagged", "`--resume` tags the rest")
+    } else {
+        (format!("tag {tag} removed"), "tag not removed", "running undo again removes it")
+    };
+    let _ = writeln!(out, "  {done}: {} device(s), {} call(s)", t.done, t.calls);
+    if t.not_done > 0 {
+        let why = t.error.as_deref().unwrap_or("the command stopped first");
+        let _ = writeln!(out, "  {not_done}: {} device(s) ({why}); {again}", t.not_done);
     }
 }
 
@@ -411,6 +468,37 @@ mod tests {
         assert_eq!(v["error"]["kind"], "deadline");
         assert_eq!(v["exit_code"], 75);
         assert_eq!(v["next"], "to continue: mdebulk run x --resume");
+    }
+
+    #[test]
+    fn a_tag_that_could_not_be_written_fails_the_run_but_a_stop_keeps_its_code() {
+        let mut s = with(&[Status::Submitted, Status::Submitted]);
+        s.tagged = Some(TagStats {
+            tag: "IR-42".into(),
+            add: true,
+            done: 1,
+            not_done: 1,
+            calls: 2,
+            error: Some("HTTP 403 Forbidden".into()),
+        });
+        assert_eq!(s.exit_code(), 1);
+        let text = s.render();
+        assert!(text.contains("  tagged \"IR-42\": 1 device(s), 2 call(s)\n"), "{text}");
+        assert!(
+            text.contains("  not tagged: 1 device(s) (HTTP 403 Forbidden); `--resume`"),
+            "{text}"
+        );
+        let v = s.to_json(None);
+        assert_eq!(v["tag_result"]["not_done"], 1);
+        assert_eq!(v["tag_result"]["action"], "add");
+        assert_eq!(v["exit_code"], 1);
+        // Cut short by a stop, without an error: the stop's code.
+        if let Some(t) = s.tagged.as_mut() {
+            t.error = None;
+        }
+        s.stopped = Some(StopReason::Interrupted);
+        assert_eq!(s.exit_code(), 130);
+        assert!(s.render().contains("not tagged: 1 device(s) (the command stopped first)"));
     }
 
     #[test]

@@ -73,6 +73,15 @@ pub trait Transport: Send + Sync + 'static {
         sha1: &str,
     ) -> impl Future<Output = Result<Reply<ODataList<Machine>>, CallError>> + Send;
 
+    /// `POST machines/AddOrRemoveTagForMultipleMachines`: adds (`add`) or
+    /// removes the tag `value` on up to 500 machines.
+    fn tag_machines(
+        &self,
+        value: &str,
+        add: bool,
+        machine_ids: &[String],
+    ) -> impl Future<Output = Result<Reply<serde::de::IgnoredAny>, CallError>> + Send;
+
     /// `POST machineactions/{id}/cancel`.
     fn cancel_action(
         &self,
@@ -139,6 +148,15 @@ impl Transport for Client {
     ) -> Result<Reply<MachineAction>, CallError> {
         Client::cancel_action(self, action_id, comment).await
     }
+
+    async fn tag_machines(
+        &self,
+        value: &str,
+        add: bool,
+        machine_ids: &[String],
+    ) -> Result<Reply<serde::de::IgnoredAny>, CallError> {
+        Client::tag_machines(self, value, add, machine_ids).await
+    }
 }
 
 /// One scripted [`Transport`] for the engine's unit tests, as hyperfine's
@@ -155,6 +173,9 @@ pub(crate) mod scripted {
     /// A handler for one kind of call.
     type Handler<A, R> = Box<dyn Fn(A) -> Result<Reply<R>, CallError> + Send + Sync>;
 
+    /// A tag call's value, whether it adds, and its machines.
+    type TagCall = (String, bool, Vec<String>);
+
     /// The scripted service.
     #[derive(Default)]
     pub(crate) struct Scripted {
@@ -163,6 +184,7 @@ pub(crate) mod scripted {
         submit: Option<Handler<(String, ActionKind), MachineAction>>,
         list_actions: Option<Handler<ListQuery, ODataList<MachineAction>>>,
         cancel: Option<Handler<String, MachineAction>>,
+        tags: Option<Handler<TagCall, serde::de::IgnoredAny>>,
         /// Every call, in order: its kind and, for lists, the filter.
         calls: Mutex<Vec<(&'static str, String)>>,
     }
@@ -212,8 +234,22 @@ pub(crate) mod scripted {
             self
         }
 
+        /// Answers `POST machines/AddOrRemoveTagForMultipleMachines` with
+        /// `f(value, add, machine_ids)`.
+        pub(crate) fn on_tags(
+            mut self,
+            f: impl Fn(&str, bool, &[String]) -> Result<Reply<serde::de::IgnoredAny>, CallError>
+            + Send
+            + Sync
+            + 'static,
+        ) -> Scripted {
+            self.tags =
+                Some(Box::new(move |(v, a, ids): (String, bool, Vec<String>)| f(&v, a, &ids)));
+            self
+        }
+
         /// Calls of `kind` (`submit`, `list_actions`,
-        /// `cancel`) made so far.
+        /// `cancel`, `tags`) made so far.
         pub(crate) fn count(&self, kind: &str) -> u64 {
             self.calls.lock().unwrap().iter().filter(|(k, _)| *k == kind).count() as u64
         }
@@ -291,6 +327,16 @@ pub(crate) mod scripted {
         ) -> Result<Reply<MachineAction>, CallError> {
             self.called("cancel", action_id.to_string());
             handler(&self.cancel, "cancel")(action_id.to_string())
+        }
+
+        async fn tag_machines(
+            &self,
+            value: &str,
+            add: bool,
+            machine_ids: &[String],
+        ) -> Result<Reply<serde::de::IgnoredAny>, CallError> {
+            self.called("tags", machine_ids.len().to_string());
+            handler(&self.tags, "tags")((value.to_string(), add, machine_ids.to_vec()))
         }
     }
 

@@ -448,14 +448,20 @@ async fn undo_locked<T: Transport>(
         .map(move |entry| async move {
             let entry = entry?;
             let row = undo_row(ctx_ref, index_ref, &entry.row, comment_ref).await;
-            Ok::<_, RewriteError>((entry.user, row))
+            Ok::<_, RewriteError>((entry.user, row, entry.row.tag_result))
         })
         .buffered(config.concurrency.max(1));
     let mut summary = Summary::new(Some(config.output.clone()), false);
     summary.heading = Some("undo");
+    // `--tag-result` of the run: tag → (line, machine) of the rows whose
+    // effect is gone now, so the tag comes off.
+    let mut untag: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
     while let Some(next) = rows.next().await {
-        let (user, row) = next?;
+        let (user, row, tag) = next?;
         summary.count(&row);
+        if !tag.is_empty() && takes_the_tag_off(&row) {
+            untag.entry(tag).or_default().push((row.line, row.machine_id.to_ascii_lowercase()));
+        }
         sink.write_row(&user, &row).map_err(io)?;
     }
     drop(rows);
@@ -464,8 +470,81 @@ async fn undo_locked<T: Transport>(
     drop(sink);
     std::fs::rename(&partial, &config.output)
         .map_err(|source| RunError::Io { path: config.output.clone(), source })?;
+    remove_tags(&ctx, config, untag, &mut summary).await?;
     summary.throttled = ctx.throttled.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+/// Whether an undo row leaves the run's effect gone from the device, so
+/// that the run's `--tag-result` tag comes off too: the reverse action or
+/// the cancel went through (or one is pending already), or there was
+/// nothing left to undo (released already, never took effect). Not when
+/// the undo was refused, failed or stopped: the device stays as the run
+/// left it, and so does its tag.
+fn takes_the_tag_off(row: &ResultRow) -> bool {
+    matches!(
+        row.status,
+        Some(Status::Submitted | Status::Succeeded | Status::AlreadyPending | Status::Skipped)
+    ) && !row.machine_id.is_empty()
+}
+
+/// Takes the run's `--tag-result` tag off the devices whose rows undo
+/// reversed (the same batched call, `Action: Remove`), then records it in
+/// the undo results' `tag_result` column.
+async fn remove_tags<T: Transport>(
+    ctx: &Ctx<T>,
+    config: &UndoConfig,
+    untag: std::collections::BTreeMap<String, Vec<(u64, String)>>,
+    summary: &mut Summary,
+) -> Result<(), RunError> {
+    let mut stats: Option<super::summary::TagStats> = None;
+    let mut marks: HashMap<u64, String> = HashMap::new();
+    for (tag, rows) in untag {
+        let mut machines: Vec<String> = Vec::new();
+        for (_, m) in &rows {
+            if !machines.contains(m) {
+                machines.push(m.clone());
+            }
+        }
+        let out =
+            super::tagging::write_tags(ctx, &tag, false, &machines, &HashSet::new(), None).await;
+        for (line, m) in &rows {
+            if out.done.contains(m) {
+                marks.insert(*line, tag.clone());
+            }
+        }
+        let s = stats.get_or_insert_with(|| super::summary::TagStats {
+            tag: tag.clone(),
+            add: false,
+            ..Default::default()
+        });
+        if s.tag != tag {
+            // Rows of one run carry one tag; a file merged from runs may
+            // carry several: the summary names them together.
+            s.tag = format!("{}, {tag}", s.tag);
+        }
+        s.done += out.done.len() as u64;
+        s.not_done += out.not_done;
+        s.calls += out.calls;
+        if s.error.is_none() {
+            s.error = out.error;
+        }
+    }
+    if !marks.is_empty() {
+        let (path, format) = (config.output.clone(), ResultFormat::for_path(&config.output));
+        super::blocking(move || {
+            crate::run::rewrite::rewrite_with(&path, format, |row| match marks.get(&row.line) {
+                Some(tag) if row.tag_result != *tag => {
+                    row.tag_result.clone_from(tag);
+                    true
+                }
+                _ => false,
+            })
+        })
+        .await?;
+    }
+    summary.tagged = stats;
+    Ok(())
 }
 
 /// The current state of every action created since the run began (one

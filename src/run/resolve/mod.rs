@@ -308,6 +308,15 @@ mod test_support {
             panic!("targets are gathered before the look-ups, never by them")
         }
 
+        async fn tag_machines(
+            &self,
+            _: &str,
+            _: bool,
+            _: &[String],
+        ) -> Result<Reply<serde::de::IgnoredAny>, CallError> {
+            panic!("a look-up must never tag a device")
+        }
+
         async fn cancel_action(
             &self,
             _: &str,
