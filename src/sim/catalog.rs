@@ -135,7 +135,18 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         "the link to a collected investigation package",
         "addendum §2.1",
     ),
-    e("GET", "/_sim/stats", "counters, per API too", "the simulator's own"),
+    e(
+        "GET",
+        "/_sim/stats",
+        "counters, per API too, and per tenant with --tenants (?tenant= for one tenant's)",
+        "the simulator's own",
+    ),
+    e(
+        "GET",
+        "/_sim/tenants",
+        "the tenants of --tenants: name, id (the tokens' tid) and fleet size",
+        "the simulator's own",
+    ),
     e(
         "GET",
         "/_sim/identities",
@@ -145,7 +156,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     e(
         "POST",
         "/_sim/clients/{id}/revoke",
-        "revoke an app or identity: its tokens and its next login fail (also /restore)",
+        "revoke an app or identity: its tokens and its next login fail (also /restore); ?tenant= withdraws that tenant's consent only",
         "the simulator's own",
     ),
     e(

@@ -80,8 +80,12 @@ pub struct SimulateArgs {
     pub client_secret: Option<String>,
 
     /// Accept only this tenant at the token endpoint (default: any).
-    #[arg(long, value_name = "TENANT")]
+    #[arg(long, value_name = "TENANT", conflicts_with = "tenants")]
     pub tenant: Option<String>,
+
+    /// Serve N tenants (1 to 99), tenant-01 ... tenant-NN, each with its own --machines fleet, actions and quotas; the client is consented in every one.
+    #[arg(long, value_name = "N", conflicts_with = "fleet")]
+    pub tenants: Option<usize>,
 
     /// Refuse token requests with invalid_client once this many tokens were issued (a secret revoked mid-run).
     #[arg(long, value_name = "N")]
@@ -265,6 +269,7 @@ impl SimulateArgs {
             client_id: self.client_id,
             client_secret: self.client_secret,
             tenant: self.tenant,
+            tenants: self.tenants,
             max_tokens: self.max_tokens,
             echo_token_requests: self.echo_token_requests,
             roles,
@@ -316,9 +321,14 @@ pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
 /// One line describing what is simulated.
 fn summary(c: &SimConfig) -> String {
     let fleet = match &c.fleet {
-        FleetSpec::Generate { machines } => {
-            format!("{machines} generated machines (seed {})", c.seed)
-        }
+        FleetSpec::Generate { machines } => match c.tenants {
+            Some(n) => format!(
+                "{n} tenants (tenant-01 ... {}) of {machines} generated machines each (seed {})",
+                super::tenant::tenant_name(n),
+                c.seed
+            ),
+            None => format!("{machines} generated machines (seed {})", c.seed),
+        },
         FleetSpec::Machines(m) => format!("{} machines from file", m.len()),
     };
     let limits = if c.limits.is_empty() {
@@ -438,6 +448,8 @@ mod tests {
             &["--tls", "--tls-cert", "c.pem"],
             &["--tls", "--tls-key", "k.pem"],
             &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca-out", "ca.pem"],
+            &["--tenants", "3", "--tenant", "contoso"],
+            &["--tenants", "3", "--fleet", "f.json"],
         ] {
             assert!(config(argv).is_err(), "{argv:?}");
         }
@@ -452,6 +464,8 @@ mod tests {
             (&["--error-rate", "1.5"], "invalid --error-rate"),
             (&["--roles", "Machine.Nuke"], "unknown role"),
             (&["--fleet", "/nonexistent/f.json"], "cannot read fleet file /nonexistent/f.json"),
+            (&["--tenants", "0"], "invalid --tenants: 0 is not between 1 and 99"),
+            (&["--tenants", "100"], "invalid --tenants: 100 is not between 1 and 99"),
         ] {
             let e = config(argv).unwrap_err().to_string();
             assert!(e.contains(needle), "{argv:?}: {e}");

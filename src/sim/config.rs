@@ -34,6 +34,10 @@ pub const KNOWN_ROLES: [&str; 11] = [
     "Alert.ReadWrite.All",
 ];
 
+/// The most tenants `--tenants` makes: their names keep two digits
+/// (`tenant-01` … `tenant-99`), so they sort as they are numbered.
+pub const MAX_TENANTS: usize = 99;
+
 /// The header value the App Service token endpoint demands when none is set.
 pub const DEFAULT_IDENTITY_HEADER: &str = "sim-identity-header";
 
@@ -127,6 +131,10 @@ pub struct SimConfig {
     pub client_secret: Option<String>,
     /// When set, the only tenant the token endpoint accepts.
     pub tenant: Option<String>,
+    /// When set, serve this many tenants (`tenant-01` …), each with its own
+    /// generated fleet, actions, quotas and counters, instead of one tenant
+    /// answering to any name (1 to [`MAX_TENANTS`]).
+    pub tenants: Option<usize>,
     /// When set, tokens issued after this many are refused with
     /// `invalid_client`: a client secret revoked in the middle of a run.
     pub max_tokens: Option<u64>,
@@ -175,6 +183,7 @@ impl Default for SimConfig {
             client_id: None,
             client_secret: None,
             tenant: None,
+            tenants: None,
             max_tokens: None,
             echo_token_requests: false,
             roles: KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect(),
@@ -207,6 +216,7 @@ impl fmt::Debug for SimConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("tenant", &self.tenant)
+            .field("tenants", &self.tenants)
             .field("max_tokens", &self.max_tokens)
             .field("echo_token_requests", &self.echo_token_requests)
             .field("roles", &self.roles)
@@ -247,6 +257,26 @@ impl SimConfig {
                 flag: "--throttle-retry-after",
                 why: format!("{v:?} is not a header value (printable ASCII)"),
             });
+        }
+        if let Some(n) = self.tenants {
+            if !(1..=MAX_TENANTS).contains(&n) {
+                return Err(SimError::Invalid {
+                    flag: "--tenants",
+                    why: format!("{n} is not between 1 and {MAX_TENANTS}"),
+                });
+            }
+            if self.tenant.is_some() {
+                return Err(SimError::Invalid {
+                    flag: "--tenants",
+                    why: "names its own tenants: it cannot be combined with --tenant".into(),
+                });
+            }
+            if matches!(self.fleet, FleetSpec::Machines(_)) {
+                return Err(SimError::Invalid {
+                    flag: "--tenants",
+                    why: "generates a fleet per tenant: it cannot be combined with --fleet".into(),
+                });
+            }
         }
         if self.page_size == Some(0) {
             return Err(SimError::Invalid {
@@ -354,4 +384,11 @@ pub struct Stats {
     pub discovery_requests: u64,
     /// Per API (keyed by [`crate::api::route::Api::name`]): calls, admitted, throttled.
     pub by_api: BTreeMap<String, ApiStats>,
+    /// With `--tenants`: the counters of the requests attributed to each
+    /// tenant, by tenant name (their own `tenants` empty). Requests of no
+    /// tenant (an unknown tenant's login, a token the simulator never
+    /// issued, an unknown route) are counted in the totals only. Empty, and
+    /// left out of `/_sim/stats`, for a one-tenant simulator.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, Stats>,
 }

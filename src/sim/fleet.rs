@@ -23,6 +23,9 @@
 //!   exactly `⌊b·r⌋` devices, evenly spread: `r = 0.1` gives 9, 19, 29, …;
 //!   `r = 0.5` every odd index; `r = 1` all. Every other device is `Active`.
 //!   Twins are always `Inactive`.
+//! - **Tenants.** With `--tenants`, each tenant's fleet is generated with
+//!   the same `n` and `offline_rate` from a seed of its own
+//!   ([`crate::sim::tenant::fleet_seed`]): the same special records, other ids.
 //! - **Everything else** (ids: 40 lowercase hex; `aadDeviceId`, risk,
 //!   exposure, RBAC group, timestamps) is drawn from `seed`: the same
 //!   arguments always give the same fleet. `lastIpAddress` is `10.a.b.c`,

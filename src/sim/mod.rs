@@ -9,7 +9,8 @@
 //! - [`server`]: the HTTP/1.1 server (hyper), latency, dropped connections.
 //! - [`tls`]: HTTPS (`--tls`): the generated or given certificate.
 //! - [`handlers`]: every endpoint, in the service's check order.
-//! - [`state`]: fleet, actions, tokens, quotas and counters behind one lock.
+//! - [`state`]: tenants, tokens, quotas and counters behind one lock.
+//! - [`tenant`]: the tenants served (`--tenants`) and each one's fleet and actions.
 //! - [`fleet`]: the deterministic generated fleet and fleet files.
 //! - [`lifecycle`]: action status over time.
 //! - [`quota`]: counters per app, tenant and API, and foreign load.
@@ -30,6 +31,7 @@ pub(crate) mod odata;
 pub(crate) mod quota;
 pub(crate) mod server;
 pub(crate) mod state;
+pub(crate) mod tenant;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -46,10 +48,19 @@ use crate::api::model::Machine;
 pub use cli::{SimulateArgs, serve};
 pub use config::{
     ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
-    SimConfig, SimError, Stats,
+    MAX_TENANTS, SimConfig, SimError, Stats,
 };
 pub use fleet::FleetError;
 pub use tls::{SimTls, TlsError};
+
+/// A tenant of a simulator started with `--tenants`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTenant {
+    /// Its name, `tenant-01` …: what the token URL and `?tenant=` take.
+    pub name: String,
+    /// Its id, a GUID: the `tid` of its tokens, also accepted in their place.
+    pub id: String,
+}
 
 /// A running simulator. Dropping it stops accepting connections; prefer
 /// [`Sim::shutdown`], which also waits for the server task.
@@ -113,7 +124,8 @@ impl Sim {
         lock(&self.shared.state).stats()
     }
 
-    /// The machines as they stand now (health changes through `/_sim` hooks included).
+    /// The machines as they stand now (health changes through `/_sim` hooks
+    /// included); with `--tenants`, the first tenant's (see [`Sim::tenant_fleet`]).
     pub fn fleet(&self) -> Vec<Machine> {
         lock(&self.shared.state).machines()
     }
@@ -124,14 +136,44 @@ impl Sim {
         lock(&self.shared.state).action_counts()
     }
 
-    /// Revokes a client's credentials (as `POST /_sim/clients/{id}/revoke`).
+    /// The tenants served with `--tenants` ([`SimConfig::tenants`]), in
+    /// order: each one's name (`tenant-01`) and id (the `tid` of its
+    /// tokens). Empty for a one-tenant simulator.
+    pub fn tenants(&self) -> Vec<SimTenant> {
+        let state = lock(&self.shared.state);
+        if !state.multi_tenant() {
+            return Vec::new();
+        }
+        state.tenants.iter().map(|t| SimTenant { name: t.name.clone(), id: t.id.clone() }).collect()
+    }
+
+    /// The machines of one tenant (by name or id) as they stand now, or
+    /// `None` when the simulator serves no such tenant. A one-tenant
+    /// simulator answers to any name with its fleet.
+    pub fn tenant_fleet(&self, tenant: &str) -> Option<Vec<Machine>> {
+        let state = lock(&self.shared.state);
+        state.tenant_index(tenant).map(|t| state.tenants[t].machines())
+    }
+
+    /// Revokes a client's credentials in every tenant (as `POST
+    /// /_sim/clients/{id}/revoke`).
     pub fn revoke_client(&self, client_id: &str) {
-        lock(&self.shared.state).revoke_client(client_id);
+        lock(&self.shared.state).revoke_client(client_id, None);
     }
 
     /// Restores a revoked client (as `POST /_sim/clients/{id}/restore`).
     pub fn restore_client(&self, client_id: &str) {
-        lock(&self.shared.state).restore_client(client_id);
+        lock(&self.shared.state).restore_client(client_id, None);
+    }
+
+    /// Withdraws one tenant's consent to a client (as `POST
+    /// /_sim/clients/{id}/revoke?tenant=`): that tenant refuses it, the
+    /// others go on serving it. `false` when there is no such tenant.
+    pub fn revoke_client_in(&self, client_id: &str, tenant: &str) -> bool {
+        let mut state = lock(&self.shared.state);
+        let Some(t) = state.tenant_index(tenant) else { return false };
+        state.revoke_client(client_id, Some(t));
+        true
     }
 
     /// Stops accepting connections, lets open ones finish their current

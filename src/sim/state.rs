@@ -1,82 +1,34 @@
-//! Everything the simulator remembers, behind one lock: the fleet with its
-//! look-up indexes, the actions, issued tokens, quota counters, random
-//! generators and counters. Requests take the lock once, briefly.
+//! Everything the simulator remembers, behind one lock: the tenants (each
+//! with its fleet, look-up indexes and actions, [`super::tenant`]), issued
+//! tokens, quota counters, random generators and counters. Requests take
+//! the lock once, briefly, and are served from the data of one tenant: the
+//! tenant of the token URL at login, of the bearer token on the API, of
+//! `?tenant=` on the `/_sim` hooks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
 use super::fleet;
-use super::lifecycle::{ActionRecord, Clock, Timing};
+use super::lifecycle::{Clock, Timing};
 use super::quota::{Principal, Quotas};
-use crate::api::action::ActionKind;
+use super::tenant::{self, MachineEntry, Tenant, guid_of};
 use crate::api::model::Machine;
 use crate::api::route::Api;
-
-/// One machine of the fleet, with what replies and look-ups need ready.
-#[derive(Debug, Clone)]
-pub(crate) struct MachineEntry {
-    /// The entity.
-    pub(crate) machine: Machine,
-    /// The entity as JSON, keys in the real order, rendered once.
-    pub(crate) json: Arc<str>,
-    /// Whether actions on it stay Pending (see [`fleet::is_offline`]).
-    pub(crate) offline: bool,
-    /// `lastSeen`, parsed, to choose between machines sharing a name.
-    pub(crate) last_seen: Option<SystemTime>,
-    /// Its IP history and the files it has seen: what `findbyip` and
-    /// `files/{sha1}/machines` look at, never part of the entity.
-    pub(crate) sidecar: fleet::Sidecar,
-}
-
-impl MachineEntry {
-    /// Wraps a machine, rendering its JSON.
-    pub(crate) fn new(machine: Machine, sidecar: fleet::Sidecar) -> MachineEntry {
-        let json = serde_json::Value::Object(fleet::render(&machine)).to_string();
-        MachineEntry {
-            offline: fleet::is_offline(&machine),
-            last_seen: fleet::last_seen(&machine),
-            json: json.into(),
-            machine,
-            sidecar,
-        }
-    }
-
-    /// Renders the entity again after a change to `machine`.
-    pub(crate) fn rerender(&mut self) {
-        let sidecar = std::mem::take(&mut self.sidecar);
-        *self = MachineEntry::new(self.machine.clone(), sidecar);
-    }
-
-    /// The machine's tags (`machineTags`), in order.
-    pub(crate) fn tags(&self) -> Vec<String> {
-        let tags = self.machine.extra.get("machineTags").and_then(serde_json::Value::as_array);
-        tags.into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect()
-    }
-
-    /// Replaces the machine's tags and renders it again.
-    pub(crate) fn set_tags(&mut self, tags: Vec<String>) {
-        self.machine.extra.insert("machineTags".into(), serde_json::json!(tags));
-        self.rerender();
-    }
-}
 
 /// What the simulator knows about an access token it issued.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenInfo {
     /// The (app, tenant) pair it was issued to: the quota key.
     pub(crate) principal: Principal,
+    /// The tenant (index into [`State::tenants`]) whose data it reaches.
+    pub(crate) tenant: usize,
     /// Granted permissions, one bit per [`KNOWN_ROLES`] entry.
     pub(crate) roles: u16,
     /// When it stops being accepted.
     pub(crate) expires: Instant,
 }
-
-/// Identity of a (machine, type, parameters) submission, for `duplicate_submissions`.
-pub(crate) type SubmissionKey = (usize, ActionKind, Option<String>);
 
 /// The simulator's whole state.
 #[derive(Debug)]
@@ -87,23 +39,17 @@ pub(crate) struct State {
     pub(crate) clock: Clock,
     /// Settle time and action timeout.
     pub(crate) timing: Timing,
-    /// The fleet, in seed (or file) order.
-    pub(crate) machines: Vec<MachineEntry>,
-    /// Lowercase machine id → index.
-    by_id: HashMap<String, usize>,
-    /// Lowercase computer name → indexes (several for re-imaged devices).
-    by_name: HashMap<String, Vec<usize>>,
-    /// Every accepted action, oldest first.
-    pub(crate) actions: Vec<ActionRecord>,
-    /// Action id → index in `actions`.
-    action_by_id: HashMap<String, usize>,
-    /// Newest action per (machine, type): the only one that can still be active.
-    pub(crate) latest: HashMap<(usize, ActionKind), usize>,
-    /// Every (machine, type, parameters) that had an action accepted.
-    pub(crate) accepted: HashSet<SubmissionKey>,
+    /// The tenants served: one answering to any name, or `tenant-01` … with
+    /// `--tenants`.
+    pub(crate) tenants: Vec<Tenant>,
+    /// The tenant the request being handled is attributed to (set once per
+    /// request, before anything is counted): its data is what the request
+    /// sees, and its counters count it besides the totals. `None` for a
+    /// request of no tenant, which reaches no tenant's data.
+    pub(crate) serving: Option<usize>,
     /// Issued access tokens.
     pub(crate) tokens: HashMap<String, TokenInfo>,
-    /// (client id, tenant) → principal number.
+    /// (client id, tenant id) → principal number.
     principals: HashMap<(String, String), Principal>,
     /// Quota counters.
     pub(crate) quotas: Quotas,
@@ -120,13 +66,15 @@ pub(crate) struct State {
     /// The configured roles, one bit per [`KNOWN_ROLES`] entry.
     pub(crate) roles_mask: u16,
     /// Client ids (lowercase) whose credentials were revoked (`/_sim`):
-    /// their tokens are refused and no new one is issued.
+    /// their tokens are refused and no new one is issued, in any tenant.
     pub(crate) revoked: HashSet<String>,
+    /// (tenant, client id lowercase) of the clients whose consent a tenant
+    /// withdrew (`/_sim/clients/{id}/revoke?tenant=`): that tenant refuses
+    /// them as an app it does not know; the other tenants still serve them.
+    pub(crate) withdrawn: HashSet<(usize, String)>,
     /// The contents of the Azure Arc key files handed out so far
     /// (`--arc-key-dir`): a request that sends one of them is let in.
     pub(crate) arc_keys: HashSet<String>,
-    /// Investigations started through `startInvestigation`: numbers their ids.
-    pub(crate) investigations: u64,
     /// `(client id, jti)` of every client assertion accepted, with its `exp`:
     /// a replayed assertion is refused until it would have expired anyway.
     pub(crate) used_assertions: HashMap<(String, String), i64>,
@@ -138,59 +86,58 @@ pub(crate) fn role_bit(role: &str) -> u16 {
 }
 
 impl State {
-    /// Builds the fleet and empty counters for `cfg`, starting the clock at `clock`.
+    /// Builds the fleets and empty counters for `cfg`, starting the clock at `clock`.
     pub(crate) fn new(mut cfg: SimConfig, clock: Clock) -> State {
-        let machines: Vec<MachineEntry> =
-            match std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new())) {
-                FleetSpec::Generate { machines } => {
-                    let fleet = fleet::generate(machines, cfg.seed, cfg.offline_rate);
-                    let ips = fleet::generated_histories(&fleet, cfg.seed, clock.wall_origin);
-                    fleet
-                        .into_iter()
-                        .zip(ips)
-                        .enumerate()
-                        .map(|(i, (m, ips))| {
-                            let files = fleet::generated_files(i);
-                            MachineEntry::new(m, fleet::Sidecar { ips, files })
-                        })
-                        .collect()
-                }
-                // Fleet files were checked on loading; a fleet built in code
-                // with a malformed simulator-only key serves without it.
-                FleetSpec::Machines(ms) => ms
+        let spec = std::mem::replace(&mut cfg.fleet, FleetSpec::Machines(Vec::new()));
+        let tenants: Vec<Tenant> = match (cfg.tenants, spec) {
+            (Some(n), spec) => {
+                // Validation refuses a fleet file with --tenants; a fleet
+                // built in code is counted, each tenant generating its own.
+                let machines = match spec {
+                    FleetSpec::Generate { machines } => machines,
+                    FleetSpec::Machines(ms) => ms.len(),
+                };
+                (1..=n)
+                    .map(|k| {
+                        let name = tenant::tenant_name(k);
+                        let seed = tenant::fleet_seed(cfg.seed, &name);
+                        let fleet =
+                            Tenant::generated(machines, seed, cfg.offline_rate, clock.wall_origin);
+                        Tenant::new(name.clone(), tenant::tenant_id(&name), fleet)
+                    })
+                    .collect()
+            }
+            (None, FleetSpec::Generate { machines }) => {
+                let fleet =
+                    Tenant::generated(machines, cfg.seed, cfg.offline_rate, clock.wall_origin);
+                vec![Tenant::new(String::new(), String::new(), fleet)]
+            }
+            // Fleet files were checked on loading; a fleet built in code
+            // with a malformed simulator-only key serves without it.
+            (None, FleetSpec::Machines(ms)) => {
+                let fleet = ms
                     .into_iter()
                     .map(|mut m| {
                         let sidecar = fleet::take_sidecar(&mut m).unwrap_or_default();
                         MachineEntry::new(m, sidecar)
                     })
-                    .collect(),
-            };
-        cfg.fleet = FleetSpec::Generate { machines: machines.len() };
-        let mut by_id = HashMap::with_capacity(machines.len());
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(machines.len());
-        for (i, m) in machines.iter().enumerate() {
-            by_id.insert(m.machine.id.to_ascii_lowercase(), i);
-            if let Some(name) = &m.machine.computer_dns_name {
-                by_name.entry(name.to_ascii_lowercase()).or_default().push(i);
+                    .collect();
+                vec![Tenant::new(String::new(), String::new(), fleet)]
             }
-        }
+        };
+        cfg.fleet = FleetSpec::Generate { machines: tenants[0].machines.len() };
         let roles_mask = cfg.roles.iter().fold(0, |m, r| m | role_bit(r));
         let seed = cfg.seed;
         State {
             timing: Timing { settle: cfg.settle, action_timeout: cfg.action_timeout },
             quotas: Quotas::new(cfg.window, &cfg.limits, clock.origin, cfg.foreign_load),
             clock,
-            machines,
-            by_id,
-            by_name,
-            actions: Vec::new(),
-            action_by_id: HashMap::new(),
-            latest: HashMap::new(),
-            accepted: HashSet::new(),
+            tenants,
+            serving: None,
             tokens: HashMap::new(),
             revoked: HashSet::new(),
+            withdrawn: HashSet::new(),
             arc_keys: HashSet::new(),
-            investigations: 0,
             used_assertions: HashMap::new(),
             principals: HashMap::new(),
             stats: Stats::default(),
@@ -203,7 +150,52 @@ impl State {
         }
     }
 
-    /// A snapshot of the counters.
+    /// Whether the simulator serves named tenants (`--tenants`).
+    pub(crate) fn multi_tenant(&self) -> bool {
+        self.cfg.tenants.is_some()
+    }
+
+    /// The tenant `key` (a name or an id) names: with `--tenants`, the one
+    /// that answers to it, if any; otherwise the only tenant, whatever the key.
+    pub(crate) fn tenant_index(&self, key: &str) -> Option<usize> {
+        if self.multi_tenant() {
+            self.tenants.iter().position(|t| t.answers_to(key))
+        } else {
+            Some(0)
+        }
+    }
+
+    /// The tenant whose data the request being handled sees. Handlers that
+    /// read tenant data run only once the request is attributed (the API's
+    /// after the bearer check, which attributes it to the token's tenant), so
+    /// the fallback to the first tenant serves only a one-tenant simulator.
+    pub(crate) fn tenant(&self) -> &Tenant {
+        &self.tenants[self.serving.unwrap_or(0)]
+    }
+
+    /// [`State::tenant`], to change.
+    pub(crate) fn tenant_mut(&mut self) -> &mut Tenant {
+        let t = self.serving.unwrap_or(0);
+        &mut self.tenants[t]
+    }
+
+    /// Counts in the totals and in the counters of the tenant served.
+    pub(crate) fn count(&mut self, add: impl Fn(&mut Stats)) {
+        add(&mut self.stats);
+        if let Some(t) = self.serving {
+            add(&mut self.tenants[t].stats);
+        }
+    }
+
+    /// Counts a call of `api` in the totals and in the counters of the tenant served.
+    pub(crate) fn count_api(&mut self, api: Api, add: impl Fn(&mut ApiStats)) {
+        add(self.api_stats.entry(api).or_default());
+        if let Some(t) = self.serving {
+            add(self.tenants[t].api_stats.entry(api).or_default());
+        }
+    }
+
+    /// A snapshot of the counters: the totals and, with `--tenants`, each tenant's.
     pub(crate) fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.by_api = self
@@ -211,72 +203,61 @@ impl State {
             .iter()
             .map(|(a, st)| (a.name().to_string(), st.clone()))
             .collect::<BTreeMap<_, _>>();
+        if self.multi_tenant() {
+            s.tenants = self.tenants.iter().map(|t| (t.name.clone(), t.stats())).collect();
+        }
         s
     }
 
-    /// The machines as they stand now.
+    /// The machines of the first (or only) tenant as they stand now.
     pub(crate) fn machines(&self) -> Vec<Machine> {
-        self.machines.iter().map(|m| m.machine.clone()).collect()
+        self.tenants[0].machines()
     }
 
-    /// The counters of `api`.
-    pub(crate) fn api(&mut self, api: Api) -> &mut ApiStats {
-        self.api_stats.entry(api).or_default()
-    }
-
-    /// A machine by id (case-insensitive), as action POSTs take it.
+    /// A machine of the tenant served by id (case-insensitive), as action POSTs take it.
     pub(crate) fn machine_by_id(&self, id: &str) -> Option<usize> {
-        self.by_id.get(&id.to_ascii_lowercase()).copied()
+        self.tenant().machine_by_id(id)
     }
 
-    /// A machine by id or computer name (case-insensitive); several machines
-    /// with that name → the one seen last.
+    /// A machine of the tenant served by id or computer name (case-insensitive).
     pub(crate) fn machine_by_id_or_name(&self, key: &str) -> Option<usize> {
-        let key = key.to_ascii_lowercase();
-        if let Some(&i) = self.by_id.get(&key) {
-            return Some(i);
-        }
-        self.by_name.get(&key)?.iter().copied().max_by_key(|&i| (self.machines[i].last_seen, i))
+        self.tenant().machine_by_id_or_name(key)
     }
 
-    /// Renames machine `i` (`computerDnsName`), as a re-named or re-imaged
-    /// device shows up in the tenant: look-ups by name find it under the
-    /// new name only. Lowercased, as the service keeps its names.
+    /// Renames machine `i` of the tenant served (see [`Tenant::rename_machine`]).
     pub(crate) fn rename_machine(&mut self, i: usize, name: String) {
-        let name = name.to_lowercase();
-        if let Some(old) = self.machines[i].machine.computer_dns_name.take()
-            && let Some(list) = self.by_name.get_mut(&old.to_ascii_lowercase())
-        {
-            list.retain(|&j| j != i);
-        }
-        self.by_name.entry(name.to_ascii_lowercase()).or_default().push(i);
-        self.machines[i].machine.computer_dns_name = Some(name);
-        self.machines[i].rerender();
+        self.tenant_mut().rename_machine(i, name);
     }
 
-    /// An action by id (case-insensitive).
+    /// An action of the tenant served by id (case-insensitive).
     pub(crate) fn action_by_id(&self, id: &str) -> Option<usize> {
-        self.action_by_id.get(&id.to_ascii_lowercase()).copied()
+        self.tenant().action_by_id(id)
     }
 
-    /// Stores a new action and indexes it.
-    pub(crate) fn push_action(&mut self, record: ActionRecord) -> usize {
-        let idx = self.actions.len();
-        self.action_by_id.insert(record.id.clone(), idx);
-        self.latest.insert((record.machine, record.kind), idx);
-        self.actions.push(record);
-        idx
+    /// The id (`tid`) of the tenant a login names as `tenant`: with
+    /// `--tenants`, the id of the tenant served (the login's, whether named
+    /// by name or id); otherwise [`guid_of`] the name, as for any tenant.
+    pub(crate) fn tenant_id_of(&self, tenant: &str) -> String {
+        match self.serving {
+            Some(t) if self.multi_tenant() => self.tenants[t].id.clone(),
+            _ => guid_of(tenant),
+        }
     }
 
-    /// The principal number of (client id, tenant), allocating one on first use.
-    pub(crate) fn principal(&mut self, client_id: &str, tenant: &str) -> Principal {
+    /// The principal number of (client id, tenant id), allocating one on
+    /// first use. Keyed by the tenant's id, so a tenant named by domain and
+    /// by id shares one quota, as the service counts per app and tenant.
+    pub(crate) fn principal(&mut self, client_id: &str, tid: &str) -> Principal {
         let next = self.principals.len();
-        *self.principals.entry((client_id.to_string(), tenant.to_ascii_lowercase())).or_insert(next)
+        *self.principals.entry((client_id.to_string(), tid.to_string())).or_insert(next)
     }
 
     /// Revokes a client's credentials, as deleting its secret or disabling
-    /// the app does: every token issued to it stops working at once.
-    pub(crate) fn revoke_client(&mut self, client_id: &str) {
+    /// the app does: every token issued to it stops working at once, in
+    /// every tenant. With `tenant`, only that tenant withdraws its consent
+    /// (deletes the app's service principal): its tokens there stop working
+    /// and it issues no more, while the other tenants go on serving the app.
+    pub(crate) fn revoke_client(&mut self, client_id: &str, tenant: Option<usize>) {
         let client = client_id.to_ascii_lowercase();
         let principals: HashSet<Principal> = self
             .principals
@@ -284,37 +265,61 @@ impl State {
             .filter(|((c, _), _)| c.eq_ignore_ascii_case(&client))
             .map(|(_, p)| *p)
             .collect();
-        self.tokens.retain(|_, t| !principals.contains(&t.principal));
-        self.revoked.insert(client);
+        self.tokens.retain(|_, t| {
+            !principals.contains(&t.principal) || tenant.is_some_and(|only| only != t.tenant)
+        });
+        match tenant {
+            Some(t) => {
+                self.withdrawn.insert((t, client));
+            }
+            None => {
+                self.revoked.insert(client);
+            }
+        }
     }
 
-    /// Gives a revoked client working credentials again (new tokens only).
-    pub(crate) fn restore_client(&mut self, client_id: &str) {
-        self.revoked.remove(&client_id.to_ascii_lowercase());
+    /// Gives a revoked client working credentials again (new tokens only):
+    /// everywhere, or with `tenant` that tenant's consent alone.
+    pub(crate) fn restore_client(&mut self, client_id: &str, tenant: Option<usize>) {
+        let client = client_id.to_ascii_lowercase();
+        match tenant {
+            Some(t) => {
+                self.withdrawn.remove(&(t, client));
+            }
+            None => {
+                self.revoked.remove(&client);
+                self.withdrawn.retain(|(_, c)| *c != client);
+            }
+        }
     }
 
-    /// How many actions each (machine id, action type) has had accepted.
+    /// Whether tenant `tenant` withdrew its consent to `client_id`.
+    pub(crate) fn consent_withdrawn(&self, tenant: usize, client_id: &str) -> bool {
+        self.withdrawn.contains(&(tenant, client_id.to_ascii_lowercase()))
+    }
+
+    /// How many actions each (machine id, action type) has had accepted, in
+    /// every tenant (machine ids are unique across tenants).
     pub(crate) fn action_counts(&self) -> BTreeMap<(String, String), u64> {
         let mut counts = BTreeMap::new();
-        for a in &self.actions {
-            *counts
-                .entry((a.machine_id.to_ascii_lowercase(), a.kind.type_name().to_string()))
-                .or_default() += 1;
+        for t in &self.tenants {
+            t.action_counts(&mut counts);
         }
         counts
     }
 
-    /// Marks a machine online or offline at `now`. Coming back online starts
-    /// the settle clock of its actions that are still waiting (not timed out,
-    /// not cancelled).
+    /// Marks a machine of the tenant served online or offline at `now`.
+    /// Coming back online starts the settle clock of its actions that are
+    /// still waiting (not timed out, not cancelled).
     pub(crate) fn set_online(&mut self, idx: usize, online: bool, now: Instant) {
         let offset = self.clock.offset(now);
-        let entry = &mut self.machines[idx];
+        let timeout = self.timing.action_timeout;
+        let tenant = self.tenant_mut();
+        let entry = &mut tenant.machines[idx];
         entry.machine.health_status = Some(if online { "Active" } else { "Inactive" }.to_string());
         entry.rerender();
         if online {
-            let timeout = self.timing.action_timeout;
-            for a in self.actions.iter_mut().filter(|a| a.machine == idx) {
+            for a in tenant.actions.iter_mut().filter(|a| a.machine == idx) {
                 if a.settle_from.is_none() && a.cancel.is_none() && offset < a.created + timeout {
                     a.settle_from = Some(offset);
                 }
@@ -332,17 +337,59 @@ mod tests {
         let cfg =
             SimConfig { fleet: FleetSpec::Generate { machines: 100 }, ..SimConfig::default() };
         let s = State::new(cfg, Clock::start());
-        assert_eq!(s.machines.len(), 100);
+        assert_eq!(s.tenant().machines.len(), 100);
         let twin_idx = 100 - fleet::twin_count(100);
         let primary = fleet::twin_of(100, 0);
         let name = fleet::host_name(primary);
         assert_eq!(s.machine_by_id_or_name(&name), Some(primary));
         assert_eq!(s.machine_by_id_or_name(&name.to_uppercase()), Some(primary));
-        let twin_id = s.machines[twin_idx].machine.id.clone();
+        let twin_id = s.tenant().machines[twin_idx].machine.id.clone();
         assert_eq!(s.machine_by_id_or_name(&twin_id), Some(twin_idx));
         assert_eq!(s.machine_by_id(&twin_id.to_uppercase()), Some(twin_idx));
         assert_eq!(s.machine_by_id(&name), None);
         assert_eq!(s.stats().by_api.len(), Api::all().count());
+        assert!(s.stats().tenants.is_empty());
+    }
+
+    #[test]
+    fn tenants_have_their_own_fleets_named_and_seeded_apart() {
+        let cfg = SimConfig {
+            fleet: FleetSpec::Generate { machines: 30 },
+            tenants: Some(3),
+            ..SimConfig::default()
+        };
+        let s = State::new(cfg, Clock::start());
+        let names: Vec<&str> = s.tenants.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["tenant-01", "tenant-02", "tenant-03"]);
+        let ids: HashSet<String> = s
+            .tenants
+            .iter()
+            .flat_map(|t| t.machines.iter().map(|m| m.machine.id.clone()))
+            .collect();
+        assert_eq!(ids.len(), 90, "no machine id in two tenants");
+        // Each tenant's fleet is the generated fleet of its own seed.
+        let own = fleet::generate(30, tenant::fleet_seed(1, "tenant-02"), 0.0);
+        assert_eq!(s.tenants[1].machines()[..], own[..]);
+        assert_eq!(s.tenant_index("TENANT-02"), Some(1));
+        assert_eq!(s.tenant_index(&tenant::tenant_id("tenant-03")), Some(2));
+        assert_eq!(s.tenant_index("tenant-04"), None);
+        assert_eq!(s.stats().tenants.len(), 3);
+    }
+
+    #[test]
+    fn counts_go_to_the_totals_and_the_tenant_served() {
+        let cfg = SimConfig { tenants: Some(2), ..SimConfig::default() };
+        let mut s = State::new(cfg, Clock::start());
+        s.serving = Some(1);
+        s.count(|c| c.requests += 1);
+        s.count_api(Api::ListMachines, |c| c.calls += 1);
+        s.serving = None;
+        s.count(|c| c.requests += 1);
+        let stats = s.stats();
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.tenants["tenant-01"].requests, 0);
+        assert_eq!(stats.tenants["tenant-02"].requests, 1);
+        assert_eq!(stats.tenants["tenant-02"].by_api["GET machines"].calls, 1);
     }
 
     #[test]

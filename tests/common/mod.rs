@@ -42,6 +42,22 @@ pub async fn sim(config: SimConfig) -> Sim {
     Sim::start(SimConfig { listen: "127.0.0.1:0".into(), ..config }).await.unwrap()
 }
 
+/// Starts a simulator serving `n` tenants (`tenant-01` …) on a free
+/// loopback port; the client of [`pointed_at`] is consented in every one.
+pub async fn tenants_sim(n: usize, config: SimConfig) -> Sim {
+    sim(SimConfig { tenants: Some(n), ..config }).await
+}
+
+/// The names of the tenants `sim` serves, in order.
+pub fn tenant_names(sim: &Sim) -> Vec<String> {
+    sim.tenants().into_iter().map(|t| t.name).collect()
+}
+
+/// The machines of one tenant of `sim` (by name or id).
+pub fn tenant_machines(sim: &Sim, tenant: &str) -> Vec<Machine> {
+    sim.tenant_fleet(tenant).expect("a tenant of the simulator")
+}
+
 /// A simulator with the given quotas and otherwise quiet defaults.
 pub fn sim_config(limits: &[&str]) -> SimConfig {
     SimConfig {

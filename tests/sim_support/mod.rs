@@ -1,5 +1,6 @@
 //! Helpers shared by the simulator's integration tests: start a simulator on
-//! loopback, get a token, make calls and read replies as JSON.
+//! loopback (one tenant, or several with `tenants`), get a token (per
+//! tenant), make calls and read replies as JSON.
 
 #![allow(dead_code)]
 
@@ -81,6 +82,60 @@ impl Env {
     /// [`Env::start`] over plain HTTP, or over TLS with a generated CA.
     pub async fn start_over(tls: bool, cfg: SimConfig) -> Env {
         Env::start(SimConfig { tls: tls.then_some(mdebulk::sim::SimTls::Generate), ..cfg }).await
+    }
+
+    /// Starts a simulator serving `n` tenants (`tenant-01` …) with `cfg`,
+    /// over plain HTTP or TLS; its token is tenant-01's.
+    pub async fn start_tenants(tls: bool, n: usize, cfg: SimConfig) -> Env {
+        let cfg = SimConfig {
+            tenants: Some(n),
+            tls: tls.then_some(mdebulk::sim::SimTls::Generate),
+            ..cfg
+        };
+        let sim = Sim::start(cfg).await.expect("simulator starts");
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
+        if let Some(ca) = sim.ca_pem() {
+            http =
+                http.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap());
+        }
+        let http = http.build().unwrap();
+        let base = sim.url();
+        let token = token(&http, &base, "tenant-01", "app").await;
+        Env { sim, http, base, token }
+    }
+
+    /// A token for app `app` in `tenant` (its name or id).
+    pub async fn token_for(&self, tenant: &str) -> String {
+        token(&self.http, &self.base, tenant, "app").await
+    }
+
+    /// The machine ids of one tenant's fleet, in order.
+    pub fn tenant_ids(&self, tenant: &str) -> Vec<String> {
+        let fleet = self.sim.tenant_fleet(tenant).expect("a tenant of the simulator");
+        fleet.into_iter().map(|m| m.id).collect()
+    }
+
+    /// `GET` with another token than the environment's.
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        send(self.http.get(format!("{}{path}", self.base)).bearer_auth(token)).await
+    }
+
+    /// `POST` (a JSON body) with another token than the environment's.
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Reply {
+        send(self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body)).await
+    }
+
+    /// The ids of the machines `GET /api/machines` lists with `token`.
+    pub async fn listed_ids(&self, token: &str) -> Vec<String> {
+        let r = self.get_as(token, "/api/machines").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let items = r.json["value"].as_array().expect("a list");
+        items.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// `POST /_sim/{path}` (no body, no token): a hook.
+    pub async fn hook(&self, path: &str) -> Reply {
+        send(self.http.post(format!("{}/_sim/{path}", self.base))).await
     }
 
     /// The machine ids of the fleet, in order.

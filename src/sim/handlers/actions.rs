@@ -133,7 +133,7 @@ impl State {
         let Some(m) = self.machine_by_id(id) else {
             return Reply::error(404, "ResourceNotFound", format!("Machine {id} was not found"));
         };
-        let entry = &self.machines[m];
+        let entry = &self.tenant().machines[m];
         if kind.windows_only() && entry.machine.is_linux_or_macos() {
             return Reply::error(
                 400,
@@ -145,11 +145,13 @@ impl State {
                 ),
             );
         }
+        let (machine_id, computer_dns_name, offline) =
+            (entry.machine.id.clone(), entry.machine.computer_dns_name.clone(), entry.offline);
         let offset = self.clock.offset(now);
-        if let Some(&prev) = self.latest.get(&(m, kind))
-            && !self.actions[prev].status_at(offset, &self.timing).0.is_final()
+        if let Some(&prev) = self.tenant().latest.get(&(m, kind))
+            && !self.tenant().actions[prev].status_at(offset, &self.timing).0.is_final()
         {
-            self.stats.duplicates_refused += 1;
+            self.count(|s| s.duplicates_refused += 1);
             return Reply::error(
                 400,
                 "ActiveRequestAlreadyExists",
@@ -161,21 +163,21 @@ impl State {
             id: new_guid(),
             kind,
             machine: m,
-            machine_id: entry.machine.id.clone(),
-            computer_dns_name: entry.machine.computer_dns_name.clone(),
+            machine_id,
+            computer_dns_name,
             requestor: self.cfg.app_name.clone(),
             comment: body.comment.clone(),
             scope: body.scope.clone(),
             sha1: body.sha1.clone(),
             created: offset,
             fails,
-            settle_from: (!entry.offline).then_some(offset),
+            settle_from: (!offline).then_some(offset),
             cancel: None,
         };
-        self.accepted.insert((m, kind, body.param()));
-        let idx = self.push_action(record);
-        self.stats.actions_created += 1;
-        let entity = self.actions[idx].as_created(&self.clock);
+        self.tenant_mut().accepted.insert((m, kind, body.param()));
+        let idx = self.tenant_mut().push_action(record);
+        self.count(|s| s.actions_created += 1);
+        let entity = self.tenant().actions[idx].as_created(&self.clock);
         State::entity_reply(201, req, "MachineActions/$entity", entity)
     }
 
@@ -199,7 +201,7 @@ impl State {
             );
         };
         let offset = self.clock.offset(now);
-        let (status, _) = self.actions[idx].status_at(offset, &self.timing);
+        let (status, _) = self.tenant().actions[idx].status_at(offset, &self.timing);
         if status.is_final() {
             return Reply::error(
                 400,
@@ -210,10 +212,10 @@ impl State {
                 ),
             );
         }
-        self.actions[idx].cancel =
+        self.tenant_mut().actions[idx].cancel =
             Some(Cancellation { at: offset, requestor: self.cfg.app_name.clone(), comment });
-        self.stats.cancelled += 1;
-        let entity = self.actions[idx].view(offset, &self.timing, &self.clock);
+        self.count(|s| s.cancelled += 1);
+        let entity = self.tenant().actions[idx].view(offset, &self.timing, &self.clock);
         State::entity_reply(200, req, "MachineActions/$entity", entity)
     }
 }

@@ -4,7 +4,8 @@
 
 use tokio::time::Instant;
 
-use super::reply::Reply;
+use super::reply::{Reply, quoted};
+use crate::api::jwt::Jws;
 use crate::api::route::Api;
 use crate::sim::state::{State, TokenInfo, role_bit};
 
@@ -34,6 +35,14 @@ fn required_roles_text(api: Api) -> String {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (scheme in any
+/// case), if that is what the header holds.
+pub(super) fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 impl State {
     /// The 401 and 403 steps of an API call, counted in the stats: the
     /// token of the call when it may go on, else the reply that ends it.
@@ -46,12 +55,12 @@ impl State {
         let token = match self.authenticate(header, now) {
             Ok(t) => t,
             Err(reply) => {
-                self.stats.unauthorized += 1;
+                self.count(|s| s.unauthorized += 1);
                 return Err(reply);
             }
         };
         if token.roles & required_roles(api) == 0 {
-            self.stats.forbidden += 1;
+            self.count(|s| s.forbidden += 1);
             return Err(Reply::error(
                 403,
                 "Forbidden",
@@ -75,11 +84,22 @@ impl State {
         let Some(h) = header else {
             return Err(unauthorized("Authorization header is missing"));
         };
-        let (scheme, token) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        let Some(token) = bearer(h) else {
             return Err(unauthorized("Authorization header is not a Bearer token"));
-        }
-        let Some(info) = self.tokens.get(token.trim()) else {
+        };
+        let Some(info) = self.tokens.get(token) else {
+            if self.multi_tenant()
+                && let Some(tid) =
+                    Jws::parse(token).ok().and_then(|j| j.claim_str("tid").map(str::to_string))
+                && self.tenant_index(&tid).is_none()
+            {
+                // A token of a tenant without this service: the service
+                // knows no such tenant (reference D3: 401).
+                return Err(unauthorized(&format!(
+                    "The access token was issued for tenant {}, which this service does not serve",
+                    quoted(&tid)
+                )));
+            }
             return Err(unauthorized("The access token is invalid"));
         };
         if now >= info.expires {

@@ -21,9 +21,8 @@
 
 use serde_json::{Value, json};
 
-use super::mint::{guid_of, jwks};
+use super::mint::jwks;
 use super::reply::{PLAIN_JSON, Reply, Request};
-use crate::api::odata::decode_form;
 use crate::sim::state::State;
 
 /// Which discovery document a request asks for.
@@ -45,11 +44,14 @@ const MULTI_TENANT: [&str; 3] = ["common", "organizations", "consumers"];
 impl State {
     /// Answers a discovery request for `tenant`.
     pub(super) fn discovery(&mut self, doc: Document, tenant: &str, req: &Request<'_>) -> Reply {
-        self.stats.discovery_requests += 1;
+        self.count(|s| s.discovery_requests += 1);
         let multi = MULTI_TENANT.iter().any(|t| t.eq_ignore_ascii_case(tenant));
         if doc != Document::Instance
             && !multi
-            && self.cfg.tenant.as_deref().is_some_and(|want| !want.eq_ignore_ascii_case(tenant))
+            && match &self.cfg.tenant {
+                Some(want) => !want.eq_ignore_ascii_case(tenant),
+                None => self.serving.is_none(),
+            }
         {
             return Reply::entra(
                 400,
@@ -61,7 +63,7 @@ impl State {
             );
         }
         let origin = req.origin();
-        let tid = if multi { "{tenantid}".to_string() } else { guid_of(tenant) };
+        let tid = if multi { "{tenantid}".to_string() } else { self.tenant_id_of(tenant) };
         let body = match doc {
             Document::OpenIdV2 => open_id(&origin, tenant, &tid, true),
             Document::OpenIdV1 => open_id(&origin, tenant, &tid, false),
@@ -122,14 +124,7 @@ fn open_id(origin: &str, tenant: &str, tid: &str, v2: bool) -> Value {
 /// MSAL's instance discovery for the authority named by the
 /// `authorization_endpoint` parameter.
 fn instance(origin: &str, req: &Request<'_>) -> Reply {
-    let endpoint = req
-        .query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == "authorization_endpoint")
-        .map(|(_, v)| decode_form(v))
-        .unwrap_or_default();
+    let endpoint = req.query_param("authorization_endpoint").unwrap_or_default();
     let host = req.host;
     // MSAL names the authority by host name alone (no port): the instance
     // is ours when its host name is the one this request reached.

@@ -29,11 +29,12 @@
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::mint::{Proof, audience_of_resource, guid_of};
+use super::mint::{Proof, audience_of_resource};
 use super::reply::{PLAIN_JSON, Reply, Request};
 use crate::api::model::new_guid;
 use crate::api::odata::decode_form;
 use crate::sim::state::State;
+use crate::sim::tenant::guid_of;
 
 /// Which endpoint shape a request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +136,7 @@ impl State {
         req: &Request<'_>,
         now: Instant,
     ) -> Reply {
-        self.stats.managed_identity_requests += 1;
+        self.count(|s| s.managed_identity_requests += 1);
         let q = query_pairs(req.query);
         let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let api_version = get("api-version").unwrap_or("");
@@ -197,7 +198,13 @@ impl State {
         let Some(resource) = get("resource").filter(|r| !r.is_empty()) else {
             return error(400, "invalid_request", "Required query variable 'resource' is missing");
         };
-        let tenant = self.cfg.tenant.clone().unwrap_or_else(|| "sim-tenant".to_string());
+        // A managed identity lives in its host's tenant alone: with
+        // `--tenants`, the first; it never reaches another tenant.
+        let tenant = match self.cfg.tenant.clone() {
+            Some(t) => t,
+            None if self.multi_tenant() => self.tenants[0].name.clone(),
+            None => "sim-tenant".to_string(),
+        };
         let Some(audience) = audience_of_resource(resource) else {
             return error(
                 400,
@@ -210,7 +217,9 @@ impl State {
         let Some(identity) = self.select_identity(&q) else {
             return error(400, "invalid_request", "Identity not found");
         };
-        if self.revoked.contains(&identity.client_id.to_ascii_lowercase()) {
+        if self.revoked.contains(&identity.client_id.to_ascii_lowercase())
+            || self.consent_withdrawn(0, &identity.client_id)
+        {
             return error(400, "invalid_request", "Identity not found");
         }
         let minted =

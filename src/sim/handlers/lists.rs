@@ -99,10 +99,10 @@ impl State {
         };
         if let Some(sel) = &select {
             let fragment = format!("{}/$entity", odata::projected("Machines", Some(sel)));
-            let entity = odata::project(fleet::render(&self.machines[i].machine), sel);
+            let entity = odata::project(fleet::render(&self.tenant().machines[i].machine), sel);
             return State::entity_reply(200, req, &fragment, entity);
         }
-        let json = &self.machines[i].json;
+        let json = &self.tenant().machines[i].json;
         let ctx = Value::String(State::context(req, "Machines/$entity")).to_string();
         // The rendered machine is a non-empty JSON object: it always has an id.
         let body = format!("{{\"@odata.context\":{ctx},{}", &json[1..]);
@@ -118,6 +118,7 @@ impl State {
         let top = q.top.unwrap_or(MAX_TOP);
         let page = self.cfg.page_size.unwrap_or(usize::MAX).min(top);
         let mut items = self
+            .tenant()
             .machines
             .iter()
             .filter(|m| {
@@ -167,7 +168,8 @@ impl State {
                 format!("Machine action {id} was not found"),
             );
         };
-        let entity = self.actions[idx].view(self.clock.offset(now), &self.timing, &self.clock);
+        let entity =
+            self.tenant().actions[idx].view(self.clock.offset(now), &self.timing, &self.clock);
         match &select {
             Some(sel) => {
                 let fragment = format!("{}/$entity", odata::projected("MachineActions", Some(sel)));
@@ -187,6 +189,7 @@ impl State {
         let top = q.top.unwrap_or(MAX_TOP);
         let page = self.cfg.page_size.unwrap_or(usize::MAX).min(top);
         let mut items: Vec<_> = self
+            .tenant()
             .actions
             .iter()
             .rev()

@@ -183,7 +183,7 @@ impl State {
     /// A collection reply of machines (their rendered entities, in order).
     fn machines_reply(&self, req: &Request<'_>, idx: &[usize]) -> Reply {
         let ctx = Value::String(State::context(req, "Machines")).to_string();
-        let items: Vec<&str> = idx.iter().map(|&i| &*self.machines[i].json).collect();
+        let items: Vec<&str> = idx.iter().map(|&i| &*self.tenant().machines[i].json).collect();
         Reply::json(
             200,
             format!("{{\"@odata.context\":{ctx},\"value\":[{}]}}", items.join(",")),
@@ -195,7 +195,7 @@ impl State {
     fn machine_reply(&self, req: &Request<'_>, i: usize) -> Reply {
         let ctx = Value::String(State::context(req, "Machines/$entity")).to_string();
         // The rendered machine is a non-empty JSON object: it always has an id.
-        let body = format!("{{\"@odata.context\":{ctx},{}", &self.machines[i].json[1..]);
+        let body = format!("{{\"@odata.context\":{ctx},{}", &self.tenant().machines[i].json[1..]);
         Reply::json(200, body, ODATA_JSON)
     }
 
@@ -218,9 +218,13 @@ impl State {
         }
         let lo = ts.checked_sub(IP_WINDOW).unwrap_or(std::time::UNIX_EPOCH);
         let hi = ts + IP_WINDOW;
-        let found: Vec<usize> = (0..self.machines.len())
+        let found: Vec<usize> = (0..self.tenant().machines.len())
             .filter(|&i| {
-                self.machines[i].sidecar.ips.iter().any(|s| s.ip == ip && s.overlaps(lo, hi))
+                self.tenant().machines[i]
+                    .sidecar
+                    .ips
+                    .iter()
+                    .any(|s| s.ip == ip && s.overlaps(lo, hi))
             })
             .collect();
         self.machines_reply(req, &found)
@@ -256,9 +260,9 @@ impl State {
             }
         };
         let want = tag.to_lowercase();
-        let found: Vec<usize> = (0..self.machines.len())
+        let found: Vec<usize> = (0..self.tenant().machines.len())
             .filter(|&i| {
-                self.machines[i].tags().iter().any(|t| {
+                self.tenant().machines[i].tags().iter().any(|t| {
                     let t = t.to_lowercase();
                     if starts { t.starts_with(&want) } else { t == want }
                 })
@@ -270,7 +274,7 @@ impl State {
     /// Adds or removes `value` on machine `i`; tags compare without regard
     /// to case, so a present tag is not added twice.
     fn apply_tag(&mut self, i: usize, value: &str, add: bool) {
-        let entry = &mut self.machines[i];
+        let entry = &mut self.tenant_mut().machines[i];
         let mut tags = entry.tags();
         let has = |t: &String| t.to_lowercase() == value.to_lowercase();
         let before = tags.len();
@@ -337,8 +341,8 @@ impl State {
             );
         }
         let want = hash.to_ascii_lowercase();
-        let found: Vec<usize> = (0..self.machines.len())
-            .filter(|&i| self.machines[i].sidecar.files.contains(&want))
+        let found: Vec<usize> = (0..self.tenant().machines.len())
+            .filter(|&i| self.tenant().machines[i].sidecar.files.contains(&want))
             .collect();
         self.machines_reply(req, &found)
     }
@@ -351,7 +355,7 @@ impl State {
         let Some(i) = self.machine_by_id(id) else {
             return Reply::error(404, "ResourceNotFound", format!("Machine {id} was not found"));
         };
-        let m = &self.machines[i];
+        let m = &self.tenant().machines[i];
         let salt =
             m.machine.id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let mut rng = fastrand::Rng::with_seed(self.cfg.seed ^ salt);
@@ -413,7 +417,7 @@ impl State {
         let Some(i) = self.machine_by_id(id) else {
             return Reply::error(404, "ResourceNotFound", format!("Machine {id} was not found"));
         };
-        let m = &self.machines[i].machine;
+        let m = &self.tenant().machines[i].machine;
         if m.is_linux_or_macos() {
             return Reply::error(
                 400,
@@ -424,18 +428,19 @@ impl State {
                 ),
             );
         }
-        self.investigations += 1;
+        let (machine_id, computer_dns_name) = (m.id.clone(), m.computer_dns_name.clone());
+        self.tenant_mut().investigations += 1;
         let mut entity = Map::new();
         entity
             .insert("@odata.context".into(), json!(State::context(req, "Investigations/$entity")));
-        entity.insert("id".into(), json!((60_000 + self.investigations).to_string()));
+        entity.insert("id".into(), json!((60_000 + self.tenant().investigations).to_string()));
         entity.insert("startTime".into(), json!(self.clock.stamp(self.clock.offset(now))));
         entity.insert("endTime".into(), Value::Null);
         entity.insert("state".into(), json!("Running"));
         entity.insert("cancelledBy".into(), Value::Null);
         entity.insert("statusDetails".into(), Value::Null);
-        entity.insert("machineId".into(), json!(m.id));
-        entity.insert("computerDnsName".into(), json!(m.computer_dns_name));
+        entity.insert("machineId".into(), json!(machine_id));
+        entity.insert("computerDnsName".into(), json!(computer_dns_name));
         entity.insert("triggeringAlertId".into(), Value::Null);
         Reply::json(201, Value::Object(entity).to_string(), ODATA_JSON)
     }
@@ -456,7 +461,7 @@ impl State {
                 format!("Machine action {id} was not found"),
             );
         };
-        let a = &self.actions[idx];
+        let a = &self.tenant().actions[idx];
         if a.kind != ActionKind::CollectInvestigationPackage {
             return Reply::error(
                 404,

@@ -15,6 +15,7 @@ use crate::api::jwt::{Algorithm, JwtError, SigningKey, b64url};
 use crate::api::model::new_guid;
 use crate::sim::config::KNOWN_ROLES;
 use crate::sim::state::{State, TokenInfo};
+use crate::sim::tenant::guid_of;
 
 /// Every identifier of the WindowsDefenderATP service principal the login
 /// accepts, as a v1 `resource` or (with `/.default`) a v2 `scope`, with its
@@ -122,33 +123,6 @@ pub(crate) fn jwks(issuer: &str) -> Result<Value, JwtError> {
     }]}))
 }
 
-/// A GUID made from a name, the same for the same name: the tenant id of a
-/// tenant named by domain, the object id of a client.
-pub(crate) fn guid_of(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    if is_guid(&lower) {
-        return lower;
-    }
-    // FNV-1a, 128 bits: stable across runs and platforms.
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in lower.bytes() {
-        h ^= u128::from(b);
-        h = h.wrapping_mul(0x0000000001000000000000000000013B);
-    }
-    let x = format!("{h:032x}");
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
-}
-
-/// Whether `s` is a GUID in the 8-4-4-4-12 form.
-pub(crate) fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// Seconds since the Unix epoch, now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
@@ -192,7 +166,7 @@ impl State {
         now: Instant,
     ) -> Result<Minted, JwtError> {
         let key = signing_key()?;
-        let tid = guid_of(tenant);
+        let tid = self.tenant_id_of(tenant);
         let issuer = format!("{}/{tid}/", req.origin());
         let ttl = self.cfg.token_ttl;
         let lifetime = ttl.as_secs();
@@ -232,12 +206,18 @@ impl State {
         header.insert("x5t".into(), Value::String(kid.clone()));
         header.insert("kid".into(), Value::String(kid));
         let token = key.sign(Algorithm::Rs256, header, &claims)?;
-        let principal = self.principal(client_id, tenant);
+        let principal = self.principal(client_id, &tid);
         self.tokens.insert(
             token.clone(),
-            TokenInfo { principal, roles: self.roles_mask, expires: now + ttl },
+            TokenInfo {
+                principal,
+                // Every login attributes its request to the tenant it mints for.
+                tenant: self.serving.unwrap_or(0),
+                roles: self.roles_mask,
+                expires: now + ttl,
+            },
         );
-        self.stats.tokens_issued += 1;
+        self.count(|s| s.tokens_issued += 1);
         Ok(Minted { token, lifetime, not_before: iat, expires_on: iat + lifetime })
     }
 }
@@ -272,16 +252,5 @@ mod tests {
         );
         assert_eq!(audience_of_scope(""), Err(ScopeProblem::Invalid));
         assert_eq!(audience_of_resource("https://graph.microsoft.com"), None);
-    }
-
-    #[test]
-    fn guids_of_names_are_stable_and_guids_stay_themselves() {
-        let g = guid_of("contoso.onmicrosoft.com");
-        assert!(is_guid(&g), "{g}");
-        assert_eq!(g, guid_of("Contoso.onmicrosoft.com"));
-        assert_ne!(g, guid_of("fabrikam.onmicrosoft.com"));
-        let id = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
-        assert_eq!(guid_of(id), id.to_ascii_lowercase());
-        assert!(!is_guid("72f988bf-86f1-41af-91ab-2d7cd011db4"));
     }
 }

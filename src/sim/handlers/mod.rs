@@ -176,7 +176,8 @@ impl State {
         if route == Route::Admin {
             return self.admin(req, now);
         }
-        self.stats.requests += 1;
+        self.serving = self.attribute(&route, req);
+        self.count(|s| s.requests += 1);
         match route {
             Route::Token { tenant, v2 } => {
                 let reply = self.token(&tenant, v2, req, now);
@@ -196,7 +197,7 @@ impl State {
                 reply
             }
             Route::Admin | Route::Unknown => {
-                self.stats.not_found += 1;
+                self.count(|s| s.not_found += 1);
                 Reply::error(
                     404,
                     "NotFound",
@@ -209,18 +210,40 @@ impl State {
         }
     }
 
+    /// The tenant a request is attributed to, before anything is counted:
+    /// the tenant of the token URL (or discovery URL) named by name or id;
+    /// the tenant of the bearer token on the API; the host's own tenant (the
+    /// first) for a managed identity. A one-tenant simulator attributes
+    /// every request to its tenant; with `--tenants`, a request naming no
+    /// tenant of the simulator is attributed to none.
+    fn attribute(&self, route: &Route, req: &Request<'_>) -> Option<usize> {
+        match route {
+            Route::Token { tenant, .. } | Route::Discovery { tenant, .. } => {
+                self.tenant_index(tenant)
+            }
+            Route::ManagedIdentity(_) => Some(0),
+            Route::Api(..) if self.multi_tenant() => {
+                let bearer = req.authorization.and_then(auth::bearer)?;
+                self.tokens.get(bearer).map(|t| t.tenant)
+            }
+            Route::Api(..) => Some(0),
+            Route::Admin | Route::Unknown => (!self.multi_tenant()).then_some(0),
+        }
+    }
+
     /// One API call, through every check in the reference's order.
     fn api_call(&mut self, api: Api, id: String, req: &Request<'_>, now: Instant) -> Reply {
-        self.api(api).calls += 1;
+        self.count_api(api, |s| s.calls += 1);
         // Action bodies are read once: for duplicate-submission accounting
         // (whatever the answer) and, later, for validation.
         let action = match api {
             Api::Action(kind) => {
                 let body = actions::parse_action_body(kind, req.body);
-                if let (Ok(b), Some(m)) = (&body, self.machine_by_id(&id))
-                    && self.accepted.contains(&(m, kind, b.param()))
+                if let (Ok(b), Some(_)) = (&body, self.serving)
+                    && let Some(m) = self.machine_by_id(&id)
+                    && self.tenant().accepted.contains(&(m, kind, b.param()))
                 {
-                    self.stats.duplicate_submissions += 1;
+                    self.count(|s| s.duplicate_submissions += 1);
                 }
                 Some((kind, body))
             }
@@ -233,18 +256,18 @@ impl State {
         if let Err(reply) = self.throttle(api, token.principal, now) {
             return reply;
         }
-        self.api(api).admitted += 1;
+        self.count_api(api, |s| s.admitted += 1);
         let fault = faults::draw(&mut self.fault_rng, self.cfg.error_rate);
         if fault.is_some() {
-            self.stats.errors_injected += 1;
+            self.count(|s| s.errors_injected += 1);
         }
         match fault {
             Some(Fault::InternalError) => {
-                self.stats.injected_500 += 1;
+                self.count(|s| s.injected_500 += 1);
                 return Reply::error(500, "InternalServerError", "An unexpected error occurred");
             }
             Some(Fault::Unavailable { retry_after }) => {
-                self.stats.injected_503 += 1;
+                self.count(|s| s.injected_503 += 1);
                 let mut r = Reply::error(
                     503,
                     "ServiceUnavailable",
@@ -254,12 +277,12 @@ impl State {
                 return r;
             }
             Some(Fault::DropBefore) => {
-                self.stats.dropped_before += 1;
+                self.count(|s| s.dropped_before += 1);
                 let mut r = Reply::error(500, "InternalServerError", "connection dropped");
                 r.drop = Some(Disconnect::Before);
                 return r;
             }
-            Some(Fault::DropAfter) => self.stats.dropped_after += 1,
+            Some(Fault::DropAfter) => self.count(|s| s.dropped_after += 1),
             None => {}
         }
         let mut reply = match (api, action) {
@@ -281,8 +304,8 @@ impl State {
             (Api::Action(_), None) => Reply::error(500, "InternalServerError", "unreachable"),
         };
         match reply.status {
-            400 => self.stats.bad_request += 1,
-            404 => self.stats.not_found += 1,
+            400 => self.count(|s| s.bad_request += 1),
+            404 => self.count(|s| s.not_found += 1),
             _ => {}
         }
         if fault == Some(Fault::DropAfter) {

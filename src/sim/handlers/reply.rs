@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::api::model::{ErrorEnvelope, new_guid};
+use crate::api::odata::decode_form;
 use crate::api::time::format_utc;
 
 /// `Content-Type` of OData replies, as the service sends it.
@@ -46,10 +47,27 @@ impl Request<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The first value of a query parameter, form-decoded.
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
+        self.query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| decode_form(k) == name)
+            .map(|(_, v)| decode_form(v))
+    }
+
     /// `scheme://host`: the simulator's own address as the client reached it.
     pub(crate) fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.host)
     }
+}
+
+/// A value from the request as a message quotes it: at most 64
+/// characters, control characters escaped, in single quotes.
+pub(crate) fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(64).flat_map(char::escape_default).collect();
+    format!("'{cut}'")
 }
 
 /// What to do with a connection instead of answering.

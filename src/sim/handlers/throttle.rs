@@ -51,14 +51,14 @@ impl State {
             // The message names the API's own first limit, as a quota 429 would.
             let limit =
                 Limit::for_api(&self.cfg.limits, api).first().copied().unwrap_or(Limit::PER_MINUTE);
-            self.stats.throttled += 1;
-            self.stats.cpu_throttled += 1;
-            self.api(api).throttled += 1;
+            self.count(|s| s.throttled += 1);
+            self.count(|s| s.cpu_throttled += 1);
+            self.count_api(api, |s| s.throttled += 1);
             return Err(Reply::too_many(limit, secs));
         }
         if let Err(t) = self.quotas.admit(principal, api, now) {
-            self.stats.throttled += 1;
-            self.api(api).throttled += 1;
+            self.count(|s| s.throttled += 1);
+            self.count_api(api, |s| s.throttled += 1);
             return Err(Reply::too_many(t.limit, whole_seconds(t.wait)));
         }
         Ok(())

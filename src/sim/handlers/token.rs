@@ -9,7 +9,7 @@
 //! mistake with the error that names it): tenant (90002) → grant (900144,
 //! 70003) → a tenant-less authority (9001023) → client id (900144) →
 //! resource or scope (900144, 70011, 1002012, 500011) → the app exists
-//! (700016) → its credential (7000216, 7000215, the assertion codes) → the
+//! (700016), and has not lost the tenant's consent (700016) → its credential (7000216, 7000215, the assertion codes) → the
 //! secret's expiry (7000222, `max_tokens`).
 
 use serde_json::{Value, json};
@@ -108,12 +108,14 @@ impl State {
         req: &Request<'_>,
         now: Instant,
     ) -> Reply {
-        self.stats.token_requests += 1;
+        self.count(|s| s.token_requests += 1);
         let form = Form::parse(req.body);
-        if let Some(want) = &self.cfg.tenant
-            && !want.eq_ignore_ascii_case(tenant)
-            && !TENANTLESS.iter().any(|t| t.eq_ignore_ascii_case(tenant))
-        {
+        let tenantless = TENANTLESS.iter().any(|t| t.eq_ignore_ascii_case(tenant));
+        let unknown = match &self.cfg.tenant {
+            Some(want) => !want.eq_ignore_ascii_case(tenant),
+            None => self.serving.is_none(),
+        };
+        if unknown && !tenantless {
             return Reply::entra(
                 400,
                 "invalid_request",
@@ -132,7 +134,7 @@ impl State {
                 &format!("The app requested an unsupported grant type '{grant}'."),
             );
         }
-        if TENANTLESS.iter().any(|t| t.eq_ignore_ascii_case(tenant)) {
+        if tenantless {
             return Reply::entra(
                 400,
                 "invalid_request",
@@ -189,14 +191,15 @@ impl State {
             }
         };
         if self.cfg.client_id.as_deref().is_some_and(|want| want != client_id) {
-            return Reply::entra(
-                400,
-                "unauthorized_client",
-                700016,
-                &format!(
-                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-                ),
-            );
+            return app_not_found(&client_id, tenant);
+        }
+        // A tenant that withdrew its consent has no service principal of
+        // the app left: Entra finds no such application there, whatever
+        // the credential.
+        if let Some(t) = self.serving
+            && self.consent_withdrawn(t, &client_id)
+        {
+            return app_not_found(&client_id, tenant);
         }
         let proof = if let Some(assertion) = form.get("client_assertion") {
             if form.get("client_assertion_type") != Some(JWT_BEARER) {
@@ -264,6 +267,20 @@ impl State {
         };
         Reply::json(200, body.to_string(), PLAIN_JSON)
     }
+}
+
+/// Entra's answer for an app the tenant has no service principal of (never
+/// consented, or consent withdrawn): 400 `unauthorized_client`, AADSTS700016
+/// (fixture `entra-token-error-700016-captured.json`).
+fn app_not_found(client_id: &str, tenant: &str) -> Reply {
+    Reply::entra(
+        400,
+        "unauthorized_client",
+        700016,
+        &format!(
+            "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+        ),
+    )
 }
 
 /// Entra's answer to a wrong (or deleted) client secret: 401 `invalid_client`,
