@@ -197,12 +197,7 @@ impl State {
 
     /// A snapshot of the counters: the totals and, with `--tenants`, each tenant's.
     pub(crate) fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.by_api = self
-            .api_stats
-            .iter()
-            .map(|(a, st)| (a.name().to_string(), st.clone()))
-            .collect::<BTreeMap<_, _>>();
+        let mut s = tenant::snapshot(&self.stats, &self.api_stats);
         if self.multi_tenant() {
             s.tenants = self.tenants.iter().map(|t| (t.name.clone(), t.stats())).collect();
         }

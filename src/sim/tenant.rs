@@ -227,13 +227,7 @@ impl Tenant {
 
     /// A snapshot of its counters.
     pub(crate) fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.by_api = self
-            .api_stats
-            .iter()
-            .map(|(a, st)| (a.name().to_string(), st.clone()))
-            .collect::<BTreeMap<_, _>>();
-        s
+        snapshot(&self.stats, &self.api_stats)
     }
 
     /// The machines as they stand now.
@@ -293,6 +287,17 @@ impl Tenant {
                 .or_default() += 1;
         }
     }
+}
+
+/// Counters as `/_sim/stats` shows them: `stats` with the per-API counters
+/// keyed by the API's name, for the totals and for each tenant alike.
+pub(crate) fn snapshot(stats: &Stats, per_api: &HashMap<Api, ApiStats>) -> Stats {
+    let mut s = stats.clone();
+    s.by_api = per_api
+        .iter()
+        .map(|(a, st)| (a.name().to_string(), st.clone()))
+        .collect::<BTreeMap<_, _>>();
+    s
 }
 
 #[cfg(test)]

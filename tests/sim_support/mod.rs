@@ -67,6 +67,11 @@ impl Env {
     /// `t1`. Over TLS (`cfg.tls`), the client trusts the simulator's CA and
     /// nothing else.
     pub async fn start(cfg: SimConfig) -> Env {
+        Env::start_as(cfg, "t1").await
+    }
+
+    /// [`Env::start`] with its token for tenant `tenant`.
+    async fn start_as(cfg: SimConfig, tenant: &str) -> Env {
         let sim = Sim::start(cfg).await.expect("simulator starts");
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
         if let Some(ca) = sim.ca_pem() {
@@ -75,7 +80,7 @@ impl Env {
         }
         let http = http.build().unwrap();
         let base = sim.url();
-        let token = token(&http, &base, "t1", "app").await;
+        let token = token(&http, &base, tenant, "app").await;
         Env { sim, http, base, token }
     }
 
@@ -92,16 +97,7 @@ impl Env {
             tls: tls.then_some(mdebulk::sim::SimTls::Generate),
             ..cfg
         };
-        let sim = Sim::start(cfg).await.expect("simulator starts");
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
-        if let Some(ca) = sim.ca_pem() {
-            http =
-                http.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap());
-        }
-        let http = http.build().unwrap();
-        let base = sim.url();
-        let token = token(&http, &base, "tenant-01", "app").await;
-        Env { sim, http, base, token }
+        Env::start_as(cfg, "tenant-01").await
     }
 
     /// A token for app `app` in `tenant` (its name or id).
