@@ -203,18 +203,27 @@ action asked about; 2 no token could be had, or a permission is missing.";
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
-    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input. Not with --tag or --has-file.
-    #[arg(required_unless_present_any = ["tag", "has_file"])]
+    /// Input file (.csv, .tsv, .jsonl, .txt list of devices, .xlsx/.xlsm/.xls/.ods workbook), or - for standard input. Not with --tag, --has-file or --query.
+    #[arg(required_unless_present_any = ["tag", "has_file", "query", "query_file"])]
     pub input: Option<String>,
     /// Act on the machines carrying this tag (GET machines/findbytag; without regard to case) instead of an input file. Needs -o FILE.
-    #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "has_file"], help_heading = "Input")]
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["input", "has_file", "query", "query_file"], help_heading = "Input")]
     pub tag: Option<String>,
     /// With --tag: every tag starting with TAG (useStartsWithFilter).
     #[arg(long, requires = "tag", help_heading = "Input")]
     pub tag_prefix: bool,
     /// Act on the machines that have seen the file with this SHA-1 (GET files/{sha1}/machines) instead of an input file; the default --sha1 of stop-and-quarantine. Needs -o FILE.
-    #[arg(long, value_name = "SHA1", conflicts_with_all = ["input"], help_heading = "Input")]
+    #[arg(long, value_name = "SHA1", conflicts_with_all = ["input", "query", "query_file"], help_heading = "Input")]
     pub has_file: Option<String>,
+    /// Act on the devices of an Advanced Hunting query's result (Microsoft Graph's runHuntingQuery; permission ThreatHunting.Read.All): its DeviceId column, and for stop-and-quarantine without --sha1 its SHA1 column. Repeated devices collapse. Needs -o FILE.
+    #[arg(long, value_name = "KQL", conflicts_with_all = ["input", "query_file"], help_heading = "Input")]
+    pub query: Option<String>,
+    /// --query, read from FILE (UTF-8; - for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input"], help_heading = "Input")]
+    pub query_file: Option<PathBuf>,
+    /// Microsoft Graph base URL for --query, overriding --cloud (https://graph.microsoft.com; gcc-high https://graph.microsoft.us; dod https://dod-graph.microsoft.us).
+    #[arg(long, env = "MDE_GRAPH_URL", value_name = "URL", help_heading = "Auth & endpoint")]
+    pub graph_url: Option<String>,
     /// Results file (.csv or .jsonl; - for standard output). Default: the input's name with .results.csv, beside it (.plan.csv with --dry-run).
     #[arg(short, long, help_heading = "Output")]
     pub output: Option<String>,
@@ -262,7 +271,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Run against a simulator started in-process on a loopback port (no tenant needed; plain HTTP, no proxy).
-    #[arg(long, conflicts_with_all = ["api_url", "login_url", "ca_certs", "proxy"], help_heading = "Auth & endpoint")]
+    #[arg(long, conflicts_with_all = ["api_url", "login_url", "graph_url", "ca_certs", "proxy"], help_heading = "Auth & endpoint")]
     pub simulate: bool,
     /// Confirm irreversible actions (offboard) without asking.
     #[arg(long, short = 'y', help_heading = "Safety")]
@@ -710,6 +719,7 @@ Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --tag-result \"IR-42 isolated\"
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
+  mdebulk run --query 'DeviceInfo | where DeviceManualTags has \"IR-42\" | distinct DeviceId' --action isolate --comment IR-42 -o ir42.csv
   mdebulk run hosts.csv --action isolate --comment rehearsal --simulate";
 
 /// Where the API is, for a run.
@@ -753,12 +763,12 @@ pub fn run_config(
     }
     let request_timeout = api.request_timeout;
 
-    let targets = run_targets(args)?;
+    let targets = run_targets(args, action)?;
     // Without an input file the run writes its targets file and reads that.
     let input_path = args.input.as_deref().filter(|i| *i != "-").map(PathBuf::from);
     if targets.is_some() && matches!(args.output.as_deref(), None | Some("-")) {
         bail!(
-            "--tag and --has-file need a results file (-o FILE): the devices found are kept beside it (FILE with .targets.csv), so --resume, status and undo act on the same rows"
+            "--tag, --has-file and --query need a results file (-o FILE): the devices found are kept beside it (FILE with .targets.csv), so --resume, status and undo act on the same rows"
         );
     }
     let results = match args.output.as_deref() {
@@ -870,7 +880,11 @@ pub fn run_config(
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
-        Endpoint::Remote(Box::new(client_config(&args.api, env, request_timeout)?))
+        let mut client = client_config(&args.api, env, request_timeout)?;
+        if matches!(config.targets, Some(crate::run::Targets::Query { .. })) {
+            client.graph = Some(graph_config(args, &client.credentials, env)?);
+        }
+        Endpoint::Remote(Box::new(client))
     };
     let (api, tenant) = match &endpoint {
         // A simulator started in-process lives and dies with its run.
@@ -935,6 +949,9 @@ pub fn apply_config(
         tag: None,
         tag_prefix: false,
         has_file: None,
+        query: None,
+        query_file: None,
+        graph_url: None,
         output: args.output.clone(),
         input_format: None,
         encoding: None,
@@ -1056,10 +1073,100 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Where Microsoft Graph is for `--query`: `--graph-url` / `MDE_GRAPH_URL`,
+/// else the cloud's host; its token scope; and with a ready token
+/// (`MDE_TOKEN`), the ready Graph token `MDE_GRAPH_TOKEN`, without which a
+/// query cannot be asked (a token has one audience).
+fn graph_config(
+    args: &RunArgs,
+    credentials: &crate::api::auth::Credentials,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<crate::api::client::GraphConfig> {
+    let cloud = args.api.cloud;
+    let ready_token = match credentials {
+        crate::api::auth::Credentials::Bearer(_) => {
+            let token =
+                env("MDE_GRAPH_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let Some(token) = token else {
+                bail!(
+                    "--query with a ready token (MDE_TOKEN) needs MDE_GRAPH_TOKEN too: a token serves one audience, and Advanced Hunting is Microsoft Graph's ({}); or log in another way (README, \"Logging in\"), which gets both tokens",
+                    cloud.graph_base()
+                );
+            };
+            Some(crate::api::auth::Secret::new(token))
+        }
+        _ => None,
+    };
+    Ok(crate::api::client::GraphConfig {
+        base: args
+            .graph_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .unwrap_or(cloud.graph_base())
+            .to_string(),
+        scope: cloud.graph_scope().to_string(),
+        ready_token,
+    })
+}
+
+/// The longest `--query` (or `--query-file`) read: a hunting query is text
+/// a person writes; anything longer is a wrong file.
+const MAX_QUERY_BYTES: usize = 1 << 20;
+
+/// The KQL of `--query` or `--query-file` (`-`: standard input), checked:
+/// UTF-8 (a byte order mark is dropped), not empty, at most
+/// [`MAX_QUERY_BYTES`].
+fn query_text(args: &RunArgs) -> anyhow::Result<Option<String>> {
+    let (text, source) = match (&args.query, &args.query_file) {
+        (Some(q), _) => (q.clone().into_bytes(), "--query".to_string()),
+        (None, Some(path)) => {
+            let shown = format!("--query-file {}", path.display());
+            let bytes = if path.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(std::io::stdin().lock(), MAX_QUERY_BYTES as u64 + 1),
+                    &mut buf,
+                )
+                .map_err(|e| anyhow::anyhow!("{shown}: cannot read standard input: {e}"))?;
+                buf
+            } else {
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("{shown}: cannot read it: {e}"))?
+            };
+            (bytes, shown)
+        }
+        (None, None) => return Ok(None),
+    };
+    if text.len() > MAX_QUERY_BYTES {
+        bail!("{source}: longer than {} bytes; a hunting query is far shorter", MAX_QUERY_BYTES);
+    }
+    let body = text.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&text);
+    let kql = match std::str::from_utf8(body) {
+        Ok(t) => t.to_string(),
+        Err(e) => bail!(
+            "{source}: not UTF-8 text (byte {} is invalid); save the query as UTF-8",
+            e.valid_up_to() + 1
+        ),
+    };
+    if kql.trim().is_empty() {
+        bail!("{source}: the query is empty");
+    }
+    Ok(Some(kql))
+}
+
 /// The run's targets when it has no input file: `--tag` (with
-/// `--tag-prefix`) or `--has-file`, checked.
-fn run_targets(args: &RunArgs) -> anyhow::Result<Option<crate::run::Targets>> {
+/// `--tag-prefix`), `--has-file` or `--query`/`--query-file`, checked.
+/// `action` decides whether a query's rows carry their own file: a
+/// stop-and-quarantine without `--sha1` takes each row's `SHA1`.
+fn run_targets(
+    args: &RunArgs,
+    action: Option<ActionKind>,
+) -> anyhow::Result<Option<crate::run::Targets>> {
     use crate::run::Targets;
+    if let Some(kql) = query_text(args)? {
+        let sha1_column = action == Some(ActionKind::StopAndQuarantineFile) && args.sha1.is_none();
+        return Ok(Some(Targets::Query { kql, sha1_column }));
+    }
     if let Some(tag) = &args.tag {
         if tag.trim().is_empty() {
             bail!("--tag must not be empty");
@@ -1434,6 +1541,7 @@ fn client_config(
         connect_timeout: Duration::from_secs(10),
         extra_roots: extra_roots(args, env)?,
         proxy: args.proxy.clone().map(crate::api::auth::Secret::new),
+        graph: None,
     })
 }
 
@@ -1484,6 +1592,94 @@ mod tests {
         assert!(!err.contains("hunter2"));
         let help = Cli::command().render_long_help().to_string();
         assert!(!help.contains("client-secret"));
+    }
+
+    #[test]
+    fn a_query_target_reads_its_kql_checks_it_and_finds_graph_by_cloud() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.csv");
+        let out = out.to_str().unwrap();
+        let secret = |k: &str| match k {
+            "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" => Some("x".to_string()),
+            "AZURE_CLIENT_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let q = "DeviceInfo | distinct DeviceId";
+        let base = ["--query", q, "--comment", "IR", "-o", out];
+        let (config, endpoint) =
+            run_config(&parse(&[&base[..], &["--action", "isolate"]].concat()), &secret).unwrap();
+        assert_eq!(
+            config.targets,
+            Some(crate::run::Targets::Query { kql: q.into(), sha1_column: false })
+        );
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        let graph = c.graph.as_ref().unwrap();
+        assert_eq!(graph.base, "https://graph.microsoft.com");
+        assert_eq!(graph.scope, "https://graph.microsoft.com/.default");
+        // Stop-and-quarantine takes each row's SHA1 unless --sha1 names one.
+        let sq = [&base[..], &["--action", "stop-and-quarantine"]].concat();
+        let (config, _) = run_config(&parse(&sq), &secret).unwrap();
+        assert!(matches!(
+            config.targets,
+            Some(crate::run::Targets::Query { sha1_column: true, .. })
+        ));
+        let one = [&sq[..], &["--sha1", "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"]].concat();
+        let (config, _) = run_config(&parse(&one), &secret).unwrap();
+        assert!(matches!(
+            config.targets,
+            Some(crate::run::Targets::Query { sha1_column: false, .. })
+        ));
+        // Graph by cloud, or as given.
+        let gov = [&base[..], &["--action", "isolate", "--cloud", "gcc-high"]].concat();
+        let (_, endpoint) = run_config(&parse(&gov), &secret).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().scope, "https://graph.microsoft.us/.default");
+        let local =
+            [&base[..], &["--action", "isolate", "--graph-url", "http://127.0.0.1:9"]].concat();
+        let (_, endpoint) = run_config(&parse(&local), &secret).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().base, "http://127.0.0.1:9");
+
+        // A ready token serves one audience: MDE_GRAPH_TOKEN is needed too.
+        let args = parse(&[&base[..], &["--action", "isolate"]].concat());
+        let token = |k: &str| (k == "MDE_TOKEN").then(|| "mde-tok".to_string());
+        let err = run_config(&args, &token).unwrap_err().to_string();
+        assert!(err.contains("MDE_GRAPH_TOKEN") && !err.contains("mde-tok"), "{err}");
+        let both = |k: &str| match k {
+            "MDE_TOKEN" => Some("mde-tok".to_string()),
+            "MDE_GRAPH_TOKEN" => Some("graph-tok".to_string()),
+            _ => None,
+        };
+        let (_, endpoint) = run_config(&args, &both).unwrap();
+        let Endpoint::Remote(c) = &endpoint else { unreachable!() };
+        assert_eq!(c.graph.as_ref().unwrap().ready_token.as_ref().unwrap().expose(), "graph-tok");
+        assert!(!format!("{endpoint:?}").contains("graph-tok"), "never printed");
+
+        // Refusals: no results file, an empty query, a file that is not there or not UTF-8.
+        let refused = |extra: &[&str]| {
+            let mut full = vec!["--action", "isolate", "--comment", "IR"];
+            full.extend_from_slice(extra);
+            run_config(&parse(&full), &secret).unwrap_err().to_string()
+        };
+        assert!(refused(&["--query", q]).contains("need a results file"));
+        assert!(refused(&["--query", "  \n", "-o", out]).contains("--query: the query is empty"));
+        let missing = dir.path().join("nope.kql");
+        let e = refused(&["--query-file", missing.to_str().unwrap(), "-o", out]);
+        assert!(e.contains("nope.kql") && e.contains("cannot read it"), "{e}");
+        let latin = dir.path().join("latin.kql");
+        std::fs::write(&latin, b"DeviceInfo | where DeviceName has 'caf\xe9'").unwrap();
+        let e = refused(&["--query-file", latin.to_str().unwrap(), "-o", out]);
+        assert!(e.contains("not UTF-8") && e.contains("byte 39"), "{e}");
+        // Flags that exclude each other.
+        for other in [
+            &["in.csv"][..],
+            &["--tag", "T"],
+            &["--has-file", "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"],
+        ] {
+            let mut full = vec!["mdebulk", "run", "--query", q];
+            full.extend_from_slice(other);
+            assert!(Cli::try_parse_from(full).is_err(), "{other:?}");
+        }
     }
 
     #[test]

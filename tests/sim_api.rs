@@ -86,7 +86,8 @@ async fn token_errors_use_the_oauth2_shape() {
         (with("client_id", "other"), v2, 400, "unauthorized_client", 700016),
         (with("client_secret", "wrong"), v2, 401, "invalid_client", 7000215),
         (with("client_secret", ""), v2, 401, "invalid_client", 7000216),
-        (with("scope", "https://graph.microsoft.com/.default"), v2, 400, "invalid_scope", 70011),
+        // Graph is a known resource now (runHuntingQuery); Key Vault is not.
+        (with("scope", "https://vault.azure.net/.default"), v2, 400, "invalid_scope", 70011),
         (
             with("scope", "https://api.securitycenter.microsoft.com"),
             v2,
@@ -101,7 +102,7 @@ async fn token_errors_use_the_oauth2_shape() {
                 ("grant_type", "client_credentials"),
                 ("client_id", "app"),
                 ("client_secret", SECRET),
-                ("resource", "https://graph.microsoft.com"),
+                ("resource", "https://vault.azure.net"),
             ],
             "/t1/oauth2/token",
             400,

@@ -473,6 +473,15 @@ async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
     let r = imds(unknown, true).await;
     assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_request")));
     assert_eq!(keys(&r.json), error_keys);
+    let vault = imds(
+        vec![("api-version", "2018-02-01".into()), ("resource", "https://vault.azure.net".into())],
+        true,
+    )
+    .await;
+    assert_eq!((vault.status, vault.json["error"].as_str()), (400, Some("invalid_resource")));
+    assert!(vault.json["error_description"].as_str().unwrap().starts_with("AADSTS50001: "));
+    // A managed identity gets a Graph token too (for --query), for Graph
+    // alone.
     let graph = imds(
         vec![
             ("api-version", "2018-02-01".into()),
@@ -481,8 +490,10 @@ async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
         true,
     )
     .await;
-    assert_eq!((graph.status, graph.json["error"].as_str()), (400, Some("invalid_resource")));
-    assert!(graph.json["error_description"].as_str().unwrap().starts_with("AADSTS50001: "));
+    assert_eq!(graph.status, 200, "{}", graph.text);
+    let claims = Jws::parse(graph.json["access_token"].as_str().unwrap()).unwrap().claims;
+    assert_eq!(claims["aud"], "https://graph.microsoft.com");
+    assert_eq!(claims["roles"], serde_json::json!(["ThreatHunting.Read.All"]));
 
     // App Service / Functions.
     let msi = |version: &str, header: Option<(&str, &str)>| {
@@ -507,7 +518,7 @@ async fn managed_identity_endpoints_in_their_own_shapes(tls: bool) {
     assert!(date.ends_with(" +00:00") && date.contains('/'), "a date, not a number: {date}");
 
     let s = env.stats().await;
-    assert_eq!(s.managed_identity_requests, 9, "each managed-identity request is counted");
+    assert_eq!(s.managed_identity_requests, 10, "each managed-identity request is counted");
     // Revoking the identity refuses its next token and the ones it has.
     env.sim.revoke_client(user);
     let mut by_id = base();

@@ -464,3 +464,46 @@ async fn without_tenants_nothing_changes() {
     assert_eq!(env.stats().await.tenants.len(), 0);
     env.sim.shutdown().await;
 }
+
+/// Microsoft Graph's hunting serves the tenant of its token too: each
+/// tenant's query sees its own devices and no other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn hunting_queries_see_only_their_tenants_devices() {
+    let env = Env::start_tenants(false, 2, config()).await;
+    let graph = env.sim.graph_url();
+    let mut tokens = Vec::new();
+    // Both logins first, so the query of the first tenant follows the
+    // second tenant's login: what it sees comes from its own token.
+    for tenant in ["tenant-01", "tenant-02"] {
+        let login =
+            send(env.http.post(format!("{}/{tenant}/oauth2/v2.0/token", env.base)).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "app"),
+                ("client_secret", SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ]))
+            .await;
+        assert_eq!(login.status, 200, "{}", login.text);
+        tokens.push((tenant, login.json["access_token"].as_str().unwrap().to_string()));
+    }
+    for (tenant, token) in tokens {
+        let r = send(
+            env.http
+                .post(format!("{graph}/v1.0/security/runHuntingQuery"))
+                .bearer_auth(&token)
+                .json(&json!({"Query": "DeviceInfo | distinct DeviceId"})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let mut seen: Vec<String> = r.json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["DeviceId"].as_str().unwrap().to_string())
+            .collect();
+        seen.sort();
+        let mut own = env.tenant_ids(tenant);
+        own.sort();
+        assert_eq!(seen, own, "{tenant}'s query sees its own fleet");
+    }
+}

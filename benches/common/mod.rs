@@ -107,6 +107,7 @@ pub fn client(url: &str) -> Arc<Client> {
         connect_timeout: Duration::from_secs(5),
         extra_roots: Vec::new(),
         proxy: None,
+        graph: None,
     };
     Arc::new(Client::new(config).expect("client"))
 }

@@ -30,7 +30,8 @@ use super::action::{ActionKind, IsolationType, ScanType};
 use super::auth::{AuthError, Credentials, Secret, TokenSource, error_chain, scrub};
 use super::cloud::Cloud;
 use super::model::{
-    ApiErrorBody, ErrorEnvelope, Machine, MachineAction, MachineSummary, ODataList,
+    ApiErrorBody, ErrorEnvelope, HuntingQueryResults, Machine, MachineAction, MachineSummary,
+    ODataList,
 };
 use super::odata::ListQuery;
 use super::route::Api;
@@ -77,6 +78,22 @@ pub struct ClientConfig {
     /// through it, in place of the `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
     /// environment. A [`Secret`] because its URL may carry a password.
     pub proxy: Option<Secret>,
+    /// Where Microsoft Graph is, for Advanced Hunting queries
+    /// (`--graph-url`, by `--cloud`); `None` when the command asks Graph
+    /// nothing (the global host is then assumed, and never reached).
+    pub graph: Option<GraphConfig>,
+}
+
+/// Microsoft Graph's host, token audience and, with a ready token
+/// (`MDE_TOKEN`), the ready Graph token (`MDE_GRAPH_TOKEN`).
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    /// Graph's base URL, with or without `/v1.0` at the end.
+    pub base: String,
+    /// The scope of Graph tokens (`https://graph.microsoft.com/.default`).
+    pub scope: String,
+    /// A ready Graph token, when the credentials are a ready token.
+    pub ready_token: Option<Secret>,
 }
 
 impl ClientConfig {
@@ -96,6 +113,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             extra_roots: Vec::new(),
             proxy: None,
+            graph: None,
         }
     }
 
@@ -184,8 +202,14 @@ struct Inner {
     http: reqwest::Client,
     /// API root, ending in `/api` or `/api/v1.0`.
     api: Url,
+    /// Graph's root, ending in `/v1.0` (or `/beta`).
+    graph: Url,
+    /// The scope of Graph tokens.
+    graph_scope: String,
     /// The token cache.
     tokens: TokenSource,
+    /// The configured limit of one call (Graph's may be longer).
+    request_timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -213,6 +237,10 @@ impl Client {
         config.credentials.check()?;
         let api = api_root(check_base_url("API", &config.api_base)?);
         let login = check_base_url("login", &config.login_base)?;
+        let graph_base = config.graph.as_ref().map_or(Cloud::Global.graph_base(), |g| &g.base);
+        let graph = graph_root(check_base_url("Graph", graph_base)?);
+        // Graph is reached only when the command asks it something.
+        let graph_used = config.graph.is_some();
 
         let roots = extra_roots(&config)?;
         let base = || http_builder(&config, &roots);
@@ -223,7 +251,10 @@ impl Client {
             Some(proxy) => builder = builder.proxy(proxy_from(proxy.expose())?),
             // A proxy from the environment must not capture loopback traffic
             // to a local simulator.
-            None if is_loopback(&api) && (!login_used || is_loopback(&login)) => {
+            None if is_loopback(&api)
+                && (!login_used || is_loopback(&login))
+                && (!graph_used || is_loopback(&graph)) =>
+            {
                 builder = builder.no_proxy();
             }
             None => {}
@@ -236,9 +267,19 @@ impl Client {
         } else {
             http.clone()
         };
-        let tokens =
+        let mut tokens =
             TokenSource::new(token_http, login.as_str(), &config.scope, config.credentials);
-        Ok(Client { inner: Arc::new(Inner { http, api, tokens }) })
+        let graph_scope = config
+            .graph
+            .as_ref()
+            .map_or_else(|| Cloud::Global.graph_scope().to_string(), |g| g.scope.clone());
+        if let Some(token) = config.graph.and_then(|g| g.ready_token) {
+            tokens = tokens.with_ready_token(&graph_scope, token);
+        }
+        let request_timeout = config.request_timeout;
+        Ok(Client {
+            inner: Arc::new(Inner { http, api, graph, graph_scope, tokens, request_timeout }),
+        })
     }
 
     /// The token cache (for its fetch count, or to share it).
@@ -356,6 +397,26 @@ impl Client {
         self.call(Api::CancelAction, Method::POST, url, Some(serde_json::Value::Object(body))).await
     }
 
+    /// Microsoft Graph's `POST security/runHuntingQuery` with
+    /// `{"Query": query}`: the query's columns and rows. Presents a Graph
+    /// token (its own audience, cached apart from the API's); waits up to
+    /// [`HUNTING_TIMEOUT`] (or the request timeout, if longer) and reads at
+    /// most [`MAX_HUNTING_REPLY`] bytes of the reply.
+    pub async fn run_hunting_query(
+        &self,
+        query: &str,
+    ) -> Result<Reply<HuntingQueryResults>, CallError> {
+        let mut url = self.inner.graph.clone();
+        // Invariant: `graph` is an http(s) URL (checked in `new`).
+        url.path_segments_mut()
+            .expect("http(s) URLs can be a base")
+            .pop_if_empty()
+            .extend(["security", "runHuntingQuery"]);
+        let body = serde_json::json!({ "Query": query });
+        let how = Exchange::Graph { timeout: HUNTING_TIMEOUT, cap: MAX_HUNTING_REPLY };
+        self.call_as(Api::HuntingQuery, Method::POST, url, Some(body), how).await
+    }
+
     /// The API root plus `segments` (each percent-encoded as one segment)
     /// and an already encoded query.
     fn url(&self, segments: &[&str], query: Option<String>) -> Url {
@@ -370,7 +431,7 @@ impl Client {
         url
     }
 
-    /// One attempt: token, request, reply classified.
+    /// One attempt of an MDE API call: token, request, reply classified.
     async fn call<T: DeserializeOwned>(
         &self,
         api: Api,
@@ -378,7 +439,23 @@ impl Client {
         url: Url,
         body: Option<serde_json::Value>,
     ) -> Result<Reply<T>, CallError> {
-        let token = self.inner.tokens.bearer().await.inspect_err(|e| {
+        self.call_as(api, method, url, body, Exchange::Mde).await
+    }
+
+    /// One attempt, with the token, time limit and size cap `how` says.
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        how: Exchange,
+    ) -> Result<Reply<T>, CallError> {
+        let token = match how {
+            Exchange::Mde => self.inner.tokens.bearer().await,
+            Exchange::Graph { .. } => self.inner.tokens.bearer_for(&self.inner.graph_scope).await,
+        }
+        .inspect_err(|e| {
             tracing::debug!(%method, path = url.path(), api = api.name(), error.code = e.code(), "no token: {e}");
         })?;
         let started = Instant::now();
@@ -387,8 +464,16 @@ impl Client {
         if let Some(body) = &body {
             request = request.header(CONTENT_TYPE, "application/json").json(body);
         }
+        let cap = match how {
+            Exchange::Mde => None,
+            Exchange::Graph { timeout, cap } => {
+                // The longer of Advanced Hunting's own limit and the user's.
+                request = request.timeout(timeout.max(self.inner.request_timeout));
+                Some(cap)
+            }
+        };
 
-        let result = self.exchange(request, &token).await;
+        let result = self.exchange(request, &token, cap).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let result = result.and_then(|(status, reply)| {
             if (200..300).contains(&status) {
@@ -428,11 +513,13 @@ impl Client {
         result
     }
 
-    /// Sends the request and reads the whole reply.
+    /// Sends the request and reads the whole reply: at most `cap` bytes of
+    /// it, when given (a longer reply is refused, not read on).
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
         token: &Secret,
+        cap: Option<u64>,
     ) -> Result<(u16, Response), CallError> {
         let mut response = request.send().await.map_err(|e| transport_error(&e, false, token))?;
         let status = response.status().as_u16();
@@ -448,6 +535,17 @@ impl Client {
             response.chunk().await.map_err(|e| transport_error(&e, true, token))?
         {
             bytes.extend_from_slice(&chunk);
+            if let Some(cap) = cap
+                && bytes.len() as u64 > cap
+            {
+                return Err(CallError::Decode {
+                    status,
+                    message: format!(
+                        "the reply is larger than {} MB, the most read of a hunting query; narrow the query (project DeviceId, distinct, take)",
+                        cap >> 20
+                    ),
+                });
+            }
         }
         Ok((status, Response { headers, bytes }))
     }
@@ -476,6 +574,29 @@ impl Client {
         }
     }
 }
+
+/// How one call is made: the API's way, or Graph's (its token audience,
+/// its own time limit and reply size cap).
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    /// An MDE API call: the API's token, the request timeout, no cap.
+    Mde,
+    /// A Graph call.
+    Graph {
+        /// The least time the call may take.
+        timeout: Duration,
+        /// The most bytes of reply read.
+        cap: u64,
+    },
+}
+
+/// How long an Advanced Hunting query may run: the service's own limit is
+/// about three minutes of running time per request.
+pub const HUNTING_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The most bytes of a hunting reply read: 50 MB, far above the device
+/// list any action run needs.
+pub const MAX_HUNTING_REPLY: u64 = 50 << 20;
 
 /// Bytes of a reply body reserved up front from its Content-Length at most
 /// (a listing page of 10,000 machines is about 8 MB); a longer body grows
@@ -653,6 +774,19 @@ fn is_loopback(url: &Url) -> bool {
         }
         Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
     }
+}
+
+/// Graph's root: the base without trailing slashes, with `/v1.0` appended
+/// unless it already ends in `/v1.0` or `/beta`.
+fn graph_root(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_string();
+    let root = if path.ends_with("/v1.0") || path.ends_with("/beta") {
+        path
+    } else {
+        format!("{path}/v1.0")
+    };
+    url.set_path(&root);
+    url
 }
 
 /// The API root: the base without trailing slashes, with `/api` appended

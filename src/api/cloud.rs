@@ -117,6 +117,31 @@ impl Cloud {
         }
     }
 
+    /// The Microsoft Graph host, without a path (the client adds
+    /// `/v1.0`): where Advanced Hunting queries go (`--query`). GCC runs on
+    /// the commercial Graph; GCC High is Graph's US Government L4 host and
+    /// DoD its L5 host (Graph's national cloud deployments page). Graph's
+    /// China host (`microsoftgraph.chinacloudapi.cn`) has no cloud here:
+    /// MDE has no China cloud, and runHuntingQuery is not offered there.
+    pub fn graph_base(self) -> &'static str {
+        match self {
+            Cloud::GccHigh => "https://graph.microsoft.us",
+            Cloud::Dod => "https://dod-graph.microsoft.us",
+            _ => "https://graph.microsoft.com",
+        }
+    }
+
+    /// The OAuth2 scope of a Graph token: the cloud's Graph host +
+    /// `/.default` (an app-only token carries the app's Graph application
+    /// permissions, `ThreatHunting.Read.All` among them).
+    pub fn graph_scope(self) -> &'static str {
+        match self {
+            Cloud::GccHigh => "https://graph.microsoft.us/.default",
+            Cloud::Dod => "https://dod-graph.microsoft.us/.default",
+            _ => "https://graph.microsoft.com/.default",
+        }
+    }
+
     /// True for the US government clouds (GCC, GCC High, DoD).
     pub fn is_government(self) -> bool {
         matches!(self, Cloud::Gcc | Cloud::GccHigh | Cloud::Dod)
@@ -194,6 +219,19 @@ mod tests {
             assert!(c.api_base().starts_with("https://") && !c.api_base().ends_with('/'));
         }
         assert_eq!(Cloud::default(), Cloud::Global);
+    }
+
+    #[test]
+    fn graph_hosts_follow_the_national_cloud_deployments() {
+        for c in Cloud::ALL {
+            let want = match c {
+                Cloud::GccHigh => "https://graph.microsoft.us",
+                Cloud::Dod => "https://dod-graph.microsoft.us",
+                _ => "https://graph.microsoft.com",
+            };
+            assert_eq!(c.graph_base(), want, "{c}");
+            assert_eq!(c.graph_scope(), format!("{want}/.default"), "{c}");
+        }
     }
 
     #[test]

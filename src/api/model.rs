@@ -230,6 +230,87 @@ pub struct Entity<T> {
     pub value: T,
 }
 
+/// Microsoft Graph's `huntingQueryResults`, the reply of
+/// `POST security/runHuntingQuery` (addendum §3.1): the columns, then the
+/// rows, each keyed by the KQL column names verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HuntingQueryResults {
+    /// `…/$metadata#microsoft.graph.security.huntingQueryResults`.
+    #[serde(rename = "@odata.context", default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The result's columns, in order.
+    #[serde(default)]
+    pub schema: Vec<HuntingColumn>,
+    /// The rows: column name → value (strings, numbers, booleans, nulls).
+    #[serde(default)]
+    pub results: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One column of a hunting result (`singlePropertySchema`). The
+/// documentation's last example writes `Name`/`Type`; both casings are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HuntingColumn {
+    /// The column's name, as the query's result names it.
+    #[serde(alias = "Name")]
+    pub name: String,
+    /// `String`, `DateTime`, `Int64`, `Boolean`, ...
+    #[serde(rename = "type", alias = "Type", default)]
+    pub kind: String,
+}
+
+/// Microsoft Graph's error envelope:
+/// `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
+/// Clients read it as [`ErrorEnvelope`] (its `code` and `message`); the
+/// simulator writes it whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphErrorEnvelope {
+    /// The error proper.
+    pub error: GraphErrorBody,
+}
+
+/// Body of Graph's error envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphErrorBody {
+    /// `BadRequest`, `InvalidAuthenticationToken`, `Forbidden`, `TooManyRequests`, ...
+    pub code: String,
+    /// Human text.
+    pub message: String,
+    /// The request's date and ids, to quote to Microsoft support.
+    #[serde(rename = "innerError")]
+    pub inner_error: GraphInnerError,
+}
+
+/// `innerError` of Graph's envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphInnerError {
+    /// When the error happened (ISO 8601, UTC, seconds).
+    pub date: String,
+    /// The request's id.
+    #[serde(rename = "request-id")]
+    pub request_id: String,
+    /// The id the client sent, or the request's.
+    #[serde(rename = "client-request-id")]
+    pub client_request_id: String,
+}
+
+impl GraphErrorEnvelope {
+    /// An envelope dated `date` with a fresh request id.
+    pub fn new(code: &str, message: impl Into<String>, date: String) -> Self {
+        let id = new_guid();
+        GraphErrorEnvelope {
+            error: GraphErrorBody {
+                code: code.to_string(),
+                message: message.into(),
+                inner_error: GraphInnerError {
+                    date,
+                    request_id: id.clone(),
+                    client_request_id: id,
+                },
+            },
+        }
+    }
+}
+
 /// The API's error envelope: `{"error":{"code","message","target"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEnvelope {
@@ -329,6 +410,26 @@ mod tests {
             serde_json::from_str(&fixture("machineaction-doc-example.json")).unwrap();
         assert_eq!(doc.value.scope.as_deref(), Some("Selective"));
         assert!(doc.value.is_final());
+    }
+
+    #[test]
+    fn reads_graph_hunting_results_in_both_schema_casings() {
+        for name in
+            ["graph-runhuntingquery-200.json", "graph-runhuntingquery-200-pascalschema.json"]
+        {
+            let r: HuntingQueryResults = serde_json::from_str(&fixture(name)).unwrap();
+            let names: Vec<&str> = r.schema.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["Timestamp", "FileName", "InitiatingProcessFileName"], "{name}");
+            assert_eq!(r.schema[0].kind, "DateTime", "{name}");
+            assert_eq!(r.results.len(), 2, "{name}");
+            assert!(r.results[0]["FileName"].is_string(), "{name}");
+        }
+        // Graph's envelope reads as the API's: code and message.
+        let graph = GraphErrorEnvelope::new("BadRequest", "no", "2026-12-02T00:00:00Z".into());
+        let text = serde_json::to_string(&graph).unwrap();
+        assert!(text.contains("\"innerError\":{\"date\"") && text.contains("\"request-id\""));
+        let read: ErrorEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!((read.error.code.as_str(), read.error.message.as_str()), ("BadRequest", "no"));
     }
 
     #[test]

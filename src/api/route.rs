@@ -37,6 +37,9 @@ pub enum Api {
     StartInvestigation,
     /// `GET machineactions/{id}/GetPackageUri`.
     GetPackageUri,
+    /// Microsoft Graph's `POST security/runHuntingQuery`: an Advanced
+    /// Hunting query, on its own host and quota.
+    HuntingQuery,
 }
 
 impl Api {
@@ -61,6 +64,7 @@ impl Api {
             Api::LogonUsers => "GET machines/{id}/logonusers",
             Api::StartInvestigation => "POST machines/{id}/startInvestigation",
             Api::GetPackageUri => "GET machineactions/{id}/GetPackageUri",
+            Api::HuntingQuery => "POST security/runHuntingQuery",
         }
     }
 
@@ -80,6 +84,7 @@ impl Api {
             Api::LogonUsers,
             Api::StartInvestigation,
             Api::GetPackageUri,
+            Api::HuntingQuery,
         ])
     }
 }

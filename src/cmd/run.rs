@@ -3,7 +3,7 @@
 //! pipeline runs, and the summary says how it ended and how to continue.
 
 use crate::api::auth::{Credentials, Secret};
-use crate::api::client::ClientConfig;
+use crate::api::client::{ClientConfig, GraphConfig};
 use crate::cli::{Endpoint, RunArgs, run_config};
 
 use super::shared::{connect, finish, notify, resume_command, send, webhook};
@@ -75,5 +75,10 @@ fn simulated_client(sim: &crate::sim::Sim, request_timeout: std::time::Duration)
         connect_timeout: std::time::Duration::from_secs(5),
         extra_roots: Vec::new(),
         proxy: None,
+        graph: Some(GraphConfig {
+            base: sim.graph_url(),
+            scope: crate::api::cloud::Cloud::Global.graph_scope().to_string(),
+            ready_token: None,
+        }),
     }
 }

@@ -40,6 +40,9 @@ impl Limit {
     /// The API's documented per-hour quota: 1500 calls per 3600 s.
     pub const PER_HOUR: Limit = Limit { calls: 1500, window: Duration::from_secs(3600) };
 
+    /// Advanced Hunting's quota: 45 calls per 60 s per tenant.
+    pub const HUNTING_PER_MINUTE: Limit = Limit { calls: 45, window: Duration::from_secs(60) };
+
     /// The API's documented quotas, in force on every action and read endpoint.
     pub fn api_defaults() -> Vec<Limit> {
         vec![Limit::PER_MINUTE, Limit::PER_HOUR]
@@ -47,7 +50,9 @@ impl Limit {
 
     /// The quotas one API's page documents: 2/min and 120/h for
     /// `GetPackageUri`, 50/h alone for `startInvestigation` (its page gives
-    /// no per-minute figure), [`Limit::api_defaults`] for every other API.
+    /// no per-minute figure), 45/min for Graph's `runHuntingQuery` (the
+    /// Advanced Hunting pages' "at least 45 calls per minute per tenant";
+    /// the Graph page states none), [`Limit::api_defaults`] for every other API.
     pub fn documented(api: Api) -> Vec<Limit> {
         match api {
             Api::GetPackageUri => vec![
@@ -55,6 +60,7 @@ impl Limit {
                 Limit { calls: 120, window: Duration::from_secs(3600) },
             ],
             Api::StartInvestigation => vec![Limit { calls: 50, window: Duration::from_secs(3600) }],
+            Api::HuntingQuery => vec![Limit::HUNTING_PER_MINUTE],
             _ => Limit::api_defaults(),
         }
     }

@@ -78,8 +78,8 @@ pub struct RunConfig {
     /// The input file or stdin.
     pub input: InputSpec,
     /// Devices asked of the service instead of read from a file (`--tag`,
-    /// `--has-file`): written to a targets file beside the results, which
-    /// becomes the input.
+    /// `--has-file`, `--query`): written to a targets file beside the
+    /// results, which becomes the input.
     pub targets: Option<Targets>,
     /// Where results go.
     pub results: ResultsTarget,
@@ -171,16 +171,29 @@ pub enum Targets {
         /// The file's SHA-1, lower case.
         sha1: String,
     },
+    /// The devices of an Advanced Hunting query's result (Microsoft
+    /// Graph's `POST security/runHuntingQuery`): its `DeviceId` column.
+    Query {
+        /// The KQL, as given (`--query`, or read from `--query-file`).
+        kql: String,
+        /// Each row's file comes from the result's `SHA1` column
+        /// (stop-and-quarantine without `--sha1`).
+        sha1_column: bool,
+    },
 }
 
 impl Targets {
     /// The `found_by` cell of every row this target yields: `tag:T`,
-    /// `tag-prefix:T` or `has-file:SHA1`.
+    /// `tag-prefix:T`, `has-file:SHA1`, or `query:` and the first 12 hex
+    /// digits of the query's SHA-256 (a query is long and may hold commas
+    /// and line breaks; the digest names it in a cell, the same for the
+    /// same text).
     pub fn found_by(&self) -> String {
         match self {
             Targets::Tag { tag, prefix: false } => format!("tag:{tag}"),
             Targets::Tag { tag, prefix: true } => format!("tag-prefix:{tag}"),
             Targets::File { sha1 } => format!("has-file:{sha1}"),
+            Targets::Query { kql, .. } => format!("query:{}", query_digest(kql)),
         }
     }
 }
@@ -288,6 +301,13 @@ pub enum RunError {
     /// failed, so there is nothing to act on; nothing was sent.
     #[error("looking up the target devices failed; nothing was sent: {0}")]
     Targets(crate::api::client::CallError),
+    /// The hunting query (`--query`) failed or was refused; nothing was sent.
+    #[error("{}", hunting_failed_message(.0))]
+    Hunting(crate::api::client::CallError),
+    /// The hunting query's result cannot be acted on (no `DeviceId`
+    /// column, no `SHA1` column for stop-and-quarantine); nothing was sent.
+    #[error("{0}")]
+    QueryResult(String),
     /// Looking the run's actions up failed, so nothing could be decided.
     #[error("looking up the actions failed: {0}")]
     Lookup(crate::api::client::CallError),
@@ -312,12 +332,39 @@ impl RunError {
             RunError::Results(_) => "results",
             RunError::Lookup(_) => "lookup",
             RunError::Targets(_) => "targets",
+            RunError::Hunting(_) => "hunting_query",
+            RunError::QueryResult(_) => "query_result",
             RunError::TooLarge(_) => "too_large",
             RunError::Protected(_) => "protected",
             RunError::PlanChanged(_) => "plan_changed",
             RunError::Plan(_) => "plan",
         }
     }
+}
+
+/// The first 12 hex digits of the SHA-256 of a query's text: its name in
+/// `found_by`.
+fn query_digest(kql: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, kql.as_bytes());
+    d.as_ref().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The message of a failed hunting query, with what to do about the usual
+/// refusals.
+fn hunting_failed_message(e: &crate::api::client::CallError) -> String {
+    let hint = match e.http_status() {
+        Some(400) => {
+            "; the service refused the query as written: fix it and run again (README, \"Targets: a hunting query\")"
+        }
+        Some(401) => {
+            "; Microsoft Graph refused the token: it must be a Graph token (audience https://graph.microsoft.com, or the cloud's Graph host)"
+        }
+        Some(403) => {
+            "; the app needs Microsoft Graph's ThreatHunting.Read.All application permission, with admin consent (README, \"Registering the app\")"
+        }
+        _ => "",
+    };
+    format!("the hunting query failed; nothing was sent: {e}{hint}")
 }
 
 fn params_changed_message(

@@ -7,7 +7,7 @@ use std::future::Future;
 use crate::api::action::ActionKind;
 use crate::api::auth::AuthError;
 use crate::api::client::{ActionBody, CallError, Client, Reply};
-use crate::api::model::{Machine, MachineAction, MachineSummary, ODataList};
+use crate::api::model::{HuntingQueryResults, Machine, MachineAction, MachineSummary, ODataList};
 use crate::api::odata::ListQuery;
 
 /// What the pipeline needs from the API: one attempt per call, no retries,
@@ -88,6 +88,12 @@ pub trait Transport: Send + Sync + 'static {
         action_id: &str,
         comment: Option<&str>,
     ) -> impl Future<Output = Result<Reply<MachineAction>, CallError>> + Send;
+
+    /// Microsoft Graph's `POST security/runHuntingQuery`.
+    fn hunting_query(
+        &self,
+        kql: &str,
+    ) -> impl Future<Output = Result<Reply<HuntingQueryResults>, CallError>> + Send;
 }
 
 impl Transport for Client {
@@ -149,6 +155,10 @@ impl Transport for Client {
         Client::cancel_action(self, action_id, comment).await
     }
 
+    async fn hunting_query(&self, kql: &str) -> Result<Reply<HuntingQueryResults>, CallError> {
+        Client::run_hunting_query(self, kql).await
+    }
+
     async fn tag_machines(
         &self,
         value: &str,
@@ -184,6 +194,7 @@ pub(crate) mod scripted {
         submit: Option<Handler<(String, ActionKind), MachineAction>>,
         list_actions: Option<Handler<ListQuery, ODataList<MachineAction>>>,
         cancel: Option<Handler<String, MachineAction>>,
+        hunting: Option<Handler<String, HuntingQueryResults>>,
         tags: Option<Handler<TagCall, serde::de::IgnoredAny>>,
         /// Every call, in order: its kind and, for lists, the filter.
         calls: Mutex<Vec<(&'static str, String)>>,
@@ -234,6 +245,15 @@ pub(crate) mod scripted {
             self
         }
 
+        /// Answers `POST security/runHuntingQuery` with `f(kql)`.
+        pub(crate) fn on_hunting_query(
+            mut self,
+            f: impl Fn(&str) -> Result<Reply<HuntingQueryResults>, CallError> + Send + Sync + 'static,
+        ) -> Scripted {
+            self.hunting = Some(Box::new(move |q: String| f(&q)));
+            self
+        }
+
         /// Answers `POST machines/AddOrRemoveTagForMultipleMachines` with
         /// `f(value, add, machine_ids)`.
         pub(crate) fn on_tags(
@@ -248,7 +268,7 @@ pub(crate) mod scripted {
             self
         }
 
-        /// Calls of `kind` (`submit`, `list_actions`,
+        /// Calls of `kind` (`submit`, `list_actions`, `hunting_query`,
         /// `cancel`, `tags`) made so far.
         pub(crate) fn count(&self, kind: &str) -> u64 {
             self.calls.lock().unwrap().iter().filter(|(k, _)| *k == kind).count() as u64
@@ -318,6 +338,11 @@ pub(crate) mod scripted {
 
         async fn file_machines(&self, sha1: &str) -> Result<Reply<ODataList<Machine>>, CallError> {
             panic!("unexpected file_machines call ({sha1:?})")
+        }
+
+        async fn hunting_query(&self, kql: &str) -> Result<Reply<HuntingQueryResults>, CallError> {
+            self.called("hunting_query", kql.to_string());
+            handler(&self.hunting, "hunting_query")(kql.to_string())
         }
 
         async fn cancel_action(

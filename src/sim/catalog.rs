@@ -136,6 +136,12 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         "addendum §2.1",
     ),
     e(
+        "POST",
+        "/v1.0/security/runHuntingQuery",
+        "Microsoft Graph, on its own listener: Advanced Hunting over DeviceInfo and DeviceFileEvents for a subset of KQL (ThreatHunting.Read.All, 45 a minute)",
+        "addendum §3.1",
+    ),
+    e(
         "GET",
         "/_sim/stats",
         "counters, per API too, and per tenant with --tenants (?tenant= for one tenant's)",

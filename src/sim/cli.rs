@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{
-    DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
-    SimConfig, SimError,
+    DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, SimConfig, SimError,
 };
 use super::tls::SimTls;
 use super::{Sim, fleet};
@@ -26,6 +25,10 @@ pub struct SimulateArgs {
     /// Address to listen on; port 0 picks a free port (printed on the first line).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub listen: String,
+
+    /// Address of the Microsoft Graph listener (runHuntingQuery); default: a free port on the host of --listen (printed on the second line).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub graph_listen: Option<String>,
 
     /// Number of machine records to generate from --seed.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -95,7 +98,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub echo_token_requests: bool,
 
-    /// Permissions granted to tokens, comma-separated (default: the seven action permissions and Machine.Read.All).
+    /// Permissions granted to tokens, comma-separated (default: the seven action permissions, Machine.Read.All and, on Graph tokens, ThreatHunting.Read.All).
     #[arg(long, value_delimiter = ',', value_name = "ROLE,...")]
     pub roles: Vec<String>,
 
@@ -250,12 +253,13 @@ impl SimulateArgs {
             (true, _, _) => Some(SimTls::Generate),
         };
         let roles = if self.roles.is_empty() {
-            KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect()
+            SimConfig::default().roles
         } else {
             self.roles.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect()
         };
         let config = SimConfig {
             listen: self.listen,
+            graph_listen: self.graph_listen,
             fleet,
             limits,
             window,
@@ -289,8 +293,9 @@ impl SimulateArgs {
 
 /// Runs the simulator in the foreground: writes the generated CA to
 /// `--tls-ca-out`, prints `listening on http://HOST:PORT` (`https://` with
-/// `--tls`) as the first line on stdout (flushed), a one-line summary on
-/// stderr, and serves until SIGINT or SIGTERM.
+/// `--tls`: the API and the login) as the first line on stdout and
+/// `graph on http://HOST:PORT` (Microsoft Graph) as the second (flushed), a
+/// one-line summary on stderr, and serves until SIGINT or SIGTERM.
 pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
     let ca_out = args.tls_ca_out.clone();
     let config = args.into_config()?;
@@ -309,7 +314,10 @@ pub async fn serve(args: SimulateArgs) -> anyhow::Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", sim.url())?;
+        // One write for both lines: a reader that takes the first line and
+        // closes the pipe must not make a second write fail.
+        let lines = format!("listening on {}\ngraph on {}\n", sim.url(), sim.graph_url());
+        out.write_all(lines.as_bytes())?;
         out.flush()?;
     }
     eprintln!("{summary}");

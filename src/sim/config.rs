@@ -18,9 +18,11 @@ use crate::pace::window::WindowModel;
 /// The application permissions (`roles` claim) the simulator knows: the seven
 /// action permissions, then the two machine read permissions, then the
 /// permissions of the log-on users (`User.Read.All`) and investigation
-/// (`Alert.ReadWrite.All`) APIs. One bit each in a `u16` roles mask, so at
-/// most sixteen; the defaults grant the first eight.
-pub const KNOWN_ROLES: [&str; 11] = [
+/// (`Alert.ReadWrite.All`) APIs, and last Microsoft Graph's Advanced Hunting
+/// permission (`ThreatHunting.Read.All`), which only Graph tokens carry. One
+/// bit each in a `u16` roles mask, so at most sixteen; the defaults grant
+/// the first eight and the Graph one.
+pub const KNOWN_ROLES: [&str; 12] = [
     "Machine.Isolate",
     "Machine.StopAndQuarantine",
     "Machine.Offboard",
@@ -32,11 +34,24 @@ pub const KNOWN_ROLES: [&str; 11] = [
     "Machine.ReadWrite.All",
     "User.Read.All",
     "Alert.ReadWrite.All",
+    GRAPH_HUNTING_ROLE,
 ];
 
 /// The most tenants `--tenants` makes: their names keep two digits
 /// (`tenant-01` … `tenant-99`), so they sort as they are numbered.
 pub const MAX_TENANTS: usize = 99;
+
+/// Microsoft Graph's application permission for `runHuntingQuery`.
+pub(crate) const GRAPH_HUNTING_ROLE: &str = "ThreatHunting.Read.All";
+
+/// The two services the simulator answers, each on its own listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// The MDE API (`/api/...`), the login and the managed-identity endpoints.
+    Mde,
+    /// Microsoft Graph (`/v1.0/security/runHuntingQuery`).
+    Graph,
+}
 
 /// The header value the App Service token endpoint demands when none is set.
 pub const DEFAULT_IDENTITY_HEADER: &str = "sim-identity-header";
@@ -105,6 +120,9 @@ pub enum FleetSpec {
 pub struct SimConfig {
     /// Address to bind, such as `127.0.0.1:8080`; port 0 picks a free one.
     pub listen: String,
+    /// Address of the Microsoft Graph listener; `None`: a free port on the
+    /// host of `listen`.
+    pub graph_listen: Option<String>,
     /// The tenant's machines.
     pub fleet: FleetSpec,
     /// Quotas per app, tenant and API; empty means no quota at all.
@@ -170,6 +188,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             listen: "127.0.0.1:8080".to_string(),
+            graph_listen: None,
             fleet: FleetSpec::Generate { machines: 1000 },
             limits: Limit::api_defaults(),
             window: WindowModel::Sliding,
@@ -186,7 +205,11 @@ impl Default for SimConfig {
             tenants: None,
             max_tokens: None,
             echo_token_requests: false,
-            roles: KNOWN_ROLES[..8].iter().map(|s| s.to_string()).collect(),
+            roles: KNOWN_ROLES[..8]
+                .iter()
+                .chain([&GRAPH_HUNTING_ROLE])
+                .map(|s| s.to_string())
+                .collect(),
             foreign_load: 0.0,
             cpu_throttle_rate: 0.0,
             throttle_retry_after: None,
@@ -203,6 +226,7 @@ impl fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimConfig")
             .field("listen", &self.listen)
+            .field("graph_listen", &self.graph_listen)
             .field("fleet", &self.fleet)
             .field("limits", &self.limits)
             .field("window", &self.window)

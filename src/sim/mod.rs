@@ -1,7 +1,9 @@
 //! A faithful local simulator of the Defender for Endpoint machine-actions
 //! API (`mdebulk simulate`): token endpoint, action POSTs, look-ups and lists,
 //! quotas in three window models, action lifecycle, duplicates, and injected
-//! faults, following the team reference (`mde-api.md` §13–§14).
+//! faults, following the team reference (`mde-api.md` §13–§14); and, on a
+//! second listener, Microsoft Graph's Advanced Hunting (`runHuntingQuery`)
+//! for a subset of KQL (addendum §3.1).
 //!
 //! Tests and benches start it in-process with [`Sim::start`]; the CLI runs it
 //! with [`serve`]. The parts:
@@ -15,6 +17,7 @@
 //! - [`lifecycle`]: action status over time.
 //! - [`quota`]: counters per app, tenant and API, and foreign load.
 //! - [`odata`]: `$filter`, `$top` and `$skip`.
+//! - [`kql`]: the subset of KQL that Graph's `runHuntingQuery` answers.
 //! - [`faults`]: injected errors.
 //! - [`config`]: the simulator's settings and counters.
 //! - [`cli`]: the `simulate` subcommand.
@@ -26,6 +29,7 @@ pub(crate) mod config;
 pub(crate) mod faults;
 pub mod fleet;
 pub(crate) mod handlers;
+pub(crate) mod kql;
 pub(crate) mod lifecycle;
 pub(crate) mod odata;
 pub(crate) mod quota;
@@ -48,7 +52,7 @@ use crate::api::model::Machine;
 pub use cli::{SimulateArgs, serve};
 pub use config::{
     ApiStats, DEFAULT_IDENTITY_HEADER, FederatedCredential, FleetSpec, IdentityConfig, KNOWN_ROLES,
-    MAX_TENANTS, SimConfig, SimError, Stats,
+    MAX_TENANTS, Service, SimConfig, SimError, Stats,
 };
 pub use fleet::FleetError;
 pub use tls::{SimTls, TlsError};
@@ -67,37 +71,57 @@ pub struct SimTenant {
 pub struct Sim {
     /// The bound address.
     addr: SocketAddr,
+    /// The bound address of the Microsoft Graph listener.
+    graph_addr: SocketAddr,
     /// State shared with the server task.
     shared: Arc<server::Shared>,
     /// Tells the server task to stop.
     stop: watch::Sender<bool>,
-    /// The accept loop, awaited on shutdown.
-    task: Option<JoinHandle<()>>,
+    /// The accept loops (the API's, then Graph's), awaited on shutdown.
+    tasks: Vec<JoinHandle<()>>,
     /// The generated CA's certificate (PEM), when serving TLS with one.
     ca_pem: Option<String>,
 }
 
 impl Sim {
-    /// Builds the fleet, binds `config.listen` and serves on the current
-    /// tokio runtime: HTTPS when `config.tls` is set, plain HTTP otherwise.
+    /// Builds the fleet, binds `config.listen` (the API and the login) and
+    /// `config.graph_listen` (Microsoft Graph; by default a free port on
+    /// the same host) and serves both on the current tokio runtime: HTTPS
+    /// when `config.tls` is set, plain HTTP otherwise.
     pub async fn start(config: SimConfig) -> Result<Sim, SimError> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls::prepare).transpose()?;
-        let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| {
-            SimError::Listen { addr: config.listen.clone(), why: fleet::io_reason(&e) }
-        })?;
-        let addr = listener.local_addr().map_err(|e| SimError::Listen {
-            addr: config.listen.clone(),
-            why: fleet::io_reason(&e),
-        })?;
-        let shared = Arc::new(server::Shared::new(config, addr));
+        let (listener, addr) = bind(&config.listen).await?;
+        let graph_listen = config.graph_listen.clone().unwrap_or_else(|| {
+            // The host of `listen`, any free port.
+            SocketAddr::new(addr.ip(), 0).to_string()
+        });
+        let (graph_listener, graph_addr) = bind(&graph_listen).await?;
+        let shared = Arc::new(server::Shared::new(config));
         let (stop, stopped) = watch::channel(false);
         let (acceptor, ca_pem) = match tls {
             Some(t) => (Some(t.acceptor), t.ca_pem),
             None => (None, None),
         };
-        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), stopped, acceptor));
-        Ok(Sim { addr, shared, stop, task: Some(task), ca_pem })
+        let front =
+            |service, at: SocketAddr| server::Front { service, local: at.to_string().into() };
+        let tasks = vec![
+            tokio::spawn(server::accept_loop(
+                listener,
+                shared.clone(),
+                stopped.clone(),
+                acceptor.clone(),
+                front(Service::Mde, addr),
+            )),
+            tokio::spawn(server::accept_loop(
+                graph_listener,
+                shared.clone(),
+                stopped,
+                acceptor,
+                front(Service::Graph, graph_addr),
+            )),
+        ];
+        Ok(Sim { addr, graph_addr, shared, stop, tasks, ca_pem })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -110,6 +134,14 @@ impl Sim {
     /// `/{tenant}/oauth2/v2.0/token`.
     pub fn url(&self) -> String {
         format!("{}://{}", self.shared.scheme, self.addr)
+    }
+
+    /// `http://HOST:PORT` of the Microsoft Graph listener (`https://` when
+    /// serving TLS): `runHuntingQuery` is this plus
+    /// `/v1.0/security/runHuntingQuery`; its tokens come from the login at
+    /// [`Sim::url`] with the Graph scope.
+    pub fn graph_url(&self) -> String {
+        format!("{}://{}", self.shared.scheme, self.graph_addr)
     }
 
     /// The PEM certificate of the CA that signed the served certificate,
@@ -180,10 +212,19 @@ impl Sim {
     /// request (for up to a second), and waits for the server to end.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
     }
+}
+
+/// Binds a listener at `at`: it and its address (with the real port).
+async fn bind(at: &str) -> Result<(tokio::net::TcpListener, SocketAddr), SimError> {
+    let fail =
+        |e: std::io::Error| SimError::Listen { addr: at.to_string(), why: fleet::io_reason(&e) };
+    let listener = tokio::net::TcpListener::bind(at).await.map_err(fail)?;
+    let addr = listener.local_addr().map_err(fail)?;
+    Ok((listener, addr))
 }
 
 impl Drop for Sim {

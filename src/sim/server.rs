@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::config::SimConfig;
+use super::config::{Service, SimConfig};
 use super::handlers::reply::{Disconnect, Reply, Request};
 use super::lifecycle::Clock;
 use super::state::State;
@@ -46,21 +46,18 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// The configured latency; half is slept before handling, half after.
     pub(crate) latency: Duration,
-    /// The bound address, used when a request has no `Host` header.
-    pub(crate) local: String,
     /// `http`, or `https` when served over TLS.
     pub(crate) scheme: &'static str,
 }
 
 impl Shared {
-    /// Builds the state for `config`, bound at `addr`; the clock starts now.
-    pub(crate) fn new(config: SimConfig, addr: SocketAddr) -> Shared {
+    /// Builds the state for `config`; the clock starts now.
+    pub(crate) fn new(config: SimConfig) -> Shared {
         let latency = config.latency;
         let https = config.tls.is_some();
         Shared {
             state: Mutex::new(State::new(config, Clock::start())),
             latency,
-            local: addr.to_string(),
             scheme: if https { "https" } else { "http" },
         }
     }
@@ -106,16 +103,28 @@ impl Body for Full {
     }
 }
 
+/// Which service a listener serves, and its own address (for requests
+/// without a `Host` header).
+#[derive(Debug, Clone)]
+pub(crate) struct Front {
+    /// The MDE API and the login, or Microsoft Graph.
+    pub(crate) service: Service,
+    /// The listener's bound address.
+    pub(crate) local: Arc<str>,
+}
+
 /// Accepts connections until `stop` turns true (or its sender goes away),
 /// then lets open connections finish their current request for up to a
 /// second before cutting them. With `tls`, each connection first completes
 /// a TLS handshake; one that fails (a plain-HTTP client, a client that does
-/// not trust the certificate) ends that connection only.
+/// not trust the certificate) ends that connection only. Every request is
+/// served as `front` says: the MDE API and login, or Graph.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tls: Option<TlsAcceptor>,
+    front: Front,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -128,10 +137,10 @@ pub(crate) async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     match &tls {
                         Some(acceptor) => {
-                            conns.spawn(serve_tls(acceptor.clone(), stream, peer, shared.clone(), stop.clone()));
+                            conns.spawn(serve_tls(acceptor.clone(), stream, peer, shared.clone(), stop.clone(), front.clone()));
                         }
                         None => {
-                            conns.spawn(serve_connection(stream, shared.clone(), stop.clone()));
+                            conns.spawn(serve_connection(stream, shared.clone(), stop.clone(), front.clone()));
                         }
                     }
                 }
@@ -165,20 +174,25 @@ async fn serve_tls(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    front: Front,
 ) {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_connection(tls, shared, stop).await,
+        Ok(Ok(tls)) => serve_connection(tls, shared, stop, front).await,
         Ok(Err(e)) => tracing::debug!("simulator: TLS handshake with {peer} failed: {e}"),
         Err(_) => tracing::debug!("simulator: TLS handshake with {peer} timed out"),
     }
 }
 
 /// Serves one keep-alive connection, plain or TLS.
-async fn serve_connection<S>(stream: S, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+async fn serve_connection<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    front: Front,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(shared.clone(), req));
+    let service = service_fn(move |req| handle(shared.clone(), front.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         // Idle keep-alive connections stay open until the client closes
@@ -214,6 +228,7 @@ async fn read_body(mut body: Incoming) -> Result<Option<Vec<u8>>, hyper::Error> 
 /// Handles one request: latency, the state's answer, drops.
 async fn handle(
     shared: Arc<Shared>,
+    front: Front,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full>, Dropped> {
     let (parts, body) = req.into_parts();
@@ -231,7 +246,7 @@ async fn handle(
     if !half.is_zero() {
         tokio::time::sleep(half).await;
     }
-    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or(&shared.local);
+    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or(&front.local);
     let authorization =
         parts.headers.get(hyper::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
     let request = Request {
@@ -243,6 +258,7 @@ async fn handle(
         authorization,
         body: &body,
         headers: &parts.headers,
+        service: front.service,
     };
     let reply = {
         let mut state = lock(&shared.state);

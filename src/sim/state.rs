@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tokio::time::Instant;
 
-use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, SimConfig, Stats};
+use super::config::{ApiStats, FleetSpec, KNOWN_ROLES, Service, SimConfig, Stats};
 use super::fleet;
 use super::lifecycle::{Clock, Timing};
 use super::quota::{Principal, Quotas};
@@ -28,6 +28,8 @@ pub(crate) struct TokenInfo {
     pub(crate) roles: u16,
     /// When it stops being accepted.
     pub(crate) expires: Instant,
+    /// The service it was issued for (its `aud`): the other refuses it.
+    pub(crate) service: Service,
 }
 
 /// The simulator's whole state.

@@ -1,4 +1,5 @@
-//! The token cache every credential serves: one token per run, shared by
+//! The token cache every credential serves: one token per audience (the MDE
+//! API's, and Microsoft Graph's when a run asks Advanced Hunting), shared by
 //! every task, refreshed ahead of expiry.
 //!
 //! A run of thousands of devices lasts hours while a token lives about one,
@@ -16,7 +17,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -44,8 +45,8 @@ struct Cached {
     expires_at: Instant,
 }
 
-/// The cache's state, behind a short-lived std mutex (never held across an
-/// await, so [`TokenSource::invalidate`] can stay synchronous).
+/// One audience's cache state, behind a short-lived std mutex (never held
+/// across an await, so [`TokenSource::invalidate`] can stay synchronous).
 #[derive(Default)]
 struct State {
     /// The current token, if any.
@@ -89,8 +90,36 @@ pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
     MAX_REFRESH_MARGIN.min(lifetime / 4)
 }
 
-/// The bearer token of a run: fetched once, shared by every task, refreshed
-/// before it expires.
+/// The tokens of one audience (one scope): the cached token, its fetch
+/// bookkeeping, and the gate that makes concurrent callers share a fetch.
+struct Slot {
+    /// The scope its tokens are asked for.
+    scope: String,
+    /// The cached token and fetch bookkeeping.
+    state: Mutex<State>,
+    /// Held for the duration of a fetch, so concurrent callers share one.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn new(scope: &str) -> Slot {
+        Slot {
+            scope: scope.to_string(),
+            state: Mutex::new(State::default()),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is a handful of plain assignments, consistent even if a
+        // holder panicked, so a poisoned lock is taken over as is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The bearer tokens of a run: one per audience (the MDE API's, and
+/// Microsoft Graph's for `--query`), each fetched once, shared by every
+/// task, refreshed before it expires.
 pub struct TokenSource {
     /// HTTP client for the login and identity endpoints.
     http: reqwest::Client,
@@ -99,14 +128,15 @@ pub struct TokenSource {
     /// `{login}/{tenant}/oauth2/v2.0/token` for the credentials that use
     /// it, or why it could not be built; `None` for the others.
     token_url: Option<Result<Url, AuthError>>,
-    /// Scope requested for the token.
+    /// The scope of [`TokenSource::bearer`]: the MDE API's.
     scope: String,
     /// The credentials to trade for tokens.
     credentials: Credentials,
-    /// The cached token and fetch bookkeeping.
-    state: Mutex<State>,
-    /// Held for the duration of a fetch, so concurrent callers share one.
-    gate: tokio::sync::Mutex<()>,
+    /// One slot per audience asked for so far, the primary one first.
+    slots: Mutex<Vec<Arc<Slot>>>,
+    /// Ready tokens for audiences other than the primary one, by scope
+    /// (`MDE_GRAPH_TOKEN` beside `MDE_TOKEN`).
+    ready: Vec<(String, Secret)>,
     /// Requests sent to the token endpoint.
     fetches: AtomicU64,
 }
@@ -123,10 +153,10 @@ impl fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    /// A token source for `credentials`. `login_base` is the Entra ID host
-    /// (`https://login.microsoftonline.com`, or a simulator's address); it is
-    /// not checked for safety here: [`crate::api::client::Client::new`] does
-    /// that for both of its URLs.
+    /// A token source for `credentials`, whose primary audience is `scope`.
+    /// `login_base` is the Entra ID host (`https://login.microsoftonline.com`,
+    /// or a simulator's address); it is not checked for safety here:
+    /// [`crate::api::client::Client::new`] does that for its URLs.
     pub fn new(
         http: reqwest::Client,
         login_base: &str,
@@ -140,10 +170,17 @@ impl TokenSource {
             token_url,
             scope: scope.to_string(),
             credentials,
-            state: Mutex::new(State::default()),
-            gate: tokio::sync::Mutex::new(()),
+            slots: Mutex::new(vec![Arc::new(Slot::new(scope))]),
+            ready: Vec::new(),
             fetches: AtomicU64::new(0),
         }
+    }
+
+    /// With a ready token (`MDE_TOKEN`), the ready token for the audience
+    /// of `scope` (`MDE_GRAPH_TOKEN`); other credentials fetch their own.
+    pub fn with_ready_token(mut self, scope: &str, token: Secret) -> TokenSource {
+        self.ready.push((scope.to_string(), token));
+        self
     }
 
     /// The token endpoint, when the credentials use one.
@@ -151,26 +188,75 @@ impl TokenSource {
         self.token_url.as_ref().and_then(|u| u.as_ref().ok())
     }
 
-    /// A token to present now.
+    /// A token for the primary audience (the MDE API) to present now.
     ///
     /// Cached; refreshed once less than `min(300 s, lifetime / 4)` of its
     /// lifetime remains. Callers arriving while a refresh is under way keep
     /// the old, still valid token; callers that find no usable token wait for
     /// one shared fetch, and share its error too if it fails.
     pub async fn bearer(&self) -> Result<Secret, AuthError> {
-        if let Credentials::Bearer(token) = &self.credentials {
-            if self.state().bearer_rejected {
+        let primary = self.slots()[0].clone();
+        self.bearer_in(&primary).await
+    }
+
+    /// A token for the audience of `scope` (Microsoft Graph's for a hunting
+    /// query), cached apart from every other audience's, as
+    /// [`TokenSource::bearer`] caches the primary one.
+    pub async fn bearer_for(&self, scope: &str) -> Result<Secret, AuthError> {
+        let slot = self.slot(scope);
+        self.bearer_in(&slot).await
+    }
+
+    /// The slot of `scope`, made on first use.
+    fn slot(&self, scope: &str) -> Arc<Slot> {
+        let mut slots = self.slots();
+        if let Some(s) = slots.iter().find(|s| s.scope == scope) {
+            return s.clone();
+        }
+        let slot = Arc::new(Slot::new(scope));
+        slots.push(slot.clone());
+        slot
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        // A list that is only ever pushed to: consistent even if a holder
+        // panicked.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ready token of `scope`: `MDE_TOKEN` for the primary audience,
+    /// one given with [`TokenSource::with_ready_token`] for another.
+    fn ready_token(&self, own: &Secret, scope: &str) -> Option<Secret> {
+        if scope == self.scope {
+            return Some(own.clone());
+        }
+        self.ready.iter().find(|(s, _)| s == scope).map(|(_, t)| t.clone())
+    }
+
+    async fn bearer_in(&self, slot: &Slot) -> Result<Secret, AuthError> {
+        if let Credentials::Bearer(own) = &self.credentials {
+            let Some(token) = self.ready_token(own, &slot.scope) else {
+                return Err(AuthError::Credential {
+                    method: "token",
+                    message: format!(
+                        "MDE_TOKEN holds a token for {} only; a token for {} is needed too (MDE_GRAPH_TOKEN)",
+                        self.scope, slot.scope
+                    ),
+                    transient: false,
+                });
+            };
+            if slot.state().bearer_rejected {
                 return Err(AuthError::BearerRejected);
             }
             if jwt_expiry(token.expose()).is_some_and(|exp| exp <= epoch_now()) {
                 return Err(AuthError::BearerExpired);
             }
-            return Ok(token.clone());
+            return Ok(token);
         }
 
         // Decide under the state lock, act after releasing it.
         let seen = {
-            let st = self.state();
+            let st = slot.state();
             let now = Instant::now();
             match st.lookup(now) {
                 Lookup::Fresh(token) => return Ok(token),
@@ -186,20 +272,20 @@ impl TokenSource {
             Err(old) => {
                 // Due for refresh but still valid: one caller refreshes, the
                 // others go on with the old token instead of waiting.
-                let Ok(_guard) = self.gate.try_lock() else {
+                let Ok(_guard) = slot.gate.try_lock() else {
                     return Ok(old);
                 };
-                if let Lookup::Fresh(token) = self.state().lookup(Instant::now()) {
+                if let Lookup::Fresh(token) = slot.state().lookup(Instant::now()) {
                     // Someone refreshed between our look and the lock.
                     return Ok(token);
                 }
-                return self.fetch_and_store().await;
+                return self.fetch_and_store(slot).await;
             }
         };
 
-        let _guard = self.gate.lock().await;
+        let _guard = slot.gate.lock().await;
         {
-            let st = self.state();
+            let st = slot.state();
             match st.lookup(Instant::now()) {
                 Lookup::Fresh(token) | Lookup::Usable(token) => return Ok(token),
                 Lookup::Missing => {
@@ -211,44 +297,47 @@ impl TokenSource {
                 }
             }
         }
-        self.fetch_and_store().await
+        self.fetch_and_store(slot).await
     }
 
-    /// Forgets `token` after the API answered 401 to it, so the next
-    /// [`TokenSource::bearer`] fetches a fresh one. Does nothing when the
+    /// Forgets `token` after a service answered 401 to it, so the next
+    /// call for its audience fetches a fresh one. Does nothing when the
     /// cache already holds another token (a concurrent caller got there
     /// first), so many tasks hitting the same 401 cause one fetch.
     ///
-    /// For a static bearer, marks it rejected: later calls fail with
-    /// [`AuthError::BearerRejected`].
+    /// For a ready token, marks it rejected: later calls for its audience
+    /// fail with [`AuthError::BearerRejected`].
     pub(crate) fn invalidate(&self, token: &Secret) {
-        let mut st = self.state();
-        match &self.credentials {
-            Credentials::Bearer(own) => {
-                if own == token {
-                    st.bearer_rejected = true;
+        let slots: Vec<Arc<Slot>> = self.slots().clone();
+        for slot in slots {
+            let mut st = slot.state();
+            match &self.credentials {
+                Credentials::Bearer(own) => {
+                    if self.ready_token(own, &slot.scope).as_ref() == Some(token) {
+                        st.bearer_rejected = true;
+                    }
                 }
-            }
-            _ => {
-                if st.cached.as_ref().is_some_and(|c| &c.token == token) {
-                    st.cached = None;
-                    st.refresh_paused_until = None;
-                    tracing::debug!(
-                        "bearer token invalidated after a 401; the next call fetches a new one"
-                    );
+                _ => {
+                    if st.cached.as_ref().is_some_and(|c| &c.token == token) {
+                        st.cached = None;
+                        st.refresh_paused_until = None;
+                        tracing::debug!(
+                            "bearer token invalidated after a 401; the next call fetches a new one"
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// Requests sent to the token endpoint so far.
+    /// Requests sent to the token endpoint so far, every audience counted.
     pub(crate) fn token_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// The permissions the current token carries (see
-    /// [`super::token::token_permissions`]); fetches a token when none is
-    /// cached. `None` when the token is not a readable JWT.
+    /// The permissions the current token of the primary audience carries
+    /// (see [`super::token::token_permissions`]); fetches a token when none
+    /// is cached. `None` when the token is not a readable JWT.
     pub async fn permissions(&self) -> Result<Option<Vec<String>>, AuthError> {
         let token = self.bearer().await?;
         Ok(super::token::token_permissions(token.expose()))
@@ -264,19 +353,14 @@ impl TokenSource {
         matches!(self.credentials, Credentials::Bearer(_))
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // The state is a handful of plain assignments, consistent even if a
-        // holder panicked, so a poisoned lock is taken over as is.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Fetches a token and caches it. Must be called with `gate` held.
-    async fn fetch_and_store(&self) -> Result<Secret, AuthError> {
+    /// Fetches a token for `slot` and caches it there. Must be called with
+    /// the slot's `gate` held.
+    async fn fetch_and_store(&self, slot: &Slot) -> Result<Secret, AuthError> {
         let started = Instant::now();
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = self.fetch().await;
+        let result = self.fetch(&slot.scope).await;
         let now = Instant::now();
-        let mut st = self.state();
+        let mut st = slot.state();
         st.attempts += 1;
         match result {
             Ok(fetched) => {
@@ -293,6 +377,7 @@ impl TokenSource {
                 st.refresh_paused_until = None;
                 tracing::debug!(
                     method = self.credentials.method(),
+                    scope = slot.scope.as_str(),
                     expires_in_s = lifetime.as_secs(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "bearer token fetched"
@@ -316,15 +401,14 @@ impl TokenSource {
         }
     }
 
-    /// One fetch by the credentials.
-    async fn fetch(&self) -> Result<super::token::Fetched, AuthError> {
+    /// One fetch by the credentials, for `scope`.
+    async fn fetch(&self, scope: &str) -> Result<super::token::Fetched, AuthError> {
         let url = match &self.token_url {
             Some(Ok(url)) => Some(url),
             Some(Err(e)) => return Err(e.clone()),
             None => None,
         };
-        let ctx =
-            FetchContext { http: &self.http, login_base: &self.login_base, scope: &self.scope };
+        let ctx = FetchContext { http: &self.http, login_base: &self.login_base, scope };
         self.credentials.fetch(ctx, url).await
     }
 }
@@ -332,7 +416,6 @@ impl TokenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     use axum::Router;
@@ -423,6 +506,55 @@ mod tests {
             "https://api.securitycenter.microsoft.com/.default",
             creds(secret),
         )
+    }
+
+    #[tokio::test]
+    async fn each_audience_has_its_own_token_and_a_401_drops_only_its_own() {
+        const GRAPH: &str = "https://graph.microsoft.com/.default";
+        let (base, login) = login_server(Duration::ZERO, serde_json::json!(3599)).await;
+        let ts = source(&base, SECRET);
+        let mde = ts.bearer().await.unwrap();
+        let graph = ts.bearer_for(GRAPH).await.unwrap();
+        assert_ne!(mde, graph, "one token per audience");
+        assert_eq!(ts.bearer().await.unwrap(), mde, "cached");
+        assert_eq!(ts.bearer_for(GRAPH).await.unwrap(), graph, "cached apart");
+        assert_eq!(ts.token_fetches(), 2);
+        let scopes: Vec<String> = login
+            .forms
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, f)| f.iter().find(|(k, _)| k == "scope").unwrap().1.clone())
+            .collect();
+        assert_eq!(scopes, ["https://api.securitycenter.microsoft.com/.default", GRAPH]);
+        ts.invalidate(&graph);
+        assert_eq!(ts.bearer().await.unwrap(), mde, "the API's token stays");
+        assert_ne!(ts.bearer_for(GRAPH).await.unwrap(), graph, "Graph's is fetched again");
+        assert_eq!(ts.token_fetches(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_ready_token_serves_another_audience_only_when_given_one() {
+        const GRAPH: &str = "https://graph.microsoft.com/.default";
+        let only = TokenSource::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            "https://api.securitycenter.microsoft.com/.default",
+            Credentials::Bearer(Secret::new("mde-token")),
+        );
+        let err = only.bearer_for(GRAPH).await.unwrap_err().to_string();
+        assert!(err.contains("MDE_GRAPH_TOKEN") && !err.contains("mde-token"), "{err}");
+        let both = TokenSource::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            "https://api.securitycenter.microsoft.com/.default",
+            Credentials::Bearer(Secret::new("mde-token")),
+        )
+        .with_ready_token(GRAPH, Secret::new("graph-token"));
+        assert_eq!(both.bearer_for(GRAPH).await.unwrap().expose(), "graph-token");
+        both.invalidate(&Secret::new("graph-token"));
+        assert!(matches!(both.bearer_for(GRAPH).await, Err(AuthError::BearerRejected)));
+        assert_eq!(both.bearer().await.unwrap().expose(), "mde-token", "still good for the API");
     }
 
     #[test]

@@ -233,11 +233,22 @@ fn az_program() -> &'static str {
     if cfg!(windows) { "az.cmd" } else { "az" }
 }
 
+/// The variables a token command finds in its environment, naming the
+/// audience the token is for: the v2 scope and the v1 resource. A command
+/// that serves one audience may ignore them; one run asks for the MDE API's
+/// token and, with `--query`, for Microsoft Graph's.
+pub const TOKEN_SCOPE_VARIABLE: &str = "MDE_TOKEN_SCOPE";
+/// See [`TOKEN_SCOPE_VARIABLE`].
+pub const TOKEN_RESOURCE_VARIABLE: &str = "MDE_TOKEN_RESOURCE";
+
 impl TokenCommand {
-    /// Runs the command and reads the token it prints.
-    pub(crate) async fn fetch(&self) -> Result<Fetched, AuthError> {
-        let out =
-            run("token-command", "MDE_TOKEN_COMMAND", shell(&self.command), self.timeout).await?;
+    /// Runs the command for the audience of `scope` (named to it in
+    /// [`TOKEN_SCOPE_VARIABLE`] and [`TOKEN_RESOURCE_VARIABLE`]) and reads
+    /// the token it prints.
+    pub(crate) async fn fetch(&self, scope: &str, resource: &str) -> Result<Fetched, AuthError> {
+        let mut command = shell(&self.command);
+        command.env(TOKEN_SCOPE_VARIABLE, scope).env(TOKEN_RESOURCE_VARIABLE, resource);
+        let out = run("token-command", "MDE_TOKEN_COMMAND", command, self.timeout).await?;
         parse_command_output(&out.stdout)
     }
 }
@@ -323,15 +334,29 @@ mod tests {
     async fn a_command_runs_fails_and_times_out() {
         let ok =
             TokenCommand { command: "printf 'tok-%s' 7".into(), timeout: Duration::from_secs(10) };
-        assert_eq!(ok.fetch().await.unwrap().token.expose(), "tok-7");
+        let (scope, resource) = ("https://api.securitycenter.microsoft.com/.default", "r");
+        assert_eq!(ok.fetch(scope, resource).await.unwrap().token.expose(), "tok-7");
+        // The command learns the audience asked for.
+        let aware = TokenCommand {
+            command: "printf '%s|%s' \"$MDE_TOKEN_SCOPE\" \"$MDE_TOKEN_RESOURCE\"".into(),
+            timeout: Duration::from_secs(10),
+        };
+        let printed = aware
+            .fetch("https://graph.microsoft.com/.default", "https://graph.microsoft.com")
+            .await
+            .unwrap();
+        assert_eq!(
+            printed.token.expose(),
+            "https://graph.microsoft.com/.default|https://graph.microsoft.com"
+        );
         let failing = TokenCommand {
             command: "echo 'no luck: AbCdEfGhIjKlMnOpQrStUvWxYz0123456789' >&2; exit 3".into(),
             timeout: Duration::from_secs(10),
         };
-        let err = failing.fetch().await.unwrap_err().to_string();
+        let err = failing.fetch(scope, resource).await.unwrap_err().to_string();
         assert!(err.contains("exited with 3") && err.contains("no luck: [redacted]"), "{err}");
         let slow = TokenCommand { command: "sleep 30".into(), timeout: Duration::from_millis(200) };
-        let err = slow.fetch().await.unwrap_err();
+        let err = slow.fetch(scope, resource).await.unwrap_err();
         assert!(err.is_transient() && err.to_string().contains("did not finish"), "{err}");
     }
 }

@@ -184,7 +184,7 @@ impl Credentials {
             Credentials::WorkloadIdentity(w) => w.fetch(ctx, need_url()?).await,
             Credentials::ManagedIdentity(m) => m.fetch(ctx).await,
             Credentials::AzureCli(a) => a.fetch(ctx.resource()).await,
-            Credentials::TokenCommand(c) => c.fetch().await,
+            Credentials::TokenCommand(c) => c.fetch(ctx.scope, ctx.resource()).await,
             Credentials::Bearer(token) => Ok(Fetched {
                 token: token.clone(),
                 lifetime: super::token::lifetime_of(token.expose()),

@@ -308,6 +308,13 @@ mod test_support {
             panic!("targets are gathered before the look-ups, never by them")
         }
 
+        async fn hunting_query(
+            &self,
+            _: &str,
+        ) -> Result<Reply<crate::api::model::HuntingQueryResults>, CallError> {
+            panic!("targets are gathered before the look-ups, never by them")
+        }
+
         async fn tag_machines(
             &self,
             _: &str,

@@ -18,6 +18,7 @@ fn required_roles(api: Api) -> u16 {
         Api::MachineTags | Api::MachinesTags => role_bit("Machine.ReadWrite.All"),
         Api::LogonUsers => role_bit("User.Read.All"),
         Api::StartInvestigation => role_bit("Alert.ReadWrite.All"),
+        Api::HuntingQuery => role_bit(crate::sim::config::GRAPH_HUNTING_ROLE),
         _ => role_bit("Machine.Read.All") | role_bit("Machine.ReadWrite.All"),
     }
 }
@@ -31,6 +32,7 @@ fn required_roles_text(api: Api) -> String {
         Api::MachineTags | Api::MachinesTags => "Machine.ReadWrite.All".to_string(),
         Api::LogonUsers => "User.Read.All".to_string(),
         Api::StartInvestigation => "Alert.ReadWrite.All".to_string(),
+        Api::HuntingQuery => crate::sim::config::GRAPH_HUNTING_ROLE.to_string(),
         _ => "Machine.Read.All or Machine.ReadWrite.All".to_string(),
     }
 }
@@ -104,6 +106,12 @@ impl State {
         };
         if now >= info.expires {
             return Err(unauthorized("The access token has expired"));
+        }
+        // A Graph token (`aud` Graph) is no token of this API.
+        if info.service != crate::sim::config::Service::Mde {
+            return Err(unauthorized(
+                "The access token is invalid: it was issued for another audience",
+            ));
         }
         Ok(*info)
     }

@@ -247,6 +247,7 @@ mod tests {
             authorization: None,
             body: b"",
             headers: &hyper::HeaderMap::new(),
+            service: crate::sim::config::Service::Mde,
         };
         let r = s.get_machine("host-00001.contoso.test", &req);
         let v: Value = serde_json::from_str(&r.body).unwrap();

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::reply::Request;
 use crate::api::jwt::{Algorithm, JwtError, SigningKey, b64url};
 use crate::api::model::new_guid;
-use crate::sim::config::KNOWN_ROLES;
+use crate::sim::config::{GRAPH_HUNTING_ROLE, KNOWN_ROLES, Service};
 use crate::sim::state::{State, TokenInfo};
 use crate::sim::tenant::guid_of;
 
@@ -52,15 +52,40 @@ pub(crate) const AUDIENCES: [(&str, &str); 7] = [
     ),
 ];
 
+/// Every identifier of Microsoft Graph the login accepts, with its source
+/// (Graph's national cloud deployments page): a token for one of these is
+/// a Graph token, which only the Graph listener accepts, carrying only the
+/// Graph permission ([`GRAPH_HUNTING_ROLE`]).
+pub(crate) const GRAPH_AUDIENCES: [(&str, &str); 4] = [
+    ("https://graph.microsoft.com", "Graph, global service (and GCC)"),
+    ("00000003-0000-0000-c000-000000000000", "Graph's app id (display name Microsoft Graph)"),
+    ("https://graph.microsoft.us", "Graph for US Government L4 (GCC High)"),
+    ("https://dod-graph.microsoft.us", "Graph for US Government L5 (DoD)"),
+];
+
+/// Which service a token for `audience` (one of [`AUDIENCES`] or
+/// [`GRAPH_AUDIENCES`]) is for.
+pub(crate) fn service_of(audience: &str) -> Service {
+    if GRAPH_AUDIENCES.iter().any(|(a, _)| a.eq_ignore_ascii_case(audience)) {
+        Service::Graph
+    } else {
+        Service::Mde
+    }
+}
+
 /// The `/.default` suffix of a client-credentials scope.
 const DEFAULT_SUFFIX: &str = "/.default";
 
 /// The identifier `resource` names, spelt as sent but without a trailing
-/// slash, if it is one of [`AUDIENCES`] (case-insensitive, as Entra matches
-/// App ID URIs).
+/// slash, if it is one of [`AUDIENCES`] or [`GRAPH_AUDIENCES`]
+/// (case-insensitive, as Entra matches App ID URIs).
 pub(crate) fn audience_of_resource(resource: &str) -> Option<String> {
     let trimmed = resource.trim().trim_end_matches('/');
-    AUDIENCES.iter().any(|(a, _)| a.eq_ignore_ascii_case(trimmed)).then(|| trimmed.to_string())
+    AUDIENCES
+        .iter()
+        .chain(GRAPH_AUDIENCES.iter())
+        .any(|(a, _)| a.eq_ignore_ascii_case(trimmed))
+        .then(|| trimmed.to_string())
 }
 
 /// How a v2 `scope` parameter falls short.
@@ -154,8 +179,10 @@ pub(crate) struct Minted {
 impl State {
     /// Issues a token to `client_id` of `tenant` for `audience`: a v1-format
     /// access token (as Entra issues for this resource from either
-    /// endpoint), RS256-signed, with the configured roles, recorded so the
-    /// API accepts it until it expires or the client is revoked.
+    /// endpoint), RS256-signed, with the configured roles of that service
+    /// (a Graph token carries the Graph permission only, an MDE token every
+    /// other), recorded so that service accepts it until it expires or the
+    /// client is revoked.
     pub(crate) fn mint(
         &mut self,
         req: &Request<'_>,
@@ -172,12 +199,15 @@ impl State {
         let lifetime = ttl.as_secs();
         let iat = unix_now();
         let oid = guid_of(&format!("sp:{client_id}"));
+        let service = service_of(audience);
+        let of_service = |r: &str| (r == GRAPH_HUNTING_ROLE) == (service == Service::Graph);
         let roles: Vec<&str> = KNOWN_ROLES
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.roles_mask & (1 << i) != 0)
+            .filter(|(i, r)| self.roles_mask & (1 << i) != 0 && of_service(r))
             .map(|(_, r)| *r)
             .collect();
+        let mask = roles.iter().fold(0, |m, r| m | crate::sim::state::role_bit(r));
         let mut claims = json!({
             "aud": audience,
             "iss": issuer,
@@ -213,8 +243,9 @@ impl State {
                 principal,
                 // Every login attributes its request to the tenant it mints for.
                 tenant: self.serving.unwrap_or(0),
-                roles: self.roles_mask,
+                roles: mask,
                 expires: now + ttl,
+                service,
             },
         );
         self.count(|s| s.tokens_issued += 1);
@@ -240,8 +271,13 @@ mod tests {
                 Ok(id)
             );
         }
+        for (id, _) in GRAPH_AUDIENCES {
+            assert_eq!(audience_of_scope(&format!("{id}/.default")).as_deref(), Ok(id));
+            assert_eq!(service_of(id), Service::Graph);
+        }
+        assert_eq!(service_of("https://api.securitycenter.microsoft.com"), Service::Mde);
         assert_eq!(
-            audience_of_scope("https://graph.microsoft.com/.default"),
+            audience_of_scope("https://management.azure.com/.default"),
             Err(ScopeProblem::Invalid)
         );
         assert_eq!(
@@ -251,6 +287,6 @@ mod tests {
             Err(ScopeProblem::Invalid)
         );
         assert_eq!(audience_of_scope(""), Err(ScopeProblem::Invalid));
-        assert_eq!(audience_of_resource("https://graph.microsoft.com"), None);
+        assert_eq!(audience_of_resource("https://vault.azure.net"), None);
     }
 }

@@ -15,6 +15,7 @@
 //! - [`lists`]: `machines` and `machineactions`, listed and looked up.
 //! - [`machines`]: the rest of the machine family: look-ups by IP, tag and
 //!   file, tags, log-on users, investigations and package links.
+//! - [`graph`]: Microsoft Graph's `runHuntingQuery`, on the Graph listener.
 //! - [`admin`]: the `/_sim` hooks.
 //!
 //! Injected faults are drawn by [`super::faults`]. Nothing here does I/O;
@@ -32,6 +33,7 @@ mod admin;
 mod assertion;
 mod auth;
 mod discovery;
+mod graph;
 mod identity;
 mod lists;
 mod machines;
@@ -172,6 +174,19 @@ impl State {
     /// Answers one request at `now` (taken under the lock, so calls are
     /// counted in the order they are served).
     pub(crate) fn handle(&mut self, req: &Request<'_>, now: Instant) -> Reply {
+        if req.service == crate::sim::config::Service::Graph {
+            // Graph, like the API, serves the tenant of the bearer token.
+            self.serving = if self.multi_tenant() {
+                req.authorization
+                    .and_then(auth::bearer)
+                    .and_then(|b| self.tokens.get(b))
+                    .map(|t| t.tenant)
+            } else {
+                Some(0)
+            };
+            self.count(|s| s.requests += 1);
+            return self.graph(req, now);
+        }
         let route = route(req.method, req.path);
         if route == Route::Admin {
             return self.admin(req, now);
@@ -302,6 +317,9 @@ impl State {
             (Api::GetPackageUri, _) => self.package_uri(&id, req, now),
             // Action calls always carry their parsed body (built above).
             (Api::Action(_), None) => Reply::error(500, "InternalServerError", "unreachable"),
+            // Graph's API is served on the Graph listener; `route` never
+            // yields it here.
+            (Api::HuntingQuery, _) => Reply::error(404, "NotFound", "Not an MDE API"),
         };
         match reply.status {
             400 => self.count(|s| s.bad_request += 1),

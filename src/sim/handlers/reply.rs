@@ -9,9 +9,10 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::api::model::{ErrorEnvelope, new_guid};
+use crate::api::model::{ErrorEnvelope, GraphErrorEnvelope, new_guid};
 use crate::api::odata::decode_form;
 use crate::api::time::format_utc;
+use crate::sim::config::Service;
 
 /// `Content-Type` of OData replies, as the service sends it.
 pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
@@ -39,6 +40,8 @@ pub(crate) struct Request<'a> {
     /// Every header, for the few endpoints that demand one of their own
     /// (`Metadata: true`, `X-IDENTITY-HEADER`).
     pub(crate) headers: &'a HeaderMap,
+    /// Which listener it came to: the MDE API and login, or Graph.
+    pub(crate) service: Service,
 }
 
 impl Request<'_> {
@@ -114,6 +117,17 @@ impl Reply {
             www_authenticate: None,
             drop: None,
         }
+    }
+
+    /// An error in Microsoft Graph's envelope (`code`, `message`,
+    /// `innerError` with the date and a fresh request id).
+    pub(crate) fn graph_error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+        let now = format_utc(SystemTime::now());
+        // Graph dates its errors to the second: `2026-12-02T00:35:25`.
+        let date = now.get(..19).unwrap_or(&now).to_string();
+        let body = serde_json::to_string(&GraphErrorEnvelope::new(code, message, date))
+            .unwrap_or_else(|_| String::from("{}"));
+        Reply::json(status, body, PLAIN_JSON)
     }
 
     /// An error in the API's envelope, with a fresh `target`.
