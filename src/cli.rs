@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_sha1};
@@ -130,6 +130,8 @@ pub enum Command {
     Status(Box<StatusArgs>),
     /// Undo what an earlier run did: release isolations, lift restrictions, cancel actions still pending.
     Undo(Box<UndoArgs>),
+    /// Carry out exactly a plan written by `run --dry-run`, once its digest is confirmed and every row still hits the machine the plan names.
+    Apply(Box<ApplyArgs>),
     /// List the tenant's devices with their containment now (isolated, restricted), from each one's latest completed actions; the output is a valid run input.
     Devices(Box<DevicesArgs>),
     /// Check the login: which method, tenant, identity, audience, expiry and permissions a token has.
@@ -161,7 +163,7 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_long_help = MAN_AFTER_HELP)]
 pub struct ManArgs {
-    /// A subcommand (run, status, undo, simulate, auth, completions, man); default: mdebulk itself.
+    /// A subcommand (run, apply, status, undo, devices, simulate, auth, completions, man); default: mdebulk itself.
     pub subcommand: Option<String>,
 }
 
@@ -286,7 +288,7 @@ pub struct RunArgs {
     /// Replay only rows of a results file with these statuses (e.g. error,rejected).
     #[arg(long, value_delimiter = ',', value_name = "STATUS,...", help_heading = "Input")]
     pub only: Option<Vec<Status>>,
-    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration; send no action.
+    /// Validate, resolve device names, check that machine ids exist, pending actions and OS support, write `planned` rows to the plan (NAME.plan.csv) with the estimated duration and its digest for `mdebulk apply`; send no action.
     #[arg(long, help_heading = "Safety")]
     pub dry_run: bool,
     /// When a device name (or aadDeviceId, IP) matches several machines, as re-imaged devices do: `latest` takes the most recently seen instead of recording the row `ambiguous`.
@@ -304,6 +306,15 @@ pub struct RunArgs {
     /// Rows whose device is already in the asked state (isolated, released, restricted, unrestricted), by its latest completed actions, become already_done and are not sent (one paged GET machineactions listing).
     #[arg(long, help_heading = "Safety")]
     pub skip_satisfied: bool,
+    /// The protected-devices policy: devices to never isolate, restrict, offboard or stop-and-quarantine on (TOML: machine_ids, names, tags, groups, os_platforms, device_values, actions). A run with protected rows is refused before any action call.
+    #[arg(long, value_name = "FILE", env = "MDEBULK_PROTECT", help_heading = "Safety")]
+    pub protect: Option<PathBuf>,
+    /// With --protect: record protected rows as `protected` and send the rest, instead of refusing the run.
+    #[arg(long, help_heading = "Safety")]
+    pub skip_protected: bool,
+    /// With --dry-run: who makes the plan, recorded beside it and covered by its digest (default: the OS user).
+    #[arg(long, value_name = "NAME", requires = "dry_run", help_heading = "Safety")]
+    pub planner: Option<String>,
     /// Stop gracefully after this long (resumable, exit 75).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
     pub max_runtime: Option<Duration>,
@@ -318,8 +329,8 @@ pub struct RunArgs {
     pub notify: NotifyArgs,
 }
 
-/// `--notify`: the end-of-command webhook (`run`, `status`, `undo`).
-#[derive(Debug, Args)]
+/// `--notify`: the end-of-command webhook (`run`, `apply`, `status`, `undo`).
+#[derive(Debug, Clone, Args)]
 pub struct NotifyArgs {
     /// POST one summary message ({"text": ...}, as Slack and Teams incoming webhooks take) to this webhook URL when the command ends; retried a few times, never changes the exit code. The URL is a secret: prefer the environment variable.
     #[arg(
@@ -332,9 +343,79 @@ pub struct NotifyArgs {
     pub notify: Option<String>,
 }
 
+/// `mdebulk apply`.
+#[derive(Debug, Args)]
+#[command(after_long_help = APPLY_AFTER_HELP)]
+pub struct ApplyArgs {
+    /// The plan written by `run --dry-run` (NAME.plan.csv), with its record beside it (NAME.plan.csv.params.json).
+    pub plan: PathBuf,
+    /// The plan's digest, all 64 hex digits, as the dry run printed it: the plan is refused if it (or its record) changed since.
+    #[arg(long, value_name = "SHA256", help_heading = "Safety")]
+    pub digest: String,
+    /// Who approves the plan, recorded in each action's comment and the journal (default: the OS user).
+    #[arg(long, value_name = "NAME", help_heading = "Safety")]
+    pub approver: Option<String>,
+    /// Results file (.csv or .jsonl). Default: the plan's input name with .results.csv, beside the plan.
+    #[arg(short, long, help_heading = "Output")]
+    pub output: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000), help_heading = "Pacing")]
+    pub concurrency: u16,
+    /// API location, credentials, pacing and retries.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// `--wait` and its knobs.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Confirm irreversible actions (offboard) without asking.
+    #[arg(long, short = 'y', help_heading = "Safety")]
+    pub yes: bool,
+    /// Replace an existing results file and start over.
+    #[arg(long, conflicts_with = "resume", help_heading = "Safety")]
+    pub force: bool,
+    /// Continue an interrupted apply on the same results file: never resend a row already sent.
+    #[arg(long, help_heading = "Safety")]
+    pub resume: bool,
+    /// Refuse more rows than this that isolate, restrict or offboard, unless --allow-large.
+    #[arg(long, value_name = "N", default_value_t = crate::run::DEFAULT_MAX_DEVICES, help_heading = "Safety")]
+    pub max_devices: u64,
+    /// Refuse more such rows than this percentage of the tenant's active devices, unless --allow-large.
+    #[arg(long, value_name = "P", value_parser = parse_percent, help_heading = "Safety")]
+    pub max_percent: Option<f64>,
+    /// Go on above --max-devices or --max-percent (on a terminal, after typing the count back).
+    #[arg(long, help_heading = "Safety")]
+    pub allow_large: bool,
+    /// The protected-devices policy, checked again at apply time (as for run).
+    #[arg(long, value_name = "FILE", env = "MDEBULK_PROTECT", help_heading = "Safety")]
+    pub protect: Option<PathBuf>,
+    /// With --protect: record protected rows as `protected` and send the rest, instead of refusing.
+    #[arg(long, help_heading = "Safety")]
+    pub skip_protected: bool,
+    /// Stop gracefully after this long (resumable, exit 75).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, help_heading = "Pacing")]
+    pub max_runtime: Option<Duration>,
+    /// No progress bar.
+    #[arg(long, help_heading = "Output")]
+    pub no_progress: bool,
+    /// After the actions are sent, add this device tag to every device the apply acted on (as for run).
+    #[arg(long, value_name = "TAG", help_heading = "Output")]
+    pub tag_result: Option<String>,
+    /// `--notify`.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+const APPLY_AFTER_HELP: &str = "\
+One person plans, another approves and applies:
+  mdebulk run hosts.csv --action isolate --comment IR-7 --dry-run --planner alice
+  mdebulk apply hosts.plan.csv --digest 3f9a...e1 --approver bob
+Only the plan's `planned` rows are sent, with the plan's parameters; the
+digest, planner and approver lead each action's comment. Exit codes as for
+run; 2 when the digest differs or a row would now hit another machine.";
+
 /// The API flags every command that calls the API shares: where it is,
 /// how to pace and retry calls. Credentials come from the environment.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Quota per API as N/DURATION, repeatable; `none` disables pacing.
     #[arg(long = "limit", value_name = "N/DURATION", default_values_t = ["100/60s".to_string(), "1500/3600s".to_string()], help_heading = "Pacing")]
@@ -375,7 +456,7 @@ pub struct ApiArgs {
 }
 
 /// How to log in: the method and the few settings that are not secrets.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LoginArgs {
     /// How to log in; default: chosen from the environment (README, "Logging in").
     #[arg(
@@ -470,7 +551,7 @@ impl ApiArgs {
 }
 
 /// `--wait` and its knobs (`run` and `status`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
     /// Wait for the actions to finish and record their final status (succeeded, failed, timed_out, cancelled).
     #[arg(long, help_heading = "Waiting")]
@@ -626,14 +707,15 @@ Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (never for loopback), or --proxy;
 a TLS-inspecting proxy's CA: --ca-cert FILE or SSL_CERT_FILE.
 
 Exit codes: 0 every row ok; 1 some rows failed, or --tag-result could not
-tag some devices; 2 usage, input or auth error (nothing sent); 75 stopped by
---max-runtime (resumable); 130 interrupted (resumable). --notify never
-changes the exit code.
+tag some devices; 2 usage, input or auth error, or rows on protected devices
+(nothing sent); 75 stopped by --max-runtime (resumable); 130 interrupted
+(resumable). --notify never changes the exit code.
 
 Examples:
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --dry-run
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --wait
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --resume
+  mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --protect protect.toml
   mdebulk run hosts.csv --action isolate --comment \"IR-42 contain\" --tag-result \"IR-42 isolated\"
   mdebulk run devices.txt --action scan --scan-type quick --comment \"IR-42\"
   mdebulk run hosts.xlsx --sheet Servers --action collect-investigation-package --comment IR-42
@@ -787,6 +869,14 @@ pub fn run_config(
         command_line: std::env::args().collect(),
         api: String::new(),
         tenant: String::new(),
+        protect: protect_policy(args.protect.as_deref())?,
+        skip_protected: args.skip_protected,
+        // Only a plan records its planner.
+        planner: match args.dry_run {
+            true => person("--planner", args.planner.as_deref(), env)?,
+            false => String::new(),
+        },
+        approval: None,
     };
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
@@ -810,6 +900,170 @@ pub fn run_config(
     };
     let config = RunConfig { api, tenant, ..config };
     Ok((config, endpoint))
+}
+
+/// Turns `apply` flags, the plan's record and the environment into the
+/// configuration of an ordinary run of the plan: its `planned` rows, with
+/// the parameters the plan was made with. Refuses a digest that is not the
+/// plan's, a plan or record changed since, and an API or tenant other than
+/// the plan's.
+pub fn apply_config(
+    args: &ApplyArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(RunConfig, Endpoint)> {
+    use crate::run::approval;
+    let given = args.digest.trim().to_ascii_lowercase();
+    if given.len() != 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "--digest {}: the plan's digest is 64 hex digits, as the dry run printed it (the short form in comments only names it)",
+            crate::text::quote(&args.digest)
+        );
+    }
+    let record = approval::read_record(&args.plan)?;
+    let bytes = std::fs::read(&args.plan)
+        .with_context(|| format!("reading the plan {}", args.plan.display()))?;
+    let now = approval::digest(&record.params, &record.planner, &record.columns, &bytes);
+    if now != record.digest {
+        bail!(
+            "{}: the plan or its record changed since the dry run made it (its digest is now {now}, the record says {}); nothing was sent. Make the plan again and have it approved",
+            args.plan.display(),
+            record.digest
+        );
+    }
+    if given != record.digest {
+        bail!(
+            "{}: --digest {given} is not this plan's digest ({}); nothing was sent. Check that this is the plan that was approved",
+            args.plan.display(),
+            record.digest
+        );
+    }
+    if record.params.api == SIMULATED {
+        bail!(
+            "{}: planned against `run --simulate`, whose in-process simulator stopped with it; plan against `mdebulk simulate` (README, \"Rehearsing\")",
+            args.plan.display()
+        );
+    }
+    let p = &record.params;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let run_args = RunArgs {
+        input: Some(args.plan.display().to_string()),
+        tag: None,
+        tag_prefix: false,
+        has_file: None,
+        query: None,
+        query_file: None,
+        graph_url: None,
+        output: args.output.clone(),
+        input_format: None,
+        encoding: None,
+        columns: record
+            .columns
+            .assigned
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}", approval::record_path(&args.plan).display()))?,
+        ignore_columns: record.columns.ignored.clone(),
+        sheet: None,
+        action: opt(&p.action),
+        comment: opt(&p.comment),
+        isolation_type: opt(&p.isolation_type),
+        sha1: opt(&p.sha1),
+        scan_type: opt(&p.scan_type),
+        concurrency: args.concurrency,
+        api: args.api.clone(),
+        wait: args.wait.clone(),
+        simulate: false,
+        yes: args.yes,
+        skip_invalid: false,
+        force: args.force,
+        resume: args.resume,
+        only: Some(vec![Status::Planned]),
+        dry_run: false,
+        pick: None,
+        max_devices: args.max_devices,
+        max_percent: args.max_percent,
+        allow_large: args.allow_large,
+        skip_satisfied: false,
+        protect: args.protect.clone(),
+        skip_protected: args.skip_protected,
+        planner: None,
+        max_runtime: args.max_runtime,
+        no_progress: args.no_progress,
+        tag_result: args.tag_result.clone(),
+        notify: args.notify.clone(),
+    };
+    let (mut config, endpoint) = run_config(&run_args, env)?;
+    if let ResultsTarget::Stdout = config.results {
+        bail!("apply writes a results file (-o FILE), not standard output: it keeps a journal");
+    }
+    let here = crate::run::identity::RunParams::new(
+        &config.defaults,
+        &config.api,
+        &config.tenant,
+        String::new(),
+    );
+    let mut differ = Vec::new();
+    if here.api != p.api {
+        differ.push(format!("the API (--api-url): the plan {:?}, now {:?}", p.api, here.api));
+    }
+    if !here.tenant.is_empty() && !p.tenant.is_empty() && here.tenant != p.tenant {
+        differ.push(format!(
+            "the tenant (AZURE_TENANT_ID): the plan {:?}, now {:?}",
+            p.tenant, here.tenant
+        ));
+    }
+    if !differ.is_empty() {
+        bail!(
+            "{}: this invocation's parameters differ from the plan's; nothing was sent: {}",
+            args.plan.display(),
+            differ.join("; ")
+        );
+    }
+    config.approval = Some(approval::Approval {
+        digest: record.digest,
+        planner: record.planner,
+        approver: person("--approver", args.approver.as_deref(), env)?,
+    });
+    Ok((config, endpoint))
+}
+
+/// `--protect FILE` (or `MDEBULK_PROTECT`), read and checked now: a policy
+/// that cannot be used stops the run before anything else.
+pub fn protect_policy(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::run::protect::Policy>>> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else { return Ok(None) };
+    Ok(Some(std::sync::Arc::new(crate::run::protect::Policy::load(path)?)))
+}
+
+/// A planner's or approver's name as given (`flag`), or the OS user
+/// (`USER`, `USERNAME`); checked to be short, printable text, because it
+/// goes into every action's comment.
+pub fn person(
+    flag: &str,
+    given: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    let name = match given {
+        Some(n) => n.trim().to_string(),
+        None => env("USER")
+            .or_else(|| env("USERNAME"))
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "unknown".to_string()),
+    };
+    let max = crate::run::approval::MAX_PERSON_CHARS;
+    if name.is_empty() {
+        bail!("{flag} must not be empty");
+    }
+    if name.chars().count() > max || name.chars().any(|c| c.is_control() || c == '[' || c == ']') {
+        bail!(
+            "{flag} {}: a name of at most {max} characters, without control characters or brackets (it goes into each action's comment)",
+            crate::text::quote(&name)
+        );
+    }
+    Ok(name)
 }
 
 /// `--max-percent`: a number above 0 and at most 100.
@@ -1752,6 +2006,18 @@ mod tests {
         let args = parse(&["in.csv", "--login-url", "http://127.0.0.1:1"]);
         let c = client_config(&args.api, &env, Duration::from_secs(5)).unwrap();
         assert_eq!(c.login_base, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn planners_and_approvers_default_to_the_os_user_and_are_short_printable_names() {
+        let env = |k: &str| (k == "USERNAME").then(|| "CONTOSO\\alice".to_string());
+        assert_eq!(person("--planner", None, &env).unwrap(), "CONTOSO\\alice");
+        assert_eq!(person("--planner", Some(" bob "), &env).unwrap(), "bob");
+        assert_eq!(person("--approver", None, &|_| None).unwrap(), "unknown");
+        for bad in ["", "a]b", "x\u{1b}[31m", &"n".repeat(65)] {
+            let e = person("--approver", Some(bad), &env).unwrap_err().to_string();
+            assert!(e.starts_with("--approver"), "{e}");
+        }
     }
 
     #[test]

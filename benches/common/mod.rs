@@ -174,6 +174,10 @@ pub fn run_config(
         command_line: Vec::new(),
         api: "bench".to_string(),
         tenant: "bench".to_string(),
+        protect: None,
+        skip_protected: false,
+        planner: String::new(),
+        approval: None,
     }
 }
 

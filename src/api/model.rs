@@ -171,11 +171,30 @@ pub struct MachineSummary {
     /// Matched against IP addresses.
     #[serde(default)]
     pub last_ip_address: Option<String>,
+    /// Matched against a protected-devices policy's `tags`.
+    #[serde(default)]
+    pub machine_tags: Option<Vec<String>>,
+    /// Matched against a protected-devices policy's `groups`.
+    #[serde(default)]
+    pub rbac_group_name: Option<String>,
+    /// Matched against a protected-devices policy's `device_values`.
+    #[serde(default)]
+    pub device_value: Option<String>,
 }
 
 impl From<Machine> for MachineSummary {
     fn from(m: Machine) -> Self {
+        let text = |key: &str| m.extra.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let machine_tags = m
+            .extra
+            .get("machineTags")
+            .and_then(|v| v.as_array())
+            .map(|tags| tags.iter().filter_map(|t| t.as_str().map(str::to_string)).collect());
+        let (rbac_group_name, device_value) = (text("rbacGroupName"), text("deviceValue"));
         MachineSummary {
+            machine_tags,
+            rbac_group_name,
+            device_value,
             id: m.id,
             computer_dns_name: m.computer_dns_name,
             last_seen: m.last_seen,

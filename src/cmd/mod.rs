@@ -4,6 +4,7 @@
 //! them and maps the outcome to an exit code.
 //!
 //! - [`run`]: `mdebulk run` (and its in-process simulator).
+//! - [`apply`]: `mdebulk apply`, an approved plan carried out.
 //! - [`status`]: `mdebulk status`.
 //! - [`undo`]: `mdebulk undo`.
 //! - [`devices`]: `mdebulk devices`.
@@ -14,6 +15,7 @@
 //! - [`shared`]: what every command does at the edge: connect, print the
 //!   summary, say how to continue.
 
+mod apply;
 mod auth;
 mod completions;
 mod devices;
@@ -41,6 +43,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Simulate(args) => simulate::simulate(*args).await,
         Command::Status(args) => status::status(&args, &env, json).await,
         Command::Undo(args) => undo::undo(&args, &env, json).await,
+        Command::Apply(args) => apply::apply(&args, &env, json).await,
         Command::Devices(args) => devices::devices(&args, &env, json).await,
         Command::Auth(crate::cli::AuthCommand::Check(args)) => auth::check(&args, &env).await,
         Command::Completions(args) => completions::completions(&args),

@@ -43,6 +43,10 @@ pub enum Status {
     Submitted,
     /// The same action was already pending or in progress on the device.
     AlreadyPending,
+    /// The protected-devices policy (`--protect`) guards the row's action
+    /// and protects its device: never sent. A refusal by policy, not a
+    /// failure of the API.
+    Protected,
     /// `--skip-satisfied`: the device is already in the state the row asks
     /// for (isolated, released, restricted, unrestricted), as its latest
     /// completed action says; nothing was sent. `action_id` is that action.
@@ -89,10 +93,11 @@ pub enum Status {
 
 impl Status {
     /// Every status, in documentation order.
-    pub const ALL: [Status; 20] = [
+    pub const ALL: [Status; 21] = [
         Status::Planned,
         Status::Submitted,
         Status::AlreadyPending,
+        Status::Protected,
         Status::AlreadyDone,
         Status::NotFound,
         Status::Ambiguous,
@@ -118,6 +123,7 @@ impl Status {
             Status::Planned => "planned",
             Status::Submitted => "submitted",
             Status::AlreadyPending => "already_pending",
+            Status::Protected => "protected",
             Status::AlreadyDone => "already_done",
             Status::NotFound => "not_found",
             Status::Ambiguous => "ambiguous",

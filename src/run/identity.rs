@@ -113,6 +113,15 @@ pub struct RunParams {
     pub api: String,
     /// The tenant the credentials act in.
     pub tenant: String,
+    /// `apply`: the digest of the plan applied (empty: not an apply).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_digest: String,
+    /// `apply`: who made the plan.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub planner: String,
+    /// `apply`: who approved it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub approver: String,
 }
 
 /// The journal format [`RunParams::version`] names.
@@ -134,13 +143,16 @@ impl RunParams {
             scan_type: defaults.scan_type.map(|t| t.api_name().to_string()).unwrap_or_default(),
             api: api.trim_end_matches('/').to_ascii_lowercase(),
             tenant: tenant.to_ascii_lowercase(),
+            plan_digest: String::new(),
+            planner: String::new(),
+            approver: String::new(),
         }
     }
 
     /// What differs between the journal's parameters (`self`) and this
     /// invocation's: the flag (or setting), the journal's value, the new one.
     pub fn differences(&self, now: &RunParams) -> Vec<(&'static str, String, String)> {
-        let fields: [(&'static str, &String, &String); 7] = [
+        let fields: [(&'static str, &String, &String); 8] = [
             ("--action", &self.action, &now.action),
             ("--comment", &self.comment, &now.comment),
             ("--isolation-type", &self.isolation_type, &now.isolation_type),
@@ -148,6 +160,7 @@ impl RunParams {
             ("--scan-type", &self.scan_type, &now.scan_type),
             ("--api-url", &self.api, &now.api),
             ("the tenant (AZURE_TENANT_ID)", &self.tenant, &now.tenant),
+            ("the plan applied (--digest)", &self.plan_digest, &now.plan_digest),
         ];
         fields
             .into_iter()

@@ -18,6 +18,7 @@
 //! Beside a run: [`status`] follows the actions of an earlier results file,
 //! and [`undo`] reverses what an earlier run did.
 
+pub mod approval;
 pub(crate) mod call;
 pub(crate) mod devices;
 pub mod identity;
@@ -25,6 +26,7 @@ pub mod journal;
 pub mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod progress;
+pub mod protect;
 pub(crate) mod resolve;
 pub mod rewrite;
 pub(crate) mod status;
@@ -139,6 +141,17 @@ pub struct RunConfig {
     /// The tenant the credentials act in (empty when unknown, as with a
     /// ready token): part of the run's identity too.
     pub tenant: String,
+    /// The protected-devices policy (`--protect`, `MDEBULK_PROTECT`).
+    pub protect: Option<std::sync::Arc<protect::Policy>>,
+    /// `--skip-protected`: protected rows are recorded `protected` and the
+    /// rest is sent, instead of refusing the run.
+    pub skip_protected: bool,
+    /// Who makes a dry run's plan (`--planner`): recorded beside the plan
+    /// and covered by its digest.
+    pub planner: String,
+    /// `mdebulk apply`: the approved plan this run carries out; every row
+    /// must still hit the machine the plan names.
+    pub approval: Option<approval::Approval>,
 }
 
 /// Where a run's devices come from when it has no input file.
@@ -248,6 +261,16 @@ pub enum RunError {
     /// More devices than the blast-radius cap, without `--allow-large`.
     #[error("{0}")]
     TooLarge(String),
+    /// Rows would act on devices the protected-devices policy protects.
+    #[error("{0}")]
+    Protected(String),
+    /// `apply`: the tenant's answer changed what rows of the plan would
+    /// hit, or the plan cannot be carried out as approved.
+    #[error("{0}")]
+    PlanChanged(String),
+    /// The plan's record could not be written or read.
+    #[error(transparent)]
+    Plan(#[from] approval::PlanError),
     /// Offboarding needs confirmation.
     #[error("{0}")]
     NotConfirmed(String),
@@ -312,6 +335,9 @@ impl RunError {
             RunError::Hunting(_) => "hunting_query",
             RunError::QueryResult(_) => "query_result",
             RunError::TooLarge(_) => "too_large",
+            RunError::Protected(_) => "protected",
+            RunError::PlanChanged(_) => "plan_changed",
+            RunError::Plan(_) => "plan",
         }
     }
 }

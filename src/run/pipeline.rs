@@ -112,11 +112,35 @@ pub async fn run<T: Transport>(
         tracing::info!(actions, "--skip-satisfied: containment read");
         prepared.satisfied = Some(states);
     }
+    let (prepared, earlier) = match refuse_rows(config, &input, prepared, earlier).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            abandon(config, setup).await;
+            return Err(e);
+        }
+    };
     let executed =
         execute(config, &setup, input, &survey, prepared, earlier, &mut summary, started).await?;
     tag_results(config, &setup, &executed, earlier_tags, &mut summary).await?;
     wait_for_outcomes(config, &setup, executed.open, &mut summary).await?;
     finish(setup, executed.results_whole, &mut summary).await?;
+    // A plan a stop cut short is not one to approve: no record, no digest.
+    if config.dry_run
+        && let Some(plan) = &summary.results
+        && executed.results_whole
+        && !stop.is_set()
+    {
+        let params = run_params(config);
+        let plan = plan.clone();
+        let planner = config.planner.clone();
+        let columns = super::approval::PlanColumns::of(&config.input.columns);
+        let record = super::blocking(move || {
+            super::approval::write_record(&plan, params, &planner, columns)
+        })
+        .await?;
+        summary.plan_digest = Some(record.digest);
+    }
+    summary.approval = config.approval.clone();
     summary.stamp(started, &stop);
     Ok(summary)
 }
@@ -153,9 +177,14 @@ async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunErr
     let input = Arc::new(Input::open(&config.input)?);
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
-        let check_ids = config.dry_run;
-        super::blocking(move || survey_checking(&input, &defaults, only.as_deref(), check_ids))
-            .await?
+        // A dry run's plan, and an apply of one, know every id is in the
+        // tenant before anything is sent.
+        let seed = resolve::Lookups {
+            check_ids: config.dry_run || config.approval.is_some(),
+            protect: config.protect.clone(),
+            ..resolve::Lookups::default()
+        };
+        super::blocking(move || survey_checking(&input, &defaults, only.as_deref(), seed)).await?
     };
     if !survey.problems.is_empty() && !config.skip_invalid {
         return Err(RunError::InvalidRows {
@@ -650,12 +679,7 @@ async fn check_params(
     journal: &Journal,
     recovered: &Recovered,
 ) -> Result<(), RunError> {
-    let now = RunParams::new(
-        &config.defaults,
-        &config.api,
-        &config.tenant,
-        format_utc(SystemTime::now()),
-    );
+    let now = run_params(config);
     match &recovered.params {
         Some(earlier) => {
             let changes = earlier.differences(&now);
@@ -682,6 +706,188 @@ struct InDoubtSettled {
     /// Rows still in doubt because a stop came before their look-up: they
     /// must not be sent, and stay in doubt in the journal.
     unsettled: HashSet<RowKey>,
+}
+
+/// The run's parameters as its journal (and a dry run's plan record)
+/// keeps them, with the approval of an applied plan.
+fn run_params(config: &RunConfig) -> RunParams {
+    let mut params = RunParams::new(
+        &config.defaults,
+        &config.api,
+        &config.tenant,
+        format_utc(SystemTime::now()),
+    );
+    if let Some(a) = &config.approval {
+        params.plan_digest = a.digest.clone();
+        params.planner = a.planner.clone();
+        params.approver = a.approver.clone();
+    }
+    params
+}
+
+/// Rows named in a refusal at most; the rest are counted.
+const MAX_ROWS_NAMED: usize = 50;
+
+/// Before any action call, with the look-ups done: refuses a run with rows
+/// on devices the protected-devices policy protects (unless
+/// `--skip-protected`, or a dry run, which record them `protected`), and
+/// an `apply` whose rows would no longer hit the machines its plan names
+/// (a machine gone, renamed, a name now resolving elsewhere) or whose
+/// comment with the approval prefix would pass the comment cap. Reads the
+/// input once more only when there is something to check; hands the
+/// look-ups and the earlier rows back for execution.
+async fn refuse_rows(
+    config: &RunConfig,
+    input: &Arc<Input>,
+    prepared: Prepared,
+    earlier: EarlierRows,
+) -> Result<(Prepared, EarlierRows), RunError> {
+    let protected =
+        !prepared.found.protected.is_empty() && !config.dry_run && !config.skip_protected;
+    if !protected && config.approval.is_none() {
+        return Ok((prepared, earlier));
+    }
+    let (input, owned) = (input.clone(), config.clone());
+    let (prepared, earlier, refused) = super::blocking(move || {
+        let refused = scan_refusals(&owned, &input, &prepared, &earlier.rows, protected);
+        refused.map(|r| (prepared, earlier, r))
+    })
+    .await?;
+    let Refusals { protected: on_protected, changed, total_protected, total_changed } = refused;
+    let list = |rows: &[String], total: usize| {
+        let mut text: String = rows.iter().map(|r| format!("\n  {r}")).collect();
+        if total > rows.len() {
+            text.push_str(&format!("\n  ... and {} more", total - rows.len()));
+        }
+        text
+    };
+    if total_protected > 0 {
+        let policy =
+            config.protect.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
+        return Err(RunError::Protected(format!(
+            "{total_protected} row(s) would act on devices the protected-devices policy {policy} protects; nothing was sent:{}\nRemove them from the input, or add --skip-protected to record them as `protected` and send the rest (--dry-run shows them in the plan)",
+            list(&on_protected, total_protected)
+        )));
+    }
+    if total_changed > 0 {
+        return Err(RunError::PlanChanged(format!(
+            "{total_changed} row(s) of the plan would not be carried out as approved; nothing was sent:{}\nThe tenant changed since the plan was made: make a new plan with `run --dry-run` and have it approved again",
+            list(&changed, total_changed)
+        )));
+    }
+    Ok((prepared, earlier))
+}
+
+/// What [`scan_refusals`] found: the rows named, and how many in all.
+#[derive(Default)]
+struct Refusals {
+    protected: Vec<String>,
+    changed: Vec<String>,
+    total_protected: usize,
+    total_changed: usize,
+}
+
+/// The pass of [`refuse_rows`] over the input (on a blocking thread): the
+/// same decisions the reader makes, without settling anything.
+fn scan_refusals(
+    config: &RunConfig,
+    input: &Input,
+    prepared: &Prepared,
+    earlier: &Earlier,
+    protected: bool,
+) -> Result<Refusals, RunError> {
+    let mut out = Refusals::default();
+    let columns = input.columns();
+    let push = |list: &mut Vec<String>, total: &mut usize, text: String| {
+        *total += 1;
+        if list.len() < MAX_ROWS_NAMED {
+            list.push(text);
+        }
+    };
+    for record in input.records()? {
+        let record = record?;
+        let Ok(plan) = plan_row(&record, columns, &config.defaults) else { continue };
+        if !selected(plan.previous_status, config.only.as_deref()) {
+            continue;
+        }
+        let key = RowKey::of(&plan);
+        if earlier.rows.contains_key(&key) {
+            continue;
+        }
+        let device = crate::text::quote(&plan.target.to_string()).to_string();
+        let at = format!("line {}: {} {device}", plan.line, plan.action.cli_name());
+        let (machine_id, machine) = match prepared.target(&plan) {
+            Ok(target) => target,
+            Err(row) => {
+                if config.approval.is_some() {
+                    push(
+                        &mut out.changed,
+                        &mut out.total_changed,
+                        format!("{at}: {}", row.error_message),
+                    );
+                }
+                continue;
+            }
+        };
+        if earlier.by_machine.contains_key(&key.on_machine(&machine_id)) {
+            continue;
+        }
+        let settled = prepared.check(&plan, &machine_id, machine);
+        if let Some(row) = &settled
+            && row.status == Some(Status::Protected)
+            && protected
+        {
+            push(
+                &mut out.protected,
+                &mut out.total_protected,
+                format!("{at}: {}", row.error_message),
+            );
+            continue;
+        }
+        let Some(approval) = &config.approval else { continue };
+        let planned = plan.previous.as_ref().map(|p| p.machine_id.as_str()).unwrap_or_default();
+        let why = match &settled {
+            Some(row)
+                if row.status == Some(Status::NotFound) || row.error_code == "IdNameMismatch" =>
+            {
+                Some(row.error_message.clone())
+            }
+            _ if !planned.eq_ignore_ascii_case(&machine_id) => Some(format!(
+                "the plan acts on machine {planned:?}, the tenant now names {machine_id:?}"
+            )),
+            _ if approval.comment(&plan.comment).chars().count()
+                > crate::input::MAX_COMMENT_CHARS =>
+            {
+                Some(format!(
+                    "the comment with the approval prefix {:?} is longer than {} characters",
+                    approval.prefix(),
+                    crate::input::MAX_COMMENT_CHARS
+                ))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            push(&mut out.changed, &mut out.total_changed, format!("{at}: {why}"));
+        }
+    }
+    Ok(out)
+}
+
+/// A run refused after its set-up: closes its journal, and removes it when
+/// this invocation created it, so the corrected run starts afresh (a
+/// resumed run's journal is kept).
+async fn abandon<T: Transport>(config: &RunConfig, setup: Setup<T>) {
+    let Setup { ctx, journal, .. } = setup;
+    drop(ctx);
+    if let Some(j) = journal {
+        let path = j.path().to_path_buf();
+        if let Ok(j) = Arc::try_unwrap(j) {
+            j.close().await;
+        }
+        if config.existing != Existing::Resume {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// Settles the rows an earlier run left in doubt (see [`reconcile`]), each
@@ -1095,8 +1301,12 @@ impl Reader<'_> {
             row.status = Some(Status::Planned);
             return Item::Settled { seq, user, row, journal: None };
         }
+        let comment = match &self.config.approval {
+            Some(a) => a.comment(&plan.comment),
+            None => plan.comment,
+        };
         let body = ActionBody {
-            comment: plan.comment,
+            comment,
             isolation_type: plan.isolation_type,
             sha1: plan.sha1,
             scan_type: plan.scan_type,

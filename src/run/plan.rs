@@ -76,20 +76,21 @@ pub fn survey(
     defaults: &RowDefaults,
     only: Option<&[Status]>,
 ) -> Result<Survey, InputError> {
-    survey_checking(input, defaults, only, false)
+    survey_checking(input, defaults, only, Lookups::default())
 }
 
-/// [`survey`], and with `check_ids` every machine id is to be looked up
-/// too (a dry run: its plan says which ids are not in the tenant).
+/// [`survey`], with the look-ups seeded by `seed`: with `check_ids` every
+/// machine id is to be looked up too (a dry run: its plan says which ids
+/// are not in the tenant), with `protect` those of the rows its policy
+/// guards.
 pub fn survey_checking(
     input: &Input,
     defaults: &RowDefaults,
     only: Option<&[Status]>,
-    check_ids: bool,
+    seed: Lookups,
 ) -> Result<Survey, InputError> {
     input.check_columns(defaults)?;
-    let mut s = Survey::default();
-    s.lookups.check_ids = check_ids;
+    let mut s = Survey { lookups: seed, ..Survey::default() };
     let columns = input.columns();
     for record in input.records()? {
         let record: Record = record?;

@@ -47,6 +47,12 @@ pub struct Summary {
     pub heading: Option<&'static str>,
     /// The wait for final states (`--wait`, `status`), when there was one.
     pub waited: Option<WaitStats>,
+    /// The first few `protected` rows (line, action, machine), for the summary.
+    pub protected: Vec<String>,
+    /// A dry run's plan digest (its record is beside the plan).
+    pub plan_digest: Option<String>,
+    /// `apply`: the plan carried out, who made it and who approved it.
+    pub approval: Option<super::approval::Approval>,
     /// `--tag-result` (and its removal by `undo`), when asked for.
     pub tagged: Option<TagStats>,
 }
@@ -77,6 +83,9 @@ impl TagStats {
     }
 }
 
+/// `protected` rows the summary names at most.
+const PROTECTED_LISTED: usize = 5;
+
 impl Summary {
     /// An empty summary for a run writing to `results`.
     pub fn new(results: Option<PathBuf>, dry_run: bool) -> Summary {
@@ -99,6 +108,9 @@ impl Summary {
         }
         if row.status == Some(Status::Planned) {
             *self.planned.entry(row.action.clone()).or_default() += 1;
+        }
+        if row.status == Some(Status::Protected) && self.protected.len() < PROTECTED_LISTED {
+            self.protected.push(format!("line {}: {} {}", row.line, row.action, row.machine_id));
         }
     }
 
@@ -175,6 +187,20 @@ impl Summary {
             let per: Vec<String> = self.planned.iter().map(|(a, n)| format!("{a} {n}")).collect();
             let _ = writeln!(out, "  planned per action: {}", per.join(", "));
         }
+        let protected = self.get(Status::Protected);
+        if protected > 0 {
+            let more = protected.saturating_sub(self.protected.len() as u64);
+            let _ = writeln!(
+                out,
+                "  protected by policy, not sent: {}{}",
+                self.protected.join("; "),
+                if more > 0 { format!("; and {more} more") } else { String::new() }
+            );
+        }
+        if let Some(a) = &self.approval {
+            let _ =
+                writeln!(out, "  plan {} by {}, approved by {}", a.digest, a.planner, a.approver);
+        }
         if self.not_selected > 0 {
             let _ = writeln!(out, "  not selected by --only: {}", self.not_selected);
         }
@@ -207,6 +233,14 @@ impl Summary {
             None => {
                 let _ = writeln!(out, "  {label}: standard output");
             }
+        }
+        if let (Some(d), Some(p)) = (&self.plan_digest, &self.results) {
+            let _ = writeln!(out, "  plan digest: {d}");
+            let _ = writeln!(
+                out,
+                "  to carry out exactly this plan after approval: mdebulk apply {} --digest {d}",
+                p.display()
+            );
         }
         if self.dry_run && self.heading.is_none() {
             let _ = writeln!(
@@ -261,6 +295,17 @@ impl Summary {
         }
         if let Some(e) = self.estimate {
             out["estimate_seconds"] = e.as_secs_f64().into();
+        }
+        if !self.protected.is_empty() {
+            out["protected_rows"] = serde_json::json!(self.protected);
+        }
+        if let Some(d) = &self.plan_digest {
+            out["plan_digest"] = d.clone().into();
+        }
+        if let Some(a) = &self.approval {
+            out["plan"] = serde_json::json!({
+                "digest": a.digest, "planner": a.planner, "approver": a.approver
+            });
         }
         if let Some(w) = &self.waited {
             out["waited"] = serde_json::json!({

@@ -185,6 +185,7 @@ fn decide(row: &ResultRow, index: &Index) -> Step {
                 .into(),
         ),
         Status::Planned
+        | Status::Protected
         | Status::NotFound
         | Status::Ambiguous
         | Status::Rejected

@@ -172,6 +172,12 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         "the simulator's own",
     ),
     e(
+        "POST",
+        "/_sim/machines/{id}/name",
+        "rename a device: a JSON string, its new computerDnsName",
+        "the simulator's own",
+    ),
+    e(
         "GET",
         "/_sim/machines/{id}/tags",
         "a device's tags, set with POST (also /ips: its IP history, /files: the files it saw)",

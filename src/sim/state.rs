@@ -221,6 +221,11 @@ impl State {
         self.tenant().machine_by_id_or_name(key)
     }
 
+    /// Renames machine `i` of the tenant served (see [`Tenant::rename_machine`]).
+    pub(crate) fn rename_machine(&mut self, i: usize, name: String) {
+        self.tenant_mut().rename_machine(i, name);
+    }
+
     /// An action of the tenant served by id (case-insensitive).
     pub(crate) fn action_by_id(&self, id: &str) -> Option<usize> {
         self.tenant().action_by_id(id)

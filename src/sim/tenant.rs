@@ -250,6 +250,21 @@ impl Tenant {
         self.by_name.get(&key)?.iter().copied().max_by_key(|&i| (self.machines[i].last_seen, i))
     }
 
+    /// Renames machine `i` (`computerDnsName`), as a renamed or re-imaged
+    /// device shows up in the tenant: look-ups by name find it under the
+    /// new name only. Lowercased, as the service keeps its names.
+    pub(crate) fn rename_machine(&mut self, i: usize, name: String) {
+        let name = name.to_lowercase();
+        if let Some(old) = self.machines[i].machine.computer_dns_name.take()
+            && let Some(list) = self.by_name.get_mut(&old.to_ascii_lowercase())
+        {
+            list.retain(|&j| j != i);
+        }
+        self.by_name.entry(name.clone()).or_default().push(i);
+        self.machines[i].machine.computer_dns_name = Some(name);
+        self.machines[i].rerender();
+    }
+
     /// An action by id (case-insensitive).
     pub(crate) fn action_by_id(&self, id: &str) -> Option<usize> {
         self.action_by_id.get(&id.to_ascii_lowercase()).copied()

@@ -89,10 +89,14 @@ impl Prepared {
         machine: Option<&MachineRef>,
     ) -> Option<ResultRow> {
         let by_id = matches!(plan.target, Target::Id(_));
+        let guarded = self.protect.as_ref().is_some_and(|p| p.guards(plan.action));
         let absent_from_listing =
             self.found.fleet.as_ref().is_some_and(|f| !f.contains(&id_hash(machine_id)));
         let absent_from_os_lookup = self.os_known
-            && (plan.action.windows_only() || self.ids_checked || plan.named.is_some())
+            && (plan.action.windows_only()
+                || self.ids_checked
+                || plan.named.is_some()
+                || (guarded && self.guarded_checked))
             && machine.is_none();
         if by_id && (absent_from_listing || absent_from_os_lookup) {
             return Some(settled(
@@ -136,6 +140,9 @@ impl Prepared {
                     )
                 });
             }
+        }
+        if guarded && let Some(row) = self.protected(plan, machine_id) {
+            return Some(row);
         }
         if plan.action.windows_only()
             && let Some(m) = machine.filter(|m| m.is_linux_or_macos())
@@ -212,6 +219,44 @@ impl Prepared {
             row.action_status = "Succeeded".into();
         }
         Some(row)
+    }
+}
+
+impl Prepared {
+    /// A row the protected-devices policy guards, settled `protected` when
+    /// its machine is protected, or `error` when the machines could not be
+    /// looked up (a guarded row is never sent unchecked). `None`: the
+    /// policy lets it through.
+    fn protected(&self, plan: &RowPlan, machine_id: &str) -> Option<ResultRow> {
+        let policy = self.protect.as_ref()?;
+        if !self.os_known {
+            let (code, why) = match &self.lookup_error {
+                Some(e) => (e.code(), format!("looking the machine up failed ({e})")),
+                None => ("NotLookedUp", "the machine was not looked up".to_string()),
+            };
+            return Some(settled(
+                plan,
+                machine_id.to_string(),
+                Status::Error,
+                code,
+                format!(
+                    "{why}, so whether the protected-devices policy {} protects it is unknown; nothing was sent",
+                    policy.path().display()
+                ),
+            ));
+        }
+        let why = self.found.protected.get(&machine_id.to_ascii_lowercase())?;
+        Some(settled(
+            plan,
+            machine_id.to_string(),
+            Status::Protected,
+            "Protected",
+            format!(
+                "protected by {} ({why}): {} is never sent to this device; nothing was sent",
+                policy.path().display(),
+                plan.action.cli_name()
+            ),
+        ))
     }
 }
 
@@ -453,5 +498,47 @@ mod tests {
         }
         let (id, m) = prepared.target(&known).unwrap();
         assert_eq!(prepared.check(&known, &id, m), None);
+    }
+
+    #[tokio::test]
+    async fn the_policy_protects_rows_by_id_batched_by_filter_or_by_the_listing_past_the_cap() {
+        use crate::run::protect::Policy;
+        let fleet = generate(1000, 5, 0.0);
+        let policy =
+            Policy::parse("tags = [\"tier0\"]\nnames = [\"host-00003\"]\n", "p.toml".as_ref())
+                .unwrap();
+        let c = ctx(Tenant::new(fleet.clone()));
+        let settle = |prepared: &super::Prepared, p: &RowPlan| {
+            let (id, m) = prepared.target(p).unwrap();
+            prepared.check(p, &id, m).and_then(|r| r.status)
+        };
+        // A few rows by id: their machines come in one filter, matched there.
+        let protect = Some(std::sync::Arc::new(policy));
+        let mut lookups = Lookups { protect: protect.clone(), ..Lookups::default() };
+        let rows: Vec<RowPlan> =
+            (0..6).map(|i| plan(Target::Id(fleet[i].id.clone()), ActionKind::Isolate)).collect();
+        rows.iter().for_each(|r| lookups.add(r));
+        let scan = plan(Target::Id(fleet[0].id.clone()), ActionKind::RunAntiVirusScan);
+        lookups.add(&scan);
+        let prepared = prepare(&c, &lookups, false).await;
+        assert_eq!(c.transport.calls("GET machines").len(), 1, "one filter for six ids");
+        let got: Vec<Option<Status>> = rows.iter().map(|r| settle(&prepared, r)).collect();
+        let p = Some(Status::Protected);
+        assert_eq!(got, vec![p, None, None, p, None, None], "Tier0 on 0, the name of 3");
+        assert_eq!(settle(&prepared, &scan), None, "scans are not guarded");
+
+        // Past the filter cap, the listing matches every machine.
+        let mut lookups = Lookups { protect, ..Lookups::default() };
+        let many: Vec<RowPlan> = (0..MAX_IDS_CHECKED_BY_FILTER + 50)
+            .map(|i| plan(Target::Id(fleet[i].id.clone()), ActionKind::Isolate))
+            .collect();
+        many.iter().for_each(|r| lookups.add(r));
+        assert!(lookups.list_fleet);
+        let prepared = prepare(&c, &lookups, false).await;
+        assert_eq!(c.transport.calls("GET machines").len(), 2, "one listing page");
+        let protected: Vec<usize> = (0..many.len())
+            .filter(|&i| settle(&prepared, &many[i]) == Some(Status::Protected))
+            .collect();
+        assert_eq!(protected, vec![0, 3, 50, 100, 150, 200]);
     }
 }

@@ -44,6 +44,11 @@ pub(crate) struct Lookups {
     pub(crate) list_fleet: bool,
     /// The actions the input asks for (the pre-flight looks for these).
     pub(crate) actions: BTreeSet<ActionKind>,
+    /// The protected-devices policy (`--protect`): the machines of rows
+    /// whose action it guards are looked up by id too (batched like
+    /// [`check_ids`](Self::check_ids)), so each is matched against it
+    /// before anything is sent.
+    pub(crate) protect: Option<std::sync::Arc<crate::run::protect::Policy>>,
 }
 
 impl Lookups {
@@ -55,9 +60,10 @@ impl Lookups {
                 if self.os_ids.contains(id) {
                     return;
                 }
+                let guarded = self.protect.as_ref().is_some_and(|p| p.guards(plan.action));
                 if plan.action.windows_only() || plan.named.is_some() {
                     self.os_ids.insert(id.clone());
-                } else if self.check_ids && !self.list_fleet {
+                } else if (self.check_ids || guarded) && !self.list_fleet {
                     if self.os_ids.len() < MAX_IDS_CHECKED_BY_FILTER {
                         self.os_ids.insert(id.clone());
                     } else {

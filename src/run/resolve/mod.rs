@@ -62,6 +62,14 @@ pub(crate) struct Prepared {
     /// not asked for, every row is sent).
     pub(crate) satisfied:
         Option<std::collections::HashMap<String, crate::run::devices::Containment>>,
+    /// The protected-devices policy (`--protect`), if any: rows whose
+    /// action it guards are `protected` when their machine is in
+    /// [`Found::protected`], and are never sent unchecked.
+    pub(crate) protect: Option<std::sync::Arc<crate::run::protect::Policy>>,
+    /// Whether every machine id of a row the policy guards was looked up
+    /// by filter, so one absent from [`Found::os`] is not in the tenant
+    /// (past the filter cap the listing's set of ids says so instead).
+    pub(crate) guarded_checked: bool,
 }
 
 /// Runs the look-ups and the pre-flight (concurrently: they are separate
@@ -78,7 +86,7 @@ pub(crate) async fn prepare<T: Transport>(
             look_up(ctx, lookups, pick_latest),
             pending_actions(ctx, &lookups.actions)
         );
-        let mut prepared = Prepared::default();
+        let mut prepared = Prepared { protect: lookups.protect.clone(), ..Prepared::default() };
         match found {
             Ok(found) => {
                 if !lookups.no_machines() {
@@ -108,6 +116,13 @@ pub(crate) async fn prepare<T: Transport>(
                 prepared.os_known = true;
                 // Past the cap only the listing's set of ids knows them all.
                 prepared.ids_checked = lookups.check_ids && !lookups.list_fleet;
+                prepared.guarded_checked = lookups.protect.is_some() && !lookups.list_fleet;
+                if lookups.protect.is_some() {
+                    tracing::info!(
+                        protected = found.protected.len(),
+                        "machines looked up matched against the protected-devices policy"
+                    );
+                }
                 prepared.found = found;
             }
             Err(e) => {
@@ -133,7 +148,7 @@ pub(crate) async fn prepare<T: Transport>(
     };
     tokio::select! {
         biased;
-        () = ctx.stop.wait() => Prepared::default(),
+        () = ctx.stop.wait() => Prepared { protect: lookups.protect.clone(), ..Prepared::default() },
         p = work => p,
     }
 }

@@ -283,6 +283,11 @@ pub(crate) struct Found {
     /// Hashes ([`id_hash`]) of every machine id of the tenant, when the full
     /// listing was read; `None` after filters.
     pub(crate) fleet: Option<HashSet<u64>>,
+    /// With a protected-devices policy, the machines it protects among
+    /// those looked up (every machine of the tenant when the listing was
+    /// read for the ids), by lowercase id, with why: only the protected
+    /// ones are kept, whatever the fleet's size.
+    pub(crate) protected: HashMap<String, String>,
     /// `GET machines` calls made (pages included, retries not).
     pub(crate) calls: u64,
 }
@@ -491,6 +496,8 @@ struct Matches {
     fleet: HashSet<u64>,
     /// One copy of each distinct pair of `osPlatform` and `healthStatus`.
     shared: HashSet<Arc<Traits>>,
+    /// The machines the policy protects, by lowercase id, with why.
+    protected: HashMap<String, String>,
 }
 
 impl Matches {
@@ -504,6 +511,7 @@ impl Matches {
             dns_names: HashMap::new(),
             fleet: HashSet::new(),
             shared: HashSet::new(),
+            protected: HashMap::new(),
         }
     }
 
@@ -514,7 +522,8 @@ impl Matches {
         let os = std::mem::take(&mut self.os);
         let dns_names = std::mem::take(&mut self.dns_names);
         let shared = std::mem::take(&mut self.shared);
-        *self = Matches { os, dns_names, shared, ..Matches::new(lookups) };
+        let protected = std::mem::take(&mut self.protected);
+        *self = Matches { os, dns_names, shared, protected, ..Matches::new(lookups) };
     }
 
     /// The shared copy of these traits.
@@ -546,8 +555,29 @@ impl Matches {
         let aad_key = wanted(&self.aad_device_ids, aad.as_deref());
         let ip_key = wanted(&self.ips, ip.as_deref());
         let os = lookups.os_ids.contains(&id);
-        if name_key.is_none() && short_key.is_none() && aad_key.is_none() && ip_key.is_none() && !os
+        let matched = name_key.is_some()
+            || short_key.is_some()
+            || aad_key.is_some()
+            || ip_key.is_some()
+            || os;
+        // Past the cap of ids looked up by filter, the listing answers for
+        // the ids not collected: every machine is matched against the policy.
+        if let Some(policy) = &lookups.protect
+            && (matched || (listing && lookups.list_fleet))
         {
+            let facts = crate::run::protect::Facts {
+                id: &id,
+                dns_name: m.computer_dns_name.as_deref(),
+                tags: m.machine_tags.as_deref().unwrap_or_default(),
+                group: m.rbac_group_name.as_deref(),
+                os_platform: m.os_platform.as_deref(),
+                device_value: m.device_value.as_deref(),
+            };
+            if let Some(why) = policy.protects(&facts) {
+                self.protected.insert(id.clone(), why);
+            }
+        }
+        if !matched {
             return;
         }
         // A name that matched exactly is the machine's name already (keys
@@ -601,6 +631,7 @@ impl Matches {
             os: self.os,
             dns_names: self.dns_names,
             fleet: complete.then_some(self.fleet),
+            protected: self.protected,
             calls,
         }
     }

@@ -1,5 +1,5 @@
 //! The `/_sim` hooks a test drives the simulator with: stats, taking
-//! machines online or offline, setting a machine's tags, IP history and
+//! machines online or offline, renaming a machine, setting its tags, IP history and
 //! files, the files the generated fleet has seen, the investigation
 //! packages `GetPackageUri` links to, the host's managed identities with
 //! their ids, the tenants served, and revoking or restoring a client's
@@ -116,6 +116,27 @@ impl State {
                     _ => json!(e.sidecar.files),
                 };
                 Reply::json(200, body.to_string(), PLAIN_JSON)
+            }
+            (Method::POST, ["_sim", "machines", key, "name"]) => {
+                let key = decode(key);
+                let Some(i) = self.machine_by_id_or_name(&key) else {
+                    return Reply::error(
+                        404,
+                        "ResourceNotFound",
+                        format!("Machine {key} was not found"),
+                    );
+                };
+                match serde_json::from_slice::<String>(req.body) {
+                    Ok(name) if !name.trim().is_empty() => {
+                        self.rename_machine(i, name.trim().to_string());
+                        Reply::json(200, self.tenant().machines[i].json.to_string(), PLAIN_JSON)
+                    }
+                    _ => Reply::error(
+                        400,
+                        "InvalidRequestBody",
+                        "the new computerDnsName, as a JSON string".to_string(),
+                    ),
+                }
             }
             (Method::GET, ["_sim", "identities"]) => {
                 Reply::json(200, self.identities_json().to_string(), PLAIN_JSON)
