@@ -855,6 +855,18 @@ fn scan_refusals(
             _ if !planned.eq_ignore_ascii_case(&machine_id) => Some(format!(
                 "the plan acts on machine {planned:?}, the tenant now names {machine_id:?}"
             )),
+            // The name the plan showed its approver for the machine, against
+            // the name the tenant gives it now: a renamed or re-imaged device
+            // is not the one that was approved.
+            _ if let (Some(seen), Some(now)) = (
+                plan.previous.as_ref().map(|p| p.device_name.as_str()).filter(|n| !n.is_empty()),
+                prepared.found.dns_name(&machine_id),
+            ) && !seen.eq_ignore_ascii_case(now) =>
+            {
+                Some(format!(
+                    "the plan showed machine {machine_id} as {seen:?}, the tenant now names it {now:?}"
+                ))
+            }
             _ if approval.comment(&plan.comment).chars().count()
                 > crate::input::MAX_COMMENT_CHARS =>
             {
