@@ -10,17 +10,6 @@ use common::*;
 use mdebulk::api::model::Machine;
 use mdebulk::sim::Sim;
 
-/// Replaces a machine's tags through the simulator's hook.
-async fn set_tags(sim: &Sim, id: &str, tags: &[&str]) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/_sim/machines/{id}/tags", sim.url()))
-        .json(&tags)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
-
 /// Renames a machine through the simulator's hook.
 async fn rename(sim: &Sim, id: &str, name: &str) {
     let r = reqwest::Client::new()
@@ -34,17 +23,7 @@ async fn rename(sim: &Sim, id: &str, name: &str) {
 
 /// Every action the simulator holds, as `GET machineactions` lists them.
 async fn actions(sim: &Sim) -> Vec<serde_json::Value> {
-    let token = access_token(&sim.url(), "tenant-1", "app-1", "s3cret-value-never-logged").await;
-    let reply: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/machineactions", sim.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply["value"].as_array().unwrap().clone()
+    api_json(sim, "/api/machineactions").await["value"].as_array().unwrap().clone()
 }
 
 /// A machine's `rbacGroupName`.

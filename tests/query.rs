@@ -65,17 +65,7 @@ async fn hunt(sim: &Sim, token: &str, query: &str) -> (u16, Value, Option<String
 
 /// The fleet as the API lists it (`GET machines`), with a token.
 async fn machines_through_the_api(sim: &Sim) -> Vec<Value> {
-    let token = access_token(&sim.url(), "tenant-1", "app-1", "x").await;
-    let reply: Value = reqwest::Client::new()
-        .get(format!("{}/api/machines", sim.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply["value"].as_array().unwrap().clone()
+    api_json(sim, "/api/machines").await["value"].as_array().unwrap().clone()
 }
 
 /// Replaces a machine's tags, or the files it has seen, through the hooks.

@@ -25,16 +25,7 @@ fn config(limits: &[&str]) -> SimConfig {
 
 /// `GET /api/machines` over HTTP, as a script would: id → tags.
 async fn tags_by_machine(sim: &Sim) -> std::collections::HashMap<String, Vec<String>> {
-    let token = access_token(&sim.url(), "tenant-1", "app-1", "x").await;
-    let reply: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/machines", sim.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = api_json(sim, "/api/machines").await;
     reply["value"]
         .as_array()
         .unwrap()

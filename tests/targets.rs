@@ -9,17 +9,6 @@ use common::*;
 use mdebulk::api::model::Machine;
 use mdebulk::sim::Sim;
 
-/// Replaces a machine's tags through the simulator's hook.
-async fn set_tags(sim: &Sim, id: &str, tags: &[&str]) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/_sim/machines/{id}/tags", sim.url()))
-        .json(&tags)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
-
 /// Replaces the files a machine has seen through the simulator's hook.
 async fn set_files(sim: &Sim, id: &str, files: &[&str]) {
     let r = reqwest::Client::new()

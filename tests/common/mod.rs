@@ -99,6 +99,32 @@ pub async fn access_token_with(
     reply["access_token"].as_str().unwrap().to_string()
 }
 
+/// Replaces a machine's tags through the simulator's hook.
+pub async fn set_tags(sim: &Sim, id: &str, tags: &[&str]) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/machines/{id}/tags", sim.url()))
+        .json(&tags)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// `GET path` of the simulator's API with a token of the binary's
+/// identity, as a script would ask it: the reply's JSON.
+pub async fn api_json(sim: &Sim, path: &str) -> serde_json::Value {
+    let token = access_token(&sim.url(), "tenant-1", "app-1", "s3cret-value-never-logged").await;
+    reqwest::Client::new()
+        .get(format!("{}{path}", sim.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Stats straight from the running simulator.
 pub fn stats(sim: &Sim) -> Stats {
     sim.stats()
