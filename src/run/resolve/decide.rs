@@ -109,10 +109,7 @@ impl Prepared {
         }
         if by_id && let Some(name) = &plan.named {
             if !self.os_known {
-                let (code, why) = match &self.lookup_error {
-                    Some(e) => (e.code(), format!("looking the machine id up failed ({e})")),
-                    None => ("NotLookedUp", "the machine id was not looked up".to_string()),
-                };
+                let (code, why) = self.not_looked_up("machine id");
                 return Some(settled(
                     plan,
                     machine_id.to_string(),
@@ -223,6 +220,16 @@ impl Prepared {
 }
 
 impl Prepared {
+    /// The error code and reason of a row whose machine (`what`: "machine"
+    /// or "machine id") the look-ups did not learn: the look-up's failure,
+    /// or `NotLookedUp`.
+    fn not_looked_up(&self, what: &str) -> (&str, String) {
+        match &self.lookup_error {
+            Some(e) => (e.code(), format!("looking the {what} up failed ({e})")),
+            None => ("NotLookedUp", format!("the {what} was not looked up")),
+        }
+    }
+
     /// A row the protected-devices policy guards, settled `protected` when
     /// its machine is protected, or `error` when the machines could not be
     /// looked up (a guarded row is never sent unchecked). `None`: the
@@ -230,10 +237,7 @@ impl Prepared {
     fn protected(&self, plan: &RowPlan, machine_id: &str) -> Option<ResultRow> {
         let policy = self.protect.as_ref()?;
         if !self.os_known {
-            let (code, why) = match &self.lookup_error {
-                Some(e) => (e.code(), format!("looking the machine up failed ({e})")),
-                None => ("NotLookedUp", "the machine was not looked up".to_string()),
-            };
+            let (code, why) = self.not_looked_up("machine");
             return Some(settled(
                 plan,
                 machine_id.to_string(),
