@@ -27,21 +27,8 @@ async fn small_sim() -> Sim {
 /// A token from the simulator's login for `scope`, as the binary's
 /// identity (`tenant-1`, `app-1`) asks it.
 async fn token_for(sim: &Sim, scope: &str) -> String {
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{}/tenant-1/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app-1"),
-            ("client_secret", "s3cret-value-never-logged"),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply["access_token"].as_str().unwrap_or_else(|| panic!("{reply}")).to_string()
+    let http = reqwest::Client::new();
+    scoped_token(&http, &sim.url(), "tenant-1", "app-1", "s3cret-value-never-logged", scope).await
 }
 
 /// A Graph token.
@@ -415,23 +402,11 @@ async fn graph_speaks_tls_when_the_simulator_does() {
     assert!(sim.graph_url().starts_with("https://127.0.0.1:"));
     let ca = reqwest::Certificate::from_pem_bundle(sim.ca_pem().unwrap().as_bytes()).unwrap();
     let http = reqwest::Client::builder().tls_certs_only(ca).no_proxy().build().unwrap();
-    let token: Value = http
-        .post(format!("{}/t1/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app"),
-            ("client_secret", "x"),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scope = "https://graph.microsoft.com/.default";
+    let token = scoped_token(&http, &sim.url(), "t1", "app", "x", scope).await;
     let reply: Value = http
         .post(format!("{}/v1.0/security/runHuntingQuery", sim.graph_url()))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .json(&json!({"Query": "DeviceInfo | distinct DeviceId"}))
         .send()
         .await

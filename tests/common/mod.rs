@@ -82,13 +82,26 @@ pub async fn access_token_with(
     client: &str,
     secret: &str,
 ) -> String {
+    let scope = "https://api.securitycenter.microsoft.com/.default";
+    scoped_token(http, base, tenant, client, secret, scope).await
+}
+
+/// [`access_token_with`] for another `scope` (Microsoft Graph's, say).
+pub async fn scoped_token(
+    http: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    client: &str,
+    secret: &str,
+    scope: &str,
+) -> String {
     let reply: serde_json::Value = http
         .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", client),
             ("client_secret", secret),
-            ("scope", "https://api.securitycenter.microsoft.com/.default"),
+            ("scope", scope),
         ])
         .send()
         .await
@@ -96,7 +109,7 @@ pub async fn access_token_with(
         .json()
         .await
         .unwrap();
-    reply["access_token"].as_str().unwrap().to_string()
+    reply["access_token"].as_str().unwrap_or_else(|| panic!("{reply}")).to_string()
 }
 
 /// Replaces a machine's tags through the simulator's hook.
