@@ -20,6 +20,8 @@ use crate::run::status::StatusConfig;
 use crate::run::undo::{UndoConfig, default_undo_path};
 use crate::run::{Existing, ResultsTarget, RetryPolicy, RunConfig, WaitOptions};
 
+pub mod tenants;
+
 /// Run Microsoft Defender for Endpoint machine actions in bulk, from a
 /// spreadsheet, paced exactly at the API quota.
 #[derive(Debug, Parser)]
@@ -327,6 +329,20 @@ pub struct RunArgs {
     /// `--notify`.
     #[command(flatten)]
     pub notify: NotifyArgs,
+    /// `--tenants` and `--tenant`.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+}
+
+/// A run over many tenants: the profiles file and the one tenant to keep.
+#[derive(Debug, Clone, Args)]
+pub struct TenancyArgs {
+    /// Act in many tenants in one run: the tenant profiles (TOML, a [tenant.NAME] table each: tenant_id, auth, client_id and where the secret is (client_secret_env, client_secret_file, certificate_path, token_command), optional cloud, api_url, login_url, limits). Each row names its tenant (profile name or tenant id) in a tenant column; each tenant is paced at its own quota, all side by side. Needs -o FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Tenants")]
+    pub tenants: Option<PathBuf>,
+    /// With --tenants: act in this tenant only (profile name or tenant id); rows without a tenant cell act in it.
+    #[arg(long, value_name = "NAME", requires = "tenants", help_heading = "Tenants")]
+    pub tenant: Option<String>,
 }
 
 /// `--notify`: the end-of-command webhook (`run`, `apply`, `status`, `undo`).
@@ -732,6 +748,30 @@ pub enum Endpoint {
         /// Per-request time limit.
         request_timeout: Duration,
     },
+    /// Many tenants (`--tenants`), each with its own API client.
+    Tenants(Vec<TenantEndpoint>),
+    /// Many tenants, rehearsed: a simulator started in-process serves one
+    /// tenant per profile, in profile order.
+    SimulatedTenants {
+        /// Per-request time limit.
+        request_timeout: Duration,
+        /// The profiles' names and quotas, in order.
+        tenants: Vec<(String, Vec<crate::pace::Limit>)>,
+    },
+}
+
+/// One tenant of a run over many: its profile name, its id, its client
+/// (credentials, API and login hosts) and its quota.
+#[derive(Debug, Clone)]
+pub struct TenantEndpoint {
+    /// The profile name rows use.
+    pub name: String,
+    /// The tenant id of the profile.
+    pub tenant_id: String,
+    /// Its client's settings.
+    pub client: crate::api::client::ClientConfig,
+    /// Its quota per API.
+    pub limits: Vec<crate::pace::Limit>,
 }
 
 /// Turns `run` flags and the environment into a validated configuration.
@@ -845,11 +885,12 @@ pub fn run_config(
             isolation_type,
             sha1: args.sha1.as_ref().or(args.has_file.as_ref()).map(|s| s.to_ascii_lowercase()),
             scan_type,
+            tenants: None,
         },
-        limits: api.limits,
+        limits: api.limits.clone(),
         pace_margin: api.pace_margin,
         concurrency: usize::from(args.concurrency),
-        policy: api.policy,
+        policy: api.policy.clone(),
         skip_invalid: args.skip_invalid,
         existing,
         only: args.only.clone(),
@@ -877,7 +918,11 @@ pub fn run_config(
             false => String::new(),
         },
         approval: None,
+        login_failure_stops: false,
     };
+    if let Some(path) = &args.tenancy.tenants {
+        return tenants_run_config(args, config, path, &api, env);
+    }
     let endpoint = if args.simulate {
         Endpoint::Simulated { request_timeout }
     } else {
@@ -889,7 +934,10 @@ pub fn run_config(
     };
     let (api, tenant) = match &endpoint {
         // A simulator started in-process lives and dies with its run.
-        Endpoint::Simulated { .. } => (SIMULATED.to_string(), SIMULATED.to_string()),
+        Endpoint::Simulated { .. } | Endpoint::SimulatedTenants { .. } => {
+            (SIMULATED.to_string(), SIMULATED.to_string())
+        }
+        Endpoint::Tenants(_) => (String::new(), String::new()),
         Endpoint::Remote(c) => {
             let tenant = match c.credentials.tenant() {
                 "" => env("AZURE_TENANT_ID").unwrap_or_default(),
@@ -900,6 +948,198 @@ pub fn run_config(
     };
     let config = RunConfig { api, tenant, ..config };
     Ok((config, endpoint))
+}
+
+/// The configuration of a run over many tenants (`--tenants FILE`): the
+/// profiles read and checked, each made a client of its own, and the rows'
+/// tenant names (restricted by `--tenant`).
+fn tenants_run_config(
+    args: &RunArgs,
+    mut config: RunConfig,
+    path: &std::path::Path,
+    api: &ApiSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(RunConfig, Endpoint)> {
+    if config.results == ResultsTarget::Stdout {
+        bail!(
+            "--tenants needs a results file (-o FILE), not standard output: each tenant's share of the run keeps its journal beside it (FILE.tenants), so --resume, status and undo work per tenant"
+        );
+    }
+    if config.targets.is_none() && config.input.path.is_none() {
+        bail!(
+            "--tenants reads its input from a file, not standard input: each tenant's share of the run reads it again (save the rows to a file first)"
+        );
+    }
+    let profiles = tenants::read(path)?;
+    let mut names = crate::input::TenantNames::new(
+        profiles.iter().map(|p| (p.name.clone(), p.tenant_id.clone())),
+    );
+    let profiles: Vec<tenants::Profile> = match &args.tenancy.tenant {
+        Some(only) => {
+            names = names.restricted_to(only).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--tenant {}: no profile of that name or tenant id in {}",
+                    crate::text::quote(only),
+                    path.display()
+                )
+            })?;
+            let kept = names.fallback().unwrap_or_default().to_string();
+            profiles.into_iter().filter(|p| p.name == kept).collect()
+        }
+        None => profiles,
+    };
+    config.defaults.tenants = Some(names);
+    if profiles.len() > crate::sim::MAX_TENANTS && args.simulate {
+        bail!(
+            "--simulate serves at most {} tenants; {} has {}",
+            crate::sim::MAX_TENANTS,
+            path.display(),
+            profiles.len()
+        );
+    }
+    let limits = |p: &tenants::Profile| p.limits.clone().unwrap_or_else(|| api.limits.clone());
+    if args.simulate {
+        config.api = SIMULATED.to_string();
+        config.tenant = SIMULATED.to_string();
+        let tenants = profiles.iter().map(|p| (p.name.clone(), limits(p))).collect();
+        let endpoint = Endpoint::SimulatedTenants { request_timeout: api.request_timeout, tenants };
+        return Ok((config, endpoint));
+    }
+    let roots = extra_roots(&args.api, env)?;
+    let query = matches!(config.targets, Some(crate::run::Targets::Query { .. }));
+    let mut endpoints = Vec::with_capacity(profiles.len());
+    for p in &profiles {
+        let mut client = tenant_client(&args.api, p, env, api.request_timeout, &roots)?;
+        if query {
+            let mut graph = graph_config(args, &client.credentials, env)
+                .map_err(|e| anyhow::anyhow!("tenant {}: {e}", p.name))?;
+            if let Some(cloud) = p.cloud
+                && args.graph_url.is_none()
+            {
+                graph.base = cloud.graph_base().to_string();
+                graph.scope = cloud.graph_scope().to_string();
+            }
+            client.graph = Some(graph);
+        }
+        endpoints.push(TenantEndpoint {
+            name: p.name.clone(),
+            tenant_id: p.tenant_id.clone(),
+            client,
+            limits: limits(p),
+        });
+    }
+    // Each share records its own API and tenant.
+    config.api = String::new();
+    config.tenant = String::new();
+    Ok((config, Endpoint::Tenants(endpoints)))
+}
+
+/// The environment variables a tenant's credentials may read from the
+/// process environment: the host's managed identity, which is the host's
+/// whatever the tenant. Every other setting comes from the profile, so a
+/// secret of the environment (`AZURE_CLIENT_SECRET`) never reaches a tenant
+/// it was not meant for.
+const HOST_IDENTITY_VARS: [&str; 8] = [
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "MDEBULK_ARC_KEY_DIR",
+    "ProgramData",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+];
+
+/// The client of one tenant's profile: its credentials (secrets fetched
+/// now from where the profile says, so a missing one stops the command
+/// before anything is sent), its API and login hosts (the profile's URL,
+/// else its cloud, else the run's), the run's TLS and proxy settings.
+fn tenant_client(
+    args: &ApiArgs,
+    p: &tenants::Profile,
+    env: &dyn Fn(&str) -> Option<String>,
+    request_timeout: Duration,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> anyhow::Result<crate::api::client::ClientConfig> {
+    let name = &p.name;
+    let from_env = |setting: &str, var: &Option<String>| -> anyhow::Result<Option<String>> {
+        let Some(var) = var else { return Ok(None) };
+        match env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Some(v)),
+            None => bail!("tenant {name}: {setting} names {var}, which is not set (or empty)"),
+        }
+    };
+    let secret = match (&p.client_secret_env, &p.client_secret_file) {
+        (Some(_), _) => from_env("client_secret_env", &p.client_secret_env)?,
+        (None, Some(file)) => Some(read_secret_file(name, file)?),
+        (None, None) => None,
+    };
+    let password = from_env("certificate_password_env", &p.certificate_password_env)?;
+    let token = from_env("token_env", &p.token_env)?;
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let settings: Vec<(&str, Option<String>)> = vec![
+        ("AZURE_TENANT_ID", Some(p.tenant_id.clone())),
+        ("AZURE_CLIENT_ID", p.client_id.clone()),
+        ("AZURE_CLIENT_SECRET", secret),
+        ("AZURE_CLIENT_CERTIFICATE_PATH", path(&p.certificate_path)),
+        ("AZURE_CLIENT_CERTIFICATE_PASSWORD", password),
+        ("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", p.send_certificate_chain.then(|| "true".into())),
+        ("AZURE_FEDERATED_TOKEN_FILE", path(&p.federated_token_file)),
+        ("MDE_TOKEN_COMMAND", p.token_command.clone()),
+        ("MDE_TOKEN", token),
+    ];
+    let profile_env = |key: &str| -> Option<String> {
+        if HOST_IDENTITY_VARS.contains(&key) {
+            return env(key);
+        }
+        settings.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.clone())
+    };
+    let method = <AuthMethod as clap::ValueEnum>::from_str(&p.auth, true)
+        .map_err(|e| anyhow::anyhow!("tenant {name}: auth: {e}"))?;
+    let login = LoginArgs {
+        auth: Some(method),
+        managed_identity_client_id: p.managed_identity_client_id.clone(),
+        managed_identity_object_id: p.managed_identity_object_id.clone(),
+        managed_identity_resource_id: p.managed_identity_resource_id.clone(),
+        ..args.login.clone()
+    };
+    let credentials =
+        credentials(&login, &profile_env).map_err(|e| anyhow::anyhow!("tenant {name}: {e}"))?;
+    let cloud = p.cloud.unwrap_or(args.cloud);
+    let api_base = p
+        .api_url
+        .clone()
+        .or_else(|| p.cloud.is_none().then(|| args.api_url.clone()).flatten())
+        .unwrap_or_else(|| cloud.api_base().to_string());
+    let login_base = p
+        .login_url
+        .clone()
+        .or_else(|| p.cloud.is_none().then(|| args.login_url.clone()).flatten())
+        .or_else(|| env("AZURE_AUTHORITY_HOST").filter(|h| !h.trim().is_empty()))
+        .unwrap_or_else(|| cloud.login_base().to_string());
+    Ok(crate::api::client::ClientConfig {
+        api_base: api_base.trim().to_string(),
+        login_base: login_base.trim().to_string(),
+        scope: cloud.scope().to_string(),
+        credentials,
+        request_timeout,
+        connect_timeout: Duration::from_secs(10),
+        extra_roots: roots.to_vec(),
+        proxy: args.proxy.clone().map(crate::api::auth::Secret::new),
+        graph: None,
+    })
+}
+
+/// The client secret in `file` (its first line, trimmed): the file is
+/// named in errors, never its content.
+fn read_secret_file(tenant: &str, file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        anyhow::anyhow!("tenant {tenant}: client_secret_file {}: {e}", file.display())
+    })?;
+    match text.lines().next().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(secret) => Ok(secret.to_string()),
+        None => bail!("tenant {tenant}: client_secret_file {} is empty", file.display()),
+    }
 }
 
 /// Turns `apply` flags, the plan's record and the environment into the
@@ -992,6 +1232,7 @@ pub fn apply_config(
         no_progress: args.no_progress,
         tag_result: args.tag_result.clone(),
         notify: args.notify.clone(),
+        tenancy: TenancyArgs { tenants: None, tenant: None },
     };
     let (mut config, endpoint) = run_config(&run_args, env)?;
     if let ResultsTarget::Stdout = config.results {

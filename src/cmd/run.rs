@@ -4,7 +4,7 @@
 
 use crate::api::auth::{Credentials, Secret};
 use crate::api::client::{ClientConfig, GraphConfig};
-use crate::cli::{Endpoint, RunArgs, run_config};
+use crate::cli::{Endpoint, RunArgs, TenantEndpoint, run_config};
 
 use super::shared::{connect, finish, notify, resume_command, send, webhook};
 
@@ -18,6 +18,34 @@ pub(crate) async fn run(
     // Keeps an in-process simulator alive for the whole run.
     let mut _simulator = None;
     let client_config = match endpoint {
+        Endpoint::Tenants(tenants) => return run_tenants(args, &config, tenants, json).await,
+        Endpoint::SimulatedTenants { request_timeout, tenants } => {
+            let sim_config = crate::sim::SimConfig {
+                listen: "127.0.0.1:0".into(),
+                tenants: Some(tenants.len()),
+                ..crate::sim::SimConfig::default()
+            };
+            let sim = crate::sim::Sim::start(sim_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the simulator: {e}"))?;
+            tracing::info!(url = %sim.url(), tenants = tenants.len(), "simulator started in-process");
+            // Profile n rehearses in the simulator's tenant n.
+            let endpoints = sim
+                .tenants()
+                .into_iter()
+                .zip(tenants)
+                .map(|(t, (name, limits))| {
+                    let mut client = simulated_client(&sim, request_timeout);
+                    if let Credentials::ClientSecret { tenant_id, .. } = &mut client.credentials {
+                        tenant_id.clone_from(&t.name);
+                    }
+                    TenantEndpoint { name, tenant_id: t.name, client, limits }
+                })
+                .collect();
+            let code = run_tenants(args, &config, endpoints, json).await;
+            drop(sim);
+            return code;
+        }
         Endpoint::Remote(c) => *c,
         Endpoint::Simulated { request_timeout } => {
             let mut sim_config = crate::sim::SimConfig {
@@ -53,6 +81,51 @@ pub(crate) async fn run(
     // The summary goes to stdout, unless the results do.
     let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
     let code = finish(&summary, to_stderr, json, || {
+        format!("to continue: {}", resume_command(&config.command_line))
+    });
+    notify(hook.as_ref(), &summary, code).await;
+    Ok(code)
+}
+
+/// `mdebulk run --tenants`: one client per tenant, one share of the run
+/// each, side by side, and one summary.
+async fn run_tenants(
+    args: &RunArgs,
+    config: &crate::run::RunConfig,
+    tenants: Vec<TenantEndpoint>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let hook = match tenants.first() {
+        Some(t) => webhook(args.notify.notify.as_deref(), &t.client)?,
+        None => None,
+    };
+    let stop = crate::run::Stop::new();
+    crate::run::stop::install_signal_handlers(stop.clone());
+    let mut sides = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        let api = t.client.api_base.clone();
+        let client = crate::api::client::Client::new(t.client)
+            .map_err(|e| anyhow::anyhow!("tenant {}: {e}", t.name))?;
+        sides.push(crate::run::tenants::TenantSide {
+            name: t.name,
+            tenant_id: t.tenant_id,
+            api,
+            limits: t.limits,
+            transport: std::sync::Arc::new(client),
+        });
+    }
+    let summary = match crate::run::tenants::run(config, sides, stop).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(hook) = &hook {
+                let kind = e.kind();
+                send(hook, &format!("mdebulk run refused or failed ({kind}, exit code 2): {e}"))
+                    .await;
+            }
+            return Err(e.into());
+        }
+    };
+    let code = finish(&summary, false, json, || {
         format!("to continue: {}", resume_command(&config.command_line))
     });
     notify(hook.as_ref(), &summary, code).await;

@@ -45,11 +45,14 @@ pub enum Role {
     /// ([`super::plan::classify_device`]): the one column of a host list,
     /// or a `device` column.
     Device,
+    /// The tenant the row acts in, by profile name or tenant id (a run
+    /// over many tenants, `--tenants`).
+    Tenant,
 }
 
 impl Role {
     /// Every role, in the order used for role tables.
-    pub const ALL: [Role; 11] = [
+    pub const ALL: [Role; 12] = [
         Role::MachineId,
         Role::DeviceName,
         Role::Action,
@@ -61,6 +64,7 @@ impl Role {
         Role::AadDeviceId,
         Role::IpAddress,
         Role::Device,
+        Role::Tenant,
     ];
 
     /// The roles that name the device a row acts on, most precise first.
@@ -129,6 +133,15 @@ impl Role {
                 &["ip", "ip_address", "lastIpAddress", "last_ip_address", "IP-Adresse"]
             }
             Role::Device => &["device"],
+            Role::Tenant => &[
+                "tenant",
+                "tenant_id",
+                "tenant_name",
+                "customer",
+                "customer_tenant",
+                "client_tenant",
+                "Mandant",
+            ],
         }
     }
 
@@ -147,7 +160,7 @@ impl Role {
 /// Error for a `--column` value that is not `ROLE=HEADER` with a known role.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not ROLE=HEADER with ROLE one of machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type (e.g. --column machine_id=\"Device Id\")"
+    "{0:?} is not ROLE=HEADER with ROLE one of machine_id, device_name, device, aad_device_id, ip, action, comment, isolation_type, sha1, scan_type, tenant (e.g. --column machine_id=\"Device Id\")"
 )]
 pub struct BadColumnChoice(pub String);
 

@@ -100,6 +100,29 @@ pub enum InputError {
         file: String,
     },
 
+    /// `--tenants` without a tenant column or `--tenant`: no row says
+    /// which tenant it acts in.
+    #[error(
+        "{file}: no tenant column and no --tenant: with --tenants, say which tenant each row acts in, per row in a column {} (a profile name or tenant id), or for every row with --tenant NAME",
+        accepted(Role::Tenant)
+    )]
+    NoTenantColumn {
+        /// The input as the user named it.
+        file: String,
+    },
+
+    /// A tenant column in a run without `--tenants`: the rows name tenants
+    /// but would all act in the one tenant of the credentials.
+    #[error(
+        "{file}: column {column} names a tenant per row, but there is no --tenants file: every row would act in the one tenant of the credentials. Give --tenants FILE to act in each row's tenant, or --ignore-column {column} if the column means something else"
+    )]
+    TenantColumnWithoutProfiles {
+        /// The input as the user named it.
+        file: String,
+        /// The column, quoted.
+        column: String,
+    },
+
     /// A flag value longer than the cell it stands for may be.
     #[error(
         "{flag} is {chars} characters long; mdebulk sends at most {limit} (used for every row of {file})"
@@ -254,6 +277,8 @@ impl InputError {
             | InputError::NoTargetColumn { file, .. }
             | InputError::NoActionColumn { file }
             | InputError::NoCommentColumn { file }
+            | InputError::NoTenantColumn { file }
+            | InputError::TenantColumnWithoutProfiles { file, .. }
             | InputError::FlagTooLong { file, .. }
             | InputError::Json { file, .. }
             | InputError::TooManyKeys { file, .. }

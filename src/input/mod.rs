@@ -30,6 +30,7 @@ mod lines;
 pub(crate) mod plan;
 mod record;
 mod spool;
+pub(crate) mod tenant;
 mod workbook;
 
 use std::io::Read;
@@ -43,9 +44,10 @@ use format::WideEncoding;
 pub use format::{InputFormat, UnknownInputFormat};
 pub use plan::{
     MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_WORD_CHARS, RowDefaults, RowPlan, RowProblem, Target,
-    plan_row,
+    plan_row, row_tenant,
 };
 pub use record::Record;
+pub use tenant::TenantNames;
 
 use crate::results::dialect::{Dialect, LineEnd};
 use delimited::{DelimitedRecords, Layout};
@@ -315,6 +317,19 @@ impl Input {
         let has_default_comment = !default_comment.is_empty();
         if !has_default_comment && !self.columns.has(Role::Comment) {
             return Err(InputError::NoCommentColumn { file: self.name.to_string() });
+        }
+        match &defaults.tenants {
+            Some(t) if t.fallback().is_none() && !self.columns.has(Role::Tenant) => {
+                return Err(InputError::NoTenantColumn { file: self.name.to_string() });
+            }
+            None if self.columns.has(Role::Tenant) => {
+                let column = self.columns.role_name(Role::Tenant).unwrap_or_default();
+                return Err(InputError::TenantColumnWithoutProfiles {
+                    file: self.name.to_string(),
+                    column: crate::text::quote(column).to_string(),
+                });
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ use std::net::IpAddr;
 
 use super::columns::{Columns, Role};
 use super::record::Record;
+use super::tenant::TenantNames;
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
 use crate::results::{ResultRow, Status, parse_result_row};
 
@@ -41,6 +42,10 @@ pub struct RowDefaults {
     pub sha1: Option<String>,
     /// `--scan-type` (scan rows only).
     pub scan_type: Option<ScanType>,
+    /// `--tenants`: the tenants rows may act in (each row names one), and
+    /// which of them this run keeps. `None`: the one tenant of the
+    /// credentials, and an input may not have a tenant column.
+    pub tenants: Option<TenantNames>,
 }
 
 /// The device a row acts on.
@@ -100,6 +105,9 @@ pub struct RowPlan {
     /// results carry it as `device_name` when the API never names the
     /// machine (a name not found, a row settled before its look-up).
     pub given_name: Option<String>,
+    /// The tenant profile the row acts in (`--tenants`); `None` in a run
+    /// over the one tenant of the credentials.
+    pub tenant: Option<String>,
 }
 
 /// The longest `Comment` sent, in characters. Microsoft documents no limit
@@ -135,6 +143,7 @@ impl RowPlan {
             previous: None,
             named: None,
             given_name: None,
+            tenant: None,
         }
     }
 }
@@ -376,6 +385,23 @@ pub fn plan_row(
         None
     };
 
+    let tenant = match &defaults.tenants {
+        None => None,
+        Some(tenants) => {
+            let cell = cell(Role::Tenant);
+            match tenants.of_cell(cell.map(|(_, v)| v)) {
+                Ok(t) => Some(t.to_string()),
+                Err(why) => {
+                    let (column, value) = cell.unwrap_or_default();
+                    let column =
+                        if column.is_empty() { label(Role::Tenant) } else { column.to_string() };
+                    bad(&column, value, why);
+                    None
+                }
+            }
+        }
+    };
+
     let given_name = match &target {
         Some(Target::Name(n)) => Some(n.clone()),
         _ => named.clone().or_else(|| columns.recorded_name(values).map(str::to_string)),
@@ -393,9 +419,19 @@ pub fn plan_row(
             previous,
             named,
             given_name,
+            tenant,
         }),
         _ => Err(problems),
     }
+}
+
+/// The tenant profile a record names, whether or not the rest of it is
+/// valid (`None`: a run over one tenant, or a cell naming no profile):
+/// which tenant's share of a run an invalid row belongs to.
+pub fn row_tenant(record: &Record, columns: &Columns, defaults: &RowDefaults) -> Option<String> {
+    let tenants = defaults.tenants.as_ref()?;
+    let cell = columns.cell(Role::Tenant, &record.values).map(|(_, v)| v);
+    tenants.of_cell(cell).ok().map(str::to_string)
 }
 
 /// What a row says about an action parameter.

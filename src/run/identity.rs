@@ -21,8 +21,10 @@ use crate::input::{RowDefaults, RowPlan, Target};
 
 /// A row's identity: `action|kind:device|isolation|sha1|scan`, the device
 /// trimmed and lowercased as the row names it (a machine id, a device name,
-/// an Entra ID device id or an IP address). The comment is not part of it:
-/// it does not change what happens to the device.
+/// an Entra ID device id or an IP address), headed by `tenant/` in a run
+/// over many tenants (the same device id in two tenants is two devices).
+/// The comment is not part of it: it does not change what happens to the
+/// device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey(String);
 
@@ -36,6 +38,11 @@ impl RowKey {
             Target::Ip(s) => ("ip", s),
         };
         let mut key = String::with_capacity(64 + device.len());
+        if let Some(tenant) = &plan.tenant {
+            // A profile name never holds `/` or `|` (the profiles file is
+            // checked), so the key splits back unambiguously.
+            let _ = write!(key, "{}/", tenant.to_lowercase());
+        }
         let _ = write!(
             key,
             "{}|{kind}:{}|{}|{}|{}",
@@ -58,10 +65,11 @@ impl RowKey {
         &self.0
     }
 
-    /// The parts of the key: action, `kind:device`, and the parameters
-    /// (`iso|sha1|scan`). The parameters never hold a `|`, the device might
-    /// (a hostile name), so the parameters are split off from the right.
-    fn parts(&self) -> (&str, &str, &str) {
+    /// The parts of the key: the tenant (`tenant/`, or empty), the action,
+    /// `kind:device`, and the parameters (`iso|sha1|scan`). The
+    /// parameters never hold a `|`, the device might (a hostile name), so
+    /// the parameters are split off from the right.
+    fn parts(&self) -> (&str, &str, &str, &str) {
         // The third `|` from the right ends the device.
         let mut cut = self.0.len();
         for _ in 0..3 {
@@ -69,24 +77,26 @@ impl RowKey {
         }
         let (head, params) = (&self.0[..cut], self.0.get(cut + 1..).unwrap_or_default());
         let (action, device) = head.split_once('|').unwrap_or((head, ""));
-        (action, device, params)
+        let tenant_end = action.rfind('/').map_or(0, |i| i + 1);
+        let (tenant, action) = action.split_at(tenant_end);
+        (tenant, action, device, params)
     }
 
     /// The key the same row would have if it named `machine_id` by its id:
     /// what the row does to which machine, whatever way it named it.
     pub fn on_machine(&self, machine_id: &str) -> RowKey {
-        let (action, _, params) = self.parts();
-        RowKey(format!("{action}|id:{}|{params}", machine_id.trim().to_ascii_lowercase()))
+        let (tenant, action, _, params) = self.parts();
+        RowKey(format!("{tenant}{action}|id:{}|{params}", machine_id.trim().to_ascii_lowercase()))
     }
 
     /// The machine id, when the row names its device by id.
     pub fn machine_id(&self) -> Option<&str> {
-        self.parts().1.strip_prefix("id:")
+        self.parts().2.strip_prefix("id:")
     }
 
     /// The action's CLI name.
     pub fn action(&self) -> &str {
-        self.parts().0
+        self.parts().1
     }
 }
 
@@ -216,6 +226,26 @@ mod tests {
         assert_eq!(id_key.machine_id(), Some("cd".repeat(20).as_str()));
         assert_eq!(name_key.machine_id(), None);
         assert_eq!(name_key.action(), "stop-and-quarantine");
+    }
+
+    #[test]
+    fn the_tenant_heads_the_key_so_one_device_in_two_tenants_is_two_rows() {
+        let mut a = plan(Target::Id("ab".repeat(20)), ActionKind::Isolate);
+        let mut b = a.clone();
+        a.tenant = Some("Contoso".into());
+        b.tenant = Some("fabrikam".into());
+        let (ka, kb) = (RowKey::of(&a), RowKey::of(&b));
+        assert_ne!(ka, kb);
+        assert_eq!(ka.as_str(), format!("contoso/isolate|id:{}|||", "ab".repeat(20)));
+        assert_eq!(ka.action(), "isolate");
+        assert_eq!(ka.machine_id(), Some("ab".repeat(20).as_str()));
+        let mut by_name = plan(Target::Name("a/b|c".into()), ActionKind::Isolate);
+        by_name.tenant = Some("contoso".into());
+        assert_eq!(RowKey::of(&by_name).on_machine(&"AB".repeat(20)), ka);
+        assert_eq!(RowKey::of(&by_name).action(), "isolate");
+        // Without a tenant the key is as it always was.
+        a.tenant = None;
+        assert_eq!(RowKey::of(&a).as_str(), format!("isolate|id:{}|||", "ab".repeat(20)));
     }
 
     #[test]

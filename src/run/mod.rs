@@ -35,6 +35,7 @@ pub(crate) mod submit;
 pub(crate) mod summary;
 pub(crate) mod tagging;
 pub(crate) mod targets;
+pub mod tenants;
 pub(crate) mod transport;
 pub(crate) mod undo;
 pub(crate) mod wait;
@@ -152,6 +153,12 @@ pub struct RunConfig {
     /// `mdebulk apply`: the approved plan this run carries out; every row
     /// must still hit the machine the plan names.
     pub approval: Option<approval::Approval>,
+    /// A first login that fails stops the run like credentials lost
+    /// mid-run (every row written: those an earlier invocation settled as
+    /// they were, the rest `not_sent`) instead of refusing it: one tenant's
+    /// share of a run over many, whose rows the whole run must report
+    /// while the other tenants go on.
+    pub login_failure_stops: bool,
 }
 
 /// Where a run's devices come from when it has no input file.

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::call::Ctx;
 use super::identity::{RowKey, RunParams};
 use super::journal::{Intent, Journal, Recovered, journal_path};
-use super::plan::{Survey, previous_status, selected, survey_checking};
+use super::plan::{Selection, Survey, selection, survey_checking};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
@@ -39,7 +39,7 @@ use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
 use crate::api::time::format_utc;
-use crate::input::{Columns, Input, Record, Role, RowPlan, Target, plan_row};
+use crate::input::{Columns, Input, Record, Role, RowPlan, RowProblem, Target, plan_row};
 use crate::output::{self, ResultFormat, ResultSink};
 use crate::pace::Pacer;
 use crate::results::{ResultRow, Status, Timestamp};
@@ -173,7 +173,7 @@ async fn gather_targets<T: Transport>(
 /// Phase 1, the survey: reads the whole input once and validates every row
 /// (a file with invalid rows sends nothing, unless `--skip-invalid`), then
 /// asks for the confirmation irreversible actions need.
-async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunError> {
+pub(super) async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunError> {
     let input = Arc::new(Input::open(&config.input)?);
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
@@ -266,9 +266,14 @@ async fn set_up<T: Transport>(
         check_existing(config, path)?;
     }
     // A dry run makes the read calls too (look-ups, pre-flight).
-    super::call::first_token(transport.as_ref(), &config.policy, stop)
-        .await
-        .map_err(RunError::Auth)?;
+    if let Err(e) = super::call::first_token(transport.as_ref(), &config.policy, stop).await {
+        if !config.login_failure_stops {
+            return Err(RunError::Auth(e));
+        }
+        // Nothing is sent from here on: every row is written, those an
+        // earlier invocation settled as they were, the rest `not_sent`.
+        stop.fail(StopReason::AuthLost, format!("no token: {e}"));
+    }
     if let Some(granted) = transport.permissions().await {
         check_permissions(&granted, survey.per_action.keys().copied())?;
         if config.tag_result.is_some() && !config.dry_run {
@@ -279,7 +284,10 @@ async fn set_up<T: Transport>(
         // Before the journal, so a refused run leaves nothing behind.
         let pacer = Arc::new(Pacer::new(&config.limits, config.pace_margin));
         let ctx = Ctx::new(transport.clone(), pacer, None, config.policy.clone(), stop.clone());
-        check_blast_radius(config, &ctx, survey).await?;
+        // A stopped run sends nothing: there is no radius to check.
+        if !stop.is_set() {
+            check_blast_radius(config, &ctx, survey).await?;
+        }
     }
     let (journal, recovered) = match &results {
         Some(path) if !config.dry_run => {
@@ -660,8 +668,36 @@ impl Writer {
     }
 }
 
+/// The results row of a record that failed validation: every problem,
+/// with the device and action as the row gave them.
+pub(super) fn invalid_row(
+    columns: &Columns,
+    record: &Record,
+    problems: &[RowProblem],
+) -> ResultRow {
+    let why: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.column, p.why)).collect();
+    ResultRow {
+        // As the row gave it, like its machine id: an input's own
+        // device_name column lives on here.
+        device_name: columns
+            .cell(Role::DeviceName, &record.values)
+            .map(|(_, v)| v)
+            .or_else(|| columns.recorded_name(&record.values))
+            .unwrap_or_default()
+            .to_string(),
+        ..ResultRow::settled(
+            record.line,
+            cell(columns, Role::MachineId, record),
+            cell(columns, Role::Action, record),
+            Status::Invalid,
+            why.join("; "),
+        )
+        .with_code("InvalidRow")
+    }
+}
+
 /// A row a stop left unsent: nothing was done to the device.
-fn not_sent(line: u64, machine_id: &str, action: &str) -> ResultRow {
+pub(super) fn not_sent(line: u64, machine_id: &str, action: &str) -> ResultRow {
     ResultRow::settled(
         line,
         machine_id,
@@ -806,10 +842,13 @@ fn scan_refusals(
     };
     for record in input.records()? {
         let record = record?;
-        let Ok(plan) = plan_row(&record, columns, &config.defaults) else { continue };
-        if !selected(plan.previous_status, config.only.as_deref()) {
+        let plan = plan_row(&record, columns, &config.defaults);
+        if selection(&record, columns, &config.defaults, &plan, config.only.as_deref())
+            != Selection::Selected
+        {
             continue;
         }
+        let Ok(plan) = plan else { continue };
         let key = RowKey::of(&plan);
         if earlier.rows.contains_key(&key) {
             continue;
@@ -1197,35 +1236,15 @@ impl Reader<'_> {
             let record = record?;
             let user = columns.user_values(&record.values);
             let plan = plan_row(&record, columns, &self.config.defaults);
-            let previous = match &plan {
-                Ok(p) => p.previous_status,
-                Err(_) => previous_status(columns, &record),
-            };
-            if !selected(previous, self.config.only.as_deref()) {
+            let only = self.config.only.as_deref();
+            if selection(&record, columns, &self.config.defaults, &plan, only)
+                != Selection::Selected
+            {
                 continue;
             }
             let item = match plan {
                 Err(problems) => {
-                    let why: Vec<String> =
-                        problems.iter().map(|p| format!("{}: {}", p.column, p.why)).collect();
-                    let row = ResultRow {
-                        // As the row gave it, like its machine id: an
-                        // input's own device_name column lives on here.
-                        device_name: columns
-                            .cell(Role::DeviceName, &record.values)
-                            .map(|(_, v)| v)
-                            .or_else(|| columns.recorded_name(&record.values))
-                            .unwrap_or_default()
-                            .to_string(),
-                        ..ResultRow::settled(
-                            record.line,
-                            cell(columns, Role::MachineId, &record),
-                            cell(columns, Role::Action, &record),
-                            Status::Invalid,
-                            why.join("; "),
-                        )
-                        .with_code("InvalidRow")
-                    };
+                    let row = invalid_row(columns, &record, &problems);
                     // Validation is redone on every run: no journal record.
                     Item::Settled { seq, user, row, journal: None }
                 }

@@ -33,6 +33,11 @@ pub struct Survey {
     pub rows: u64,
     /// Rows left out by `--only`.
     pub not_selected: u64,
+    /// Rows of other tenants than the one this run keeps (`--tenant`, or
+    /// one tenant's share of a run over many).
+    pub other_tenants: u64,
+    /// Selected rows per tenant profile (a run over many tenants).
+    pub per_tenant: BTreeMap<String, u64>,
     /// Valid rows per action.
     pub per_action: BTreeMap<ActionKind, u64>,
     /// Row problems, in input order (at most [`MAX_PROBLEMS_KEPT`]).
@@ -62,6 +67,44 @@ pub fn selected(record_status: Option<Status>, only: Option<&[Status]>) -> bool 
         None => true,
         Some(set) => record_status.is_some_and(|s| set.contains(&s)),
     }
+}
+
+/// Whether a record is this run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// It is: it gets a results row.
+    Selected,
+    /// `--only` leaves it out.
+    NotSelected,
+    /// It acts in another tenant than the one this run keeps.
+    OtherTenant,
+}
+
+/// Whether `record` (planned as `plan`) is this run's: of the tenant it
+/// keeps, and selected by `--only`.
+pub fn selection(
+    record: &Record,
+    columns: &Columns,
+    defaults: &RowDefaults,
+    plan: &Result<RowPlan, Vec<RowProblem>>,
+    only: Option<&[Status]>,
+) -> Selection {
+    if let Some(tenants) = &defaults.tenants
+        && tenants.kept().is_some()
+    {
+        let tenant = match plan {
+            Ok(p) => p.tenant.clone(),
+            Err(_) => crate::input::row_tenant(record, columns, defaults),
+        };
+        if !tenants.keeps(tenant.as_deref()) {
+            return Selection::OtherTenant;
+        }
+    }
+    let previous = match plan {
+        Ok(p) => p.previous_status,
+        Err(_) => previous_status(columns, record),
+    };
+    if selected(previous, only) { Selection::Selected } else { Selection::NotSelected }
 }
 
 /// The earlier `status` of a row of a results file, even when the row is
@@ -95,18 +138,24 @@ pub fn survey_checking(
     for record in input.records()? {
         let record: Record = record?;
         let plan = plan_row(&record, columns, defaults);
-        let previous = match &plan {
-            Ok(p) => p.previous_status,
-            Err(_) => previous_status(columns, &record),
-        };
-        if !selected(previous, only) {
-            s.not_selected += 1;
-            continue;
+        match selection(&record, columns, defaults, &plan, only) {
+            Selection::Selected => {}
+            Selection::NotSelected => {
+                s.not_selected += 1;
+                continue;
+            }
+            Selection::OtherTenant => {
+                s.other_tenants += 1;
+                continue;
+            }
         }
         s.rows += 1;
         match plan {
             Ok(p) => {
                 *s.per_action.entry(p.action).or_default() += 1;
+                if let Some(t) = &p.tenant {
+                    *s.per_tenant.entry(t.clone()).or_default() += 1;
+                }
                 s.lookups.add(&p);
                 if let Some(intent) = replayed_request(&p) {
                     s.replayed_in_doubt.entry(RowKey::of(&p)).or_insert(intent);

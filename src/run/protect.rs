@@ -146,7 +146,7 @@ impl Policy {
         let text = String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
-            let (line, column) = line_column(&valid, at);
+            let (line, column) = crate::text::line_column(&valid, at);
             PolicyError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -160,7 +160,7 @@ impl Policy {
     /// Checks the policy text `text` read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let invalid = |span: Option<Range<usize>>, message: String| {
-            let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+            let (line, column) = crate::text::line_column(text, span.map_or(0, |s| s.start));
             PolicyError::Invalid { path: path.to_path_buf(), line, column, message }
         };
         let file: PolicyFile = toml::from_str(text)
@@ -295,15 +295,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// The 1-based line and column (in characters) of byte `at` of `text`.
-fn line_column(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,9 +387,9 @@ mod tests {
 
     #[test]
     fn line_and_column_count_characters() {
-        assert_eq!(line_column("ab\ncdé\nf", 0), (1, 1));
-        assert_eq!(line_column("ab\ncdé\nf", 3), (2, 1));
-        assert_eq!(line_column("ab\ncdé\nf", 8), (3, 1));
-        assert_eq!(line_column("ab\ncdé\nf", 7), (2, 4));
+        assert_eq!(crate::text::line_column("ab\ncdé\nf", 0), (1, 1));
+        assert_eq!(crate::text::line_column("ab\ncdé\nf", 3), (2, 1));
+        assert_eq!(crate::text::line_column("ab\ncdé\nf", 8), (3, 1));
+        assert_eq!(crate::text::line_column("ab\ncdé\nf", 7), (2, 4));
     }
 }

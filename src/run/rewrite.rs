@@ -135,28 +135,57 @@ impl Iterator for Entries<'_> {
     type Item = Result<ResultsEntry, RewriteError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let record = match self.records.next()? {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let columns = self.file.input.columns();
+        let record = self.records.next()?;
+        Some(self.file.entry(record))
+    }
+}
+
+/// A pass over the rows of a [`ResultsFile`] that owns the file (read
+/// beside other files, as the merge of a run over many tenants does).
+pub struct OwnedEntries {
+    /// The file, for its columns and name.
+    file: ResultsFile,
+    /// The record reader.
+    records: Records,
+}
+
+impl Iterator for OwnedEntries {
+    type Item = Result<ResultsEntry, RewriteError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = self.records.next()?;
+        Some(self.file.entry(record))
+    }
+}
+
+impl ResultsFile {
+    /// [`ResultsFile::entries`], owning the file.
+    pub fn into_entries(self) -> Result<OwnedEntries, RewriteError> {
+        let records = self.input.records()?;
+        Ok(OwnedEntries { file: self, records })
+    }
+
+    /// One record read back as a row: an error that names its line when
+    /// its runner columns cannot be read back or its field count is wrong.
+    fn entry(
+        &self,
+        record: Result<crate::input::Record, InputError>,
+    ) -> Result<ResultsEntry, RewriteError> {
+        let record = record?;
+        let columns = self.input.columns();
         let bad = |why: String| RewriteError::Row {
-            file: self.file.input.display_name().to_string(),
+            file: self.input.display_name().to_string(),
             line: record.line,
             why,
         };
         if !record.problems.is_empty() {
             let why = record.problems.iter().map(|p| p.why.clone()).collect::<Vec<_>>().join("; ");
-            return Some(Err(bad(why)));
+            return Err(bad(why));
         }
-        let row = match parse_result_row(columns.names().iter().zip(record.values.iter())) {
-            Ok(row) => row,
-            Err(errors) => {
-                let why = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-                return Some(Err(bad(why)));
-            }
-        };
-        Some(Ok(ResultsEntry { user: columns.user_values(&record.values), row }))
+        let row = parse_result_row(columns.names().iter().zip(record.values.iter())).map_err(
+            |errors| bad(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+        )?;
+        Ok(ResultsEntry { user: columns.user_values(&record.values), row })
     }
 }
 

@@ -55,6 +55,71 @@ pub struct Summary {
     pub approval: Option<super::approval::Approval>,
     /// `--tag-result` (and its removal by `undo`), when asked for.
     pub tagged: Option<TagStats>,
+    /// A run over many tenants: each tenant's share, in profile order.
+    pub tenants: Vec<TenantOutcome>,
+}
+
+/// One tenant's share of a run over many, for the summary.
+#[derive(Debug, Clone)]
+pub struct TenantOutcome {
+    /// The profile name.
+    pub name: String,
+    /// The share's own summary, when it ran.
+    pub summary: Option<Box<Summary>>,
+    /// Why the share was refused before it wrote any row (the error's
+    /// kind and message), when it was.
+    pub refused: Option<(&'static str, String)>,
+}
+
+impl TenantOutcome {
+    /// The exit code of this tenant's share on its own: 2 when refused.
+    pub fn exit_code(&self) -> u8 {
+        match (&self.summary, &self.refused) {
+            (_, Some(_)) => 2,
+            (Some(s), None) => s.exit_code(),
+            (None, None) => 0,
+        }
+    }
+
+    /// One line: the tenant's counts per status and 429s, or why it was
+    /// refused, or why it stopped.
+    fn line(&self) -> String {
+        if let Some((_, why)) = &self.refused {
+            return format!("{}: refused, nothing sent: {why}", self.name);
+        }
+        let Some(s) = &self.summary else { return format!("{}: no rows", self.name) };
+        let counts: Vec<String> = Status::ALL
+            .iter()
+            .zip(s.by_status)
+            .filter(|(_, n)| *n > 0)
+            .map(|(st, n)| format!("{} {n}", st.as_str()))
+            .collect();
+        let mut line = format!(
+            "{}: {} row(s){}{}; 429 answers {}",
+            self.name,
+            s.rows(),
+            if counts.is_empty() { "" } else { ": " },
+            counts.join(", "),
+            s.throttled
+        );
+        if let Some(reason) = s.stopped {
+            let detail = s.stop_detail.clone().unwrap_or_else(|| reason.describe().to_string());
+            let _ = write!(line, "; stopped: {detail}");
+        }
+        line
+    }
+
+    /// The share as JSON: its counts and exit code, or its refusal.
+    fn to_json(&self) -> serde_json::Value {
+        match (&self.summary, &self.refused) {
+            (_, Some((kind, message))) => serde_json::json!({
+                "exit_code": self.exit_code(),
+                "error": { "kind": kind, "message": message },
+            }),
+            (Some(s), None) => s.to_json(None),
+            (None, None) => serde_json::json!({ "rows": 0 }),
+        }
+    }
 }
 
 /// What `--tag-result` (or `undo` taking the tag off) did, for the summary.
@@ -143,12 +208,15 @@ impl Summary {
 
     /// The process exit code this run implies.
     pub fn exit_code(&self) -> u8 {
-        match self.stopped {
-            Some(reason) => reason.exit_code(),
+        let own = match self.stopped {
+            Some(reason) => return reason.exit_code(),
             None if self.failed() > 0 => 1,
             None if self.tagged.as_ref().is_some_and(TagStats::failed) => 1,
             None => 0,
-        }
+        };
+        // A run over many tenants ends as its worst share: a refused or
+        // stopped tenant outweighs failed rows.
+        self.tenants.iter().map(TenantOutcome::exit_code).fold(own, u8::max)
     }
 
     /// The summary as printed at the end of a run.
@@ -200,6 +268,12 @@ impl Summary {
         if let Some(a) = &self.approval {
             let _ =
                 writeln!(out, "  plan {} by {}, approved by {}", a.digest, a.planner, a.approver);
+        }
+        if !self.tenants.is_empty() {
+            let _ = writeln!(out, "  per tenant:");
+            for t in &self.tenants {
+                let _ = writeln!(out, "    {}", t.line());
+            }
         }
         if self.not_selected > 0 {
             let _ = writeln!(out, "  not selected by --only: {}", self.not_selected);
@@ -326,6 +400,11 @@ impl Summary {
                 "calls": t.calls,
                 "error": t.error,
             });
+        }
+        if !self.tenants.is_empty() {
+            let per: serde_json::Map<String, serde_json::Value> =
+                self.tenants.iter().map(|t| (t.name.clone(), t.to_json())).collect();
+            out["tenants"] = per.into();
         }
         if let Some(reason) = self.stopped {
             let message = match &self.stop_detail {
