@@ -337,10 +337,10 @@ pub struct RunArgs {
 /// A run over many tenants: the profiles file and the one tenant to keep.
 #[derive(Debug, Clone, Args)]
 pub struct TenancyArgs {
-    /// Act in many tenants in one run: the tenant profiles (TOML, a [tenant.NAME] table each: tenant_id, auth, client_id and where the secret is (client_secret_env, client_secret_file, certificate_path, token_command), optional cloud, api_url, login_url, limits). Each row names its tenant (profile name or tenant id) in a tenant column; each tenant is paced at its own quota, all side by side. Needs -o FILE.
+    /// Act in many tenants: the tenant profiles (TOML, a [tenant.NAME] table each: tenant_id, auth, client_id and where the secret is (client_secret_env, client_secret_file, certificate_path, token_command), optional cloud, api_url, login_url, limits). Each row names its tenant (profile name or tenant id) in a tenant column; each tenant is paced at its own quota, all side by side. Needs -o FILE. For status and undo: the profiles of the run's tenants.
     #[arg(long, value_name = "FILE", help_heading = "Tenants")]
     pub tenants: Option<PathBuf>,
-    /// With --tenants: act in this tenant only (profile name or tenant id); rows without a tenant cell act in it.
+    /// With --tenants: act in this tenant only (profile name or tenant id); in a run, rows without a tenant cell act in it.
     #[arg(long, value_name = "NAME", requires = "tenants", help_heading = "Tenants")]
     pub tenant: Option<String>,
 }
@@ -610,6 +610,9 @@ pub struct StatusArgs {
     /// `--notify`.
     #[command(flatten)]
     pub notify: NotifyArgs,
+    /// `--tenants` and `--tenant`: the results of a run over many tenants.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
 }
 
 const STATUS_AFTER_HELP: &str = "\
@@ -687,6 +690,9 @@ pub struct UndoArgs {
     /// `--notify`.
     #[command(flatten)]
     pub notify: NotifyArgs,
+    /// `--tenants` and `--tenant`: the results of a run over many tenants.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
 }
 
 const UNDO_AFTER_HELP: &str = "\
@@ -758,6 +764,39 @@ pub enum Endpoint {
         /// The profiles' names and quotas, in order.
         tenants: Vec<(String, Vec<crate::pace::Limit>)>,
     },
+}
+
+/// The clients of a command that follows up a run (`status`, `undo`):
+/// one, or one per tenant of a run over many (`--tenants`).
+#[derive(Debug, Clone)]
+pub enum Clients {
+    /// The credentials of the environment.
+    One(Box<crate::api::client::ClientConfig>),
+    /// One client per tenant, and the rows' tenant names.
+    Tenants(crate::input::TenantNames, Vec<TenantEndpoint>),
+}
+
+impl Clients {
+    /// The clients of `api` and `tenancy`.
+    fn of(
+        api: &ApiArgs,
+        tenancy: &TenancyArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Clients> {
+        Ok(match follow_up_tenants(api, tenancy, env)? {
+            Some((names, endpoints)) => Clients::Tenants(names, endpoints),
+            None => Clients::One(Box::new(client_config(api, env, request_timeout)?)),
+        })
+    }
+
+    /// The settings the `--notify` webhook borrows (TLS, proxy): the first client's.
+    pub fn first(&self) -> Option<&crate::api::client::ClientConfig> {
+        match self {
+            Clients::One(c) => Some(c),
+            Clients::Tenants(_, t) => t.first().map(|t| &t.client),
+        }
+    }
 }
 
 /// One tenant of a run over many: its profile name, its id, its client
@@ -970,24 +1009,7 @@ fn tenants_run_config(
             "--tenants reads its input from a file, not standard input: each tenant's share of the run reads it again (save the rows to a file first)"
         );
     }
-    let profiles = tenants::read(path)?;
-    let mut names = crate::input::TenantNames::new(
-        profiles.iter().map(|p| (p.name.clone(), p.tenant_id.clone())),
-    );
-    let profiles: Vec<tenants::Profile> = match &args.tenancy.tenant {
-        Some(only) => {
-            names = names.restricted_to(only).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--tenant {}: no profile of that name or tenant id in {}",
-                    crate::text::quote(only),
-                    path.display()
-                )
-            })?;
-            let kept = names.fallback().unwrap_or_default().to_string();
-            profiles.into_iter().filter(|p| p.name == kept).collect()
-        }
-        None => profiles,
-    };
+    let (names, profiles) = tenant_profiles(&args.tenancy, path)?;
     config.defaults.tenants = Some(names);
     if profiles.len() > crate::sim::MAX_TENANTS && args.simulate {
         bail!(
@@ -1005,13 +1027,11 @@ fn tenants_run_config(
         let endpoint = Endpoint::SimulatedTenants { request_timeout: api.request_timeout, tenants };
         return Ok((config, endpoint));
     }
-    let roots = extra_roots(&args.api, env)?;
     let query = matches!(config.targets, Some(crate::run::Targets::Query { .. }));
-    let mut endpoints = Vec::with_capacity(profiles.len());
-    for p in &profiles {
-        let mut client = tenant_client(&args.api, p, env, api.request_timeout, &roots)?;
-        if query {
-            let mut graph = graph_config(args, &client.credentials, env)
+    let mut endpoints = tenant_endpoints(&args.api, &profiles, env, api)?;
+    if query {
+        for (t, p) in endpoints.iter_mut().zip(&profiles) {
+            let mut graph = graph_config(args, &t.client.credentials, env)
                 .map_err(|e| anyhow::anyhow!("tenant {}: {e}", p.name))?;
             if let Some(cloud) = p.cloud
                 && args.graph_url.is_none()
@@ -1019,19 +1039,69 @@ fn tenants_run_config(
                 graph.base = cloud.graph_base().to_string();
                 graph.scope = cloud.graph_scope().to_string();
             }
-            client.graph = Some(graph);
+            t.client.graph = Some(graph);
         }
-        endpoints.push(TenantEndpoint {
-            name: p.name.clone(),
-            tenant_id: p.tenant_id.clone(),
-            client,
-            limits: limits(p),
-        });
     }
     // Each share records its own API and tenant.
     config.api = String::new();
     config.tenant = String::new();
     Ok((config, Endpoint::Tenants(endpoints)))
+}
+
+/// The profiles of `--tenants FILE` and the rows' tenant names, both
+/// restricted to `--tenant` when it is given.
+fn tenant_profiles(
+    tenancy: &TenancyArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<(crate::input::TenantNames, Vec<tenants::Profile>)> {
+    let profiles = tenants::read(path)?;
+    let names = crate::input::TenantNames::new(
+        profiles.iter().map(|p| (p.name.clone(), p.tenant_id.clone())),
+    );
+    let Some(only) = &tenancy.tenant else { return Ok((names, profiles)) };
+    let names = names.restricted_to(only).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--tenant {}: no profile of that name or tenant id in {}",
+            crate::text::quote(only),
+            path.display()
+        )
+    })?;
+    let kept = names.fallback().unwrap_or_default().to_string();
+    Ok((names, profiles.into_iter().filter(|p| p.name == kept).collect()))
+}
+
+/// One client per profile, with its quota (the profile's, else the run's).
+fn tenant_endpoints(
+    api_args: &ApiArgs,
+    profiles: &[tenants::Profile],
+    env: &dyn Fn(&str) -> Option<String>,
+    api: &ApiSettings,
+) -> anyhow::Result<Vec<TenantEndpoint>> {
+    let roots = extra_roots(api_args, env)?;
+    profiles
+        .iter()
+        .map(|p| {
+            Ok(TenantEndpoint {
+                name: p.name.clone(),
+                tenant_id: p.tenant_id.clone(),
+                client: tenant_client(api_args, p, env, api.request_timeout, &roots)?,
+                limits: p.limits.clone().unwrap_or_else(|| api.limits.clone()),
+            })
+        })
+        .collect()
+}
+
+/// `status --tenants` and `undo --tenants`: the rows' tenant names and one
+/// client per tenant; `None` without `--tenants`.
+pub fn follow_up_tenants(
+    api_args: &ApiArgs,
+    tenancy: &TenancyArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<(crate::input::TenantNames, Vec<TenantEndpoint>)>> {
+    let Some(path) = &tenancy.tenants else { return Ok(None) };
+    let api = api_args.settings()?;
+    let (names, profiles) = tenant_profiles(tenancy, path)?;
+    Ok(Some((names, tenant_endpoints(api_args, &profiles, env, &api)?)))
 }
 
 /// The environment variables a tenant's credentials may read from the
@@ -1504,7 +1574,7 @@ fn input_stem(input: &std::path::Path) -> String {
 pub fn status_config(
     args: &StatusArgs,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<(StatusConfig, crate::api::client::ClientConfig)> {
+) -> anyhow::Result<(StatusConfig, Clients)> {
     refuse_workbook_results(&args.results)?;
     refuse_simulated_run(&args.results, "status")?;
     let api = args.api.settings()?;
@@ -1515,7 +1585,7 @@ pub fn status_config(
         pace_margin: api.pace_margin,
         policy: api.policy,
     };
-    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+    Ok((config, Clients::of(&args.api, &args.tenancy, env, api.request_timeout)?))
 }
 
 /// Turns `devices` flags and the environment into a validated configuration.
@@ -1551,7 +1621,7 @@ pub fn devices_config(
 pub fn undo_config(
     args: &UndoArgs,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<(UndoConfig, crate::api::client::ClientConfig)> {
+) -> anyhow::Result<(UndoConfig, Clients)> {
     refuse_simulated_run(&args.results, "undo")?;
     let api = args.api.settings()?;
     if args.comment.as_deref().is_some_and(|c| c.trim().is_empty()) {
@@ -1576,7 +1646,7 @@ pub fn undo_config(
         policy: api.policy,
         concurrency: usize::from(args.concurrency),
     };
-    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+    Ok((config, Clients::of(&args.api, &args.tenancy, env, api.request_timeout)?))
 }
 
 /// `auth check` flags and environment: the client settings, and the

@@ -307,3 +307,59 @@ async fn tenant_restricts_a_run_to_one_tenant_and_its_resume() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--tenant \"nobody\""), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn status_and_undo_follow_each_tenant_with_its_own_credentials() {
+    let sim = tenants_sim(3, config()).await;
+    let t = sim.tenants();
+    let dir = TempDir::new("tenants-undo");
+    let profiles = profiles(&sim, &dir);
+    let rows = mixed_rows(&sim);
+    let input = dir.path("rows.csv");
+    std::fs::write(&input, csv(&rows)).unwrap();
+    let results = dir.path("rows.results.csv");
+    let out = output(run(&sim, &profiles, &input, &results, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // status --wait: every tenant's actions followed to their end.
+    let mut status = tenants_command(&sim);
+    status.arg("status").arg(&results).arg("--tenants").arg(&profiles);
+    status.args(["--wait", "--poll-interval", "200ms", "--wait-timeout", "30s"]);
+    let out = output(status).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = read_results(&results);
+    assert_eq!(written.len(), rows.len());
+    for (row, (tenant, id, _)) in written.iter().zip(&rows) {
+        assert_eq!(row["status"], "succeeded", "{row:?}");
+        assert_eq!(&row["customer"], tenant, "the tenant column stays as written");
+        assert_eq!(&row["machine_id"], id);
+    }
+
+    // undo: each isolation released in its own tenant, the rest skipped.
+    let mut undo = tenants_command(&sim);
+    undo.arg("undo").arg(&results).arg("--tenants").arg(&profiles).arg("--yes");
+    let out = output(undo).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let undone = read_results(&dir.path("rows.results.undo.csv"));
+    assert_eq!(undone.len(), rows.len());
+    for (row, (tenant, id, action)) in undone.iter().zip(&rows) {
+        assert_eq!(&row["customer"], tenant);
+        assert_eq!(&row["machine_id"], id);
+        let expected = if *action == "isolate" { "submitted" } else { "skipped" };
+        assert_eq!(row["status"], expected, "{row:?}");
+    }
+    let s = stats(&sim);
+    assert_eq!(s.unauthorized + s.not_found, 0);
+    // Each tenant's own rows, then its own releases: contoso and fabrikam
+    // had three rows and two isolations each, northwind two and one.
+    for (name, created) in t.iter().map(|t| &t.name).zip([5, 5, 3]) {
+        assert_eq!(s.tenants[name].actions_created, created, "{name}");
+    }
+    let releases = sim
+        .action_counts()
+        .iter()
+        .filter(|((_, kind), _)| kind == "Unisolate")
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(releases, rows.iter().filter(|r| r.2 == "isolate").count() as u64);
+}

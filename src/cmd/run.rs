@@ -6,7 +6,7 @@ use crate::api::auth::{Credentials, Secret};
 use crate::api::client::{ClientConfig, GraphConfig};
 use crate::cli::{Endpoint, RunArgs, TenantEndpoint, run_config};
 
-use super::shared::{connect, finish, notify, resume_command, send, webhook};
+use super::shared::{connect, connect_tenants, finish, notify, resume_command, send, webhook};
 
 /// `mdebulk run`.
 pub(crate) async fn run(
@@ -99,21 +99,7 @@ async fn run_tenants(
         Some(t) => webhook(args.notify.notify.as_deref(), &t.client)?,
         None => None,
     };
-    let stop = crate::run::Stop::new();
-    crate::run::stop::install_signal_handlers(stop.clone());
-    let mut sides = Vec::with_capacity(tenants.len());
-    for t in tenants {
-        let api = t.client.api_base.clone();
-        let client = crate::api::client::Client::new(t.client)
-            .map_err(|e| anyhow::anyhow!("tenant {}: {e}", t.name))?;
-        sides.push(crate::run::tenants::TenantSide {
-            name: t.name,
-            tenant_id: t.tenant_id,
-            api,
-            limits: t.limits,
-            transport: std::sync::Arc::new(client),
-        });
-    }
+    let (sides, stop) = connect_tenants(tenants)?;
     let summary = match crate::run::tenants::run(config, sides, stop).await {
         Ok(summary) => summary,
         Err(e) => {

@@ -18,6 +18,30 @@ pub(crate) fn connect(config: ClientConfig) -> anyhow::Result<(Arc<Client>, Stop
     Ok((client, stop))
 }
 
+/// One transport per tenant of a run over many, each a client with its
+/// own credentials and token cache, and the stop flag the signal handlers
+/// raise for all of them.
+pub(crate) fn connect_tenants(
+    tenants: Vec<crate::cli::TenantEndpoint>,
+) -> anyhow::Result<(Vec<crate::run::tenants::TenantSide<Client>>, Stop)> {
+    let mut sides = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        let api = t.client.api_base.clone();
+        let client =
+            Client::new(t.client).map_err(|e| anyhow::anyhow!("tenant {}: {e}", t.name))?;
+        sides.push(crate::run::tenants::TenantSide {
+            name: t.name,
+            tenant_id: t.tenant_id,
+            api,
+            limits: t.limits,
+            transport: Arc::new(client),
+        });
+    }
+    let stop = Stop::new();
+    crate::run::stop::install_signal_handlers(stop.clone());
+    Ok((sides, stop))
+}
+
 /// Prints a command's summary (to stderr when stdout carries results),
 /// says how to continue after a stop, and returns the exit code. `json`:
 /// the summary, the stop and how to continue as one JSON object instead.

@@ -244,6 +244,12 @@ pub enum RunError {
         "{0} already exists: add --resume to continue that run, or --force to start over and replace it"
     )]
     ResultsExist(PathBuf),
+    /// `--tenants` on a results file that is not one of a run over many
+    /// tenants (no shares beside it, or no tenant column).
+    #[error(
+        "{0}: not the results of a run over many tenants (there is no folder of the tenants' shares beside it, FILE.tenants, or no tenant column); run the command without --tenants, or on the results file a run with --tenants wrote"
+    )]
+    NotManyTenants(PathBuf),
     /// `--resume` on a results file that no journal belongs to.
     #[error(
         "--resume: {0} exists but has no journal beside it, so what the run did cannot be known and it cannot be continued safely (rows would be sent twice); use another -o, or --force to start over and replace it"
@@ -327,6 +333,7 @@ impl RunError {
             RunError::Input(_) => "input",
             RunError::InvalidRows { .. } => "invalid_rows",
             RunError::ResultsExist(_) => "results_exist",
+            RunError::NotManyTenants(_) => "not_many_tenants",
             RunError::NothingToResume(_) => "nothing_to_resume",
             RunError::ParamsChanged { .. } => "params_changed",
             RunError::UnknownJournal(_) => "unknown_journal",

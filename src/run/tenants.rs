@@ -528,3 +528,231 @@ fn worst_stop(tenants: &[TenantOutcome]) -> Option<(String, StopReason, String)>
         })
         .max_by_key(|(_, reason, _)| reason.exit_code())
 }
+
+/// The shares of the run over many tenants whose results file is
+/// `results`, for a command that follows them up (`status`, `undo`): the
+/// kept sides whose share file exists, each with it. A results file with
+/// no shares beside it is not one of such a run's.
+fn shares_of<T>(
+    results: &Path,
+    names: &TenantNames,
+    sides: Vec<TenantSide<T>>,
+) -> Result<Vec<(TenantSide<T>, PathBuf)>, RunError> {
+    let dir = shares_dir(results);
+    if !dir.is_dir() {
+        return Err(RunError::NotManyTenants(results.to_path_buf()));
+    }
+    Ok(sides
+        .into_iter()
+        .filter(|s| names.keeps(Some(&s.name)))
+        .filter_map(|s| {
+            let path = share_path(results, &s.name);
+            path.exists().then_some((s, path))
+        })
+        .collect())
+}
+
+/// A child stop of `whole`: set when `whole` is (Ctrl-C reaches every
+/// tenant), never the other way round (one tenant's fault stays its own).
+fn child_of(whole: &Stop) -> (Stop, tokio::task::JoinHandle<()>) {
+    let own = Stop::new();
+    let (w, o) = (whole.clone(), own.clone());
+    let link = tokio::spawn(async move {
+        w.wait().await;
+        if let Some(reason) = w.reason() {
+            match w.detail() {
+                Some(d) => o.fail(reason, d),
+                None => o.trigger(reason),
+            }
+        }
+    });
+    (own, link)
+}
+
+/// `mdebulk status --tenants`: each tenant's share followed up with its
+/// own credentials, side by side, then the results file rewritten from
+/// the shares, row for row.
+pub async fn status<T: Transport>(
+    config: &super::status::StatusConfig,
+    names: &TenantNames,
+    sides: Vec<TenantSide<T>>,
+    stop: Stop,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let shares = shares_of(&config.results, names, sides)?;
+    let outcomes = futures::future::join_all(shares.into_iter().map(|(side, path)| {
+        let share = super::status::StatusConfig {
+            results: path.clone(),
+            limits: side.limits.clone(),
+            ..config.clone()
+        };
+        let stop = stop.clone();
+        async move {
+            let (own, link) = child_of(&stop);
+            let outcome = super::status::status(&share, side.transport, own).await;
+            link.abort();
+            Share { name: side.name, path, outcome }
+        }
+    }))
+    .await;
+    let (results, names_owned) = (config.results.clone(), names.clone());
+    let (outcomes, mut summary) = super::blocking(move || {
+        let sources: HashMap<String, PathBuf> = outcomes
+            .iter()
+            .filter(|s| s.outcome.is_ok())
+            .map(|s| (s.name.clone(), s.path.clone()))
+            .collect();
+        let summary =
+            follow_shares(&results, &names_owned, &sources, &results, |_, row| Some(row.clone()))?;
+        Ok::<_, RunError>((outcomes, summary))
+    })
+    .await?;
+    summary.heading = Some("status");
+    summary.waited = None;
+    absorb_shares(&mut summary, outcomes);
+    summary.stamp(started, &stop);
+    Ok(summary)
+}
+
+/// `mdebulk undo --tenants`: each tenant's share undone with its own
+/// credentials and quota, side by side, after one confirmation for all;
+/// the undo results follow the results file row for row.
+pub async fn undo<T: Transport>(
+    config: &super::undo::UndoConfig,
+    names: &TenantNames,
+    sides: Vec<TenantSide<T>>,
+    stop: Stop,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let shares = shares_of(&config.results, names, sides)?;
+    let own = {
+        let paths: Vec<PathBuf> = shares.iter().map(|(_, p)| p.clone()).collect();
+        super::blocking(move || {
+            paths.iter().try_fold(0u64, |n, p| Ok::<_, RunError>(n + super::undo::survey(p)?.own))
+        })
+        .await?
+    };
+    super::undo::confirm(config, own)?;
+    let outcomes = futures::future::join_all(shares.into_iter().map(|(side, path)| {
+        let output = shares_dir(&config.results).join(format!("{}.undo.csv", side.name));
+        let share = super::undo::UndoConfig {
+            results: path,
+            output: output.clone(),
+            yes: true,
+            interactive: false,
+            limits: side.limits.clone(),
+            ..config.clone()
+        };
+        let stop = stop.clone();
+        async move {
+            let (own, link) = child_of(&stop);
+            let outcome = super::undo::undo(&share, side.transport, own).await;
+            link.abort();
+            Share { name: side.name, path: output, outcome }
+        }
+    }))
+    .await;
+    let (results, output, names_owned) =
+        (config.results.clone(), config.output.clone(), names.clone());
+    let (outcomes, mut summary) = super::blocking(move || {
+        let sources: HashMap<String, PathBuf> = outcomes
+            .iter()
+            .filter(|s| s.outcome.is_ok())
+            .map(|s| (s.name.clone(), s.path.clone()))
+            .collect();
+        let refused: HashMap<String, String> = outcomes
+            .iter()
+            .filter_map(|s| s.outcome.as_ref().err().map(|e| (s.name.clone(), e.to_string())))
+            .collect();
+        let summary = follow_shares(&results, &names_owned, &sources, &output, |tenant, row| {
+            // A row of a tenant this undo did not reach: said so, in its place.
+            let why = match refused.get(tenant) {
+                Some(e) => format!("tenant {tenant}: the undo was refused: {e}; nothing was sent"),
+                None => format!("tenant {tenant}: not part of this undo"),
+            };
+            let status = if refused.contains_key(tenant) { Status::Error } else { Status::Skipped };
+            let mut skipped =
+                ResultRow::settled(row.line, &row.machine_id, &row.action, status, why);
+            skipped.device_name.clone_from(&row.device_name);
+            Some(skipped)
+        })?;
+        Ok::<_, RunError>((outcomes, summary))
+    })
+    .await?;
+    summary.heading = Some("undo");
+    absorb_shares(&mut summary, outcomes);
+    summary.stamp(started, &stop);
+    Ok(summary)
+}
+
+/// Writes `output` in the order and with the user's columns of the
+/// results file `order`, each row taken from its tenant's file in
+/// `sources` (the row of the same line), or, for tenants without one,
+/// made by `missing` from the results file's own row (`None`: left out).
+fn follow_shares(
+    order: &Path,
+    names: &TenantNames,
+    sources: &HashMap<String, PathBuf>,
+    output: &Path,
+    missing: impl Fn(&str, &ResultRow) -> Option<ResultRow>,
+) -> Result<Summary, RunError> {
+    let file = ResultsFile::open(order)?;
+    let tenant_column = file
+        .user_columns()
+        .iter()
+        .position(|c| Role::for_header(c) == Some(Role::Tenant))
+        .ok_or_else(|| RunError::NotManyTenants(order.to_path_buf()))?;
+    let mut readers: HashMap<&str, std::iter::Peekable<super::rewrite::OwnedEntries>> =
+        HashMap::new();
+    for (name, path) in sources {
+        readers.insert(name.as_str(), ResultsFile::open(path)?.into_entries()?.peekable());
+    }
+    let partial = super::partial_path(output);
+    let io = |source| RunError::Io { path: partial.clone(), source };
+    let out = crate::private::create(&partial).map_err(io)?;
+    let mut sink = sink_in(
+        ResultFormat::for_path(output),
+        file.dialect(),
+        BufWriter::with_capacity(256 * 1024, out),
+        file.user_columns(),
+    );
+    let mut summary = Summary::new(Some(output.to_path_buf()), false);
+    for entry in file.entries()? {
+        let ResultsEntry { user, row } = entry?;
+        let cell = user.get(tenant_column).map(String::as_str).unwrap_or_default();
+        let tenant = names.resolve(cell).ok().map(str::to_string);
+        let from_share = match tenant.as_deref().and_then(|t| readers.get_mut(t)) {
+            Some(reader) => {
+                while reader.peek().is_some_and(|e| e.as_ref().is_ok_and(|e| e.row.line < row.line))
+                {
+                    reader.next();
+                }
+                match reader.next_if(|e| e.as_ref().map_or(true, |e| e.row.line == row.line)) {
+                    Some(e) => Some(e?.row),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let written = match from_share {
+            Some(r) => Some(r),
+            None => match &tenant {
+                Some(t) if names.keeps(Some(t)) => missing(t, &row),
+                // Another tenant's row (`--tenant`), or one naming none.
+                _ => (output == order).then(|| row.clone()),
+            },
+        };
+        if let Some(r) = written {
+            summary.count(&r);
+            sink.write_row(&user, &r).map_err(io)?;
+        }
+    }
+    sink.finish().map_err(io)?;
+    drop(sink);
+    crate::private::open(std::fs::OpenOptions::new().write(true), &partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&partial, output)
+        .map_err(|source| RunError::Io { path: output.to_path_buf(), source })?;
+    Ok(summary)
+}

@@ -311,7 +311,7 @@ fn release(reverse: ActionKind, ours: &MachineAction, index: &Index) -> Step {
 }
 
 /// What the first pass over the results file found.
-struct Survey {
+pub(super) struct Survey {
     /// The user's columns.
     user_columns: Vec<String>,
     /// The file's format.
@@ -319,14 +319,14 @@ struct Survey {
     /// The file's CSV dialect, which the undo results repeat.
     dialect: crate::results::dialect::Dialect,
     /// Rows that show an action of the run: the most undo may change.
-    own: u64,
+    pub(super) own: u64,
     /// Their action ids (lowercased).
     ids: Vec<String>,
     /// Earliest request time among them.
     since: Option<SystemTime>,
 }
 
-fn survey(path: &Path) -> Result<Survey, RunError> {
+pub(super) fn survey(path: &Path) -> Result<Survey, RunError> {
     let file = ResultsFile::open(path)?;
     let mut s = Survey {
         user_columns: file.user_columns().to_vec(),
@@ -350,7 +350,7 @@ fn survey(path: &Path) -> Result<Survey, RunError> {
 }
 
 /// Undo changes devices: it needs `--yes` or a typed confirmation.
-fn confirm(config: &UndoConfig, own: u64) -> Result<(), RunError> {
+pub(super) fn confirm(config: &UndoConfig, own: u64) -> Result<(), RunError> {
     if own == 0 || config.yes {
         return Ok(());
     }
