@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every whole-run benchmark of mdebulk (pacing, overhead, scale) and
+# Runs every whole-run benchmark of mdebulk (pacing, overhead, scale, tenants) and
 # prints one markdown table with the numbers, the targets and the machine.
 #
 #   benches/run_all.sh          quick: pacing for N = 100, 500, 1500 (about 5 minutes in all)
@@ -28,7 +28,7 @@ log="$work/bench.log"
 export MDEBULK_BENCH_TABLE=1
 
 echo "== building (release profile, once)" >&2
-cargo bench --no-run --bench pacing --bench overhead --bench scale >&2
+cargo bench --no-run --bench pacing --bench overhead --bench scale --bench tenants >&2
 
 run() {
     local name="$1"
@@ -40,6 +40,7 @@ run() {
 run pacing "${pacing_args[@]}"
 run overhead
 run scale
+run tenants
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 mem="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"

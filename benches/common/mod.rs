@@ -178,6 +178,7 @@ pub fn run_config(
         skip_protected: false,
         planner: String::new(),
         approval: None,
+        login_failure_stops: false,
     }
 }
 

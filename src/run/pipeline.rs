@@ -1114,7 +1114,7 @@ async fn check_blast_radius<T: Transport>(
 }
 
 /// True when `path` names a dry run's plan (`NAME.plan.csv`, `.plan.jsonl`).
-fn is_plan(path: &Path) -> bool {
+pub(super) fn is_plan(path: &Path) -> bool {
     path.file_stem().is_some_and(|s| s.to_string_lossy().to_ascii_lowercase().ends_with(".plan"))
 }
 

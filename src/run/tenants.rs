@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::identity::RowKey;
 use super::journal::{Journal, journal_path};
-use super::pipeline::{invalid_row, not_sent, survey_input};
+use super::pipeline::{invalid_row, is_plan, not_sent, survey_input};
 use super::plan::{Selection, Survey, selection};
 use super::rewrite::{ResultsEntry, ResultsFile};
 use super::stop::{Stop, StopReason};
@@ -105,7 +105,9 @@ pub async fn run<T: Transport>(
         check_total(config, survey)?;
     }
     let dir = shares_dir(results);
-    if config.existing == Existing::Force && dir.exists() {
+    // A plan is a preview: the next dry run writes it afresh, shares and all.
+    let fresh_plan = config.dry_run && is_plan(results);
+    if (config.existing == Existing::Force || fresh_plan) && dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|source| RunError::Io { path: dir.clone(), source })?;
     }
@@ -152,6 +154,9 @@ pub async fn run<T: Transport>(
 /// Refuses an existing run's files as one run over one tenant does, for the
 /// results file and the shares' folder together.
 fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
+    if config.dry_run && is_plan(results) {
+        return Ok(());
+    }
     let dir = shares_dir(results);
     let partial = super::partial_path(results);
     match config.existing {
