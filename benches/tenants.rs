@@ -66,6 +66,14 @@ fn tenant_client(url: &str, tenant: &str) -> Arc<Client> {
 }
 
 fn main() {
+    if std::env::var_os("TENANTS_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let args: Vec<usize> = common::args().iter().filter_map(|a| a.parse().ok()).collect();
     let tenants = args.first().copied().unwrap_or(20);
     let rows = args.get(1).copied().unwrap_or(500);
@@ -111,12 +119,20 @@ fn main() {
         })
         .collect();
     let rt = common::runtime(RUN_THREAD);
+    // The simulator makes its signing key on the first login (a real
+    // Entra ID has had its keys for years): made before the clock starts.
+    rt.block_on(common::bearer(&reqwest::Client::new(), &host.url(), &names[0], "warm-up"));
     let t0 = Instant::now();
+    tracing::info!("run begins");
     let summary = rt
         .block_on(mdebulk::run::tenants::run(&config, sides, Stop::new()))
         .expect("the run over many tenants");
     let wall = t0.elapsed();
+    let began = std::time::SystemTime::now() - wall;
     let stats = host.stats();
+    if std::env::var_os("TENANTS_TRACE").is_some() {
+        trace(&results, began);
+    }
     host.shutdown();
 
     let bound = minimum_time(&limits(), rows as u64);
@@ -156,4 +172,27 @@ fn main() {
         &format!("T ≤ {} s, 0 × 429", common::secs(allowed, 2)),
         ok,
     );
+}
+
+/// Where the time went (`TENANTS_TRACE=1`): per tenant, the first and the
+/// last request's slot after the run began.
+fn trace(results: &std::path::Path, began: std::time::SystemTime) {
+    let mut reader = csv::Reader::from_path(results).expect("results file");
+    let headers = reader.headers().expect("header").clone();
+    let col = |n: &str| headers.iter().position(|h| h == n).expect("column");
+    let (tenant, requested) = (col("tenant"), col("requested_at"));
+    let mut spans: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for record in reader.records() {
+        let record = record.expect("row");
+        let Some(at) = record.get(requested).and_then(mdebulk::api::time::parse_utc) else {
+            continue;
+        };
+        let secs = at.duration_since(began).unwrap_or_default().as_secs_f64();
+        let e = spans.entry(record[tenant].to_string()).or_insert((f64::MAX, 0.0));
+        e.0 = e.0.min(secs);
+        e.1 = e.1.max(secs);
+    }
+    for (t, (first, last)) in spans {
+        println!("  {t}: first slot {first:.3} s, last {last:.3} s");
+    }
 }

@@ -13,9 +13,10 @@
 pub struct TenantNames {
     /// The profile names, in the order of the profiles file.
     names: Vec<String>,
-    /// Each profile's tenant id, lowercase, aligned with `names`: a row may
-    /// name its tenant by id as well as by profile name.
-    ids: Vec<String>,
+    /// Every profile name and tenant id, lowercase, to the profile's index
+    /// (a row may name its tenant by either): each share of a run over many
+    /// tenants looks up the tenant of every row of the input.
+    index: std::collections::BTreeMap<String, usize>,
     /// `--tenant`: the profile of rows whose tenant cell is blank (or of
     /// every row, in an input without a tenant column).
     fallback: Option<String>,
@@ -33,7 +34,15 @@ impl TenantNames {
     pub fn new(profiles: impl IntoIterator<Item = (String, String)>) -> TenantNames {
         let (names, ids): (Vec<String>, Vec<String>) =
             profiles.into_iter().map(|(n, id)| (n, id.trim().to_ascii_lowercase())).unzip();
-        TenantNames { names, ids, fallback: None, only: None, strays: true }
+        // Names first: a profile named like another's tenant id wins.
+        let mut index = std::collections::BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            index.insert(id.clone(), i);
+        }
+        for (i, name) in names.iter().enumerate() {
+            index.insert(name.to_ascii_lowercase(), i);
+        }
+        TenantNames { names, index, fallback: None, only: None, strays: true }
     }
 
     /// These names, with `--tenant NAME`: rows with no tenant take it, and
@@ -68,11 +77,10 @@ impl TenantNames {
     /// tenant id. The error says which names exist.
     pub fn resolve(&self, value: &str) -> Result<&str, String> {
         let value = value.trim();
-        let found = self
-            .names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(value))
-            .or_else(|| self.ids.iter().position(|id| id.eq_ignore_ascii_case(value)));
+        let found = match self.index.get(value) {
+            Some(i) => Some(*i),
+            None => self.index.get(&value.to_ascii_lowercase()).copied(),
+        };
         match found {
             Some(i) => Ok(&self.names[i]),
             None => Err(format!(

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::call::Ctx;
 use super::identity::{RowKey, RunParams};
 use super::journal::{Intent, Journal, Recovered, journal_path};
-use super::plan::{Selection, Survey, selection, survey_checking};
+use super::plan::{Survey, plan_selected, survey_checking, survey_shares};
 use super::progress::Progress;
 use super::resolve::{self, Prepared};
 use super::stop::{Stop, StopReason};
@@ -39,7 +39,7 @@ use super::{Existing, ResultsTarget, RunConfig, RunError};
 use crate::api::action::ActionKind;
 use crate::api::client::{ActionBody, CallError};
 use crate::api::time::format_utc;
-use crate::input::{Columns, Input, Record, Role, RowPlan, RowProblem, Target, plan_row};
+use crate::input::{Columns, Input, Record, Role, RowPlan, RowProblem, Target};
 use crate::output::{self, ResultFormat, ResultSink};
 use crate::pace::Pacer;
 use crate::results::{ResultRow, Status, Timestamp};
@@ -85,6 +85,18 @@ pub async fn run<T: Transport>(
     transport: Arc<T>,
     stop: Stop,
 ) -> Result<Summary, RunError> {
+    run_surveyed(config, transport, stop, None).await
+}
+
+/// [`run`], with the input already read and surveyed when `surveyed` is
+/// given (one tenant's share of a run over many, whose survey the whole
+/// run made in one pass for every tenant).
+pub(super) async fn run_surveyed<T: Transport>(
+    config: &RunConfig,
+    transport: Arc<T>,
+    stop: Stop,
+    surveyed: Option<(Arc<Input>, Survey)>,
+) -> Result<Summary, RunError> {
     let started = Instant::now();
     let targeted;
     let config = match &config.targets {
@@ -94,7 +106,10 @@ pub async fn run<T: Transport>(
         }
         None => config,
     };
-    let (input, survey) = survey_input(config).await?;
+    let (input, survey) = match surveyed {
+        Some(surveyed) => surveyed,
+        None => survey_input(config, false).await?,
+    };
     let mut setup = set_up(config, transport, &stop, &survey).await?;
     let mut summary = Summary::new(setup.results.clone(), config.dry_run);
     summary.not_selected = survey.not_selected;
@@ -172,8 +187,12 @@ async fn gather_targets<T: Transport>(
 
 /// Phase 1, the survey: reads the whole input once and validates every row
 /// (a file with invalid rows sends nothing, unless `--skip-invalid`), then
-/// asks for the confirmation irreversible actions need.
-pub(super) async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Survey), RunError> {
+/// asks for the confirmation irreversible actions need. With `shares`, each
+/// tenant's share of the rows is surveyed too ([`Survey::shares`]).
+pub(super) async fn survey_input(
+    config: &RunConfig,
+    shares: bool,
+) -> Result<(Arc<Input>, Survey), RunError> {
     let input = Arc::new(Input::open(&config.input)?);
     let survey: Survey = {
         let (input, defaults, only) = (input.clone(), config.defaults.clone(), config.only.clone());
@@ -184,7 +203,11 @@ pub(super) async fn survey_input(config: &RunConfig) -> Result<(Arc<Input>, Surv
             protect: config.protect.clone(),
             ..resolve::Lookups::default()
         };
-        super::blocking(move || survey_checking(&input, &defaults, only.as_deref(), seed)).await?
+        super::blocking(move || match shares {
+            true => survey_shares(&input, &defaults, only.as_deref(), seed),
+            false => survey_checking(&input, &defaults, only.as_deref(), seed),
+        })
+        .await?
     };
     if !survey.problems.is_empty() && !config.skip_invalid {
         return Err(RunError::InvalidRows {
@@ -842,13 +865,11 @@ fn scan_refusals(
     };
     for record in input.records()? {
         let record = record?;
-        let plan = plan_row(&record, columns, &config.defaults);
-        if selection(&record, columns, &config.defaults, &plan, config.only.as_deref())
-            != Selection::Selected
-        {
+        let Ok(Ok(plan)) =
+            plan_selected(&record, columns, &config.defaults, config.only.as_deref())
+        else {
             continue;
-        }
-        let Ok(plan) = plan else { continue };
+        };
         let key = RowKey::of(&plan);
         if earlier.rows.contains_key(&key) {
             continue;
@@ -1235,13 +1256,10 @@ impl Reader<'_> {
         for record in input.records()? {
             let record = record?;
             let user = columns.user_values(&record.values);
-            let plan = plan_row(&record, columns, &self.config.defaults);
             let only = self.config.only.as_deref();
-            if selection(&record, columns, &self.config.defaults, &plan, only)
-                != Selection::Selected
-            {
+            let Ok(plan) = plan_selected(&record, columns, &self.config.defaults, only) else {
                 continue;
-            }
+            };
             let item = match plan {
                 Err(problems) => {
                     let row = invalid_row(columns, &record, &problems);

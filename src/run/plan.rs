@@ -36,8 +36,9 @@ pub struct Survey {
     /// Rows of other tenants than the one this run keeps (`--tenant`, or
     /// one tenant's share of a run over many).
     pub other_tenants: u64,
-    /// Selected rows per tenant profile (a run over many tenants).
-    pub per_tenant: BTreeMap<String, u64>,
+    /// A run over many tenants: each tenant's share of the selected rows,
+    /// surveyed in the same pass ([`survey_shares`]), by profile name.
+    pub shares: BTreeMap<String, Survey>,
     /// Valid rows per action.
     pub per_action: BTreeMap<ActionKind, u64>,
     /// Row problems, in input order (at most [`MAX_PROBLEMS_KEPT`]).
@@ -69,42 +70,37 @@ pub fn selected(record_status: Option<Status>, only: Option<&[Status]>) -> bool 
     }
 }
 
-/// Whether a record is this run's.
+/// Why a record is not this run's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
-    /// It is: it gets a results row.
-    Selected,
+pub enum Skip {
     /// `--only` leaves it out.
     NotSelected,
     /// It acts in another tenant than the one this run keeps.
     OtherTenant,
 }
 
-/// Whether `record` (planned as `plan`) is this run's: of the tenant it
-/// keeps, and selected by `--only`.
-pub fn selection(
+/// The plan of `record` when it is this run's (of the tenant it keeps,
+/// and selected by `--only`), else why not. The tenant is told from its
+/// cell before the row is planned: one tenant's share of a run over many
+/// reads every row of the input, and plans only its own.
+pub fn plan_selected(
     record: &Record,
     columns: &Columns,
     defaults: &RowDefaults,
-    plan: &Result<RowPlan, Vec<RowProblem>>,
     only: Option<&[Status]>,
-) -> Selection {
+) -> Result<Result<RowPlan, Vec<RowProblem>>, Skip> {
     if let Some(tenants) = &defaults.tenants
         && tenants.kept().is_some()
+        && !tenants.keeps(crate::input::row_tenant(record, columns, defaults).as_deref())
     {
-        let tenant = match plan {
-            Ok(p) => p.tenant.clone(),
-            Err(_) => crate::input::row_tenant(record, columns, defaults),
-        };
-        if !tenants.keeps(tenant.as_deref()) {
-            return Selection::OtherTenant;
-        }
+        return Err(Skip::OtherTenant);
     }
-    let previous = match plan {
+    let plan = plan_row(record, columns, defaults);
+    let previous = match &plan {
         Ok(p) => p.previous_status,
         Err(_) => previous_status(columns, record),
     };
-    if selected(previous, only) { Selection::Selected } else { Selection::NotSelected }
+    if selected(previous, only) { Ok(plan) } else { Err(Skip::NotSelected) }
 }
 
 /// The earlier `status` of a row of a results file, even when the row is
@@ -132,43 +128,83 @@ pub fn survey_checking(
     only: Option<&[Status]>,
     seed: Lookups,
 ) -> Result<Survey, InputError> {
+    survey_pass(input, defaults, only, seed, false)
+}
+
+/// [`survey_checking`] of a run over many tenants: each tenant's share of
+/// the rows surveyed too, in the same pass ([`Survey::shares`]), so that
+/// no tenant's share reads and plans the whole input again before it can
+/// start.
+pub fn survey_shares(
+    input: &Input,
+    defaults: &RowDefaults,
+    only: Option<&[Status]>,
+    seed: Lookups,
+) -> Result<Survey, InputError> {
+    survey_pass(input, defaults, only, seed, true)
+}
+
+/// The pass of [`survey_checking`] and [`survey_shares`].
+fn survey_pass(
+    input: &Input,
+    defaults: &RowDefaults,
+    only: Option<&[Status]>,
+    seed: Lookups,
+    shares: bool,
+) -> Result<Survey, InputError> {
     input.check_columns(defaults)?;
-    let mut s = Survey { lookups: seed, ..Survey::default() };
+    let mut s = Survey { lookups: seed.clone(), ..Survey::default() };
     let columns = input.columns();
     for record in input.records()? {
         let record: Record = record?;
-        let plan = plan_row(&record, columns, defaults);
-        match selection(&record, columns, defaults, &plan, only) {
-            Selection::Selected => {}
-            Selection::NotSelected => {
+        let plan = match plan_selected(&record, columns, defaults, only) {
+            Ok(plan) => plan,
+            Err(Skip::NotSelected) => {
                 s.not_selected += 1;
                 continue;
             }
-            Selection::OtherTenant => {
+            Err(Skip::OtherTenant) => {
                 s.other_tenants += 1;
                 continue;
             }
+        };
+        if shares {
+            let tenant = match &plan {
+                Ok(p) => p.tenant.clone(),
+                Err(_) => crate::input::row_tenant(&record, columns, defaults),
+            };
+            if let Some(t) = tenant {
+                let share = s
+                    .shares
+                    .entry(t)
+                    .or_insert_with(|| Survey { lookups: seed.clone(), ..Survey::default() });
+                share.add(&plan);
+            }
         }
-        s.rows += 1;
+        s.add(&plan);
+    }
+    Ok(s)
+}
+
+impl Survey {
+    /// Counts one selected row: its action and look-ups, or its problems.
+    fn add(&mut self, plan: &Result<RowPlan, Vec<RowProblem>>) {
+        self.rows += 1;
         match plan {
             Ok(p) => {
-                *s.per_action.entry(p.action).or_default() += 1;
-                if let Some(t) = &p.tenant {
-                    *s.per_tenant.entry(t.clone()).or_default() += 1;
-                }
-                s.lookups.add(&p);
-                if let Some(intent) = replayed_request(&p) {
-                    s.replayed_in_doubt.entry(RowKey::of(&p)).or_insert(intent);
+                *self.per_action.entry(p.action).or_default() += 1;
+                self.lookups.add(p);
+                if let Some(intent) = replayed_request(p) {
+                    self.replayed_in_doubt.entry(RowKey::of(p)).or_insert(intent);
                 }
             }
             Err(problems) => {
-                s.invalid_rows += 1;
-                let room = MAX_PROBLEMS_KEPT.saturating_sub(s.problems.len());
-                s.problems.extend(problems.into_iter().take(room));
+                self.invalid_rows += 1;
+                let room = MAX_PROBLEMS_KEPT.saturating_sub(self.problems.len());
+                self.problems.extend(problems.iter().take(room).cloned());
             }
         }
     }
-    Ok(s)
 }
 
 /// The earlier request of a replayed row that may have reached the

@@ -27,13 +27,13 @@ use tokio::time::Instant;
 use super::identity::RowKey;
 use super::journal::{Journal, journal_path};
 use super::pipeline::{invalid_row, is_plan, not_sent, survey_input};
-use super::plan::{Selection, Survey, selection};
+use super::plan::{Survey, plan_selected};
 use super::rewrite::{ResultsEntry, ResultsFile};
 use super::stop::{Stop, StopReason};
 use super::summary::{Summary, TenantOutcome};
 use super::transport::Transport;
 use super::{Existing, ResultsTarget, RunConfig, RunError};
-use crate::input::{Input, Role, TenantNames, plan_row, row_tenant};
+use crate::input::{Input, Role, TenantNames, row_tenant};
 use crate::output::{ResultFormat, sink_in};
 use crate::pace::Limit;
 use crate::results::{ResultRow, Status};
@@ -98,7 +98,7 @@ pub async fn run<T: Transport>(
     // The survey of the whole input: a row naming no tenant of the file
     // (or otherwise invalid) refuses the file before any share starts.
     let surveyed = match &config.targets {
-        None => Some(survey_input(config).await?),
+        None => Some(survey_input(config, true).await?),
         Some(_) => None,
     };
     if let Some((_, survey)) = &surveyed {
@@ -115,7 +115,7 @@ pub async fn run<T: Transport>(
     let kept: Vec<TenantSide<T>> = sides
         .into_iter()
         .filter(|s| names.keeps(Some(&s.name)))
-        .filter(|s| surveyed.as_ref().is_none_or(|(_, sv)| sv.per_tenant.contains_key(&s.name)))
+        .filter(|s| surveyed.as_ref().is_none_or(|(_, sv)| sv.shares.contains_key(&s.name)))
         .collect();
     tracing::info!(tenants = kept.len(), "a run over many tenants: one share each, side by side");
     if let Some(limit) = config.max_runtime {
@@ -126,18 +126,24 @@ pub async fn run<T: Transport>(
             stop.trigger(StopReason::Deadline);
         });
     }
-    let shares = futures::future::join_all(
-        kept.into_iter().map(|side| run_share(config, results, &names, side, &stop)),
-    )
+    let input = surveyed.as_ref().map(|(input, _)| input.clone());
+    let mut share_surveys = surveyed.map(|(_, survey)| survey.shares).unwrap_or_default();
+    let shares = futures::future::join_all(kept.into_iter().map(|side| {
+        let surveyed = share_surveys
+            .remove(&side.name)
+            .and_then(|survey| input.as_ref().map(|input| (input.clone(), survey)));
+        run_share(config, results, &names, side, surveyed, &stop)
+    }))
     .await;
-    let input = surveyed.map(|(input, _)| input);
     let (owned, merged_names) = (config.clone(), names.clone());
     let results_path = results.clone();
+    tracing::debug!("shares ended: merging their results");
     let (shares, mut summary) = super::blocking(move || {
         let summary = merge(&owned, input.as_deref(), &merged_names, &shares, &results_path)?;
         Ok::<_, RunError>((shares, summary))
     })
     .await?;
+    tracing::debug!("results merged");
     absorb_shares(&mut summary, shares);
     summary.stamp(started, &stop);
     if summary.stopped.is_none() {
@@ -189,7 +195,7 @@ fn check_total(config: &RunConfig, survey: &Survey) -> Result<(), RunError> {
     }
     let what = format!(
         "{guarded} rows over {} tenant(s) would isolate, restrict or offboard devices: more than --max-devices {}",
-        survey.per_tenant.len(),
+        survey.shares.len(),
         config.max_devices
     );
     if !config.allow_large {
@@ -202,7 +208,7 @@ fn check_total(config: &RunConfig, survey: &Survey) -> Result<(), RunError> {
     }
     super::confirm_typed(
         true,
-        &format!("About to act on {guarded} devices over {} tenants.", survey.per_tenant.len()),
+        &format!("About to act on {guarded} devices over {} tenants.", survey.shares.len()),
         &guarded.to_string(),
         format!("{what}; the count was not typed back"),
     )
@@ -234,6 +240,7 @@ async fn run_share<T: Transport>(
     results: &Path,
     names: &TenantNames,
     side: TenantSide<T>,
+    surveyed: Option<(Arc<Input>, Survey)>,
     stop: &Stop,
 ) -> Share {
     let path = share_path(results, &side.name);
@@ -275,7 +282,7 @@ async fn run_share<T: Transport>(
         })
     };
     tracing::info!(tenant = %side.name, api = %side.api, "share started");
-    let outcome = super::pipeline::run(&share, side.transport, own).await;
+    let outcome = super::pipeline::run_surveyed(&share, side.transport, own, surveyed).await;
     link.abort();
     match &outcome {
         Ok(s) => tracing::info!(tenant = %side.name, rows = s.rows(), "share ended"),
@@ -334,12 +341,23 @@ fn merge(
             let mut rows: HashMap<&str, ShareRows> = HashMap::new();
             for record in input.records()? {
                 let record = record?;
-                let plan = plan_row(&record, columns, &config.defaults);
-                if selection(&record, columns, &config.defaults, &plan, config.only.as_deref())
-                    != Selection::Selected
-                {
-                    continue;
+                // The share of the row's tenant wrote it (so it was
+                // selected): taken as it is, without planning it again.
+                let tenant = row_tenant(&record, columns, &config.defaults);
+                if let Some(share) = tenant.as_deref().and_then(|t| by_name.get(t)) {
+                    let from =
+                        rows.entry(share.name.as_str()).or_insert_with(|| ShareRows::open(share));
+                    if let Some(row) = from.take(record.line)? {
+                        let user = columns.user_values(&record.values);
+                        write(user, &share.name, row).map_err(io)?;
+                        continue;
+                    }
                 }
+                let Ok(plan) =
+                    plan_selected(&record, columns, &config.defaults, config.only.as_deref())
+                else {
+                    continue;
+                };
                 let user = columns.user_values(&record.values);
                 let tenant = match &plan {
                     Ok(p) => p.tenant.clone(),
@@ -394,9 +412,8 @@ fn merge(
     }
     sink.finish().map_err(io)?;
     drop(sink);
-    crate::private::open(std::fs::OpenOptions::new().write(true), &partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
+    // Renamed into place as a run's own results are: what is durable is the
+    // shares' journals, from which a resume writes this file again.
     std::fs::rename(&partial, results)
         .map_err(|source| RunError::Io { path: results.to_path_buf(), source })?;
     Ok(summary)
