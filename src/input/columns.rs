@@ -230,6 +230,9 @@ pub struct Columns {
     /// it takes no role; it names the device only of a row with no machine
     /// id ([`Columns::recorded_name`]).
     recorded_name: Option<usize>,
+    /// Which runner column each column is, for reading a results file's
+    /// rows back without folding a name per row.
+    runner: crate::results::RunnerColumns,
 }
 
 impl Columns {
@@ -264,7 +267,8 @@ impl Columns {
         if let Some(i) = recorded_name {
             roles[Role::DeviceName.index()].retain(|&c| c != i);
         }
-        Columns { names, user, user_names, roles, results_file, recorded_name }
+        let runner = crate::results::RunnerColumns::of(names.iter().map(String::as_str));
+        Columns { names, user, user_names, roles, results_file, recorded_name, runner }
     }
 
     /// Classifies a list of column names, then applies the user's choices:
@@ -349,6 +353,15 @@ impl Columns {
             let v = values.get(i)?.trim();
             (!v.is_empty()).then(|| (self.names[i].as_str(), v))
         })
+    }
+
+    /// The runner's columns of a row of this header (a results file's).
+    pub fn runner_row(
+        &self,
+        values: &[String],
+    ) -> Result<crate::results::ResultRow, Vec<crate::results::FieldError>> {
+        self.runner
+            .parse(self.names.iter().map(String::as_str).zip(values.iter().map(String::as_str)))
     }
 
     /// True when the header carries the runner's `line` and `status`

@@ -26,7 +26,7 @@ use super::columns::{Columns, Role};
 use super::record::Record;
 use super::tenant::TenantNames;
 use crate::api::action::{ActionKind, IsolationType, ScanType, is_machine_id, is_sha1};
-use crate::results::{ResultRow, Status, parse_result_row};
+use crate::results::{ResultRow, Status};
 
 /// Values from the command-line flags that apply to every row whose own cell
 /// is blank.
@@ -372,7 +372,7 @@ pub fn plan_row(
     };
 
     let previous = if columns.is_results_file() {
-        match parse_result_row(columns.names().iter().zip(values.iter())) {
+        match columns.runner_row(values) {
             Ok(row) => Some(row),
             Err(errors) => {
                 for e in errors {

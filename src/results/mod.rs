@@ -17,6 +17,6 @@ pub(crate) mod parse;
 pub(crate) mod row;
 pub(crate) mod time;
 
-pub use parse::{FieldError, parse_result_row};
+pub use parse::{FieldError, RunnerColumns, parse_result_row};
 pub use row::{RUNNER_COLUMNS, ResultRow, Status};
 pub use time::{BadTimestamp, Timestamp};

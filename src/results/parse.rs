@@ -38,14 +38,52 @@ where
     N: AsRef<str>,
     V: AsRef<str>,
 {
-    let folded: Vec<String> = RUNNER_COLUMNS.iter().map(|c| fold_name(c)).collect();
+    let cells: Vec<(N, V)> = cells.into_iter().collect();
+    let index = RunnerColumns::of(cells.iter().map(|(n, _)| n.as_ref()));
+    index.parse(cells.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+}
+
+/// Which runner column (its index in [`RUNNER_COLUMNS`]) each column of a
+/// header is: found once per file, so that reading a row back folds no
+/// column name (a results file of a million rows is read back row by row).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerColumns(Vec<Option<usize>>);
+
+impl RunnerColumns {
+    /// The runner columns of the header `names`, in order.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> RunnerColumns {
+        let folded: Vec<String> = RUNNER_COLUMNS.iter().map(|c| fold_name(c)).collect();
+        RunnerColumns(
+            names
+                .into_iter()
+                .map(|n| {
+                    let n = fold_name(n);
+                    folded.iter().position(|c| *c == n)
+                })
+                .collect(),
+        )
+    }
+
+    /// Reads the runner's columns out of one row of the header this was
+    /// made of, as [`parse_result_row`] does: `cells` are the header's
+    /// names with the row's values, in header order.
+    pub fn parse<'a>(
+        &self,
+        cells: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<ResultRow, Vec<FieldError>> {
+        parse_cells(self.0.iter().copied().zip(cells))
+    }
+}
+
+/// The reading of [`parse_result_row`], each cell with its runner column.
+fn parse_cells<'a>(
+    cells: impl Iterator<Item = (Option<usize>, (&'a str, &'a str))>,
+) -> Result<ResultRow, Vec<FieldError>> {
     let mut seen = [false; RUNNER_COLUMNS.len()];
     let mut row = ResultRow::default();
     let mut errors = Vec::new();
-    for (name, value) in cells {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        let fname = fold_name(name);
-        let Some(i) = folded.iter().position(|c| *c == fname) else { continue };
+    for (i, (name, value)) in cells {
+        let Some(i) = i else { continue };
         if std::mem::replace(&mut seen[i], true) {
             continue;
         }

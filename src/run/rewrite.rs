@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::input::{Input, InputError, InputFormat, InputSpec, Records};
 use crate::output::{ResultFormat, sink_in};
-use crate::results::{ResultRow, Status, Timestamp, parse_result_row};
+use crate::results::{ResultRow, Status, Timestamp};
 
 /// Why a results file could not be read or rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -182,9 +182,9 @@ impl ResultsFile {
             let why = record.problems.iter().map(|p| p.why.clone()).collect::<Vec<_>>().join("; ");
             return Err(bad(why));
         }
-        let row = parse_result_row(columns.names().iter().zip(record.values.iter())).map_err(
-            |errors| bad(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
-        )?;
+        let row = columns.runner_row(&record.values).map_err(|errors| {
+            bad(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        })?;
         Ok(ResultsEntry { user: columns.user_values(&record.values), row })
     }
 }
