@@ -251,7 +251,9 @@ async fn the_azure_cli_token_is_fetched_again_as_it_expires() {
 /// rest `not_sent`) with a message naming the refreshable methods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_token_outlived_by_its_run_stops_it_cleanly() {
-    let sim = SimProcess::start(&["--token-ttl", "1s"]);
+    // The token outlives the start of the run even on a loaded machine
+    // (3 s), and the run (12 rows at 2 a second) outlives the token.
+    let sim = SimProcess::start(&["--token-ttl", "3s"]);
     let dir = TempDir::new("ready-token");
     let input = dir.write("hosts.csv", ids_csv(&machines(12).await));
     let token = access_token(&sim.url, "tenant-1", "app-1", "any-secret").await;
@@ -259,6 +261,7 @@ async fn a_ready_token_outlived_by_its_run_stops_it_cleanly() {
     let mut cmd = bare(&sim.url);
     cmd.env("MDE_TOKEN", &token);
     isolate_slowly(&mut cmd, &input, &results);
+    cmd.args(["--limit", "2/1s"]);
     let out = output(cmd).await;
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
