@@ -52,10 +52,7 @@ const CONCURRENCY: usize = 100;
 
 /// The compressed quotas, on both sides.
 fn limits() -> Vec<Limit> {
-    vec![
-        Limit::new(100, Duration::from_secs(1)).expect("valid limit"),
-        Limit::new(1500, Duration::from_secs(60)).expect("valid limit"),
-    ]
+    common::compressed_limits()
 }
 
 /// What to run.

@@ -17,12 +17,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mdebulk::api::auth::{Credentials, Secret};
-use mdebulk::api::client::{Client, ClientConfig};
-use mdebulk::api::cloud::Cloud;
+use mdebulk::api::client::Client;
 use mdebulk::input::TenantNames;
 use mdebulk::pace::{Limit, WindowModel, minimum_time};
 use mdebulk::results::Status;
@@ -39,30 +36,7 @@ const CONCURRENCY: usize = 100;
 
 /// The compressed quotas, on both sides, for every tenant.
 fn limits() -> Vec<Limit> {
-    vec![
-        Limit::new(100, Duration::from_secs(1)).expect("valid limit"),
-        Limit::new(1500, Duration::from_secs(60)).expect("valid limit"),
-    ]
-}
-
-/// A client logged in to one tenant of the simulator at `url`.
-fn tenant_client(url: &str, tenant: &str) -> Arc<Client> {
-    let config = ClientConfig {
-        api_base: url.to_string(),
-        login_base: url.to_string(),
-        scope: Cloud::Global.scope().to_string(),
-        credentials: Credentials::ClientSecret {
-            tenant_id: tenant.to_string(),
-            client_id: "mdebulk-bench".into(),
-            client_secret: Secret::new("bench".to_string()),
-        },
-        request_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(5),
-        extra_roots: Vec::new(),
-        proxy: None,
-        graph: None,
-    };
-    Arc::new(Client::new(config).expect("client"))
+    common::compressed_limits()
 }
 
 fn main() {
@@ -115,7 +89,7 @@ fn main() {
             tenant_id: n.clone(),
             api: host.url(),
             limits: limits(),
-            transport: tenant_client(&host.url(), n),
+            transport: common::client_in(&host.url(), n),
         })
         .collect();
     let rt = common::runtime(RUN_THREAD);

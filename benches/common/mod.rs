@@ -94,12 +94,17 @@ impl SimHost {
 /// The client `mdebulk run` would build for this simulator (client
 /// credentials, token fetched from the simulator's login endpoint).
 pub fn client(url: &str) -> Arc<Client> {
+    client_in(url, "bench-tenant")
+}
+
+/// [`client`], logged in to `tenant` (one of a simulator's `--tenants`).
+pub fn client_in(url: &str, tenant: &str) -> Arc<Client> {
     let config = ClientConfig {
         api_base: url.to_string(),
         login_base: url.to_string(),
         scope: Cloud::Global.scope().to_string(),
         credentials: Credentials::ClientSecret {
-            tenant_id: "bench-tenant".into(),
+            tenant_id: tenant.into(),
             client_id: "mdebulk-bench".into(),
             client_secret: Secret::new("bench".to_string()),
         },
@@ -110,6 +115,15 @@ pub fn client(url: &str) -> Arc<Client> {
         graph: None,
     };
     Arc::new(Client::new(config).expect("client"))
+}
+
+/// The API's quotas, `100/60s` and `1500/3600s`, compressed 60 times:
+/// `100/1s` and `1500/60s`, for the client and the simulator alike.
+pub fn compressed_limits() -> Vec<Limit> {
+    vec![
+        Limit::new(100, Duration::from_secs(1)).expect("valid limit"),
+        Limit::new(1500, Duration::from_secs(60)).expect("valid limit"),
+    ]
 }
 
 /// An `Authorization` header value for a bare HTTP loop: a client-credentials

@@ -69,14 +69,7 @@ pub(crate) async fn run(
     let (client, stop) = connect(client_config)?;
     let summary = match crate::run::pipeline::run(&config, client, stop).await {
         Ok(summary) => summary,
-        Err(e) => {
-            if let Some(hook) = &hook {
-                let kind = e.kind();
-                send(hook, &format!("mdebulk run refused or failed ({kind}, exit code 2): {e}"))
-                    .await;
-            }
-            return Err(e.into());
-        }
+        Err(e) => return Err(refused(hook.as_ref(), e).await),
     };
     // The summary goes to stdout, unless the results do.
     let to_stderr = config.results == crate::run::ResultsTarget::Stdout;
@@ -102,20 +95,26 @@ async fn run_tenants(
     let (sides, stop) = connect_tenants(tenants)?;
     let summary = match crate::run::tenants::run(config, sides, stop).await {
         Ok(summary) => summary,
-        Err(e) => {
-            if let Some(hook) = &hook {
-                let kind = e.kind();
-                send(hook, &format!("mdebulk run refused or failed ({kind}, exit code 2): {e}"))
-                    .await;
-            }
-            return Err(e.into());
-        }
+        Err(e) => return Err(refused(hook.as_ref(), e).await),
     };
     let code = finish(&summary, false, json, || {
         format!("to continue: {}", resume_command(&config.command_line))
     });
     notify(hook.as_ref(), &summary, code).await;
     Ok(code)
+}
+
+/// A run refused or failed before its summary: said to the `--notify`
+/// webhook, and returned as the command's error (exit code 2).
+async fn refused(
+    hook: Option<&crate::api::webhook::Webhook>,
+    e: crate::run::RunError,
+) -> anyhow::Error {
+    if let Some(hook) = hook {
+        let kind = e.kind();
+        send(hook, &format!("mdebulk run refused or failed ({kind}, exit code 2): {e}")).await;
+    }
+    e.into()
 }
 
 /// Client settings for a simulator started in-process (it accepts any

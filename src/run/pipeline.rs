@@ -1052,14 +1052,25 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
         // writes it afresh.
         return Ok(());
     }
-    let jpath = journal_path(results);
+    refuse_existing(config.existing, results, &journal_path(results))
+}
+
+/// Without `--resume` or `--force`, refuses `results` when it, its
+/// `.partial` or `record` (what a resume continues from: its journal, or
+/// the folder of a run's tenants' shares) exists; with `--resume`, refuses
+/// a results file whose `record` is gone.
+pub(super) fn refuse_existing(
+    existing: Existing,
+    results: &Path,
+    record: &Path,
+) -> Result<(), RunError> {
     let partial = super::partial_path(results);
-    match config.existing {
-        Existing::Refuse => match [results, &jpath, &partial].into_iter().find(|p| p.exists()) {
+    match existing {
+        Existing::Refuse => match [results, record, &partial].into_iter().find(|p| p.exists()) {
             Some(p) => Err(RunError::ResultsExist(p.to_path_buf())),
             None => Ok(()),
         },
-        Existing::Resume if !jpath.exists() => {
+        Existing::Resume if !record.exists() => {
             match [results, &partial].into_iter().find(|p| p.exists()) {
                 Some(p) => Err(RunError::NothingToResume(p.to_path_buf())),
                 None => Ok(()),

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::identity::RowKey;
 use super::journal::{Journal, journal_path};
-use super::pipeline::{invalid_row, is_plan, not_sent, survey_input};
+use super::pipeline::{invalid_row, is_plan, not_sent, refuse_existing, survey_input};
 use super::plan::{Survey, plan_selected};
 use super::rewrite::{ResultsEntry, ResultsFile};
 use super::stop::{Stop, StopReason};
@@ -163,21 +163,7 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
     if config.dry_run && is_plan(results) {
         return Ok(());
     }
-    let dir = shares_dir(results);
-    let partial = super::partial_path(results);
-    match config.existing {
-        Existing::Refuse => match [results, &partial, &dir].into_iter().find(|p| p.exists()) {
-            Some(p) => Err(RunError::ResultsExist(p.to_path_buf())),
-            None => Ok(()),
-        },
-        Existing::Resume if !dir.exists() => {
-            match [results, &partial].into_iter().find(|p| p.exists()) {
-                Some(p) => Err(RunError::NothingToResume(p.to_path_buf())),
-                None => Ok(()),
-            }
-        }
-        _ => Ok(()),
-    }
+    refuse_existing(config.existing, results, &shares_dir(results))
 }
 
 /// `--max-devices` over all tenants together (a mis-pasted list is as
