@@ -648,6 +648,9 @@ pub struct DevicesArgs {
     /// API location, credentials, pacing and retries.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// `--tenants` and `--tenant`: every tenant's devices in one report.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
 }
 
 const DEVICES_AFTER_HELP: &str = "\
@@ -1592,7 +1595,7 @@ pub fn status_config(
 pub fn devices_config(
     args: &DevicesArgs,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<(DevicesConfig, crate::api::client::ClientConfig)> {
+) -> anyhow::Result<(DevicesConfig, Clients)> {
     let api = args.api.settings()?;
     let output = match args.output.as_deref() {
         None | Some("-") => None,
@@ -1614,7 +1617,7 @@ pub fn devices_config(
         pace_margin: api.pace_margin,
         policy: api.policy,
     };
-    Ok((config, client_config(&args.api, env, api.request_timeout)?))
+    Ok((config, Clients::of(&args.api, &args.tenancy, env, api.request_timeout)?))
 }
 
 /// Turns `undo` flags and the environment into a validated configuration.

@@ -335,6 +335,31 @@ async fn status_and_undo_follow_each_tenant_with_its_own_credentials() {
         assert_eq!(&row["machine_id"], id);
     }
 
+    // devices: every tenant's isolated devices in one report, each row
+    // headed by its tenant.
+    let report = dir.path("isolated.csv");
+    let mut devices = tenants_command(&sim);
+    devices.arg("devices").arg("--tenants").arg(&profiles).arg("--isolated").arg("-o").arg(&report);
+    let out = output(devices).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let listed = read_results(&report);
+    let mut isolated: Vec<(String, String)> =
+        listed.iter().map(|r| (r["tenant"].clone(), r["machine_id"].clone())).collect();
+    isolated.sort();
+    let mut expected: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.2 == "isolate")
+        .map(|(tenant, id, _)| {
+            let name = match tenant.to_lowercase().as_str() {
+                "contoso" | "fabrikam" | "northwind" => tenant.to_lowercase(),
+                _ => "fabrikam".to_string(),
+            };
+            (name, id.clone())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(isolated, expected);
+
     // undo: each isolation released in its own tenant, the rest skipped.
     let mut undo = tenants_command(&sim);
     undo.arg("undo").arg(&results).arg("--tenants").arg(&profiles).arg("--yes");

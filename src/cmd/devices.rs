@@ -2,10 +2,10 @@
 //! written as a report that is also a run input, and its summary (a line
 //! of text, or one JSON object under `--summary json`).
 
-use crate::cli::{DevicesArgs, devices_config};
+use crate::cli::{Clients, DevicesArgs, devices_config};
 use crate::run::devices::DevicesReport;
 
-use super::shared::connect;
+use super::shared::{connect, connect_tenants};
 
 /// `mdebulk devices`.
 pub(crate) async fn devices(
@@ -14,12 +14,33 @@ pub(crate) async fn devices(
     json: bool,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let (config, client_config) = devices_config(args, env)?;
-    let (client, stop) = connect(client_config)?;
-    let r = crate::run::devices::devices(&config, client, stop).await?;
+    let (config, clients) = devices_config(args, env)?;
+    let (r, failed) = match clients {
+        Clients::One(client_config) => {
+            let (client, stop) = connect(*client_config)?;
+            (crate::run::devices::devices(&config, client, stop).await?, Vec::new())
+        }
+        Clients::Tenants(_, tenants) => {
+            let (sides, stop) = connect_tenants(tenants)?;
+            crate::run::tenants::devices(&config, sides, stop).await?
+        }
+    };
+    // A tenant that could not be read is missing from the report: exit 2.
+    let code = if failed.is_empty() { 0 } else { 2 };
+    for (tenant, why) in &failed {
+        eprintln!("error: tenant {tenant}: not in the report: {why}");
+    }
     let output = config.output.as_ref().map(|p| p.display().to_string());
     if json {
-        let object = summary_json(&r, output.as_deref(), started.elapsed());
+        let mut object = summary_json(&r, output.as_deref(), started.elapsed());
+        if !failed.is_empty() {
+            object["exit_code"] = code.into();
+            object["failed_tenants"] = failed
+                .iter()
+                .map(|(t, why)| (t.clone(), serde_json::Value::from(why.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         // The report itself may be on standard output.
         match output {
             Some(_) => println!("{object}"),
@@ -31,7 +52,7 @@ pub(crate) async fn devices(
             r.listed, r.machines, r.isolated, r.restricted, r.actions
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// The JSON summary of a report: `command`, the counts, `elapsed_seconds`,

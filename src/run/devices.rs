@@ -222,6 +222,21 @@ pub async fn devices<T: Transport>(
     transport: Arc<T>,
     stop: Stop,
 ) -> Result<DevicesReport, RunError> {
+    let (report, rows) = listed(config, transport, stop).await?;
+    write(config.output.as_deref(), &COLUMNS, &rows).map_err(|source| RunError::Io {
+        path: config.output.clone().unwrap_or_else(|| PathBuf::from("-")),
+        source,
+    })?;
+    Ok(report)
+}
+
+/// Reads every machine and every completed containment action: the counts,
+/// and the report's rows (in [`COLUMNS`] order) that the filters keep.
+pub(crate) async fn listed<T: Transport>(
+    config: &DevicesConfig,
+    transport: Arc<T>,
+    stop: Stop,
+) -> Result<(DevicesReport, Vec<Vec<String>>), RunError> {
     super::call::first_token(transport.as_ref(), &config.policy, &stop)
         .await
         .map_err(RunError::Auth)?;
@@ -249,11 +264,7 @@ pub async fn devices<T: Transport>(
         }
     }
     report.listed = rows.len() as u64;
-    write(config.output.as_deref(), &rows).map_err(|source| RunError::Io {
-        path: config.output.clone().unwrap_or_else(|| PathBuf::from("-")),
-        source,
-    })?;
-    Ok(report)
+    Ok((report, rows))
 }
 
 /// Every machine, paged (`$top` 10,000).
@@ -299,13 +310,17 @@ fn row(m: &Machine, tags: &[String], c: &Containment) -> Vec<String> {
 }
 
 /// Writes the report (owner-only when a file: it names devices and people).
-fn write(path: Option<&std::path::Path>, rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn write(
+    path: Option<&std::path::Path>,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
     let sink: Box<dyn Write> = match path {
         Some(p) => Box::new(crate::private::create(p)?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut w = Dialect::COMMA.writer(std::io::BufWriter::new(sink));
-    w.write_record(COLUMNS)?;
+    w.write_record(header)?;
     for r in rows {
         w.write_record(r.iter().map(|c| crate::results::cell::neutralize(c).into_owned()))?;
     }

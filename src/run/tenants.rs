@@ -764,3 +764,51 @@ fn follow_shares(
         .map_err(|source| RunError::Io { path: output.to_path_buf(), source })?;
     Ok(summary)
 }
+
+/// `mdebulk devices --tenants`: every tenant's devices and containment,
+/// read side by side with each tenant's own credentials, in one report
+/// headed by a `tenant` column (a run input with `--tenants` as it is).
+/// Returns the counts over all tenants, and each tenant that could not be
+/// read with why; the report holds the others.
+pub async fn devices<T: Transport>(
+    config: &super::devices::DevicesConfig,
+    sides: Vec<TenantSide<T>>,
+    stop: Stop,
+) -> Result<(super::devices::DevicesReport, Vec<(String, String)>), RunError> {
+    let listed = futures::future::join_all(sides.into_iter().map(|side| {
+        let share = super::devices::DevicesConfig { limits: side.limits.clone(), ..config.clone() };
+        let stop = stop.clone();
+        async move {
+            let (own, link) = child_of(&stop);
+            let listed = super::devices::listed(&share, side.transport, own).await;
+            link.abort();
+            (side.name, listed)
+        }
+    }))
+    .await;
+    let mut total = super::devices::DevicesReport::default();
+    let mut failed = Vec::new();
+    let mut rows = Vec::new();
+    for (name, listed) in listed {
+        match listed {
+            Ok((report, tenant_rows)) => {
+                total.machines += report.machines;
+                total.listed += report.listed;
+                total.isolated += report.isolated;
+                total.restricted += report.restricted;
+                total.actions += report.actions;
+                rows.extend(tenant_rows.into_iter().map(|mut r| {
+                    r.insert(0, name.clone());
+                    r
+                }));
+            }
+            Err(e) => failed.push((name, e.to_string())),
+        }
+    }
+    let mut header = vec![TENANT_COLUMN];
+    header.extend(super::devices::COLUMNS);
+    super::devices::write(config.output.as_deref(), &header, &rows).map_err(|source| {
+        RunError::Io { path: config.output.clone().unwrap_or_else(|| PathBuf::from("-")), source }
+    })?;
+    Ok((total, failed))
+}
