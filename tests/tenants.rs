@@ -388,3 +388,51 @@ async fn status_and_undo_follow_each_tenant_with_its_own_credentials() {
         .sum::<u64>();
     assert_eq!(releases, rows.iter().filter(|r| r.2 == "isolate").count() as u64);
 }
+
+#[tokio::test]
+async fn a_tag_finds_each_tenants_own_devices_with_its_own_token() {
+    let sim = tenants_sim(3, config()).await;
+    let t = sim.tenants();
+    let http = reqwest::Client::new();
+    // Two tagged machines in contoso, one in northwind, none in fabrikam.
+    let mut tagged = Vec::new();
+    for (tenant, n) in [(&t[0].name, 2), (&t[2].name, 1)] {
+        for m in tenant_machines(&sim, tenant).into_iter().take(n) {
+            let r = http
+                .post(format!("{}/_sim/machines/{}/tags?tenant={tenant}", sim.url(), m.id))
+                .json(&["IR-18"])
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            tagged.push(m.id);
+        }
+    }
+    let dir = TempDir::new("tenants-tag");
+    let profiles = profiles(&sim, &dir);
+    let results = dir.path("ir18.results.csv");
+    let mut cmd = tenants_command(&sim);
+    cmd.args(["run", "--tag", "ir-18", "--action", "isolate", "--comment", "IR-18", "--tenants"])
+        .arg(&profiles)
+        .arg("-o")
+        .arg(&results);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = read_results(&results);
+    let got: Vec<(String, String)> =
+        written.iter().map(|r| (r["tenant"].clone(), r["machine_id"].clone())).collect();
+    let expected = vec![
+        ("contoso".to_string(), tagged[0].clone()),
+        ("contoso".to_string(), tagged[1].clone()),
+        ("northwind".to_string(), tagged[2].clone()),
+    ];
+    let mut sorted = got.clone();
+    sorted.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(sorted, want);
+    assert!(written.iter().all(|r| r["status"] == "submitted"), "{written:?}");
+    let s = stats(&sim);
+    assert_eq!(s.unauthorized + s.not_found, 0);
+    assert_eq!(s.tenants[&t[1].name].actions_created, 0);
+}

@@ -231,7 +231,12 @@ async fn run_share<T: Transport>(
 ) -> Share {
     let path = share_path(results, &side.name);
     let mut share = config.clone();
-    share.defaults.tenants = Some(names.only(&side.name));
+    share.defaults.tenants = match &config.targets {
+        None => Some(names.only(&side.name)),
+        // The devices the service found for this tenant are its own: the
+        // targets file has no tenant column, every row takes the share's.
+        Some(_) => names.restricted_to(&side.name),
+    };
     share.results = ResultsTarget::File(path.clone());
     share.api = side.api.clone();
     share.tenant = side.tenant_id.clone();
