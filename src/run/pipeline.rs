@@ -1089,12 +1089,7 @@ async fn check_blast_radius<T: Transport>(
     ctx: &Ctx<T>,
     survey: &Survey,
 ) -> Result<(), RunError> {
-    let guarded: u64 = survey
-        .per_action
-        .iter()
-        .filter(|(a, _)| super::GUARDED_BY_CAP.contains(a))
-        .map(|(_, n)| n)
-        .sum();
+    let guarded = survey.guarded();
     if guarded == 0 {
         return Ok(());
     }

@@ -54,6 +54,16 @@ pub struct Survey {
 }
 
 impl Survey {
+    /// Rows whose action the blast-radius cap counts (isolate, restrict,
+    /// offboard: [`super::GUARDED_BY_CAP`]).
+    pub fn guarded(&self) -> u64 {
+        self.per_action
+            .iter()
+            .filter(|(a, _)| super::GUARDED_BY_CAP.contains(a))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Rows whose action cannot be undone (offboard).
     pub fn irreversible(&self) -> u64 {
         self.per_action.iter().filter(|(a, _)| a.irreversible()).map(|(_, n)| n).sum()

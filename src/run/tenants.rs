@@ -170,12 +170,7 @@ fn check_existing(config: &RunConfig, results: &Path) -> Result<(), RunError> {
 /// dangerous spread over customers as in one); `--max-percent` is each
 /// tenant's own, checked by its share.
 fn check_total(config: &RunConfig, survey: &Survey) -> Result<(), RunError> {
-    let guarded: u64 = survey
-        .per_action
-        .iter()
-        .filter(|(a, _)| super::GUARDED_BY_CAP.contains(a))
-        .map(|(_, n)| n)
-        .sum();
+    let guarded = survey.guarded();
     if guarded <= config.max_devices || config.dry_run {
         return Ok(());
     }
