@@ -1022,11 +1022,10 @@ fn tenants_run_config(
             profiles.len()
         );
     }
-    let limits = |p: &tenants::Profile| p.limits.clone().unwrap_or_else(|| api.limits.clone());
     if args.simulate {
         config.api = SIMULATED.to_string();
         config.tenant = SIMULATED.to_string();
-        let tenants = profiles.iter().map(|p| (p.name.clone(), limits(p))).collect();
+        let tenants = profiles.iter().map(|p| (p.name.clone(), p.limits_or(&api.limits))).collect();
         let endpoint = Endpoint::SimulatedTenants { request_timeout: api.request_timeout, tenants };
         return Ok((config, endpoint));
     }
@@ -1088,7 +1087,7 @@ fn tenant_endpoints(
                 name: p.name.clone(),
                 tenant_id: p.tenant_id.clone(),
                 client: tenant_client(api_args, p, env, api.request_timeout, &roots)?,
-                limits: p.limits.clone().unwrap_or_else(|| api.limits.clone()),
+                limits: p.limits_or(&api.limits),
             })
         })
         .collect()

@@ -76,6 +76,13 @@ pub struct Profile {
     pub limits: Option<Vec<Limit>>,
 }
 
+impl Profile {
+    /// The tenant's quota: the profile's own, else the run's `--limit`.
+    pub fn limits_or(&self, run: &[Limit]) -> Vec<Limit> {
+        self.limits.clone().unwrap_or_else(|| run.to_vec())
+    }
+}
+
 /// The methods a profile may name, as `--auth` spells them.
 pub const METHODS: [&str; 7] = [
     "secret",

@@ -128,12 +128,12 @@ pub async fn run<T: Transport>(
     }
     let input = surveyed.as_ref().map(|(input, _)| input.clone());
     let mut share_surveys = surveyed.map(|(_, survey)| survey.shares).unwrap_or_default();
-    let shares = futures::future::join_all(kept.into_iter().map(|side| {
+    let shares = side_by_side(kept, &stop, true, |side, own| {
         let surveyed = share_surveys
             .remove(&side.name)
             .and_then(|survey| input.as_ref().map(|input| (input.clone(), survey)));
-        run_share(config, results, &names, side, surveyed, &stop)
-    }))
+        run_share(config, results, &names, side, surveyed, own)
+    })
     .await;
     let (owned, merged_names) = (config.clone(), names.clone());
     let results_path = results.clone();
@@ -213,16 +213,15 @@ fn create_private_dir(dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// One tenant's share: the run over its rows, with a stop of its own that
-/// the whole run's stop reaches (and that a storage fault of the share
-/// passes up to every other share).
+/// One tenant's share: the run over its rows, with its own stop (see
+/// [`side_by_side`]).
 async fn run_share<T: Transport>(
     config: &RunConfig,
     results: &Path,
     names: &TenantNames,
     side: TenantSide<T>,
     surveyed: Option<(Arc<Input>, Survey)>,
-    stop: &Stop,
+    own: Stop,
 ) -> Share {
     let path = share_path(results, &side.name);
     let mut share = config.clone();
@@ -246,30 +245,8 @@ async fn run_share<T: Transport>(
         share.max_devices = u64::MAX;
     }
     share.login_failure_stops = true;
-    let own = Stop::new();
-    let link = {
-        let (whole, own) = (stop.clone(), own.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = whole.wait() => {
-                    if let Some(reason) = whole.reason() {
-                        match whole.detail() {
-                            Some(d) => own.fail(reason, d),
-                            None => own.trigger(reason),
-                        }
-                    }
-                }
-                () = own.wait() => {
-                    if own.reason() == Some(StopReason::Storage) {
-                        whole.fail(StopReason::Storage, own.detail().unwrap_or_default());
-                    }
-                }
-            }
-        })
-    };
     tracing::info!(tenant = %side.name, api = %side.api, "share started");
     let outcome = super::pipeline::run_surveyed(&share, side.transport, own, surveyed).await;
-    link.abort();
     match &outcome {
         Ok(s) => tracing::info!(tenant = %side.name, rows = s.rows(), "share ended"),
         Err(e) => tracing::warn!(tenant = %side.name, "share refused: {e}"),
@@ -560,21 +537,49 @@ fn shares_of<T>(
         .collect())
 }
 
-/// A child stop of `whole`: set when `whole` is (Ctrl-C reaches every
-/// tenant), never the other way round (one tenant's fault stays its own).
-fn child_of(whole: &Stop) -> (Stop, tokio::task::JoinHandle<()>) {
-    let own = Stop::new();
-    let (w, o) = (whole.clone(), own.clone());
-    let link = tokio::spawn(async move {
-        w.wait().await;
-        if let Some(reason) = w.reason() {
-            match w.detail() {
-                Some(d) => o.fail(reason, d),
-                None => o.trigger(reason),
+/// Runs `start` for every item side by side, each with a stop of its own
+/// that the whole command's stop reaches (Ctrl-C and the deadline reach
+/// every tenant), and not the other way round: one tenant's fault stays
+/// its own — but for a journal or results file that cannot be written
+/// when `storage_up`: the tenants share the disk, so that stops them all.
+async fn side_by_side<I, F, Fut>(
+    items: Vec<I>,
+    whole: &Stop,
+    storage_up: bool,
+    mut start: F,
+) -> Vec<Fut::Output>
+where
+    F: FnMut(I, Stop) -> Fut,
+    Fut: std::future::Future,
+{
+    futures::future::join_all(items.into_iter().map(|item| {
+        let own = Stop::new();
+        let (w, o) = (whole.clone(), own.clone());
+        let link = tokio::spawn(async move {
+            tokio::select! {
+                () = w.wait() => {
+                    if let Some(reason) = w.reason() {
+                        match w.detail() {
+                            Some(d) => o.fail(reason, d),
+                            None => o.trigger(reason),
+                        }
+                    }
+                }
+                () = o.wait(), if storage_up => {
+                    if o.reason() == Some(StopReason::Storage) {
+                        w.fail(StopReason::Storage, o.detail().unwrap_or_default());
+                    }
+                }
             }
+        });
+        let work = start(item, own);
+        async move {
+            let done = work.await;
+            link.abort();
+            done
         }
-    });
-    (own, link)
+    }))
+    .await
 }
 
 /// `mdebulk status --tenants`: each tenant's share followed up with its
@@ -588,20 +593,17 @@ pub async fn status<T: Transport>(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let shares = shares_of(&config.results, names, sides)?;
-    let outcomes = futures::future::join_all(shares.into_iter().map(|(side, path)| {
+    let outcomes = side_by_side(shares, &stop, false, |(side, path), own| {
         let share = super::status::StatusConfig {
             results: path.clone(),
             limits: side.limits.clone(),
             ..config.clone()
         };
-        let stop = stop.clone();
         async move {
-            let (own, link) = child_of(&stop);
             let outcome = super::status::status(&share, side.transport, own).await;
-            link.abort();
             Share { name: side.name, path, outcome }
         }
-    }))
+    })
     .await;
     let (results, names_owned) = (config.results.clone(), names.clone());
     let (outcomes, mut summary) = super::blocking(move || {
@@ -641,7 +643,7 @@ pub async fn undo<T: Transport>(
         .await?
     };
     super::undo::confirm(config, own)?;
-    let outcomes = futures::future::join_all(shares.into_iter().map(|(side, path)| {
+    let outcomes = side_by_side(shares, &stop, false, |(side, path), own| {
         let output = shares_dir(&config.results).join(format!("{}.undo.csv", side.name));
         let share = super::undo::UndoConfig {
             results: path,
@@ -651,14 +653,11 @@ pub async fn undo<T: Transport>(
             limits: side.limits.clone(),
             ..config.clone()
         };
-        let stop = stop.clone();
         async move {
-            let (own, link) = child_of(&stop);
             let outcome = super::undo::undo(&share, side.transport, own).await;
-            link.abort();
             Share { name: side.name, path: output, outcome }
         }
-    }))
+    })
     .await;
     let (results, output, names_owned) =
         (config.results.clone(), config.output.clone(), names.clone());
@@ -775,16 +774,13 @@ pub async fn devices<T: Transport>(
     sides: Vec<TenantSide<T>>,
     stop: Stop,
 ) -> Result<(super::devices::DevicesReport, Vec<(String, String)>), RunError> {
-    let listed = futures::future::join_all(sides.into_iter().map(|side| {
+    let listed = side_by_side(sides, &stop, false, |side, own| {
         let share = super::devices::DevicesConfig { limits: side.limits.clone(), ..config.clone() };
-        let stop = stop.clone();
         async move {
-            let (own, link) = child_of(&stop);
             let listed = super::devices::listed(&share, side.transport, own).await;
-            link.abort();
             (side.name, listed)
         }
-    }))
+    })
     .await;
     let mut total = super::devices::DevicesReport::default();
     let mut failed = Vec::new();
